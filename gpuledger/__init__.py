@@ -1,0 +1,1 @@
+"""The ``gpuledger`` command: one entry point composing the subcommands of each package."""

@@ -1,0 +1,38 @@
+"""Root of the ``gpuledger`` command line.
+
+Each package that offers commands has a ``<package>/cli.py`` with ``register(subparsers)``; it adds its
+subcommands and sets ``func(args) -> int`` (the exit status) on each. This module only composes them,
+so the dependency direction between packages stays as it is.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from collections.abc import Sequence
+
+COMMAND_MODULES = ("ledger.cli", "collector.cli", "api.cli", "gpuledger.main")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="gpuledger", description=__doc__.splitlines()[0])
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for module_name in COMMAND_MODULES:
+        try:
+            module = importlib.import_module(module_name)
+        except ModuleNotFoundError as exc:
+            if exc.name != module_name:
+                raise
+            continue
+        module.register(subparsers)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return int(args.func(args) or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
