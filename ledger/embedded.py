@@ -48,7 +48,7 @@ def find_bindir() -> Path:
     if on_path:
         return Path(on_path).resolve().parent
     try:
-        import pgserver  # type: ignore[import-untyped]
+        import pgserver
     except ImportError as exc:
         raise EmbeddedPostgresError(
             "no PostgreSQL binaries found: install Debian's postgresql package or the pgserver wheel"
