@@ -1,0 +1,1 @@
+"""How the controller reaches nodes: one contract (``abc``), SSH and local implementations."""

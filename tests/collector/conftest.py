@@ -1,0 +1,81 @@
+"""Controller test fixtures: real sshd nodes on loopback, a dedicated client key, a managed known_hosts."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from tests.harness.sshd import SshdNode, ensure_user, generate_key, remove_user, sshd_available
+
+NODE_USER = "glc-node"
+NODE_PYTHON = "/usr/bin/python3" if Path("/usr/bin/python3").exists() else sys.executable
+needs_sshd = pytest.mark.skipif(not sshd_available(), reason="needs root and openssh-server")
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+@dataclass
+class FakeCommand:
+    """The stand-in node command, installed where the node account can read it, with its run log."""
+
+    directory: Path
+
+    @property
+    def argv(self) -> list[str]:
+        # The node account cannot reach the venv under /root; nodes run their own Python.
+        return [NODE_PYTHON, "-I", str(self.directory / "fake_node_command.py")]
+
+    def runs(self) -> list[str]:
+        log = self.directory / "runs.log"
+        return log.read_text().splitlines() if log.exists() else []
+
+
+@pytest.fixture
+def fake_command() -> Iterator[FakeCommand]:
+    # pytest's tmp_path is private to root; the node account must read the script and append to its log.
+    directory = Path(tempfile.mkdtemp(prefix="glc-fake-node-", dir="/run" if os.geteuid() == 0 else None))
+    os.chmod(directory, 0o755)
+    shutil.copy(Path(__file__).with_name("fake_node_command.py"), directory / "fake_node_command.py")
+    os.chmod(directory / "fake_node_command.py", 0o644)
+    (directory / "runs.log").touch(mode=0o666)
+    os.chmod(directory / "runs.log", 0o666)
+    yield FakeCommand(directory)
+    shutil.rmtree(directory, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def node_user() -> Iterator[str]:
+    if not sshd_available():
+        pytest.skip("needs root and openssh-server")
+    ensure_user(NODE_USER)
+    yield NODE_USER
+    remove_user(NODE_USER)
+
+
+@pytest.fixture(scope="session")
+def client_key(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return generate_key(tmp_path_factory.mktemp("controller-key") / "id_ed25519", comment="gpuledger-controller")
+
+
+def forced_command_line(client_key: Path, argv: list[str]) -> str:
+    """The authorized_keys line the rollout installs, with ``argv`` as the forced command."""
+    public = client_key.with_name(client_key.name + ".pub").read_text().strip()
+    command = " ".join(argv).replace('"', '\\"')
+    return f'restrict,command="{command}" {public}'
+
+
+@pytest.fixture
+def sshd_node(tmp_path: Path, node_user: str, client_key: Path, fake_command: FakeCommand) -> Iterator[SshdNode]:
+    line = forced_command_line(client_key, fake_command.argv)
+    with SshdNode(tmp_path / "sshd", authorized_keys={node_user: [line]}) as node:
+        yield node
