@@ -1,8 +1,8 @@
 """The local node (``ansible_connection=local``): the node command as a subprocess, without SSH.
 
-The verb travels exactly as it does over SSH, in ``SSH_ORIGINAL_COMMAND`` with no arguments on the
-command line, so the node command validates both paths the same way. The command is an argv list and
-no shell ever sees it.
+The verb words are appended to the command's argv (the node command's local mode, docs/node-command.md:
+``python3 -m probe [--config PATH] VERB ARG...``), where the same validator as over SSH checks them. No
+shell ever sees them, and none of the variables that would put the node command in SSH mode is passed.
 """
 
 from __future__ import annotations
@@ -18,7 +18,8 @@ from collector.errors import NodeUnavailable
 from collector.transport.abc import NodeSession, Transport
 from collector.types import CommandResult, Node, Outcome
 
-# Only what the node command needs from our environment; nothing of the controller's secrets.
+# Only what the node command needs from our environment: nothing of the controller's secrets, and none of
+# SSH_ORIGINAL_COMMAND, SUDO_USER, SSH_CONNECTION, SSH_CLIENT (they would switch it to SSH mode).
 _PASSED_ENV = ("PATH", "LANG", "LC_ALL", "PYTHONPATH")
 
 
@@ -30,14 +31,14 @@ class LocalSession(NodeSession):
 
     async def run(self, verb: Sequence[str], *, stdin: bytes = b"", timeout_s: float) -> CommandResult:
         started = time.monotonic()
-        env = {**self._env, "SSH_ORIGINAL_COMMAND": shlex.join(verb)}
         try:
             process = await asyncio.create_subprocess_exec(
                 *self._argv,
+                *verb,
                 stdin=asyncio.subprocess.PIPE,
                 stdout=asyncio.subprocess.PIPE,
                 stderr=asyncio.subprocess.PIPE,
-                env=env,
+                env=dict(self._env),
                 start_new_session=True,
             )
         except OSError as exc:

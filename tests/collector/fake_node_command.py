@@ -1,6 +1,9 @@
-"""A stand-in node command for the transport contract tests: it answers a few verbs from SSH_ORIGINAL_COMMAND.
+"""A stand-in node command for the transport contract tests: it answers a few verbs.
 
-Each run appends its verb to the file named by the ``GLC_RUN_LOG`` line beside this script, so a test
+Like the real one (docs/node-command.md), it takes its words from SSH_ORIGINAL_COMMAND when reached over SSH
+and from its arguments when run locally.
+
+Each run appends its words to ``runs.log`` beside this script, so a test
 can prove that no command ran at all (for example when the host key did not match).
 """
 
@@ -12,12 +15,13 @@ import time
 from pathlib import Path
 
 here = Path(__file__).resolve().parent
-words = shlex.split(os.environ.get("SSH_ORIGINAL_COMMAND", ""))
+over_ssh = "SSH_ORIGINAL_COMMAND" in os.environ
+words = shlex.split(os.environ["SSH_ORIGINAL_COMMAND"]) if over_ssh else sys.argv[1:]
 with open(here / "runs.log", "a") as log:
     log.write(json.dumps(words) + "\n")
 verb, args = (words[0], words[1:]) if words else ("", [])
 if verb == "args":
-    sys.stdout.write(json.dumps({"argv": sys.argv[1:], "words": args}))
+    sys.stdout.write(json.dumps({"over_ssh": over_ssh, "words": args}))
 elif verb == "stdin":
     sys.stdout.buffer.write(sys.stdin.buffer.read())
 elif verb == "exit":

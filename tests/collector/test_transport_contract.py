@@ -53,7 +53,7 @@ async def test_verb_words_arrive_intact_and_nothing_else(reach: Reach) -> None:
     session = await reach.transport.session(reach.node)
     result = await session.run(["args", *WORDS], timeout_s=10)
     assert result.ok and result.exit_status == 0
-    assert json.loads(result.stdout) == {"argv": [], "words": WORDS}
+    assert json.loads(result.stdout) == {"over_ssh": reach.node.local is False, "words": WORDS}
     assert result.verb == ("args", *WORDS) and result.node == "n1"
 
 

@@ -1,0 +1,108 @@
+"""Convergent enforcement: compare desired with actual per uid and plan only the differences.
+
+Facts come from the node command's read verbs (``quota-get``, ``gpu-state``) through the pure parsers
+here; the plan is a tuple of ``Action``s (node-command verbs) or empty, which is the declared no-op. A
+second plan against the state the first one produced is empty: the quota comparison allows for the
+node's documented downward rounding (docs/node-command.md), so a quota the node rounded is not re-set.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+
+from collector.decisions import Desired
+
+PPM = 1_000_000
+
+
+@dataclass(frozen=True)
+class Actual:
+    """What a node reports for one uid."""
+
+    uid: int
+    cpu_quota_ppm: int | None
+    gpu_blocked: bool
+
+
+@dataclass(frozen=True)
+class Action:
+    """One node-command verb to run for a reason; ``mutating`` actions are the ones dry-run never executes."""
+
+    node: str
+    uid: int
+    verb: tuple[str, ...]
+    reason: str
+    mutating: bool = True
+    stdin: bytes = b""
+
+    @property
+    def kind(self) -> str:
+        return self.verb[0]
+
+
+class FactError(ValueError):
+    """A read verb's output could not be understood; ``output`` is what came back (for the record)."""
+
+    def __init__(self, verb: str, problem: str, output: bytes) -> None:
+        super().__init__(f"{verb}: {problem}")
+        self.verb = verb
+        self.problem = problem
+        self.output = output[:2000]
+
+
+def _document(verb: str, stdout: bytes) -> dict[str, object]:
+    try:
+        document = json.loads(stdout)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise FactError(verb, f"not JSON: {exc}", stdout) from None
+    if not isinstance(document, dict) or document.get("ok") is not True:
+        raise FactError(verb, "not a successful result document", stdout)
+    return document
+
+
+def parse_quota(stdout: bytes) -> int | None:
+    """``quota-get``'s current quota in ppm of the node's CPUs (``None`` = no quota)."""
+    document = _document("quota-get", stdout)
+    holder = document.get("after", document)
+    value = holder.get("quota_ppm") if isinstance(holder, dict) else None
+    if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 0):
+        raise FactError("quota-get", f"quota_ppm {value!r} is not a non-negative integer", stdout)
+    return value
+
+
+def parse_gpu_state(stdout: bytes) -> bool:
+    """``gpu-state``'s answer: whether new GPU use is blocked for the uid."""
+    blocked = _document("gpu-state", stdout).get("blocked")
+    if not isinstance(blocked, bool):
+        raise FactError("gpu-state", f"blocked {blocked!r} is not a boolean", stdout)
+    return blocked
+
+
+def quota_matches(desired_ppm: int, actual_ppm: int, cpus: int) -> bool:
+    """Whether the node's read-back equals what a ``quota-set`` of ``desired_ppm`` leaves behind.
+
+    The node rounds down twice (to whole percent of one CPU for systemd, to microseconds per period for
+    cgroupfs) and reads back with a floor, so the read-back may sit below the request by less than one
+    percent of one CPU (``10000 / cpus`` ppm) and is never above it.
+    """
+    step = -(-10000 // max(cpus, 1))
+    return desired_ppm - step < actual_ppm <= desired_ppm
+
+
+def plan(node: str, desired: Desired, actual: Actual, cpus: int) -> tuple[Action, ...]:
+    """The verbs that move ``actual`` to ``desired`` on ``node``; empty when nothing differs."""
+    uid, reason = str(desired.uid), desired.reason
+    actions: list[Action] = []
+    if desired.cpu_quota_ppm is None:
+        if actual.cpu_quota_ppm is not None:
+            actions.append(Action(node, desired.uid, ("quota-clear", uid), reason))
+    elif actual.cpu_quota_ppm is None or not quota_matches(desired.cpu_quota_ppm, actual.cpu_quota_ppm, cpus):
+        actions.append(Action(node, desired.uid, ("quota-set", uid, str(desired.cpu_quota_ppm)), reason))
+    if desired.gpu_blocked != actual.gpu_blocked:
+        verb = "gpu-block" if desired.gpu_blocked else "gpu-unblock"
+        actions.append(Action(node, desired.uid, (verb, uid), reason))
+    for process in desired.kill:
+        kill = ("kill", process.boot_id, str(process.pid), str(process.start_ticks), uid)
+        actions.append(Action(node, desired.uid, kill, f"{reason}, kill grace over"))
+    return tuple(actions)
