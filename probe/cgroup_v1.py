@@ -1,0 +1,100 @@
+"""cgroup v1 without systemd: our own groups ``<root>/{cpu,devices}/<parent>/user-UID``.
+
+On v1 in default-allow mode ``devices.list`` cannot show deny exceptions, so the group's existence is
+the block state. It is created under a staging name, denied, then renamed, so a crash can never leave a
+group that looks blocked without its deny rules.
+"""
+
+import collections
+import os
+
+from probe import abc, cgroupfs, cpuquota, processes
+from probe.plan import DrainAndRemove, MakeDir, Plan, Rename, WriteFile
+
+QuotaObserved = collections.namedtuple("QuotaObserved", "quota_ppm raw exists quota_us period_us members user_pids")
+GpuObserved = collections.namedtuple("GpuObserved", "blocked majors staging members user_pids")
+
+
+def _read_int(path):
+    line = cgroupfs.read_first_line(path)
+    return None if line is None else int(line)
+
+
+def _moves(group, members, user_pids):
+    return [WriteFile(group + "/cgroup.procs", str(pid), ("ESRCH",)) for pid in user_pids if pid not in members]
+
+
+class CgroupV1(abc.Backend):
+    name = "cgroup-v1"
+
+    def __init__(self, cgroup_root, parent, proc_root, cpus):
+        self.cpu_root = cgroup_root + "/cpu"
+        self.devices_root = cgroup_root + "/devices"
+        self.parent = parent
+        self.proc_root = proc_root
+        self.cpus = cpus
+
+    def _group(self, hierarchy, uid):
+        return "%s/%s/user-%d" % (hierarchy, self.parent, uid)
+
+    def observe_quota(self, uid):
+        group = self._group(self.cpu_root, uid)
+        exists = os.path.isdir(group)
+        quota_us = _read_int(group + "/cpu.cfs_quota_us") if exists else None
+        period_us = _read_int(group + "/cpu.cfs_period_us") if exists else None
+        limited = quota_us is not None and quota_us >= 0
+        return QuotaObserved(
+            quota_ppm=cpuquota.from_quota_us(quota_us, period_us, self.cpus) if limited else None,
+            raw="%s %s" % (quota_us, period_us) if exists else "",
+            exists=exists,
+            quota_us=quota_us,
+            period_us=period_us,
+            members=cgroupfs.members(group),
+            user_pids=tuple(processes.pids_of_uid(self.proc_root, uid)),
+        )
+
+    def plan_quota(self, uid, ppm, observed):
+        group = self._group(self.cpu_root, uid)
+        if ppm is None:
+            if not observed.exists:
+                return Plan([], "no quota group for uid %d" % uid)
+            steps = [] if observed.quota_us == -1 else [WriteFile(group + "/cpu.cfs_quota_us", "-1")]
+            return Plan(steps + [DrainAndRemove(group, self.cpu_root + "/cgroup.procs")], "")
+        steps = []
+        if not observed.exists:
+            steps += [MakeDir("%s/%s" % (self.cpu_root, self.parent)), MakeDir(group)]
+        if observed.period_us != cpuquota.PERIOD_US:
+            steps.append(WriteFile(group + "/cpu.cfs_period_us", str(cpuquota.PERIOD_US)))
+        want = cpuquota.to_quota_us(ppm, self.cpus)
+        if observed.quota_us != want:
+            steps.append(WriteFile(group + "/cpu.cfs_quota_us", str(want)))
+        steps += _moves(group, observed.members, observed.user_pids)
+        return Plan(steps, "quota already %d us per %d us, every process in the group" % (want, cpuquota.PERIOD_US))
+
+    def observe_gpu(self, uid):
+        group = self._group(self.devices_root, uid)
+        return GpuObserved(
+            blocked=os.path.isdir(group),
+            majors=cgroupfs.nvidia_majors(self.proc_root),
+            staging=os.path.isdir(group + ".staging"),
+            members=cgroupfs.members(group),
+            user_pids=tuple(processes.pids_of_uid(self.proc_root, uid)),
+        )
+
+    def plan_gpu(self, uid, blocked, observed):
+        group = self._group(self.devices_root, uid)
+        root_procs = self.devices_root + "/cgroup.procs"
+        if not blocked:
+            if not observed.blocked:
+                return Plan([], "uid %d is not blocked" % uid)
+            return Plan([WriteFile(group + "/devices.allow", "a *:* rwm"), DrainAndRemove(group, root_procs)], "")
+        steps = []
+        if not observed.blocked:
+            staging = group + ".staging"
+            if observed.staging:
+                steps.append(DrainAndRemove(staging, root_procs))
+            steps += [MakeDir("%s/%s" % (self.devices_root, self.parent)), MakeDir(staging)]
+            steps += [WriteFile(staging + "/devices.deny", "c %d:* rwm" % major) for major in observed.majors]
+            steps.append(Rename(staging, group))
+        steps += _moves(group, observed.members, observed.user_pids)
+        return Plan(steps, "uid %d already blocked, every process in the group" % uid)

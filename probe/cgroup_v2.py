@@ -1,0 +1,89 @@
+"""cgroup v2 without systemd: our own group ``<root>/<parent>/user-UID`` with ``cpu.max``.
+
+Device control on v2 needs a BPF program, which the standard library cannot load: GPU blocks are
+declared unsupported here (systemd hosts use the systemd backend instead).
+"""
+
+import collections
+import os
+
+from probe import abc, cgroupfs, cpuquota, processes
+from probe.errors import Unsupported
+from probe.plan import DrainAndRemove, MakeDir, Plan, WriteFile
+
+QuotaObserved = collections.namedtuple(
+    "QuotaObserved",
+    "quota_ppm raw root_subtree parent_subtree parent_exists exists quota_us period_us members user_pids",
+)
+GpuObserved = collections.namedtuple("GpuObserved", "blocked majors")
+
+
+def parse_cpu_max(line):
+    """``(quota_us or None, period_us)`` from a ``cpu.max`` line such as ``max 100000`` or ``50000 100000``."""
+    quota, period = line.split()
+    return (None if quota == "max" else int(quota)), int(period)
+
+
+class CgroupV2(abc.Backend):
+    name = "cgroup-v2"
+
+    def __init__(self, cgroup_root, parent, proc_root, cpus):
+        self.root = cgroup_root
+        self.parent_dir = cgroup_root + "/" + parent
+        self.proc_root = proc_root
+        self.cpus = cpus
+
+    def _group(self, uid):
+        return "%s/user-%d" % (self.parent_dir, uid)
+
+    def observe_quota(self, uid):
+        group = self._group(uid)
+        exists = os.path.isdir(group)
+        line = cgroupfs.read_first_line(group + "/cpu.max") if exists else None
+        quota_us, period_us = parse_cpu_max(line) if line else (None, None)
+        return QuotaObserved(
+            quota_ppm=None if quota_us is None else cpuquota.from_quota_us(quota_us, period_us, self.cpus),
+            raw=line or "",
+            root_subtree=cgroupfs.controllers(self.root + "/cgroup.subtree_control"),
+            parent_subtree=cgroupfs.controllers(self.parent_dir + "/cgroup.subtree_control"),
+            parent_exists=os.path.isdir(self.parent_dir),
+            exists=exists,
+            quota_us=quota_us,
+            period_us=period_us,
+            members=cgroupfs.members(group),
+            user_pids=tuple(processes.pids_of_uid(self.proc_root, uid)),
+        )
+
+    def plan_quota(self, uid, ppm, observed):
+        group = self._group(uid)
+        if ppm is None:
+            if not observed.exists:
+                return Plan([], "no quota group for uid %d" % uid)
+            steps = [] if observed.quota_us is None else [WriteFile(group + "/cpu.max", "max %d" % cpuquota.PERIOD_US)]
+            return Plan(steps + [DrainAndRemove(group, self.root + "/cgroup.procs")], "")
+        steps = []
+        if "cpu" not in observed.root_subtree:
+            steps.append(WriteFile(self.root + "/cgroup.subtree_control", "+cpu"))
+        if not observed.parent_exists:
+            steps.append(MakeDir(self.parent_dir))
+        if "cpu" not in observed.parent_subtree:
+            steps.append(WriteFile(self.parent_dir + "/cgroup.subtree_control", "+cpu"))
+        if not observed.exists:
+            steps.append(MakeDir(group))
+        want = cpuquota.to_quota_us(ppm, self.cpus)
+        if (observed.quota_us, observed.period_us) != (want, cpuquota.PERIOD_US):
+            steps.append(WriteFile(group + "/cpu.max", "%d %d" % (want, cpuquota.PERIOD_US)))
+        steps += [
+            WriteFile(group + "/cgroup.procs", str(pid), ("ESRCH",))
+            for pid in observed.user_pids
+            if pid not in observed.members
+        ]
+        return Plan(steps, "cpu.max already %d %d, every process in the group" % (want, cpuquota.PERIOD_US))
+
+    def observe_gpu(self, uid):
+        return GpuObserved(blocked=False, majors=cgroupfs.nvidia_majors(self.proc_root))
+
+    def plan_gpu(self, uid, blocked, observed):
+        if blocked:
+            raise Unsupported("no_device_control", "cgroup v2 without systemd has no device controller file")
+        return Plan([], "uid %d is not blocked (no device control on this node)" % uid)

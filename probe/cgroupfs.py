@@ -1,0 +1,82 @@
+"""Reading cgroup files: group members, controller lists, NVIDIA device majors, per-user CPU counters."""
+
+import os
+import re
+
+from probe import procfs
+from probe.constants import NVIDIA_MAJOR
+
+_USER_SLICE = re.compile(r"user-([0-9]+)\.slice\Z")
+
+
+def read_first_line(path):
+    """The first line of ``path`` stripped, or None if the file does not exist."""
+    try:
+        with open(path) as handle:
+            return handle.readline().strip()
+    except FileNotFoundError:
+        return None
+
+
+def members(group):
+    """The pids in ``group``'s ``cgroup.procs`` (empty when the group does not exist)."""
+    try:
+        with open(group + "/cgroup.procs") as handle:
+            return frozenset(int(word) for word in handle.read().split())
+    except FileNotFoundError:
+        return frozenset()
+
+
+def controllers(path):
+    """The controller names in a ``cgroup.controllers``/``cgroup.subtree_control`` file."""
+    line = read_first_line(path)
+    return frozenset(word.lstrip("+") for word in (line or "").split())
+
+
+def is_nvidia_device(major, name):
+    return major == NVIDIA_MAJOR or name.startswith("nvidia")
+
+
+def nvidia_majors_of(devices):
+    """195 plus the majors of every character device whose name starts with ``nvidia`` (uvm, caps, ...)."""
+    return sorted({NVIDIA_MAJOR} | {major for major, name in devices["char"] if is_nvidia_device(major, name)})
+
+
+def nvidia_majors(proc_root):
+    return nvidia_majors_of(procfs.parse_devices(procfs.read_text(proc_root + "/devices")))
+
+
+def user_cpu_counters(cgroup_root, accounts, degraded):
+    """Cumulative CPU time per user slice: v2 ``cpu.stat usage_usec``, v1 ``cpuacct.usage`` (ns)."""
+    if os.path.isfile(cgroup_root + "/cgroup.controllers"):
+        base, source = cgroup_root + "/user.slice", "cgroup-v2"
+    else:
+        base, source = cgroup_root + "/cpuacct/user.slice", "cgroup-v1"
+    try:
+        names = sorted(os.listdir(base))
+    except OSError as error:
+        degraded.add("user_cpu", "no_user_slices", "%s: %s" % (base, error.strerror))
+        return []
+    rows = []
+    for name in names:
+        match = _USER_SLICE.match(name)
+        if not match:
+            continue
+        uid = int(match.group(1))
+        try:
+            usage_ns = _usage_ns(base + "/" + name, source)
+        except (OSError, ValueError) as error:
+            degraded.add("user_cpu", "unreadable", "%s: %s" % (name, error))
+            continue
+        rows.append({"uid": uid, "user": accounts.name(uid), "usage_ns": usage_ns, "source": source})
+    return rows
+
+
+def _usage_ns(slice_dir, source):
+    if source == "cgroup-v1":
+        return int(procfs.read_text(slice_dir + "/cpuacct.usage").strip())
+    for line in procfs.read_text(slice_dir + "/cpu.stat").splitlines():
+        key, _, value = line.partition(" ")
+        if key == "usage_usec":
+            return int(value) * 1000
+    raise ValueError("no usage_usec in cpu.stat")

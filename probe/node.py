@@ -1,0 +1,68 @@
+"""``gpuledger-node``: the forced command of the ``gpuledger`` account, and ``python3 -m probe``.
+
+Over SSH the request comes only from SSH_ORIGINAL_COMMAND and the config path is fixed; locally it
+comes from argv. Both go through ``probe.command.parse``. One JSON document goes to stdout.
+"""
+
+import json
+import os
+import sys
+import traceback
+
+from probe import command as grammar
+from probe import config as node_config
+from probe import journal, nvml
+from probe.accounts import Accounts, Policy, resolve_uid_min
+from probe.constants import DEFAULT_CONFIG_PATH, EXIT_INTERNAL, SSH_MARKERS
+from probe.errors import ProbeError, Refused
+from probe.verbs import HANDLERS, Context
+
+
+def _request(argv, environ):
+    """``(words, config_path)`` for this invocation."""
+    if any(marker in environ for marker in SSH_MARKERS):
+        if argv:
+            raise Refused("arguments_over_ssh", "the forced command takes no arguments")
+        return grammar.split_ssh_command(environ.get("SSH_ORIGINAL_COMMAND")), DEFAULT_CONFIG_PATH
+    argv = list(argv)
+    path = environ.get("GPULEDGER_NODE_CONFIG") or DEFAULT_CONFIG_PATH
+    if argv[:1] == ["--config"] and len(argv) >= 2:
+        path, argv = argv[1], argv[2:]
+    elif argv and argv[0].startswith("--config="):
+        path, argv = argv[0][len("--config=") :], argv[1:]
+    return argv, path
+
+
+def _stdin_reader(stream):
+    def read(limit):
+        return stream.read(limit)
+
+    return read
+
+
+def main(argv=None, environ=None, stdin=None, stdout=None, nvml_loader=nvml.load_pynvml):
+    """Run one request and return the exit status (docs/node-command.md)."""
+    argv = sys.argv[1:] if argv is None else argv
+    environ = os.environ if environ is None else environ
+    stdout = stdout or sys.stdout
+    verb = None
+    try:
+        words, config_path = _request(argv, environ)
+        command = grammar.parse(words)
+        verb = command.verb
+        config = node_config.load(config_path)
+        policy = Policy(resolve_uid_min(config.uid_min), config.exempt_users, config.exempt_groups)
+        context = Context(config, Accounts(), policy, _stdin_reader(stdin or sys.stdin.buffer), nvml_loader)
+        result, status = HANDLERS[verb](context, command)
+    except ProbeError as error:
+        if isinstance(error, Refused):
+            journal.refusal(error)
+        result, status = {"ok": False, "verb": verb, "error": error.as_dict()}, error.exit_status
+    except Exception as error:  # the last resort: report a bug as data instead of a bare traceback
+        traceback.print_exc(file=sys.stderr)
+        detail = "%s: %s" % (type(error).__name__, error)
+        result = {"ok": False, "verb": verb, "error": {"kind": "internal", "reason": "bug", "detail": detail}}
+        status = EXIT_INTERNAL
+    stdout.write(json.dumps(result, separators=(",", ":")) + "\n")
+    stdout.flush()
+    return status

@@ -1,0 +1,127 @@
+"""systemd hosts (cgroup v1 or v2): ``systemctl set-property --runtime user-UID.slice``.
+
+systemd is the single writer of its cgroup tree, so nothing here writes cgroup files directly. Facts
+come from ``systemctl show`` and the pure parsers below.
+"""
+
+import collections
+import os
+import re
+
+from probe import abc, cgroupfs, cpuquota, procfs
+from probe.plan import Plan, Run, run_argv
+
+SYSTEMD_RUN_DIR = "/run/systemd/system"
+_SYSTEMCTL_PATHS = ("/usr/bin/systemctl", "/bin/systemctl")
+_UNITS_USEC = {"us": 1, "ms": 1000, "s": 10**6, "min": 60 * 10**6, "h": 3600 * 10**6, "d": 86400 * 10**6}
+_SPAN = re.compile(r"([0-9]+)(?:\.([0-9]+))?(us|ms|s|min|h|d)\Z")
+_DEVICE_NAME = re.compile(r"[A-Za-z0-9_.:+-]+\Z")
+
+QuotaObserved = collections.namedtuple("QuotaObserved", "quota_ppm raw usec_per_sec")
+GpuObserved = collections.namedtuple("GpuObserved", "blocked majors policy allow_groups")
+
+
+def is_systemd_host(run_dir=SYSTEMD_RUN_DIR):
+    """sd_booted(3): systemd is PID 1 and manages the cgroup tree."""
+    return os.path.isdir(run_dir)
+
+
+def parse_show(text):
+    """``systemctl show -p A -p B`` output as ``{A: value}`` (a repeated key keeps the last value)."""
+    values = {}
+    for line in text.splitlines():
+        key, sep, value = line.partition("=")
+        if sep:
+            values[key] = value
+    return values
+
+
+def parse_timespan_usec(text):
+    """A systemd timespan (``6.400000s``, ``1min 4s``, ``infinity``) in whole microseconds; None = infinity."""
+    text = text.strip()
+    if text == "infinity":
+        return None
+    total = 0
+    for word in text.split():
+        match = _SPAN.match(word)
+        if not match:
+            raise ValueError("not a systemd timespan: %r" % text)
+        whole, fraction, unit = match.groups()
+        scale = _UNITS_USEC[unit]
+        total += int(whole) * scale
+        if fraction:
+            total += int(fraction) * scale // 10 ** len(fraction)
+    return total
+
+
+def device_allow_list(devices):
+    """``DeviceAllow=`` values for every device group in parsed /proc/devices except NVIDIA's."""
+    allowed = []
+    for kind in ("char", "block"):
+        for major, name in devices[kind]:
+            if cgroupfs.is_nvidia_device(major, name) or not _DEVICE_NAME.match(name):
+                continue
+            entry = "DeviceAllow=%s-%s rwm" % (kind, name)
+            if entry not in allowed:
+                allowed.append(entry)
+    return allowed
+
+
+def _systemctl():
+    for path in _SYSTEMCTL_PATHS:
+        if os.access(path, os.X_OK):
+            return path
+    return _SYSTEMCTL_PATHS[0]
+
+
+class Systemd(abc.Backend):
+    name = "systemd"
+
+    def __init__(self, proc_root, cpus, show=None):
+        self.proc_root = proc_root
+        self.cpus = cpus
+        self.systemctl = _systemctl()
+        self._show = show or run_argv
+
+    def _slice(self, uid):
+        return "user-%d.slice" % uid
+
+    def _set(self, uid, *assignments):
+        return Run((self.systemctl, "set-property", "--runtime", self._slice(uid)) + assignments)
+
+    def _properties(self, uid, *names):
+        argv = [self.systemctl, "show"] + ["--property=" + name for name in names] + [self._slice(uid)]
+        return parse_show(self._show(argv))
+
+    def observe_quota(self, uid):
+        raw = self._properties(uid, "CPUQuotaPerSecUSec").get("CPUQuotaPerSecUSec", "infinity")
+        usec = parse_timespan_usec(raw)
+        return QuotaObserved(
+            quota_ppm=None if usec is None else cpuquota.from_usec_per_sec(usec, self.cpus), raw=raw, usec_per_sec=usec
+        )
+
+    def plan_quota(self, uid, ppm, observed):
+        if ppm is None:
+            if observed.usec_per_sec is None:
+                return Plan([], "no CPUQuota on %s" % self._slice(uid))
+            return Plan([self._set(uid, "CPUQuota=")], "")
+        percent = cpuquota.to_systemd_percent(ppm, self.cpus)
+        if observed.usec_per_sec == percent * 10000:
+            return Plan([], "%s already has CPUQuota=%d%%" % (self._slice(uid), percent))
+        return Plan([self._set(uid, "CPUQuota=%d%%" % percent)], "")
+
+    def observe_gpu(self, uid):
+        values = self._properties(uid, "DevicePolicy", "DeviceAllow")
+        devices = procfs.parse_devices(procfs.read_text(self.proc_root + "/devices"))
+        policy = values.get("DevicePolicy", "auto")
+        return GpuObserved(
+            blocked=policy == "closed",
+            majors=cgroupfs.nvidia_majors_of(devices), policy=policy, allow_groups=tuple(device_allow_list(devices))
+        )
+
+    def plan_gpu(self, uid, blocked, observed):
+        if blocked == observed.blocked:
+            return Plan([], "%s DevicePolicy is already %s" % (self._slice(uid), observed.policy))
+        if blocked:
+            return Plan([self._set(uid, "DevicePolicy=closed", *observed.allow_groups)], "")
+        return Plan([self._set(uid, "DevicePolicy=auto", "DeviceAllow=")], "")
