@@ -1,0 +1,288 @@
+"""Usage between two samples of one node: a pure function of (last charged sample, new sample, settings).
+
+All arithmetic is in integer nanoseconds of the node's boot clock (``boottime_ns``), never wall time, so
+durations are monotonic and a skewed or stepped node clock cannot make them negative or overlap.
+
+CPU (core-seconds), per uid:
+  * a user slice's cumulative cgroup counter when both samples have the cgroup section (it still counts
+    processes that ended in between); a counter that went down (the slice was recreated) restarts from 0;
+  * otherwise per process, identified by ``(pid, start_ticks)`` so a reused PID is a new process: the
+    delta of utime+stime, or all of it for a process that started after the baseline. What a process
+    used between the baseline and its exit is then unknown and flagged.
+
+GPU (gpu-seconds), per device: each process holds its GPU from ``max(baseline, its start)`` to the new
+sample while it runs; one that ended holds it until its end as NVML accounting reports it (without
+accounting, until the baseline only, the rest recorded as unaccounted). Time on a device is swept into
+segments; in each, the users holding the device share it by GPU memory (or equally), so one GPU-second
+is never billed twice. Shares are whole nanoseconds by largest remainder, summing exactly to the segment.
+Sampled presence is charged for at most ``max_gap_s`` before the new sample; the rest is unaccounted.
+
+A new boot restarts every counter at 0 (the interval begins at boot); what ran between the last sample
+of the old boot and its end is unaccounted. The first sample of a node is only a baseline.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass, field
+from decimal import Decimal
+
+from collector.sample import Process, Sample
+
+NS = 1_000_000_000
+SPLITS = ("memory", "equal")
+
+
+@dataclass(frozen=True)
+class UsageSettings:
+    max_gap_s: int = 3600
+    gpu_split: str = "memory"
+
+
+@dataclass(frozen=True)
+class Usage:
+    """Resource time one Linux user consumed in the interval (``amount_ns``: core- or GPU-nanoseconds)."""
+
+    uid: int
+    linux_user: str
+    resource: str
+    device: str
+    model: str
+    amount_ns: int
+    method: str
+    pids: tuple[int, ...] = ()
+
+    @property
+    def seconds(self) -> Decimal:
+        return _seconds(self.amount_ns)
+
+
+@dataclass(frozen=True)
+class Gap:
+    """Usage that could not be measured; ``seconds`` is an upper bound (wall or resource seconds)."""
+
+    reason: str
+    seconds: Decimal
+    detail: str = ""
+
+
+@dataclass(frozen=True)
+class UsageResult:
+    start_ns: int
+    end_ns: int
+    usages: tuple[Usage, ...] = ()
+    gaps: tuple[Gap, ...] = ()
+    flags: tuple[str, ...] = ()
+    advance: bool = True  # False: the sample is not newer than the baseline; keep the baseline
+
+
+def _name(uid: int, user: str | None) -> str:
+    return user if user else f"uid-{uid}"
+
+
+def compute(prev: Sample | None, cur: Sample, settings: UsageSettings) -> UsageResult:
+    """The usage in ``cur`` not yet charged by ``prev`` (the last charged sample of the same node)."""
+    if prev is None:
+        return UsageResult(cur.boottime_ns, cur.boottime_ns, flags=("first_sample",))
+    if prev.machine_id != cur.machine_id:
+        return UsageResult(cur.boottime_ns, cur.boottime_ns, flags=("machine_changed",))
+    flags: list[str] = []
+    gaps: list[Gap] = []
+    if prev.boot_id == cur.boot_id:
+        if cur.boottime_ns <= prev.boottime_ns:
+            return UsageResult(prev.boottime_ns, prev.boottime_ns, flags=("not_newer",), advance=False)
+        base: Sample | None = prev
+        start = prev.boottime_ns
+    else:
+        base, start = None, 0
+        flags.append("reboot")
+        boot_wall = cur.wall_time_ns - cur.boottime_ns
+        lost = max(0, boot_wall - prev.wall_time_ns)
+        gaps.append(Gap("reboot", _seconds(lost), f"after the last sample of boot {prev.boot_id}"))
+    end = cur.boottime_ns
+    cpu = _cpu(base, cur, flags)
+    gpu = _gpu(base, cur, start, end, settings, gaps)
+    return UsageResult(start, end, tuple(cpu + gpu), tuple(gaps), tuple(flags))
+
+
+def _cpu(base: Sample | None, cur: Sample, flags: list[str]) -> list[Usage]:
+    usages: list[Usage] = []
+    covered: set[int] = set()
+    use_cgroup = cur.user_cpu is not None and (base is None or base.user_cpu is not None)
+    if use_cgroup:
+        assert cur.user_cpu is not None
+        before = {row.uid: row.usage_ns for row in base.user_cpu or ()} if base is not None else {}
+        for row in cur.user_cpu:
+            covered.add(row.uid)
+            previous = before.get(row.uid, 0)
+            if row.usage_ns < previous:
+                flags.append(f"cpu_counter_reset:{row.uid}")
+                previous = 0
+            if row.usage_ns > previous:
+                usages.append(Usage(row.uid, _name(row.uid, row.user), "cpu", "", "", row.usage_ns - previous,
+                                    "cgroup-cpu-counter"))
+    ticks_before = {(p.pid, p.start_ticks): p.cpu_ticks for p in base.processes} if base is not None else {}
+    per_uid: dict[int, list[int]] = defaultdict(lambda: [0, 0])
+    names: dict[int, str] = {}
+    pids: dict[int, list[int]] = defaultdict(list)
+    base_ns = base.boottime_ns if base is not None else 0
+    for process in cur.processes:
+        if process.uid in covered:
+            continue
+        names[process.uid] = _name(process.uid, process.user)
+        key = (process.pid, process.start_ticks)
+        if key in ticks_before:
+            delta = process.cpu_ticks - ticks_before[key]
+        elif cur.start_ns(process) >= base_ns:
+            delta = process.cpu_ticks
+        else:
+            flags.append(f"unseen_process:{process.pid}")
+            continue
+        if delta > 0:
+            per_uid[process.uid][0] += delta
+            pids[process.uid].append(process.pid)
+    if base is not None:
+        alive = {(p.pid, p.start_ticks) for p in cur.processes}
+        if any(p.uid not in covered and (p.pid, p.start_ticks) not in alive for p in base.processes):
+            flags.append("process_cpu_after_exit_unmetered")
+    for uid, (ticks, _) in sorted(per_uid.items()):
+        # ticks / clock_ticks_per_second seconds, exact in ns for the usual 100 Hz (and any divisor of 1e9).
+        amount = ticks * NS // cur.clock_ticks_per_second
+        usages.append(Usage(uid, names[uid], "cpu", "", "", amount, "proc-cpu-ticks", tuple(sorted(pids[uid]))))
+    return usages
+
+
+def _weight(memory_bytes: int | None) -> int:
+    """A hold's weight for the memory split; -1 when NVML did not report the memory (then: equal split)."""
+    return -1 if memory_bytes is None else memory_bytes
+
+
+@dataclass
+class _Hold:
+    """One user's process holding one device over ``[start, end)`` with a memory weight."""
+
+    uid: int
+    user: str
+    pid: int
+    start: int
+    end: int
+    weight: int
+    method: str
+
+
+@dataclass
+class _Device:
+    holds: list[_Hold] = field(default_factory=list)
+
+
+def _seconds(ns: int) -> Decimal:
+    return Decimal(ns).scaleb(-9)
+
+
+def _gpu(
+    base: Sample | None, cur: Sample, start: int, end: int, settings: UsageSettings, gaps: list[Gap]
+) -> list[Usage]:
+    floor = max(start, end - settings.max_gap_s * NS)
+    if floor > start:
+        gaps.append(Gap("gap_over_max", _seconds(floor - start),
+                        f"sampled GPU presence is charged for at most {settings.max_gap_s} s"))
+    procs = {p.pid: p for p in cur.processes}
+    base_procs = {p.pid: p for p in base.processes} if base is not None else {}
+    devices: dict[str, _Device] = defaultdict(_Device)
+    running: set[tuple[str, int, int]] = set()
+    for gp in cur.gpu_processes:
+        process = procs.get(gp.pid)
+        if process is None:
+            gaps.append(Gap("unattributed_gpu_process", _seconds(end - floor), f"pid {gp.pid} on {gp.gpu_uuid}"))
+            continue
+        running.add((gp.gpu_uuid, gp.pid, process.start_ticks))
+        begin = max(floor, cur.start_ns(process))
+        if begin < end:
+            devices[gp.gpu_uuid].holds.append(_Hold(process.uid, _name(process.uid, process.user), gp.pid, begin,
+                                                    end, _weight(gp.used_memory_bytes), "nvml-process-sampling"))
+    finished = {(a.gpu_uuid, a.pid): a for a in cur.accounting if not a.is_running}
+    used: set[tuple[str, int]] = set()
+    if base is not None:
+        for gp in base.gpu_processes:
+            process = base_procs.get(gp.pid)
+            if process is None or (gp.gpu_uuid, gp.pid, process.start_ticks) in running:
+                continue
+            record = finished.get((gp.gpu_uuid, gp.pid))
+            if record is None or record.start_time_us * 1000 < _created_wall_ns(base, process) - NS:
+                gaps.append(Gap("gpu_process_ended_unmetered", _seconds(end - start),
+                                f"pid {gp.pid} on {gp.gpu_uuid}: no NVML accounting record"))
+                continue
+            used.add((gp.gpu_uuid, gp.pid))
+            finish = cur.wall_to_boot_ns((record.start_time_us * 1000) + record.gpu_time_ms * 1_000_000)
+            begin, stop = floor, min(end, finish)
+            if begin < stop:
+                devices[gp.gpu_uuid].holds.append(_Hold(process.uid, _name(process.uid, process.user), gp.pid, begin,
+                                                        stop, _weight(gp.used_memory_bytes), "nvml-accounting"))
+    for (uuid, pid), record in finished.items():
+        if (uuid, pid) in used:
+            continue
+        began = cur.wall_to_boot_ns(record.start_time_us * 1000)
+        if began < start:
+            continue  # it started before the baseline: the baseline already saw (and charged) it, or it predates us
+        stop = min(end, began + record.gpu_time_ms * 1_000_000)
+        owner = procs.get(pid) or base_procs.get(pid)
+        if owner is None or cur.start_ns(owner) > began:
+            gaps.append(Gap("unattributed_gpu_process", _seconds(max(0, stop - began)),
+                            f"pid {pid} on {uuid} ran and ended between samples; its owner is unknown"))
+            continue
+        begin = max(began, floor)
+        if begin < stop:
+            devices[uuid].holds.append(_Hold(owner.uid, _name(owner.uid, owner.user), pid, begin, stop,
+                                             _weight(record.max_memory_bytes), "nvml-accounting"))
+    models = {g.uuid: g.name or "unknown" for g in cur.gpus}
+    usages: list[Usage] = []
+    for uuid in sorted(devices):
+        usages.extend(_split_device(uuid, models.get(uuid, "unknown"), devices[uuid].holds, settings.gpu_split))
+    return usages
+
+
+def _created_wall_ns(sample: Sample, process: Process) -> int:
+    return sample.wall_time_ns - sample.boottime_ns + sample.start_ns(process)
+
+
+def _split_device(uuid: str, model: str, holds: list[_Hold], split: str) -> list[Usage]:
+    """Sweep the device's time into segments and share each among the users holding it then."""
+    points = sorted({h.start for h in holds} | {h.end for h in holds})
+    totals: dict[int, int] = defaultdict(int)
+    names = {h.uid: h.user for h in holds}
+    methods: dict[int, set[str]] = defaultdict(set)
+    pids: dict[int, set[int]] = defaultdict(set)
+    for left, right in zip(points, points[1:], strict=False):
+        active = [h for h in holds if h.start <= left and right <= h.end]
+        if not active:
+            continue
+        weights: dict[int, int] = defaultdict(int)
+        by_memory = split == "memory" and all(h.weight >= 0 for h in active)
+        for hold in active:
+            weights[hold.uid] += hold.weight if by_memory else 0
+            methods[hold.uid].add(hold.method)
+            pids[hold.uid].add(hold.pid)
+        for uid, share in share_ns(right - left, weights, names).items():
+            totals[uid] += share
+    return [
+        Usage(uid, names[uid], "gpu", uuid, model, amount, "+".join(sorted(methods[uid])), tuple(sorted(pids[uid])))
+        for uid, amount in sorted(totals.items())
+        if amount > 0
+    ]
+
+
+def share_ns(total: int, weights: dict[int, int], names: dict[int, str]) -> dict[int, int]:
+    """``total`` split in proportion to ``weights`` (equally when they sum to 0), in whole units.
+
+    Largest remainder: everyone gets the floor of their exact share, and the units left over go to the
+    largest fractional parts, ties broken by user name then uid, so the shares always sum to ``total``.
+    """
+    weight_sum = sum(weights.values())
+    effective = weights if weight_sum > 0 else dict.fromkeys(weights, 1)
+    weight_sum = sum(effective.values())
+    shares = {uid: total * w // weight_sum for uid, w in effective.items()}
+    left = total - sum(shares.values())
+    order = sorted(effective, key=lambda uid: (-(total * effective[uid] % weight_sum), names.get(uid, ""), uid))
+    for uid in order[:left]:
+        shares[uid] += 1
+    return shares

@@ -1,0 +1,59 @@
+"""Building ``Sample`` records for the pure usage tests: a node at a given boot-clock time with given facts."""
+
+from __future__ import annotations
+
+from types import MappingProxyType
+
+from collector.sample import AccountingRecord, Gpu, GpuProcess, Process, Sample, UserCpu
+
+BOOT_A = "11111111-1111-1111-1111-111111111111"
+BOOT_B = "22222222-2222-2222-2222-222222222222"
+GPU0 = "GPU-00000000-0000-0000-0000-000000000000"
+GPU1 = "GPU-11111111-0000-0000-0000-000000000000"
+S = 1_000_000_000
+HZ = 100
+# The node's boot happened at this wall-clock time (ns): wall = BOOT_WALL + boot clock.
+BOOT_WALL = 1_764_000_000 * S
+
+
+def proc(pid: int, uid: int, start_s: float, cpu_s: float, user: str | None = None) -> Process:
+    return Process(pid=pid, start_ticks=int(start_s * HZ), uid=uid, user=user or f"u{uid}", cpu_ticks=int(cpu_s * HZ),
+                   rss_bytes=1 << 20)
+
+
+def sample(
+    t_s: float,
+    *,
+    boot: str = BOOT_A,
+    boot_wall: int = BOOT_WALL,
+    processes: tuple[Process, ...] = (),
+    user_cpu: dict[int, float] | None = None,
+    gpu_processes: tuple[tuple[str, int, int | None], ...] = (),
+    accounting: tuple[AccountingRecord, ...] = (),
+    machine: str = "m1",
+) -> Sample:
+    return Sample(
+        machine_id=machine,
+        boot_id=boot,
+        hostname="gpu01",
+        wall_time_ns=boot_wall + int(t_s * S),
+        boottime_ns=int(t_s * S),
+        clock_ticks_per_second=HZ,
+        logical_cpus=8,
+        processes=processes,
+        gpus=tuple(Gpu(uuid, n, "NVIDIA A100", 80 << 30, 0, 0, 40, 100_000) for n, uuid in enumerate((GPU0, GPU1))),
+        gpu_processes=tuple(GpuProcess(g, pid, mem) for g, pid, mem in gpu_processes),
+        accounting=accounting,
+        user_cpu=None if user_cpu is None else tuple(
+            UserCpu(uid, f"u{uid}", int(v * S)) for uid, v in user_cpu.items()
+        ),
+        hardware=MappingProxyType({}),
+        degraded=(),
+        sha256="0" * 64,
+    )
+
+
+def ended(gpu: str, pid: int, start_s: float, ran_s: float, memory: int | None = 1 << 30) -> AccountingRecord:
+    """NVML accounting for a process that started at boot-clock ``start_s`` and ran ``ran_s`` on ``gpu``."""
+    return AccountingRecord(gpu_uuid=gpu, pid=pid, start_time_us=(BOOT_WALL + int(start_s * S)) // 1000,
+                            gpu_time_ms=int(ran_s * 1000), max_memory_bytes=memory, is_running=False)
