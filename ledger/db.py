@@ -1,0 +1,59 @@
+"""Engines and transactions. Every ledger write goes through :func:`writing`: one READ COMMITTED
+transaction holding the single-writer advisory lock, sealed into the hash chain just before COMMIT (where
+the deferred balance checks run). Driver errors that mean "no database" become LedgerUnavailable here."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from sqlalchemy import create_engine, text
+from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
+
+from ledger.errors import LedgerUnavailable
+
+# pg_advisory_xact_lock key of the ledger writer; the schema's require_writer_lock() checks for it.
+WRITER_LOCK = 1735420007
+
+
+def create_app_engine(url: str) -> Engine:
+    """An engine for the app role; whoever creates it disposes of it (``Ledger.close``)."""
+    return create_engine(url, pool_size=5, max_overflow=5, pool_pre_ping=True)
+
+
+def _unavailable(exc: DBAPIError) -> bool:
+    sqlstate = getattr(exc.orig, "sqlstate", None)
+    return isinstance(exc, InterfaceError) or (
+        isinstance(exc, OperationalError) and (sqlstate is None or sqlstate.startswith("08"))
+    )
+
+
+@contextmanager
+def translated() -> Iterator[None]:
+    """Turn connection-level driver failures into LedgerUnavailable; everything else passes through."""
+    try:
+        yield
+    except DBAPIError as exc:
+        if _unavailable(exc):
+            raise LedgerUnavailable(str(exc.orig).strip() or type(exc.orig).__name__) from exc
+        raise
+
+
+@contextmanager
+def writing(engine: Engine) -> Iterator[Connection]:
+    """A ledger write transaction: lock, body, seal, COMMIT (deferred checks). Any error rolls back all."""
+    with translated(), engine.begin() as conn:
+        conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": WRITER_LOCK})
+        yield conn
+        conn.execute(text("SELECT ledger.seal_block()"))
+
+
+@contextmanager
+def reading(engine: Engine) -> Iterator[Connection]:
+    """A read-only REPEATABLE READ transaction, so a report sees one consistent ledger."""
+    with translated(), engine.connect() as conn:
+        conn = conn.execution_options(isolation_level="REPEATABLE READ")
+        with conn.begin():
+            conn.execute(text("SET TRANSACTION READ ONLY"))
+            yield conn

@@ -1,0 +1,126 @@
+"""Billing users, projects and the Linux-user map: the operational rows the ledger's wallets hang off."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import text
+from sqlalchemy.engine import Connection
+
+from ledger.accounts import check_name, ensure_account, wallet_code
+from ledger.errors import DuplicateName, UnknownProject, UnknownUser, UnknownWallet
+from ledger.records import NodeUserMapping, Project, User
+
+_USER_SQL = """
+SELECT u.id, u.name, u.display_name, a.code AS wallet, p.name AS project, u.exempt, u.credit_limit, u.created_at
+  FROM ledger.billing_user u JOIN ledger.account a ON a.id = u.wallet_account_id
+  LEFT JOIN ledger.project p ON p.id = u.project_id
+"""
+_PROJECT_SQL = """
+SELECT p.id, p.name, p.display_name, a.code AS wallet, p.created_at
+  FROM ledger.project p JOIN ledger.account a ON a.id = p.wallet_account_id
+"""
+
+
+def _user(row: Any) -> User:
+    return User(id=int(row.id), name=row.name, display_name=row.display_name, wallet=row.wallet,
+                project=row.project, exempt=bool(row.exempt), credit_limit=row.credit_limit,
+                created_at=row.created_at)
+
+
+def _project(row: Any) -> Project:
+    return Project(id=int(row.id), name=row.name, display_name=row.display_name, wallet=row.wallet,
+                   created_at=row.created_at)
+
+
+def add_user(conn: Connection, name: str, display_name: str, currency: str) -> User:
+    check_name("user", name)
+    if conn.execute(text("SELECT 1 FROM ledger.billing_user WHERE name = :n"), {"n": name}).first():
+        raise DuplicateName("user", name)
+    wallet = ensure_account(conn, wallet_code("user", name), currency)
+    conn.execute(text("INSERT INTO ledger.billing_user (name, display_name, wallet_account_id) VALUES (:n, :d, :w)"),
+                 {"n": name, "d": display_name, "w": wallet})
+    return get_user(conn, name)
+
+
+def get_user(conn: Connection, name: str) -> User:
+    row = conn.execute(text(_USER_SQL + " WHERE u.name = :n"), {"n": name}).first()
+    if row is None:
+        raise UnknownUser(name)
+    return _user(row)
+
+
+def list_users(conn: Connection) -> list[User]:
+    return [_user(r) for r in conn.execute(text(_USER_SQL + " ORDER BY u.name"))]
+
+
+def update_user(conn: Connection, name: str, **changes: Any) -> tuple[User, User]:
+    """Apply column ``changes`` (display_name, project_id, exempt, credit_limit); returns (before, after)."""
+    before = get_user(conn, name)
+    sets = ", ".join(f"{column} = :{column}" for column in changes)
+    conn.execute(text(f"UPDATE ledger.billing_user SET {sets} WHERE name = :name"), {**changes, "name": name})  # noqa: S608
+    return before, get_user(conn, name)
+
+
+def add_project(conn: Connection, name: str, display_name: str, currency: str) -> Project:
+    check_name("project", name)
+    if conn.execute(text("SELECT 1 FROM ledger.project WHERE name = :n"), {"n": name}).first():
+        raise DuplicateName("project", name)
+    wallet = ensure_account(conn, wallet_code("project", name), currency)
+    conn.execute(text("INSERT INTO ledger.project (name, display_name, wallet_account_id) VALUES (:n, :d, :w)"),
+                 {"n": name, "d": display_name, "w": wallet})
+    return get_project(conn, name)
+
+
+def get_project(conn: Connection, name: str) -> Project:
+    row = conn.execute(text(_PROJECT_SQL + " WHERE p.name = :n"), {"n": name}).first()
+    if row is None:
+        raise UnknownProject(name)
+    return _project(row)
+
+
+def list_projects(conn: Connection) -> list[Project]:
+    return [_project(r) for r in conn.execute(text(_PROJECT_SQL + " ORDER BY p.name"))]
+
+
+def set_mapping(conn: Connection, node: str, linux_user: str, user: str) -> tuple[NodeUserMapping | None,
+                                                                                  NodeUserMapping]:
+    """Map ``linux_user`` on ``node`` (``*``: every node) to billing ``user``; returns (before, after)."""
+    target = get_user(conn, user)
+    before = get_mapping(conn, node, linux_user)
+    conn.execute(
+        text("INSERT INTO ledger.node_user_map (node, linux_user, user_id) VALUES (:node, :lu, :uid)"
+             " ON CONFLICT (node, linux_user) DO UPDATE SET user_id = excluded.user_id"),
+        {"node": node, "lu": linux_user, "uid": target.id},
+    )
+    return before, NodeUserMapping(node, linux_user, user)
+
+
+def get_mapping(conn: Connection, node: str, linux_user: str) -> NodeUserMapping | None:
+    row = conn.execute(
+        text("SELECT m.node, m.linux_user, u.name FROM ledger.node_user_map m"
+             " JOIN ledger.billing_user u ON u.id = m.user_id WHERE m.node = :node AND m.linux_user = :lu"),
+        {"node": node, "lu": linux_user},
+    ).first()
+    return None if row is None else NodeUserMapping(row.node, row.linux_user, row.name)
+
+
+def list_mappings(conn: Connection) -> list[NodeUserMapping]:
+    rows = conn.execute(text("SELECT m.node, m.linux_user, u.name FROM ledger.node_user_map m"
+                             " JOIN ledger.billing_user u ON u.id = m.user_id ORDER BY m.node, m.linux_user"))
+    return [NodeUserMapping(r.node, r.linux_user, r.name) for r in rows]
+
+
+def wallet_of(conn: Connection, ref: str) -> str:
+    """The wallet account code named by ``user:NAME``, ``project:NAME`` or a bare user name."""
+    owner, _, name = ref.partition(":") if ":" in ref else ("user", "", ref)
+    if owner == "user":
+        return get_user(conn, name).wallet
+    if owner == "project":
+        return get_project(conn, name).wallet
+    raise UnknownWallet(ref)
+
+
+def charged_wallet(conn: Connection, user: User) -> str:
+    """Where ``user``'s usage goes: their project's wallet when assigned to one, else their own."""
+    return get_project(conn, user.project).wallet if user.project else user.wallet

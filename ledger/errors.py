@@ -1,0 +1,172 @@
+"""Every error the ledger raises on purpose. Each carries its data, so callers (API, CLI, controller) can
+render it or act on it without parsing messages; ``code`` is stable and ``details`` is JSON-ready."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class LedgerError(Exception):
+    """Base class: ``code`` names the error, ``details`` holds the data behind the message."""
+
+    code = "ledger_error"
+
+    def __init__(self, message: str, **details: Any) -> None:
+        super().__init__(message)
+        self.message = message
+        self.details = details
+
+    def __repr__(self) -> str:
+        args = ", ".join(f"{k}={v!r}" for k, v in self.details.items())
+        return f"{type(self).__name__}({args})"
+
+
+class ConfigError(LedgerError):
+    code = "config_error"
+
+    def __init__(self, key: str, reason: str) -> None:
+        super().__init__(f"configuration {key}: {reason}", key=key, reason=reason)
+
+
+class MalformedAmount(LedgerError):
+    code = "malformed_amount"
+
+    def __init__(self, text: str, reason: str) -> None:
+        super().__init__(f"malformed amount {text!r}: {reason}", text=text, reason=reason)
+
+
+class NonPositiveAmount(LedgerError):
+    code = "non_positive_amount"
+
+    def __init__(self, amount: int) -> None:
+        super().__init__(f"amount must be positive, got {amount} micro-units", amount=amount)
+
+
+class InvalidName(LedgerError):
+    code = "invalid_name"
+
+    def __init__(self, kind: str, name: str, rule: str) -> None:
+        super().__init__(f"invalid {kind} name {name!r}: {rule}", kind=kind, name=name, rule=rule)
+
+
+class DuplicateName(LedgerError):
+    code = "duplicate_name"
+
+    def __init__(self, kind: str, name: str) -> None:
+        super().__init__(f"{kind} {name!r} already exists", kind=kind, name=name)
+
+
+class UnknownUser(LedgerError):
+    code = "unknown_user"
+
+    def __init__(self, name: str, node: str | None = None) -> None:
+        where = f" on node {node!r}" if node else ""
+        super().__init__(f"unknown user {name!r}{where}", name=name, node=node)
+
+
+class UnknownProject(LedgerError):
+    code = "unknown_project"
+
+    def __init__(self, name: str) -> None:
+        super().__init__(f"unknown project {name!r}", name=name)
+
+
+class UnknownWallet(LedgerError):
+    code = "unknown_wallet"
+
+    def __init__(self, ref: str) -> None:
+        super().__init__(f"unknown wallet {ref!r} (use user:NAME, project:NAME or a user name)", ref=ref)
+
+
+class UnknownEntry(LedgerError):
+    code = "unknown_entry"
+
+    def __init__(self, entry_id: int) -> None:
+        super().__init__(f"unknown journal entry {entry_id}", entry_id=entry_id)
+
+
+class IdempotencyConflict(LedgerError):
+    code = "idempotency_conflict"
+
+    def __init__(self, key: str, existing_sha256: str, attempted_sha256: str) -> None:
+        super().__init__(
+            f"idempotency key {key!r} was already used with different content",
+            key=key,
+            existing_sha256=existing_sha256,
+            attempted_sha256=attempted_sha256,
+        )
+
+
+class MissingPrice(LedgerError):
+    code = "missing_price"
+
+    def __init__(self, resource: str, model: str | None, at: str) -> None:
+        what = f"{resource} model {model!r}" if model else resource
+        super().__init__(f"no price for {what} valid at {at}", resource=resource, model=model, at=at)
+
+
+class UnitMismatch(LedgerError):
+    code = "unit_mismatch"
+
+    def __init__(self, resource: str, expected: str, got: str) -> None:
+        super().__init__(
+            f"{resource} usage must be in {expected!r}, got {got!r}", resource=resource, expected=expected, got=got
+        )
+
+
+class InvalidUsage(LedgerError):
+    code = "invalid_usage"
+
+    def __init__(self, key: str, reason: str) -> None:
+        super().__init__(f"invalid usage record {key!r}: {reason}", key=key, reason=reason)
+
+
+class InvalidPrice(LedgerError):
+    code = "invalid_price"
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(f"invalid price: {reason}", reason=reason)
+
+
+class AlreadyReversed(LedgerError):
+    code = "already_reversed"
+
+    def __init__(self, entry_id: int, by: int) -> None:
+        super().__init__(f"entry {entry_id} was already reversed by entry {by}", entry_id=entry_id, by=by)
+
+
+class NotRefundable(LedgerError):
+    code = "not_refundable"
+
+    def __init__(self, entry_id: int, kind: str) -> None:
+        super().__init__(f"entry {entry_id} is a {kind} entry; only usage charges are refunded", entry_id=entry_id,
+                         kind=kind)
+
+
+class RefundExceedsCharge(LedgerError):
+    code = "refund_exceeds_charge"
+
+    def __init__(self, entry_id: int, refundable: int, asked: int) -> None:
+        super().__init__(
+            f"entry {entry_id}: refund of {asked} micro-units exceeds the {refundable} still refundable",
+            entry_id=entry_id,
+            refundable=refundable,
+            asked=asked,
+        )
+
+
+class InsufficientFunds(LedgerError):
+    code = "insufficient_funds"
+
+    def __init__(self, account: str, available: int, asked: int) -> None:
+        super().__init__(
+            f"{account}: {asked} micro-units asked, {available} available", account=account, available=available,
+            asked=asked,
+        )
+
+
+class LedgerUnavailable(LedgerError):
+    code = "ledger_unavailable"
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(f"ledger database unavailable: {reason}", reason=reason)

@@ -1,0 +1,128 @@
+"""The export contract, and the one pass over the ledger every format shares.
+
+An exporter writes, in order: a header carrying the chain head and declaring every account; for a period
+with a start, an opening entry with the balances brought forward; every entry effective in the period in
+(date, id) order; and closing balance assertions taken from a separate database query (not re-summed
+from what was written), so a reader's tool checks our arithmetic against the database's. Every amount is
+written with exactly six decimals. Memory stays flat: entries are streamed from a server-side cursor.
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from datetime import date, datetime, timedelta
+from typing import IO, Any, ClassVar
+from zoneinfo import ZoneInfo
+
+from sqlalchemy import text
+from sqlalchemy.engine import Connection
+
+from ledger import chain
+from ledger.records import ChainHead
+from ledger.reports import local_midnight
+
+
+@dataclass(frozen=True)
+class ExportEntry:
+    id: int
+    day: date
+    effective_at: datetime
+    kind: str
+    idem_key: str
+    memo: str
+    ref_entry_id: int | None
+    usage_id: int | None
+    postings: tuple[tuple[int, str, int], ...]  # (line, account code, amount)
+
+
+@dataclass(frozen=True)
+class Account:
+    code: str
+    kind: str
+
+
+_ENTRIES_SQL = """
+SELECT e.id, e.effective_at, e.kind, e.idem_key, e.memo, e.ref_entry_id, e.usage_id, p.line, a.code, p.amount
+  FROM ledger.journal_entry e JOIN ledger.posting p ON p.entry_id = e.id JOIN ledger.account a ON a.id = p.account_id
+ WHERE e.effective_at >= :lo AND e.effective_at < :hi
+ ORDER BY e.effective_at, e.id, p.line
+"""
+
+
+class Exporter(abc.ABC):
+    """One export format. ``write`` is the whole contract; subclasses only render the parts."""
+
+    name: ClassVar[str]
+
+    def __init__(self, currency: str, tz: ZoneInfo) -> None:
+        self.currency = currency
+        self.tz = tz
+
+    def write(self, conn: Connection, out: IO[str], start: date | None, end: date | None) -> ChainHead | None:
+        """Write the entries effective in ``[start, end)`` (local dates; None = unbounded); return the chain head
+        the file carries."""
+        head = chain.head(conn)
+        accounts = [Account(c, k) for c, k in conn.execute(text("SELECT code, kind FROM ledger.account ORDER BY code"))]
+        lo = local_midnight(start, self.tz) if start else datetime(1970, 1, 1, tzinfo=self.tz)
+        hi = local_midnight(end, self.tz) if end else datetime(9999, 1, 1, tzinfo=self.tz)
+        first_day = start or self._first_day(conn)
+        self.header(out, head, accounts, first_day)
+        if start is not None:
+            self.opening(out, start, [(code, amount) for code, amount in self._balances(conn, lo) if amount])
+        last_day = first_day
+        for entry in self._entries(conn, lo, hi):
+            self.entry(out, entry)
+            last_day = entry.day
+        closing_day = end - timedelta(days=1) if end else last_day
+        self.closing(out, max(closing_day, last_day), self._balances(conn, hi if end else None))
+        return head
+
+    def _first_day(self, conn: Connection) -> date:
+        first = conn.execute(text("SELECT min(effective_at) FROM ledger.journal_entry")).scalar()
+        return first.astimezone(self.tz).date() if first else date(1970, 1, 1)
+
+    def _balances(self, conn: Connection, before: datetime | None) -> list[tuple[str, int]]:
+        if before is None:
+            rows = conn.execute(text(
+                "SELECT a.code, coalesce(b.debits - b.credits, 0) FROM ledger.account a"
+                " LEFT JOIN ledger.account_balance b ON b.account_id = a.id ORDER BY a.code"))
+        else:
+            rows = conn.execute(text(
+                "SELECT a.code, coalesce((SELECT sum(p.amount) FROM ledger.posting p WHERE p.account_id = a.id"
+                " AND p.effective_at < :t), 0) FROM ledger.account a ORDER BY a.code"), {"t": before})
+        return [(code, int(amount)) for code, amount in rows]
+
+    def _entries(self, conn: Connection, lo: datetime, hi: datetime) -> Iterator[ExportEntry]:
+        rows = conn.execution_options(yield_per=5000).execute(text(_ENTRIES_SQL), {"lo": lo, "hi": hi})
+        current: list[Any] = []
+        for row in rows:
+            if current and current[0].id != row.id:
+                yield self._entry(current)
+                current = []
+            current.append(row)
+        if current:
+            yield self._entry(current)
+
+    def _entry(self, rows: Sequence[Any]) -> ExportEntry:
+        r = rows[0]
+        return ExportEntry(int(r.id), r.effective_at.astimezone(self.tz).date(), r.effective_at, r.kind, r.idem_key,
+                           r.memo, r.ref_entry_id, r.usage_id, tuple((x.line, x.code, int(x.amount)) for x in rows))
+
+    @abc.abstractmethod
+    def header(self, out: IO[str], head: ChainHead | None, accounts: Sequence[Account], first_day: date) -> None:
+        """Declarations: currency with six decimals, every account (opened no later than ``first_day``),
+        the chain head."""
+
+    @abc.abstractmethod
+    def opening(self, out: IO[str], day: date, balances: Sequence[tuple[str, int]]) -> None:
+        """Balances brought forward to ``day`` (non-zero only; they sum to zero)."""
+
+    @abc.abstractmethod
+    def entry(self, out: IO[str], entry: ExportEntry) -> None:
+        """One journal entry with all its postings."""
+
+    @abc.abstractmethod
+    def closing(self, out: IO[str], day: date, balances: Sequence[tuple[str, int]]) -> None:
+        """Assertions that each account's balance at the end of ``day`` is what the database says."""

@@ -1,0 +1,232 @@
+"""Immutable records the ledger hands out and takes in. Amounts are ``int`` micro-units; quantities and
+prices are ``Decimal``; times are aware ``datetime`` (UTC when they come from the database)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from decimal import Decimal
+from typing import Any
+
+from ledger.errors import LedgerError
+from ledger.tiers import Tier
+
+ENTRY_KINDS = ("usage", "recharge", "grant", "grant_expiry", "adjustment", "refund", "reversal")
+UNITS = {"gpu": "gpu-second", "cpu": "core-second", "memory": "GiB-second"}
+
+
+@dataclass(frozen=True)
+class User:
+    id: int
+    name: str
+    display_name: str
+    wallet: str
+    project: str | None
+    exempt: bool
+    credit_limit: int | None
+    created_at: datetime
+
+
+@dataclass(frozen=True)
+class Project:
+    id: int
+    name: str
+    display_name: str
+    wallet: str
+    created_at: datetime
+
+
+@dataclass(frozen=True)
+class NodeUserMapping:
+    node: str
+    linux_user: str
+    user: str
+
+
+@dataclass(frozen=True)
+class PostingLine:
+    account: str
+    amount: int
+
+
+@dataclass(frozen=True)
+class Entry:
+    id: int
+    kind: str
+    idem_key: str
+    payload_sha256: str
+    effective_at: datetime
+    recorded_at: datetime
+    actor: str
+    memo: str
+    ref_entry_id: int | None
+    usage_id: int | None
+    postings: tuple[PostingLine, ...]
+
+
+@dataclass(frozen=True)
+class PostResult:
+    """An entry and whether this call created it (False: an identical earlier post was found)."""
+
+    entry: Entry
+    created: bool
+
+
+@dataclass(frozen=True)
+class PriceVersion:
+    id: int
+    resource: str
+    model_pattern: str
+    match: str
+    priority: int
+    amount: Decimal
+    per: Decimal
+    unit: str
+    valid_from: datetime
+    actor: str
+    memo: str
+
+
+@dataclass(frozen=True)
+class Balance:
+    wallet: str
+    available: int
+    tier: Tier
+    exempt: bool = False
+    credit_limit: int | None = None
+
+
+@dataclass(frozen=True)
+class UsageRecord:
+    """One measured use of one resource by one Linux user on one node over one interval.
+
+    ``idem_key`` must be deterministic from the sample (a retry sends the same key and content);
+    ``epoch`` names the counter the quantity comes from, so charges telescope within it (docs/ledger.md).
+    """
+
+    idem_key: str
+    linux_user: str
+    resource: str
+    quantity: Decimal
+    unit: str
+    interval_start: datetime
+    interval_end: datetime
+    method: str
+    epoch: str
+    model: str = ""
+    evidence: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class UsageTick:
+    """All records of one node's tick: posted in one database transaction."""
+
+    node: str
+    records: tuple[UsageRecord, ...]
+    actor: str = "controller"
+
+
+@dataclass(frozen=True)
+class UsageOutcome:
+    idem_key: str
+    usage_id: int
+    entry_id: int | None
+    user: str
+    amount: int
+    created: bool
+
+
+@dataclass(frozen=True)
+class RejectedUsage:
+    record: UsageRecord
+    error: LedgerError
+
+
+@dataclass(frozen=True)
+class TickResult:
+    posted: tuple[UsageOutcome, ...]
+    rejected: tuple[RejectedUsage, ...]
+
+    @property
+    def postings_created(self) -> int:
+        return sum(1 for o in self.posted if o.created and o.entry_id is not None)
+
+
+@dataclass(frozen=True)
+class StatementLine:
+    entry_id: int
+    effective_at: datetime
+    kind: str
+    memo: str
+    amount: int
+    running: int
+
+
+@dataclass(frozen=True)
+class Statement:
+    """A wallet's movements over ``[start, end)`` (local dates); amounts are as the owner sees them
+    (``available`` sign: a recharge is positive, a charge negative)."""
+
+    wallet: str
+    start: datetime
+    end: datetime
+    opening: int
+    lines: tuple[StatementLine, ...]
+    closing: int
+
+
+@dataclass(frozen=True)
+class TrialBalanceRow:
+    account: str
+    kind: str
+    balance: int
+
+
+@dataclass(frozen=True)
+class TrialBalance:
+    rows: tuple[TrialBalanceRow, ...]
+
+    @property
+    def total(self) -> int:
+        return sum(r.balance for r in self.rows)
+
+
+@dataclass(frozen=True)
+class UsageRow:
+    key: str
+    unit: str
+    quantity: Decimal
+    amount: int
+
+
+@dataclass(frozen=True)
+class RevenueRow:
+    account: str
+    amount: int
+
+
+@dataclass(frozen=True)
+class ChainHead:
+    seq: int
+    sha256: str
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One discrepancy found by ``audit verify``: which check, about what, and what was found."""
+
+    check: str
+    subject: str
+    detail: str
+
+
+@dataclass(frozen=True)
+class VerifyReport:
+    problems: tuple[Problem, ...]
+    counts: Mapping[str, int]
+    head: ChainHead | None
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems

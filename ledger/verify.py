@@ -1,0 +1,157 @@
+"""``audit verify``: the ledger's invariants as a list of checks, each yielding problems as data.
+
+It trusts nothing it can recompute: entry balance and the trial balance from postings, the balance cache
+from postings, the hash chain in Python (not the SQL that sealed it), and every usage charge re-rated
+from its stored facts and price version, with each epoch's cumulative quantities re-added.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from decimal import Decimal
+from typing import Any
+
+from sqlalchemy import text
+from sqlalchemy.engine import Connection
+
+from ledger import chain, prices, rating
+from ledger.journal import sha256_of
+from ledger.records import Problem, UsageRecord, VerifyReport
+from ledger.usage import usage_payload
+
+Check = Callable[[Connection], Iterator[Problem]]
+
+
+def entries_balanced(conn: Connection) -> Iterator[Problem]:
+    rows = conn.execute(text(
+        "SELECT e.id, count(p.line), coalesce(sum(p.amount), 0) FROM ledger.journal_entry e"
+        " LEFT JOIN ledger.posting p ON p.entry_id = e.id GROUP BY e.id"
+        " HAVING count(p.line) < 2 OR coalesce(sum(p.amount), 0) <> 0"))
+    for entry_id, n, total in rows:
+        yield Problem("entry-balanced", f"entry {entry_id}", f"{n} postings summing to {total}")
+
+
+def trial_balance_zero(conn: Connection) -> Iterator[Problem]:
+    total = conn.execute(text("SELECT coalesce(sum(amount), 0) FROM ledger.posting")).scalar_one()
+    if total != 0:
+        yield Problem("trial-balance", "all accounts", f"postings sum to {total}, not 0")
+
+
+def balance_cache(conn: Connection) -> Iterator[Problem]:
+    rows = conn.execute(text(
+        "WITH s AS (SELECT account_id, coalesce(sum(amount) FILTER (WHERE amount > 0), 0) AS d,"
+        "           coalesce(-sum(amount) FILTER (WHERE amount < 0), 0) AS c FROM ledger.posting GROUP BY account_id)"
+        " SELECT a.code, coalesce(b.debits, 0), coalesce(b.credits, 0), coalesce(s.d, 0), coalesce(s.c, 0)"
+        "   FROM ledger.account a LEFT JOIN ledger.account_balance b ON b.account_id = a.id"
+        "   LEFT JOIN s ON s.account_id = a.id"
+        "  WHERE coalesce(b.debits, 0) <> coalesce(s.d, 0) OR coalesce(b.credits, 0) <> coalesce(s.c, 0)"))
+    for code, debits, credits, real_d, real_c in rows:
+        yield Problem("balance-cache", code,
+                      f"cached debits/credits {debits}/{credits}, postings say {real_d}/{real_c}")
+
+
+def effective_copies(conn: Connection) -> Iterator[Problem]:
+    rows = conn.execute(text(
+        "SELECT p.entry_id, p.line FROM ledger.posting p JOIN ledger.journal_entry e ON e.id = p.entry_id"
+        " WHERE p.effective_at <> e.effective_at"))
+    for entry_id, line in rows:
+        yield Problem("posting-time", f"entry {entry_id} line {line}", "effective_at differs from its entry's")
+
+
+def reversals(conn: Connection) -> Iterator[Problem]:
+    rows = conn.execute(text(
+        "SELECT r.id, r.ref_entry_id FROM ledger.journal_entry r WHERE r.kind = 'reversal' AND EXISTS ("
+        " (SELECT account_id, -amount FROM ledger.posting WHERE entry_id = r.ref_entry_id"
+        "  EXCEPT ALL SELECT account_id, amount FROM ledger.posting WHERE entry_id = r.id) UNION ALL"
+        " (SELECT account_id, amount FROM ledger.posting WHERE entry_id = r.id"
+        "  EXCEPT ALL SELECT account_id, -amount FROM ledger.posting WHERE entry_id = r.ref_entry_id))"))
+    for entry_id, ref in rows:
+        yield Problem("reversal", f"entry {entry_id}", f"postings are not the exact negation of entry {ref}'s")
+
+
+def hash_chain(conn: Connection) -> Iterator[Problem]:
+    stream = chain.entries(conn)
+    pending = next(stream, None)
+    prev_hash, prev_last = chain.GENESIS, 0
+    for block in chain.blocks(conn):
+        texts = []
+        while pending is not None and pending.id <= block.last_entry_id:
+            texts.append(chain.canonical_entry(pending))
+            pending = next(stream, None)
+        if block.prev_hash != prev_hash:
+            yield Problem("hash-chain", f"block {block.seq}", "does not link to the previous block's hash")
+        if len(texts) != block.entry_count or block.first_entry_id <= prev_last:
+            yield Problem("hash-chain", f"block {block.seq}",
+                          f"covers {block.entry_count} entries after {prev_last}, found {len(texts)}")
+        if chain.block_hash(block.prev_hash, texts) != block.block_hash:
+            yield Problem("hash-chain", f"block {block.seq}", "hash mismatch: an entry in it was changed")
+        prev_hash, prev_last = block.block_hash, block.last_entry_id
+    if pending is not None:
+        yield Problem("hash-chain", f"entry {pending.id}", "not sealed into any block")
+
+
+_USAGE_SQL = """
+SELECT u.id, u.idem_key, u.payload_sha256, u.node, u.linux_user, u.resource, u.model, u.quantity, u.unit,
+       u.interval_start, u.interval_end, u.method, u.evidence, u.epoch, u.price_version_id, u.cumulative_quantity,
+       u.amount, e.id AS entry_id,
+       (SELECT coalesce(sum(p.amount), 0) FROM ledger.posting p JOIN ledger.account a ON a.id = p.account_id
+         WHERE p.entry_id = e.id AND a.kind = 'revenue') AS revenue
+  FROM ledger.usage u LEFT JOIN ledger.journal_entry e ON e.usage_id = u.id
+ ORDER BY u.id
+"""
+
+
+def usage_rerated(conn: Connection) -> Iterator[Problem]:
+    book = {v.id: v for v in prices.load(conn)}
+    cumulative: dict[tuple[str, int], Decimal] = {}
+    for u in conn.execution_options(yield_per=2000).execute(text(_USAGE_SQL)):
+        subject = f"usage {u.id} ({u.idem_key})"
+        record = UsageRecord(u.idem_key, u.linux_user, u.resource, Decimal(u.quantity), u.unit, u.interval_start,
+                             u.interval_end, u.method, u.epoch, u.model, u.evidence)
+        if sha256_of(usage_payload(u.node, record)) != bytes(u.payload_sha256):
+            yield Problem("usage-facts", subject, "stored facts do not match their hash")
+        if u.price_version_id is None:
+            if u.amount != 0:
+                yield Problem("re-rate", subject, f"charged {u.amount} without a price version")
+        else:
+            key = (u.epoch, int(u.price_version_id))
+            prev = cumulative.get(key, Decimal(0))
+            if prev + record.quantity != u.cumulative_quantity:
+                yield Problem("re-rate", subject, f"cumulative {u.cumulative_quantity} != {prev} + {record.quantity}")
+            cumulative[key] = Decimal(u.cumulative_quantity)
+            rated = rating.rate(Decimal(u.cumulative_quantity) - record.quantity, record.quantity,
+                                book[u.price_version_id])
+            if rated.amount != u.amount:
+                yield Problem("re-rate", subject, f"stored charge {u.amount}, re-rated {rated.amount}")
+        if (u.entry_id is not None) != (u.amount > 0) or -int(u.revenue or 0) != u.amount:
+            yield Problem("usage-entry", subject,
+                          f"charge {u.amount} but entry {u.entry_id} credits {-(u.revenue or 0)}")
+
+
+CHECKS: tuple[tuple[str, Check], ...] = (
+    ("entries balanced", entries_balanced),
+    ("trial balance is zero", trial_balance_zero),
+    ("balance cache = postings", balance_cache),
+    ("posting times = entry times", effective_copies),
+    ("reversals negate their entry", reversals),
+    ("hash chain", hash_chain),
+    ("usage re-rated", usage_rerated),
+)
+
+
+def run(conn: Connection, anchor: tuple[int, str] | None = None) -> VerifyReport:
+    """All checks; ``anchor`` (seq, hex) is a chain head saved earlier (from an export) that must still match."""
+    problems: list[Problem] = []
+    counts: dict[str, Any] = {}
+    for name, check in CHECKS:
+        found = list(check(conn))
+        counts[name] = len(found)
+        problems.extend(found)
+    if anchor is not None:
+        seq, expected = anchor
+        stored = conn.execute(text("SELECT block_hash FROM ledger.chain_block WHERE seq = :s"), {"s": seq}).scalar()
+        if stored is None or bytes(stored).hex() != expected.lower():
+            problems.append(Problem("anchor", f"block {seq}", f"expected {expected}, found "
+                                    f"{'nothing' if stored is None else bytes(stored).hex()}"))
+        counts["anchor"] = 0 if stored is not None and bytes(stored).hex() == expected.lower() else 1
+    return VerifyReport(tuple(problems), counts, chain.head(conn))
