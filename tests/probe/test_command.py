@@ -1,0 +1,122 @@
+"""The allow-list: valid requests parse to typed commands; everything else is refused, with no shell."""
+
+import io
+import json
+import random
+import sys
+
+import pytest
+
+from probe import command
+from probe.constants import EXIT_REFUSED
+from probe.errors import Refused
+from probe.node import main
+
+BOOT = "0f3c9a52-7d1e-4b8a-9c6f-2e5d4a3b1c0e"
+VALID = [
+    "version",
+    "sample",
+    "quota-get 1001",
+    "quota-set 1001 100000",
+    "quota-clear 1001",
+    "gpu-state 1001",
+    "gpu-block 1001",
+    "gpu-unblock 1001",
+    f"kill {BOOT} 4242 123456 1001",
+    "status-write 1001",
+    "notify 1001",
+]
+SPAWN_EVENTS = ("subprocess.Popen", "os.system", "os.exec", "os.posix_spawn", "os.spawn", "os.fork", "pty.spawn")
+_events: list[str] = []
+
+
+def _audit(event, args):
+    if event.startswith(SPAWN_EVENTS):
+        _events.append(event)
+
+
+sys.addaudithook(_audit)
+
+
+@pytest.mark.parametrize("line", VALID)
+def test_every_verb_parses_from_the_ssh_form(line):
+    parsed = command.parse(command.split_ssh_command(line))
+    assert parsed.verb == line.split(" ")[0]
+
+
+def test_arguments_are_typed():
+    parsed = command.parse(command.split_ssh_command(f"kill {BOOT} 4242 18446744073709551615 1001"))
+    assert parsed == command.Command("kill", uid=1001, pid=4242, start_ticks=2**64 - 1, boot_id=BOOT)
+    assert command.parse(["quota-set", "0", "1000000"]).ppm == 1000000
+
+
+def _mutations(rng):
+    """Invalid variants of every valid request: metacharacters, substitutions, whitespace, bad numbers."""
+    injections = [
+        ";", "&&", "|", "`id`", "$(id)", "${IFS}", "\n", "\r", "\t", "\0", "'", '"', "\\", ">", "<", "*", "?",
+        "~", "#", "!", "/", ".", "..", "%", "=", "+", ",", "{", "}", "[", "]", "(", ")", "^", "é", "\u202e", " ",
+    ]
+    bad_numbers = [
+        "-1", "+1", "01", "1.0", "1e3", "0x10", "١", "4294967295", "99999999999999999999999", "", "abc",
+        "1001 ", " 1001", "1" * 300, "NaN", "∞", "1_000",
+    ]
+    for line in VALID:
+        words = line.split(" ")
+        for token in injections:
+            for position in range(len(line) + 1):
+                if rng.random() < 0.15 or position in (0, len(line)):
+                    yield line[:position] + token + line[position:]
+        for index in range(1, len(words)):
+            for number in bad_numbers:
+                if number == "4294967295" and words[0] == "kill" and index == 3:
+                    continue  # a valid START_TICKS
+                yield " ".join(words[:index] + [number] + words[index + 1 :])
+        yield line + " extra"
+        yield line + " 1"
+        if len(words) > 1:
+            yield " ".join(words[:-1])
+        yield line.upper()
+        yield line.replace(" ", "  ")
+        yield "sudo " + line
+        yield "/bin/sh -c '" + line + "'"
+    for _ in range(200):
+        yield "".join(chr(rng.randrange(1, 0x3000)) for _ in range(rng.randrange(1, 40)))
+    yield "quota-set 1001 0"
+    yield "quota-set 1001 1000001"
+    yield "kill 0F3C9A52-7D1E-4B8A-9C6F-2E5D4A3B1C0E 1 1 1001"
+    yield f"kill {BOOT} 0 1 1001"
+    yield f"kill {BOOT} 4194305 1 1001"
+    yield f"kill {BOOT} 1 18446744073709551616 1001"
+    yield "x" * 10000
+
+
+def test_a_thousand_generated_commands_are_all_refused_and_no_process_is_started(capsys):
+    cases = sorted(set(_mutations(random.Random(3))) - set(VALID))
+    assert len(cases) >= 1000
+    _events.clear()
+    for line in cases:
+        out = io.StringIO()
+        status = main([], {"SSH_ORIGINAL_COMMAND": line}, io.BytesIO(), out)
+        result = json.loads(out.getvalue())
+        assert (status, result["ok"], result["error"]["kind"]) == (EXIT_REFUSED, False, "refused"), ascii(line)
+    assert _events == []
+    logged = capsys.readouterr().err.splitlines()
+    assert len(logged) == len(cases)
+    assert all(line.startswith("gpuledger-node: refused ") and line.isprintable() for line in logged)
+
+
+def test_ssh_mode_refuses_arguments_and_a_missing_command():
+    for argv, environ in (
+        (["sample"], {"SSH_ORIGINAL_COMMAND": "sample"}),
+        ([], {"SUDO_USER": "gpuledger"}),
+        (["--config", "/tmp/x", "sample"], {"SSH_CONNECTION": "1 2 3 4"}),
+    ):
+        out = io.StringIO()
+        assert main(argv, environ, io.BytesIO(), out) == EXIT_REFUSED
+        assert json.loads(out.getvalue())["ok"] is False
+
+
+def test_split_refuses_whitespace_tricks():
+    for line in ("sample ", " sample", "quota-get  1001", "quota-get\t1001", "", "sample\n"):
+        with pytest.raises(Refused):
+            command.parse(command.split_ssh_command(line))
