@@ -4,10 +4,10 @@ Over SSH the request comes only from SSH_ORIGINAL_COMMAND and the config path is
 comes from argv. Both go through ``probe.command.parse``. One JSON document goes to stdout.
 """
 
+import importlib
 import json
 import os
 import sys
-import traceback
 
 from probe import command as grammar
 from probe import config as node_config
@@ -15,7 +15,22 @@ from probe import journal, nvml
 from probe.accounts import Accounts, Policy, resolve_uid_min
 from probe.constants import DEFAULT_CONFIG_PATH, EXIT_INTERNAL, SSH_MARKERS
 from probe.errors import ProbeError, Refused
-from probe.verbs import HANDLERS, Context
+from probe.verbs import Context
+
+# verb -> (module, function): the enforcement module is imported only by the verbs that need it.
+HANDLERS = {
+    "version": ("probe.verbs", "version"),
+    "sample": ("probe.verbs", "sample"),
+    "quota-get": ("probe.enforce", "quota_get"),
+    "quota-set": ("probe.enforce", "quota_set"),
+    "quota-clear": ("probe.enforce", "quota_set"),
+    "gpu-state": ("probe.enforce", "gpu_state"),
+    "gpu-block": ("probe.enforce", "gpu_block"),
+    "gpu-unblock": ("probe.enforce", "gpu_unblock"),
+    "kill": ("probe.enforce", "kill_process"),
+    "status-write": ("probe.enforce", "status_write"),
+    "notify": ("probe.enforce", "notify_user"),
+}
 
 
 def _request(argv, environ):
@@ -53,12 +68,15 @@ def main(argv=None, environ=None, stdin=None, stdout=None, nvml_loader=nvml.load
         config = node_config.load(config_path)
         policy = Policy(resolve_uid_min(config.uid_min), config.exempt_users, config.exempt_groups)
         context = Context(config, Accounts(), policy, _stdin_reader(stdin or sys.stdin.buffer), nvml_loader)
-        result, status = HANDLERS[verb](context, command)
+        module, function = HANDLERS[verb]
+        result, status = getattr(importlib.import_module(module), function)(context, command)
     except ProbeError as error:
         if isinstance(error, Refused):
             journal.refusal(error)
         result, status = {"ok": False, "verb": verb, "error": error.as_dict()}, error.exit_status
     except Exception as error:  # the last resort: report a bug as data instead of a bare traceback
+        import traceback
+
         traceback.print_exc(file=sys.stderr)
         detail = "%s: %s" % (type(error).__name__, error)
         result = {"ok": False, "verb": verb, "error": {"kind": "internal", "reason": "bug", "detail": detail}}

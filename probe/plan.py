@@ -5,7 +5,6 @@
 import collections
 import errno
 import os
-import subprocess
 
 from probe.errors import Failed
 
@@ -15,6 +14,10 @@ WriteFile = collections.namedtuple("WriteFile", "path text tolerate")
 WriteFile.__new__.__defaults__ = ((),)
 DrainAndRemove = collections.namedtuple("DrainAndRemove", "group target_procs")
 Run = collections.namedtuple("Run", "argv")
+
+Ops = collections.namedtuple("Ops", "mkdir rmdir")
+Ops.__doc__ = "The directory operations a plan uses; tests of fixture cgroup trees pass ones that mimic cgroupfs."
+REAL_OPS = Ops(os.mkdir, os.rmdir)
 
 Plan = collections.namedtuple("Plan", "steps reason")
 Plan.__doc__ = "Steps to reach the desired state; when ``steps`` is empty, ``reason`` says why nothing is needed."
@@ -39,6 +42,8 @@ def describe(step):
 
 def run_argv(argv):
     """Run ``argv`` without a shell and return its stdout; a failure raises ``Failed`` with its stderr."""
+    import subprocess  # only enforcement runs commands; the sample path never pays for this import
+
     try:
         done = subprocess.run(
             argv, env=SAFE_ENV, stdin=subprocess.DEVNULL, capture_output=True, timeout=RUN_TIMEOUT_SECONDS
@@ -53,7 +58,7 @@ def run_argv(argv):
 
 def _write(path, text, tolerate=()):
     # Kernel control files take one value per write(2); open without O_CREAT so a typo cannot create files.
-    fd = os.open(path, os.O_WRONLY | os.O_NOFOLLOW)
+    fd = os.open(path, os.O_WRONLY | os.O_TRUNC | os.O_NOFOLLOW)
     try:
         os.write(fd, text.encode("ascii"))
     except OSError as error:
@@ -63,7 +68,7 @@ def _write(path, text, tolerate=()):
         os.close(fd)
 
 
-def _drain_and_remove(group, target_procs):
+def _drain_and_remove(group, target_procs, ops):
     for _ in range(DRAIN_ATTEMPTS):
         try:
             with open(group + "/cgroup.procs") as handle:
@@ -73,7 +78,7 @@ def _drain_and_remove(group, target_procs):
         for pid in pids:
             _write(target_procs, pid, tolerate=("ESRCH",))
         try:
-            os.rmdir(group)
+            ops.rmdir(group)
             return
         except OSError as error:
             if error.errno != errno.EBUSY:
@@ -81,10 +86,10 @@ def _drain_and_remove(group, target_procs):
     raise OSError(errno.EBUSY, "processes keep appearing in the group", group)
 
 
-def _apply(step):
+def _apply(step, ops):
     if isinstance(step, MakeDir):
         try:
-            os.mkdir(step.path, 0o755)
+            ops.mkdir(step.path, 0o755)
         except FileExistsError:
             pass
     elif isinstance(step, Rename):
@@ -92,17 +97,17 @@ def _apply(step):
     elif isinstance(step, WriteFile):
         _write(step.path, step.text, step.tolerate)
     elif isinstance(step, DrainAndRemove):
-        _drain_and_remove(step.group, step.target_procs)
+        _drain_and_remove(step.group, step.target_procs, ops)
     else:
         run_argv(step.argv)
 
 
-def execute(plan):
+def execute(plan, ops=REAL_OPS):
     """Carry out every step in order; the first OS error stops the plan and becomes ``Failed``."""
     done = []
     for step in plan.steps:
         try:
-            _apply(step)
+            _apply(step, ops)
         except OSError as error:
             raise Failed(
                 "os_error", "%s: %s (after %d of %d steps)" % (describe(step), error, len(done), len(plan.steps))

@@ -1,0 +1,199 @@
+"""One contract suite for every enforcement backend, plus the pure conversions and systemd's parsers."""
+
+import os
+import secrets
+
+import pytest
+
+from probe import cpuquota, plan, systemd
+from probe.cgroup_v1 import CgroupV1
+from probe.cgroup_v2 import CgroupV2
+from probe.errors import Unsupported
+from tests.probe import proctree
+from tests.probe.support import is_root
+
+CPUS = 64
+NO_PROCESSES_UID = 2999998  # no process runs as this uid, so no process moves are planned
+
+
+def _fixture_v1(tmp_path):
+    root = tmp_path / "cgroup"
+    for hierarchy, files in (("cpu", ("cpu.cfs_quota_us", "cpu.cfs_period_us")), ("devices", ("devices.allow",))):
+        proctree.write(str(root), f"{hierarchy}/cgroup.procs", "")
+        for name in files:
+            proctree.write(str(root), f"{hierarchy}/{name}", "-1\n" if "quota" in name else "100000\n")
+    return root
+
+
+def _fixture_v2(tmp_path):
+    root = tmp_path / "cgroup"
+    proctree.write(str(root), "cgroup.controllers", "cpuset cpu io memory pids\n")
+    proctree.write(str(root), "cgroup.subtree_control", "memory\n")
+    proctree.write(str(root), "cgroup.procs", "")
+    return root
+
+
+CONTROL_FILES = {
+    "cgroup.procs": "",
+    "cpu.cfs_quota_us": "-1\n",
+    "cpu.cfs_period_us": "100000\n",
+    "cpu.max": "max 100000\n",
+    "cgroup.subtree_control": "",
+    "devices.deny": "",
+    "devices.allow": "",
+}
+
+
+def _fixture_mkdir(path, mode=0o777):
+    """mkdir as cgroupfs does it: the new group comes with its control files."""
+    os.mkdir(path, mode)
+    for name, text in CONTROL_FILES.items():
+        with open(os.path.join(path, name), "w") as handle:
+            handle.write(text)
+
+
+def _fixture_rmdir(path):
+    """rmdir as cgroupfs does it: control files go with the group; anything else keeps it busy."""
+    for name in CONTROL_FILES:
+        os.unlink(os.path.join(path, name))
+    os.rmdir(path)
+
+
+FIXTURE_OPS = plan.Ops(_fixture_mkdir, _fixture_rmdir)
+
+
+@pytest.fixture(params=["v1-fixture", "v2-fixture", "v1-real"])
+def subject(request, tmp_path):
+    """``(backend, ops)``: each implementation with the directory operations of its cgroup tree."""
+    proc = str(tmp_path / "proc")
+    proctree.build(proc, [])
+    if request.param == "v1-real":
+        if not is_root() or not os.access("/sys/fs/cgroup/cpu/cpu.cfs_quota_us", os.W_OK):
+            pytest.skip("needs root and a writable cgroup v1 cpu hierarchy")
+        parent = "gpuledger-test-" + secrets.token_hex(4)
+        yield CgroupV1("/sys/fs/cgroup", parent, proc, CPUS), plan.REAL_OPS
+        for hierarchy in ("cpu", "devices"):
+            path = f"/sys/fs/cgroup/{hierarchy}/{parent}"
+            for child in os.listdir(path) if os.path.isdir(path) else []:
+                if os.path.isdir(os.path.join(path, child)):
+                    os.rmdir(os.path.join(path, child))
+            if os.path.isdir(path):
+                os.rmdir(path)
+        return
+    if request.param == "v1-fixture":
+        yield CgroupV1(str(_fixture_v1(tmp_path)), "gpuledger", proc, CPUS), FIXTURE_OPS
+    else:
+        yield CgroupV2(str(_fixture_v2(tmp_path)), "gpuledger", proc, CPUS), FIXTURE_OPS
+
+
+def _converge(subject, ppm):
+    backend, ops = subject
+    observed = backend.observe_quota(NO_PROCESSES_UID)
+    actions = plan.execute(backend.plan_quota(NO_PROCESSES_UID, ppm, observed), ops)
+    return actions, backend.observe_quota(NO_PROCESSES_UID)
+
+
+def test_quota_set_read_clear_and_idempotence(subject):
+    backend = subject[0]
+    assert backend.observe_quota(NO_PROCESSES_UID).quota_ppm is None
+    actions, after = _converge(subject, 100000)
+    assert actions and after.quota_ppm == 100000
+    again = backend.plan_quota(NO_PROCESSES_UID, 100000, after)
+    assert again.steps == [] and again.reason
+    actions, after = _converge(subject, 12347)
+    assert actions and after.quota_ppm == 12346  # floor(12347 * 64 / 10) = 79020 us per 100 ms, read back rounded down
+    actions, after = _converge(subject, None)
+    assert actions and after.quota_ppm is None
+    assert backend.plan_quota(NO_PROCESSES_UID, None, after).steps == []
+
+
+def test_gpu_block_unblock_and_idempotence(subject):
+    backend, ops = subject
+    observed = backend.observe_gpu(NO_PROCESSES_UID)
+    assert observed.blocked is False and observed.majors == [195, 234, 235]
+    if isinstance(backend, CgroupV2):
+        with pytest.raises(Unsupported):
+            backend.plan_gpu(NO_PROCESSES_UID, True, observed)
+        assert backend.plan_gpu(NO_PROCESSES_UID, False, observed).steps == []
+        return
+    plan.execute(backend.plan_gpu(NO_PROCESSES_UID, True, observed), ops)
+    observed = backend.observe_gpu(NO_PROCESSES_UID)
+    assert observed.blocked is True
+    assert backend.plan_gpu(NO_PROCESSES_UID, True, observed).steps == []
+    plan.execute(backend.plan_gpu(NO_PROCESSES_UID, False, observed), ops)
+    observed = backend.observe_gpu(NO_PROCESSES_UID)
+    assert observed.blocked is False
+    assert backend.plan_gpu(NO_PROCESSES_UID, False, observed).steps == []
+
+
+def test_v1_block_recovers_from_a_crash_between_mkdir_and_deny(tmp_path):
+    proc = str(tmp_path / "proc")
+    proctree.build(proc, [])
+    backend = CgroupV1(str(_fixture_v1(tmp_path)), "gpuledger", proc, CPUS)
+    os.makedirs(tmp_path / "cgroup/devices/gpuledger/user-7.staging")  # left by a crash: no deny rules
+    observed = backend.observe_gpu(7)
+    assert observed.blocked is False
+    steps = backend.plan_gpu(7, True, observed).steps
+    assert isinstance(steps[0], plan.DrainAndRemove) and isinstance(steps[-1], plan.Rename)
+
+
+@pytest.mark.parametrize(
+    ("ppm", "cpus", "percent", "quota_us"),
+    [
+        (100000, 64, 640, 640000),  # 10 % of a 64-CPU node: CPUQuota=640%
+        (1000000, 2, 200, 200000),
+        (1, 1, 1, 1000),  # floors: never below 1 % / 1 ms
+        (333333, 3, 99, 99999),  # rounds down
+        (500000, 1, 50, 50000),
+    ],
+)
+def test_quota_conversions_are_exact_and_round_down(ppm, cpus, percent, quota_us):
+    assert cpuquota.to_systemd_percent(ppm, cpus) == percent
+    assert cpuquota.to_quota_us(ppm, cpus) == quota_us
+    assert cpuquota.from_quota_us(quota_us, 100000, cpus) <= ppm or quota_us == cpuquota.MIN_QUOTA_US
+
+
+@pytest.mark.parametrize(
+    ("text", "usec"),
+    [("6.400000s", 6400000), ("1min 4s", 64000000), ("infinity", None), ("500ms", 500000), ("1h 2min", 3720000000)],
+)
+def test_systemd_timespans(text, usec):
+    assert systemd.parse_timespan_usec(text) == usec
+
+
+def _systemd(output):
+    calls = []
+
+    def show(argv):
+        calls.append(argv)
+        return output
+
+    return systemd.Systemd("/nonexistent-proc", CPUS, show=show), calls
+
+
+def test_systemd_quota_plans(tmp_path):
+    backend, calls = _systemd("CPUQuotaPerSecUSec=infinity\n")
+    observed = backend.observe_quota(1001)
+    assert calls[0][-2:] == ["--property=CPUQuotaPerSecUSec", "user-1001.slice"]
+    (step,) = backend.plan_quota(1001, 100000, observed).steps
+    assert step.argv[1:] == ("set-property", "--runtime", "user-1001.slice", "CPUQuota=640%")
+    assert backend.plan_quota(1001, None, observed).steps == []
+    backend, _ = _systemd("CPUQuotaPerSecUSec=6.400000s\n")
+    observed = backend.observe_quota(1001)
+    assert observed.quota_ppm == 100000
+    assert backend.plan_quota(1001, 100000, observed).steps == []
+    assert backend.plan_quota(1001, None, observed).steps[0].argv[-1] == "CPUQuota="
+
+
+def test_systemd_gpu_plans_allow_every_device_group_but_nvidias(tmp_path):
+    proc = str(tmp_path / "proc")
+    proctree.build(proc, [])
+    backend, _ = _systemd("DevicePolicy=auto\nDeviceAllow=\n")
+    backend.proc_root = proc
+    observed = backend.observe_gpu(1001)
+    (step,) = backend.plan_gpu(1001, True, observed).steps
+    assert step.argv[4] == "DevicePolicy=closed"
+    assert "DeviceAllow=char-pts rwm" in step.argv and "DeviceAllow=block-sd rwm" in step.argv
+    assert not [arg for arg in step.argv if "nvidia" in arg]
+    assert not [arg for arg in step.argv if "/dev/" in arg]  # /dev/tty etc.: closed still allows the pseudo devices
+    assert backend.plan_gpu(1001, False, observed).steps == []
