@@ -121,7 +121,7 @@ class ControllerConfig:
             ),
             local_node_command=env.get("LOCAL_NODE_COMMAND", _argv, cls.local_node_command),
             smtp=smtp,
-            webhook_url=env.secret("WEBHOOK_URL"),
+            webhook_url=_webhook(env.secret("WEBHOOK_URL")),
             admin_emails=env.get("ADMIN_EMAILS", _emails, ()),
             user_email_template=template,
             recharge_hint=env.get("RECHARGE_HINT", str, cls.recharge_hint),
@@ -210,6 +210,13 @@ def _argv(text: str) -> tuple[str, ...]:
     if not words:
         raise ValueError("must name a command")
     return words
+
+
+def _webhook(url: Secret | None) -> Secret | None:
+    # urllib would also open file:// and ftp:// URLs; a webhook is HTTP(S) only.
+    if url is not None and not url.value.startswith(("http://", "https://")):
+        raise ConfigError(PREFIX + "WEBHOOK_URL", "must be an http:// or https:// URL")
+    return url
 
 
 def _emails(text: str) -> tuple[str, ...]:

@@ -73,6 +73,7 @@ class Desired:
     """What should hold for one uid on one node, and why."""
 
     uid: int
+    linux_user: str
     billing_user: str
     tier: str
     available: int
@@ -93,6 +94,7 @@ def percent_to_ppm(percent: Decimal | None) -> int | None:
 
 def desired_state(
     uid: int,
+    linux_user: str,
     state: TierState,
     standing: Standing,
     policy: TierPolicy,
@@ -109,6 +111,7 @@ def desired_state(
     kill_at = state.since + timedelta(seconds=policy.kill_grace_s) if tier == Tier.BLOCKED.value else None
     return Desired(
         uid=uid,
+        linux_user=linux_user,
         billing_user=standing.user,
         tier=tier,
         available=standing.available,
@@ -133,3 +136,52 @@ def notice(desired: Desired, currency: str) -> str:
     kill_at = desired.kill_at.strftime("%Y-%m-%d %H:%M:%S %Z") if desired.kill_at else ""
     text = _NOTICES[desired.tier].format(balance=format_amount(desired.available), currency=currency, kill_at=kill_at)
     return text[:300]
+
+
+def _decimal(value: Decimal) -> str:
+    return format(value, "f")
+
+
+def ppm_to_percent(ppm: int) -> str:
+    """Parts per million of the node's CPUs as a percentage string (exact: ppm has no fraction)."""
+    return _decimal(Decimal(ppm) / 10**4)
+
+
+def time_to_empty_hours(available: int, blocked_threshold: int, burn_per_hour: int) -> str | None:
+    """Hours until ``available`` reaches the blocked threshold at ``burn_per_hour`` (micro-units per hour).
+
+    Rounded down to 0.1 h (it never promises more time than there is); ``None`` when not burning.
+    """
+    if burn_per_hour <= 0:
+        return None
+    hours = Decimal(max(0, available - blocked_threshold)) / Decimal(burn_per_hour)
+    return _decimal(hours.quantize(Decimal("0.1"), rounding="ROUND_DOWN"))
+
+
+def status_document(
+    desired: Desired,
+    *,
+    currency: str,
+    burn_per_hour: int,
+    blocked_threshold: int,
+    now: datetime,
+    recharge_hint: str,
+) -> dict[str, object]:
+    """The ``status-write`` document for one uid on one node (docs/status-file.md, version 1)."""
+    return {
+        "version": 1,
+        "user": desired.linux_user,
+        "uid": desired.uid,
+        "billing_user": desired.billing_user,
+        "updated_at": int(now.timestamp()),
+        "tier": desired.tier,
+        "balance": format_amount(desired.available),
+        "currency": currency,
+        "burn_rate_per_hour": format_amount(burn_per_hour),
+        "time_to_empty_hours": time_to_empty_hours(desired.available, blocked_threshold, burn_per_hour),
+        "gpu_blocked": desired.gpu_blocked,
+        "cpu_quota_percent": None if desired.cpu_quota_ppm is None else ppm_to_percent(desired.cpu_quota_ppm),
+        "kill_at": None if desired.kill_at is None else int(desired.kill_at.timestamp()),
+        "notice": notice(desired, currency),
+        "recharge_hint": recharge_hint[:300],
+    }

@@ -15,6 +15,7 @@ from types import MappingProxyType
 from typing import Any
 
 MAX_SAMPLE_BYTES = 16 << 20
+SCHEMA_VERSION = 1
 _MAX_INT = 2**64
 
 
@@ -51,9 +52,14 @@ class Gpu:
 
 @dataclass(frozen=True)
 class GpuProcess:
+    """A process holding a GPU; its identity and owner as /proc told the probe (None if it just exited)."""
+
     gpu_uuid: str
     pid: int
     used_memory_bytes: int | None
+    start_ticks: int | None = None
+    uid: int | None = None
+    user: str | None = None
 
 
 @dataclass(frozen=True)
@@ -79,7 +85,7 @@ class UserCpu:
 
 @dataclass(frozen=True)
 class Sample:
-    machine_id: str
+    machine_id: str | None
     boot_id: str
     hostname: str
     wall_time_ns: int
@@ -98,7 +104,7 @@ class Sample:
     @property
     def idem_key(self) -> str:
         """machine-id / boot-id / probe time (the boot clock), unique per probe run."""
-        return f"{self.machine_id}/{self.boot_id}/{self.boottime_ns}"
+        return f"{self.machine_id or '-'}/{self.boot_id}/{self.boottime_ns}"
 
     def start_ns(self, process: Process) -> int:
         """When ``process`` started, on this boot's clock (ns since boot)."""
@@ -159,6 +165,8 @@ def parse_sample(stdout: bytes) -> Sample:
 
 def sample_from_document(document: Mapping[str, Any], sha256: str) -> Sample:
     r = _Reader(document)
+    if r.node("schema_version") != SCHEMA_VERSION:
+        raise BadSample("schema_version", f"this controller reads version {SCHEMA_VERSION} only")
     i, s = r.integer, r.text
     processes = tuple(
         Process(
@@ -174,39 +182,44 @@ def sample_from_document(document: Mapping[str, Any], sha256: str) -> Sample:
     )
     gpus = tuple(
         Gpu(
-            uuid=s(f"gpu.gpus[{n}].uuid", row.get("uuid"), limit=128),
-            index=i(f"gpu.gpus[{n}].index", row.get("index")),
-            name=s(f"gpu.gpus[{n}].name", row.get("name"), optional=True, limit=256),
-            memory_total_bytes=i(f"gpu.gpus[{n}].memory_total_bytes", row.get("memory_total_bytes"), optional=True),
-            memory_used_bytes=i(f"gpu.gpus[{n}].memory_used_bytes", row.get("memory_used_bytes"), optional=True),
-            utilization_percent=i(f"gpu.gpus[{n}].utilization", row.get("utilization_gpu_percent"), optional=True),
-            temperature_c=i(f"gpu.gpus[{n}].temperature_c", row.get("temperature_c"), optional=True),
-            power_mw=i(f"gpu.gpus[{n}].power_mw", row.get("power_mw"), optional=True),
+            uuid=s(f"gpus[{n}].uuid", row.get("uuid"), limit=128),
+            index=i(f"gpus[{n}].index", row.get("index")),
+            name=s(f"gpus[{n}].name", row.get("name"), optional=True, limit=256),
+            memory_total_bytes=i(f"gpus[{n}].memory_total_bytes", row.get("memory_total_bytes"), optional=True),
+            memory_used_bytes=i(f"gpus[{n}].memory_used_bytes", row.get("memory_used_bytes"), optional=True),
+            utilization_percent=i(f"gpus[{n}].utilization_gpu_percent", row.get("utilization_gpu_percent"),
+                                  optional=True),
+            temperature_c=i(f"gpus[{n}].temperature_c", row.get("temperature_c"), optional=True, low=-(2**31)),
+            power_mw=i(f"gpus[{n}].power_mw", row.get("power_mw"), optional=True),
         )
-        for n, row in enumerate(r.rows("gpu.gpus"))
+        for n, row in enumerate(r.rows("gpus"))
     )
     gpu_processes = tuple(
         GpuProcess(
-            gpu_uuid=s(f"gpu.processes[{n}].gpu_uuid", row.get("gpu_uuid"), limit=128),
-            pid=i(f"gpu.processes[{n}].pid", row.get("pid"), low=1),
-            used_memory_bytes=i(f"gpu.processes[{n}].used_memory_bytes", row.get("used_memory_bytes"), optional=True),
+            gpu_uuid=s(f"gpu_processes[{n}].gpu_uuid", row.get("gpu_uuid"), limit=128),
+            pid=i(f"gpu_processes[{n}].pid", row.get("pid"), low=1),
+            used_memory_bytes=i(f"gpu_processes[{n}].used_memory_bytes", row.get("used_memory_bytes"), optional=True),
+            start_ticks=i(f"gpu_processes[{n}].start_ticks", row.get("start_ticks"), optional=True),
+            uid=i(f"gpu_processes[{n}].uid", row.get("uid"), optional=True),
+            user=s(f"gpu_processes[{n}].user", row.get("user"), optional=True, limit=256),
         )
-        for n, row in enumerate(r.rows("gpu.processes"))
+        for n, row in enumerate(r.rows("gpu_processes"))
     )
     accounting = tuple(
         AccountingRecord(
-            gpu_uuid=s(f"gpu.accounting[{n}].gpu_uuid", row.get("gpu_uuid"), limit=128),
-            pid=i(f"gpu.accounting[{n}].pid", row.get("pid"), low=1),
-            start_time_us=i(f"gpu.accounting[{n}].start_time_us", row.get("start_time_us")),
-            gpu_time_ms=i(f"gpu.accounting[{n}].gpu_time_ms", row.get("gpu_time_ms")),
-            max_memory_bytes=i(f"gpu.accounting[{n}].max_memory_bytes", row.get("max_memory_bytes"), optional=True),
-            is_running=bool(row.get("is_running")),
+            gpu_uuid=s(f"gpu_accounting[{n}].gpu_uuid", row.get("gpu_uuid"), limit=128),
+            pid=i(f"gpu_accounting[{n}].pid", row.get("pid"), low=1),
+            start_time_us=i(f"gpu_accounting[{n}].start_time_us", row.get("start_time_us")),
+            gpu_time_ms=i(f"gpu_accounting[{n}].gpu_time_ms", row.get("gpu_time_ms")),
+            max_memory_bytes=i(f"gpu_accounting[{n}].max_memory_bytes", row.get("max_memory_bytes"), optional=True),
+            is_running=row.get("is_running") is True,
         )
-        for n, row in enumerate(r.rows("gpu.accounting"))
+        for n, row in enumerate(r.rows("gpu_accounting"))
     )
     degraded = tuple(
         s(f"degraded[{n}].source", row.get("source"), limit=256) for n, row in enumerate(r.rows("degraded"))
     )
+    # A partly readable cgroup section is not used at all: one missing slice would otherwise look new.
     user_cpu: tuple[UserCpu, ...] | None = None
     if "user_cpu" not in degraded:
         user_cpu = tuple(
@@ -217,17 +230,19 @@ def sample_from_document(document: Mapping[str, Any], sha256: str) -> Sample:
             )
             for n, row in enumerate(r.rows("user_cpu"))
         )
-    hardware = {key: document.get(key) for key in ("cpu", "memory", "disks") if key in document}
+    hardware = dict(r.node("hardware")) if isinstance(r.node("hardware"), Mapping) else {}
     hardware["kernel"] = s("node.kernel", r.node("node.kernel"), optional=True)
-    hardware["driver"] = (document.get("gpu") or {}).get("driver")
+    hardware["hostname"] = s("node.hostname", r.node("node.hostname"), limit=256)
+    cpus = r.node("hardware.cpu.logical_cpus")
     return Sample(
-        machine_id=s("node.machine_id", r.node("node.machine_id"), limit=64),
+        machine_id=s("node.machine_id", r.node("node.machine_id"), optional=True, limit=64),
         boot_id=s("node.boot_id", r.node("node.boot_id"), limit=64),
         hostname=s("node.hostname", r.node("node.hostname"), limit=256),
         wall_time_ns=i("node.wall_time_ns", r.node("node.wall_time_ns")),
         boottime_ns=i("node.boottime_ns", r.node("node.boottime_ns")),
         clock_ticks_per_second=i("node.clock_ticks_per_second", r.node("node.clock_ticks_per_second"), low=1),
-        logical_cpus=i("cpu.logical_cpus", r.node("cpu.logical_cpus"), low=1),
+        # Unknown CPU count: quotas are compared as if on one CPU, the strictest reading.
+        logical_cpus=1 if cpus is None else i("hardware.cpu.logical_cpus", cpus, low=1),
         processes=processes,
         gpus=gpus,
         gpu_processes=gpu_processes,

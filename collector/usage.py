@@ -27,7 +27,7 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from decimal import Decimal
 
-from collector.sample import Process, Sample
+from collector.sample import GpuProcess, Process, Sample
 
 NS = 1_000_000_000
 SPLITS = ("memory", "equal")
@@ -191,7 +191,7 @@ def _gpu(
     devices: dict[str, _Device] = defaultdict(_Device)
     running: set[tuple[str, int, int]] = set()
     for gp in cur.gpu_processes:
-        process = procs.get(gp.pid)
+        process = _holder(gp, procs)
         if process is None:
             gaps.append(Gap("unattributed_gpu_process", _seconds(end - floor), f"pid {gp.pid} on {gp.gpu_uuid}"))
             continue
@@ -204,7 +204,7 @@ def _gpu(
     used: set[tuple[str, int]] = set()
     if base is not None:
         for gp in base.gpu_processes:
-            process = base_procs.get(gp.pid)
+            process = _holder(gp, base_procs)
             if process is None or (gp.gpu_uuid, gp.pid, process.start_ticks) in running:
                 continue
             record = finished.get((gp.gpu_uuid, gp.pid))
@@ -239,6 +239,13 @@ def _gpu(
     for uuid in sorted(devices):
         usages.extend(_split_device(uuid, models.get(uuid, "unknown"), devices[uuid].holds, settings.gpu_split))
     return usages
+
+
+def _holder(gp: GpuProcess, processes: dict[int, Process]) -> Process | None:
+    """The process holding a GPU: the identity the probe attached to it, else the process scan's."""
+    if gp.uid is not None and gp.start_ticks is not None:
+        return Process(gp.pid, gp.start_ticks, gp.uid, gp.user, 0, 0)
+    return processes.get(gp.pid)
 
 
 def _created_wall_ns(sample: Sample, process: Process) -> int:

@@ -112,6 +112,7 @@ CREATE TABLE collector.decision (
     at           timestamptz NOT NULL DEFAULT now(),
     node         text NOT NULL,
     uid          integer,
+    linux_user   text,
     billing_user text,
     tier         text,
     balance      bigint,

@@ -1,0 +1,100 @@
+"""Prometheus metrics of the controller, on a registry the caller injects (tests use a fresh one).
+
+Per tick: duration, budget overruns, nodes by outcome, samples, ledger entries, money charged, actions,
+unaccounted time; per node: up, clock skew; per GPU (with node, GPU and model labels): utilisation,
+memory, temperature, power and how many users hold it; per (node, GPU, user): the memory a user holds.
+Remote strings only ever appear as label values, which the exposition format escapes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+from collector.sample import Sample
+from collector.types import Node, Outcome
+
+if TYPE_CHECKING:
+    from collector.tick import TickSummary
+
+TICK_BUCKETS = (0.25, 0.5, 1, 2, 5, 10, 20, 30, 45, 60, 120)
+
+
+class Metrics:
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.registry = registry
+        r = registry
+        self.tick_duration = Histogram("gpuledger_tick_duration_seconds", "Wall time of a tick", buckets=TICK_BUCKETS,
+                                       registry=r)
+        self.tick_budget = Gauge("gpuledger_tick_budget_seconds", "The tick budget", registry=r)
+        self.ticks_over_budget = Counter("gpuledger_ticks_over_budget", "Ticks that ran over budget", registry=r)
+        self.nodes = Gauge("gpuledger_nodes", "Nodes by outcome of the last tick", ["outcome"], registry=r)
+        self.node_up = Gauge("gpuledger_node_up", "1 if the node's last sample succeeded", ["node"], registry=r)
+        self.samples = Counter("gpuledger_samples", "Samples received", registry=r)
+        self.entries = Counter("gpuledger_ledger_entries", "Usage entries posted to the ledger", registry=r)
+        self.charged = Counter("gpuledger_charged_micro", "Money charged, in micro-units", registry=r)
+        self.actions = Counter("gpuledger_actions", "Enforcement actions by kind and outcome", ["kind", "outcome"],
+                               registry=r)
+        self.unaccounted = Counter("gpuledger_unaccounted_seconds", "Usage time that could not be measured",
+                                   ["reason"], registry=r)
+        self.database_up = Gauge("gpuledger_database_up", "1 if the last tick reached the database", registry=r)
+        self.lease_held = Gauge("gpuledger_lease_held", "1 if this controller is the active one", registry=r)
+        self.skew = Gauge("gpuledger_node_clock_skew_seconds", "Node wall clock minus controller clock", ["node"],
+                          registry=r)
+        gpu = ["node", "gpu", "index", "model"]
+        self.gpu_util = Gauge("gpuledger_gpu_utilization_percent", "GPU utilisation", gpu, registry=r)
+        self.gpu_mem_used = Gauge("gpuledger_gpu_memory_used_bytes", "GPU memory used", gpu, registry=r)
+        self.gpu_mem_total = Gauge("gpuledger_gpu_memory_total_bytes", "GPU memory total", gpu, registry=r)
+        self.gpu_temp = Gauge("gpuledger_gpu_temperature_celsius", "GPU temperature", gpu, registry=r)
+        self.gpu_power = Gauge("gpuledger_gpu_power_watts", "GPU power draw", gpu, registry=r)
+        self.gpu_holders = Gauge("gpuledger_gpu_holders", "Users with processes on the GPU", gpu, registry=r)
+        self.gpu_user_mem = Gauge("gpuledger_gpu_user_memory_bytes", "GPU memory a user's processes hold",
+                                  ["node", "gpu", "user"], registry=r)
+
+    def action(self, kind: str, outcome: str) -> None:
+        self.actions.labels(kind, outcome).inc()
+
+    def observe_tick(self, summary: TickSummary, nodes: Sequence[tuple[Node, Outcome, Sample | None]]) -> None:
+        self.tick_duration.observe(summary.duration_s)
+        if summary.over_budget:
+            self.ticks_over_budget.inc()
+        for outcome in Outcome:
+            self.nodes.labels(outcome.value).set(summary.outcomes.get(outcome.value, 0))
+        self.database_up.set(1 if summary.database_ok else 0)
+        self.entries.inc(summary.entries)
+        self.charged.inc(summary.charged)
+        self.gpu_user_mem.clear()
+        for node, outcome, sample in nodes:
+            self.node_up.labels(node.name).set(1 if outcome is Outcome.OK else 0)
+            if sample is not None:
+                self.samples.inc()
+                self._gpus(node.name, sample)
+
+    def observe_skew(self, node: str, skew_ms: int) -> None:
+        self.skew.labels(node).set(skew_ms / 1000)
+
+    def observe_gaps(self, gaps: Sequence[tuple[str, float]]) -> None:
+        for reason, seconds in gaps:
+            self.unaccounted.labels(reason).inc(seconds)
+
+    def _gpus(self, node: str, sample: Sample) -> None:
+        owners = {p.pid: p.user or str(p.uid) for p in sample.processes}
+        holders: dict[str, dict[str, int]] = {}
+        for gp in sample.gpu_processes:
+            user = gp.user or (str(gp.uid) if gp.uid is not None else owners.get(gp.pid, "unknown"))
+            held = holders.setdefault(gp.gpu_uuid, {})
+            held[user] = held.get(user, 0) + (gp.used_memory_bytes or 0)
+        for gpu in sample.gpus:
+            labels = (node, gpu.uuid, str(gpu.index), gpu.name or "unknown")
+            for gauge, value in (
+                (self.gpu_util, gpu.utilization_percent), (self.gpu_mem_used, gpu.memory_used_bytes),
+                (self.gpu_mem_total, gpu.memory_total_bytes), (self.gpu_temp, gpu.temperature_c),
+                (self.gpu_power, None if gpu.power_mw is None else gpu.power_mw / 1000),
+            ):
+                if value is not None:
+                    gauge.labels(*labels).set(value)
+            self.gpu_holders.labels(*labels).set(len(holders.get(gpu.uuid, {})))
+            for user, memory in holders.get(gpu.uuid, {}).items():
+                self.gpu_user_mem.labels(node, gpu.uuid, user).set(memory)

@@ -1,0 +1,40 @@
+"""Computed usage -> the ledger's ``UsageRecord``s: deterministic keys, epochs and times (pure).
+
+Keys name the node, the boot, the sample's boot-clock time, the Linux user, the resource and the device,
+so a retry of the same sample produces byte-identical records (the ledger then writes nothing). Epochs
+name the counter without the sample, so the ledger's telescoping rounding runs along one counter.
+Interval times are the controller's clock at the moment the sample arrived, minus the boot-clock
+duration: monotonic, and independent of the node's (possibly skewed) wall clock.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+
+from collector.sample import Sample
+from collector.usage import Usage, UsageResult
+from ledger.records import UNITS, UsageRecord
+
+
+def usage_records(node: str, sample: Sample, result: UsageResult, received_at: datetime) -> tuple[UsageRecord, ...]:
+    """One ledger record per (Linux user, resource, device) with a non-zero amount."""
+    end = received_at
+    start = end - timedelta(microseconds=(result.end_ns - result.start_ns) // 1000)
+    return tuple(_record(node, sample, usage, start, end) for usage in result.usages if usage.amount_ns > 0)
+
+
+def _record(node: str, sample: Sample, usage: Usage, start: datetime, end: datetime) -> UsageRecord:
+    device = f"/{usage.device}" if usage.device else ""
+    return UsageRecord(
+        idem_key=f"{node}/{sample.boot_id}/{sample.boottime_ns}/{usage.linux_user}/{usage.resource}{device}",
+        linux_user=usage.linux_user,
+        resource=usage.resource,
+        quantity=usage.seconds,
+        unit=UNITS[usage.resource],
+        interval_start=start,
+        interval_end=end,
+        method=usage.method,
+        epoch=f"{node}/{sample.boot_id}/{usage.linux_user}/{usage.resource}{device}",
+        model=usage.model,
+        evidence={"sample": sample.idem_key, "uid": usage.uid, "pids": list(usage.pids)},
+    )

@@ -1,0 +1,144 @@
+"""The node registry (the seeds' node management): the inventory's nodes, their status and hardware.
+
+The inventory is the source of truth for which nodes exist; a node that leaves it stays in the registry
+(its samples and decisions refer to it) with ``in_inventory = false``. After each tick one batch
+records every node's outcome, and for reachable nodes the hardware and GPU state their sample reported.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import text
+from sqlalchemy.engine import Connection
+
+from collector.sample import Sample
+from collector.types import Node, Outcome
+
+STATUS_OF = {Outcome.OK: "connected", Outcome.HOSTKEY_MISMATCH: "hostkey_mismatch"}
+
+
+def status_of(outcome: Outcome) -> str:
+    """Registry status for a tick outcome: connected, hostkey_mismatch, or failed."""
+    return STATUS_OF.get(outcome, "failed")
+
+
+@dataclass(frozen=True)
+class NodeReport:
+    """How one node fared in one tick, with its sample when it had one."""
+
+    node: str
+    outcome: Outcome
+    attempted_at: datetime
+    error: str | None = None
+    sample: Sample | None = None
+
+
+def sync_inventory(conn: Connection, nodes: Sequence[Node]) -> None:
+    """Upsert every inventory node; flag the ones no longer in it."""
+    conn.execute(
+        text(
+            "INSERT INTO collector.node (name, address, port, local, region, remarks, listed, in_inventory)"
+            " SELECT * , true FROM unnest(CAST(:names AS text[]), CAST(:addresses AS text[]), CAST(:ports AS int[]),"
+            " CAST(:locals AS boolean[]), CAST(:regions AS text[]), CAST(:remarks AS text[]),"
+            " CAST(:listed AS boolean[]))"
+            " ON CONFLICT (name) DO UPDATE SET address = EXCLUDED.address, port = EXCLUDED.port,"
+            " local = EXCLUDED.local, region = EXCLUDED.region, remarks = EXCLUDED.remarks,"
+            " listed = EXCLUDED.listed, in_inventory = true, updated_at = now()"
+        ),
+        {
+            "names": [n.name for n in nodes], "addresses": [n.address for n in nodes], "ports": [n.port for n in nodes],
+            "locals": [n.local for n in nodes], "regions": [n.region for n in nodes],
+            "remarks": [n.remarks for n in nodes], "listed": [n.listed for n in nodes],
+        },
+    )
+    conn.execute(
+        text("UPDATE collector.node SET in_inventory = false, updated_at = now()"
+             " WHERE in_inventory AND NOT (name = ANY(CAST(:names AS text[])))"),
+        {"names": [n.name for n in nodes]},
+    )
+
+
+def _gpu_rows(report: NodeReport) -> list[dict[str, Any]]:
+    if report.sample is None:
+        return []
+    return [
+        {
+            "node": report.node, "uuid": g.uuid, "index": g.index, "name": g.name, "total": g.memory_total_bytes,
+            "state": json.dumps({"memory_used_bytes": g.memory_used_bytes, "utilization_percent": g.utilization_percent,
+                                 "temperature_c": g.temperature_c, "power_mw": g.power_mw}),
+            "seen": report.attempted_at,
+        }
+        for g in report.sample.gpus
+    ]
+
+
+def record_tick(conn: Connection, reports: Sequence[NodeReport]) -> None:
+    """Each node's status after a tick, in one round of statements."""
+    if not reports:
+        return
+    conn.execute(
+        text(
+            "UPDATE collector.node AS n SET status = x.status, last_outcome = x.outcome, last_error = x.error,"
+            " last_attempt_at = x.at, last_seen_at = CASE WHEN x.ok THEN x.at ELSE n.last_seen_at END,"
+            " machine_id = coalesce(x.machine, n.machine_id), boot_id = coalesce(x.boot, n.boot_id),"
+            " hardware = coalesce(CAST(x.hardware AS jsonb), n.hardware), updated_at = now()"
+            " FROM unnest(CAST(:names AS text[]), CAST(:statuses AS text[]), CAST(:outcomes AS text[]),"
+            " CAST(:errors AS text[]), CAST(:ats AS timestamptz[]), CAST(:oks AS boolean[]),"
+            " CAST(:machines AS text[]), CAST(:boots AS text[]), CAST(:hardware AS text[]))"
+            " AS x(name, status, outcome, error, at, ok, machine, boot, hardware)"
+            " WHERE n.name = x.name"
+        ),
+        {
+            "names": [r.node for r in reports],
+            "statuses": [status_of(r.outcome) for r in reports],
+            "outcomes": [r.outcome.value for r in reports],
+            "errors": [r.error for r in reports],
+            "ats": [r.attempted_at for r in reports],
+            "oks": [r.outcome is Outcome.OK for r in reports],
+            "machines": [r.sample.machine_id if r.sample else None for r in reports],
+            "boots": [r.sample.boot_id if r.sample else None for r in reports],
+            "hardware": [json.dumps(dict(r.sample.hardware), default=str) if r.sample else None for r in reports],
+        },
+    )
+    rows = [row for report in reports for row in _gpu_rows(report)]
+    if rows:
+        conn.execute(
+            text(
+                "INSERT INTO collector.gpu (node, uuid, index, name, memory_total_bytes, state, seen_at)"
+                " VALUES (:node, :uuid, :index, :name, :total, CAST(:state AS jsonb), :seen)"
+                " ON CONFLICT (node, uuid) DO UPDATE SET index = EXCLUDED.index, name = EXCLUDED.name,"
+                " memory_total_bytes = EXCLUDED.memory_total_bytes, state = EXCLUDED.state, seen_at = EXCLUDED.seen_at"
+            ),
+            rows,
+        )
+
+
+@dataclass(frozen=True)
+class RegistryRow:
+    name: str
+    address: str
+    port: int
+    region: str
+    listed: bool
+    in_inventory: bool
+    status: str
+    last_seen_at: datetime | None
+    last_error: str | None
+    remarks: str
+    gpus: int
+
+
+def list_nodes(conn: Connection) -> list[RegistryRow]:
+    rows = conn.execute(
+        text(
+            "SELECT n.name, n.address, n.port, n.region, n.listed, n.in_inventory, n.status, n.last_seen_at,"
+            " n.last_error, n.remarks, (SELECT count(*) FROM collector.gpu g WHERE g.node = n.name) AS gpus"
+            " FROM collector.node n ORDER BY n.name"
+        )
+    )
+    return [RegistryRow(*row) for row in rows]

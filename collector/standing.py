@@ -1,0 +1,80 @@
+"""What the decision phase reads and keeps: who a Linux user bills to, standings, burn rates, tier states.
+
+Reads go through the ledger's own service (``Ledger.standings``) where one exists; the Linux-user
+resolution and the burn rate are single batch queries over the ledger tables (read-only), so a tick
+costs a handful of round trips whatever the number of nodes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from datetime import datetime
+
+from sqlalchemy import text
+from sqlalchemy.engine import Connection
+
+from collector.decisions import Standing, TierState, Transition
+from ledger.service import Ledger
+
+_RESOLVE = text(
+    """
+    SELECT x.node, x.lu, bu.name
+      FROM unnest(CAST(:nodes AS text[]), CAST(:users AS text[])) AS x(node, lu)
+      LEFT JOIN LATERAL (SELECT m.user_id FROM ledger.node_user_map m
+                          WHERE m.linux_user = x.lu AND m.node IN (x.node, '*')
+                          ORDER BY m.node = '*' LIMIT 1) m ON true
+      JOIN ledger.billing_user bu
+        ON bu.id = coalesce(m.user_id, (SELECT id FROM ledger.billing_user WHERE name = x.lu))
+    """
+)
+
+
+def resolve(conn: Connection, pairs: Iterable[tuple[str, str]]) -> dict[tuple[str, str], str]:
+    """(node, Linux user) -> billing user, as the ledger resolves them (node map, then ``*``, then same name)."""
+    pairs = sorted(set(pairs))
+    if not pairs:
+        return {}
+    rows = conn.execute(_RESOLVE, {"nodes": [p[0] for p in pairs], "users": [p[1] for p in pairs]})
+    return {(row.node, row.lu): row.name for row in rows}
+
+
+def standings(ledger: Ledger, users: Sequence[str]) -> dict[str, Standing]:
+    balances = ledger.standings(sorted(set(users)))
+    return {name: Standing(name, b.tier, b.available, b.exempt) for name, b in balances.items()}
+
+
+def burn_per_hour(conn: Connection, users: Sequence[str], now: datetime) -> dict[str, int]:
+    """Micro-units each billing user was charged over the hour before ``now``."""
+    if not users:
+        return {}
+    rows = conn.execute(
+        text(
+            "SELECT bu.name, coalesce(sum(u.amount), 0) AS spent FROM ledger.usage u"
+            " JOIN ledger.billing_user bu ON bu.id = u.user_id"
+            " WHERE u.interval_end > CAST(:now AS timestamptz) - interval '1 hour' AND bu.name = ANY(:users)"
+            " GROUP BY bu.name"
+        ),
+        {"now": now, "users": list(users)},
+    )
+    return {row.name: int(row.spent) for row in rows}
+
+
+def load_tier_states(conn: Connection, users: Sequence[str]) -> dict[str, TierState]:
+    rows = conn.execute(
+        text("SELECT billing_user, tier, since FROM collector.tier_state WHERE billing_user = ANY(:users)"),
+        {"users": list(users)},
+    )
+    return {row.billing_user: TierState(row.billing_user, row.tier, row.since) for row in rows}
+
+
+def save_transitions(conn: Connection, transitions: Sequence[Transition]) -> None:
+    changed = [t.current for t in transitions if t.previous is None or t.changed]
+    if not changed:
+        return
+    conn.execute(
+        text(
+            "INSERT INTO collector.tier_state (billing_user, tier, since) VALUES (:user, :tier, :since)"
+            " ON CONFLICT (billing_user) DO UPDATE SET tier = EXCLUDED.tier, since = EXCLUDED.since, updated_at = now()"
+        ),
+        [{"user": s.user, "tier": s.tier, "since": s.since} for s in changed],
+    )

@@ -1,0 +1,461 @@
+"""One tick: sample every node, charge each sample, then converge every node to its users' standing.
+
+Phase 1 (collect and charge) runs per node under a semaphore, each node bounded by the command timeout
+and the whole phase by the tick budget, so a dead or slow node costs only its own slot. Each sample is
+charged in its own database transaction on a small thread pool. Phase 2 (decide and enforce) runs only
+when every database step of the tick succeeded: while the database is unreachable nothing is enforced,
+and the next good tick catches up from the cumulative counters. Enforcement reuses each node's session,
+so a node's sample and its verbs share one SSH connection.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from collections import Counter, defaultdict
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from functools import partial
+from typing import Any, TypeVar
+
+from sqlalchemy import Engine, text
+from sqlalchemy.exc import DBAPIError
+
+from collector import registry, standing
+from collector.decisionlog import DecisionLog, outcome_of, restricts
+from collector.decisions import Desired, ProcessRef, Standing, Transition, advance, desired_state, status_document
+from collector.enforcement import Action, Actual, FactError, parse_gpu_state, parse_quota, plan
+from collector.errors import NodeUnavailable
+from collector.logs import node_logger
+from collector.metrics import Metrics
+from collector.notify import Notice, Notifier
+from collector.posting import Charged, Charger, Fetched
+from collector.sample import BadSample, Sample, parse_sample
+from collector.transport.abc import NodeSession, Transport
+from collector.types import Node, Outcome
+from ledger.config import LedgerConfig
+from ledger.errors import LedgerError, LedgerUnavailable
+from ledger.service import Ledger
+
+T = TypeVar("T")
+log = logging.getLogger("gpuledger.controller")
+# Status files are rewritten when they change, and at least this often (the hook calls them stale at 300 s).
+STATUS_REFRESH_S = 120
+
+
+@dataclass(frozen=True)
+class TickSettings:
+    budget_s: float = 45.0
+    command_timeout_s: float = 15.0
+    kill_timeout_s: float = 60.0
+    concurrency: int = 64
+    dry_run: bool = False
+    skew_threshold_s: int = 30
+    recharge_hint: str = ""
+    db_workers: int = 4
+
+
+@dataclass(frozen=True)
+class TickSummary:
+    tick_id: int | None
+    started_at: datetime
+    duration_s: float
+    outcomes: dict[str, int]
+    users: int
+    charged: int
+    entries: int
+    actions: int
+    dry_run: bool
+    database_ok: bool
+    enforced: bool
+    over_budget: bool
+
+    def line(self, currency: str) -> str:
+        from ledger.money import format_amount
+
+        nodes = " ".join(f"{k}={v}" for k, v in sorted(self.outcomes.items()))
+        mode = " dry-run" if self.dry_run else ""
+        db = "" if self.database_ok else " DATABASE UNREACHABLE (nothing enforced)"
+        return (
+            f"tick {self.tick_id or '-'}{mode}: {self.duration_s:.2f}s nodes[{nodes}] users={self.users}"
+            f" charged={format_amount(self.charged)} {currency} entries={self.entries} actions={self.actions}{db}"
+        )
+
+
+@dataclass
+class _NodeState:
+    node: Node
+    outcome: Outcome = Outcome.UNREACHABLE
+    error: str | None = None
+    session: NodeSession | None = None
+    sample: Sample | None = None
+    charged: Charged | None = None
+    database_failed: bool = False
+
+
+@dataclass
+class _Enforcement:
+    actions: int = 0
+    notices: list[Notice] = field(default_factory=list)
+
+
+class Controller:
+    """Runs ticks; owns nothing it was given (transports, engine, ledger), only its caches."""
+
+    def __init__(
+        self,
+        *,
+        engine: Engine,
+        ledger: Ledger,
+        ledger_config: LedgerConfig,
+        transports: Callable[[Node], Transport],
+        charger: Charger,
+        settings: TickSettings,
+        policy: Any,
+        metrics: Metrics,
+        notifier: Notifier | None = None,
+        name: str = "controller",
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+    ) -> None:
+        self.engine = engine
+        self.ledger = ledger
+        self.ledger_config = ledger_config
+        self.transports = transports
+        self.charger = charger
+        self.settings = settings
+        self.policy = policy
+        self.metrics = metrics
+        self.notifier = notifier
+        self.name = name
+        self.clock = clock
+        self.decisions = DecisionLog(engine)
+        self._restricted: dict[tuple[str, int], str] | None = None
+        self._status_written: dict[tuple[str, int], tuple[str, float]] = {}
+        self._pool = ThreadPoolExecutor(max_workers=settings.db_workers, thread_name_prefix="gpuledger-db")
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=True)
+
+    async def _db(self, fn: Callable[..., T], *args: Any) -> T:
+        return await asyncio.get_running_loop().run_in_executor(self._pool, partial(fn, *args))
+
+    # -- the tick ------------------------------------------------------------------------------------------------
+
+    async def tick(self, nodes: Sequence[Node]) -> TickSummary:
+        started = time.monotonic()
+        started_at = self.clock()
+        listed = [n for n in nodes if n.listed]
+        database_ok = True
+        tick_id: int | None = None
+        try:
+            tick_id = await self._db(self._open_tick, nodes, started_at)
+        except (DBAPIError, LedgerError) as exc:
+            database_ok = False
+            log.warning("database unreachable at tick start: %s", exc)
+        states = {n.name: _NodeState(n) for n in listed}
+        semaphore = asyncio.Semaphore(self.settings.concurrency)
+        deadline = started + self.settings.budget_s
+        tasks = [asyncio.create_task(self._collect(states[n.name], semaphore, deadline, database_ok)) for n in listed]
+        if tasks:
+            done, pending = await asyncio.wait(tasks, timeout=max(0.0, deadline - time.monotonic()))
+            for task in pending:
+                task.cancel()
+            await asyncio.gather(*pending, return_exceptions=True)
+        for state in states.values():
+            if state.outcome is Outcome.OK and state.charged is None and not state.database_failed and database_ok:
+                state.outcome, state.error = Outcome.TIMEOUT, "tick budget exhausted"
+        database_ok = database_ok and not any(s.database_failed for s in states.values())
+        enforcement = _Enforcement()
+        if database_ok:
+            try:
+                enforcement = await self._enforce(tick_id, states, deadline)
+            except (DBAPIError, LedgerError) as exc:
+                database_ok = False
+                log.warning("database unreachable during enforcement; nothing more is enforced: %s", exc)
+        if self.notifier is not None and enforcement.notices:
+            await self.notifier.send_all(enforcement.notices)
+        summary = self._summary(tick_id, started_at, started, states, enforcement, database_ok)
+        try:
+            await self._db(self._close_tick, tick_id, states, summary)
+        except (DBAPIError, LedgerError) as exc:
+            log.warning("could not record the tick: %s", exc)
+        self.metrics.observe_tick(summary, [(s.node, s.outcome, s.sample) for s in states.values()])
+        return summary
+
+    def _open_tick(self, nodes: Sequence[Node], at: datetime) -> int:
+        with self.engine.begin() as conn:
+            registry.sync_inventory(conn, nodes)
+            return int(
+                conn.execute(
+                    text("INSERT INTO collector.tick (controller, dry_run, started_at)"
+                         " VALUES (:c, :d, :at) RETURNING id"),
+                    {"c": self.name, "d": self.settings.dry_run, "at": at},
+                ).scalar_one()
+            )
+
+    def _close_tick(self, tick_id: int | None, states: dict[str, _NodeState], summary: TickSummary) -> None:
+        reports = [registry.NodeReport(s.node.name, s.outcome, summary.started_at, s.error, s.sample)
+                   for s in states.values()]
+        with self.engine.begin() as conn:
+            registry.record_tick(conn, reports)
+            if tick_id is not None:
+                conn.execute(
+                    text("UPDATE collector.tick SET finished_at = now(), summary = CAST(:s AS jsonb) WHERE id = :id"),
+                    {"id": tick_id, "s": json.dumps({
+                        "outcomes": summary.outcomes, "users": summary.users, "charged": summary.charged,
+                        "entries": summary.entries, "actions": summary.actions, "database_ok": summary.database_ok,
+                        "enforced": summary.enforced, "over_budget": summary.over_budget,
+                        "duration_s": round(summary.duration_s, 3),
+                    })},
+                )
+
+    def _summary(
+        self, tick_id: int | None, started_at: datetime, started: float, states: dict[str, _NodeState],
+        enforcement: _Enforcement, database_ok: bool,
+    ) -> TickSummary:
+        charged = [s.charged for s in states.values() if s.charged is not None]
+        duration = time.monotonic() - started
+        return TickSummary(
+            tick_id=tick_id,
+            started_at=started_at,
+            duration_s=duration,
+            outcomes=dict(Counter(s.outcome.value for s in states.values())),
+            users=len({u for c in charged for u in c.users}),
+            charged=sum(c.amount for c in charged),
+            entries=sum(c.entries for c in charged),
+            actions=enforcement.actions,
+            dry_run=self.settings.dry_run,
+            database_ok=database_ok,
+            enforced=database_ok,
+            over_budget=duration > self.settings.budget_s,
+        )
+
+    # -- phase 1: collect and charge -----------------------------------------------------------------------------
+
+    async def _collect(self, state: _NodeState, semaphore: asyncio.Semaphore, deadline: float, charge: bool) -> None:
+        node = state.node
+        nlog = node_logger(node.name)
+        async with semaphore:
+            transport = self.transports(node)
+            try:
+                state.session = await transport.session(node)
+                timeout = min(self.settings.command_timeout_s, max(0.1, deadline - time.monotonic()))
+                sent = time.time_ns()
+                result = await state.session.run(["sample"], timeout_s=timeout)
+                received_ns = time.time_ns()
+            except NodeUnavailable as exc:
+                state.outcome, state.error, state.session = Outcome(exc.outcome), exc.detail, None
+                nlog.warning("node %s: %s", exc.outcome, exc.detail)
+                return
+            if not result.ok:
+                state.outcome, state.error = Outcome.NONZERO_EXIT, f"exit {result.exit_status}: {result.stderr[:300]}"
+                nlog.warning("sample failed with exit status %d", result.exit_status)
+                return
+            try:
+                sample = parse_sample(result.stdout)
+            except BadSample as exc:
+                state.outcome, state.error = Outcome.BAD_OUTPUT, str(exc)
+                nlog.warning("bad sample: %s", exc)
+                return
+            state.outcome, state.sample = Outcome.OK, sample
+            skew_ms = (sample.wall_time_ns - (sent + received_ns) // 2) // 1_000_000
+            self.metrics.observe_skew(node.name, skew_ms)
+            flags = ("clock_skew",) if abs(skew_ms) > self.settings.skew_threshold_s * 1000 else ()
+            if flags:
+                nlog.warning("clock skew %d ms (threshold %d s)", skew_ms, self.settings.skew_threshold_s)
+            if not charge:
+                return
+            fetched = Fetched(node.name, result.stdout, sample, datetime.fromtimestamp(received_ns / 1e9, UTC),
+                              skew_ms, flags)
+            try:
+                state.charged = await self._db(self.charger.charge, fetched)
+                self.metrics.observe_gaps([(g.reason, float(g.seconds)) for g in state.charged.gaps])
+            except LedgerUnavailable as exc:
+                state.database_failed, state.error = True, str(exc)
+                nlog.warning("database unreachable; the sample will be charged from the counters later")
+            except DBAPIError as exc:
+                state.database_failed, state.error = True, str(exc.orig)
+                nlog.warning("database error while charging: %s", exc.orig)
+
+    # -- phase 2: decide and enforce -----------------------------------------------------------------------------
+
+    def _candidates(self, state: _NodeState) -> dict[int, str]:
+        """uid -> Linux user to converge on a node: everyone on it now, and everyone we restricted there."""
+        assert state.sample is not None and self._restricted is not None
+        users = _users(state.sample)
+        for (node, uid), linux_user in self._restricted.items():
+            if node == state.node.name:
+                users.setdefault(uid, linux_user)
+        return users
+
+    def _decide(self, states: dict[str, _NodeState], now: datetime) -> tuple[
+        dict[tuple[str, str], str], dict[str, Standing], dict[str, Transition], dict[str, int]
+    ]:
+        pairs = {
+            (s.node.name, user)
+            for s in states.values() if s.sample is not None
+            for user in self._candidates(s).values()
+        }
+        with self.engine.connect() as conn:
+            billing = standing.resolve(conn, pairs)
+        users = sorted(set(billing.values()))
+        standings = standing.standings(self.ledger, users)
+        with self.engine.begin() as conn:
+            burn = standing.burn_per_hour(conn, users, now)
+            previous = standing.load_tier_states(conn, users)
+            transitions = {u: advance(previous.get(u), standings[u], now) for u in users if u in standings}
+            standing.save_transitions(conn, list(transitions.values()))
+        return billing, standings, transitions, burn
+
+    async def _enforce(self, tick_id: int | None, states: dict[str, _NodeState], deadline: float) -> _Enforcement:
+        now = self.clock()
+        if self._restricted is None:
+            self._restricted = await self._db(self.decisions.restricted)
+        billing, standings, transitions, burn = await self._db(self._decide, states, now)
+        result = _Enforcement()
+        for user, transition in transitions.items():
+            if transition.changed:
+                result.notices.append(Notice(user, transition.previous.tier if transition.previous else "",
+                                             transition.current.tier, standings[user].available))
+        work = [
+            self._enforce_node(tick_id, s, billing, standings, transitions, burn, now, result)
+            for s in states.values() if s.sample is not None and s.session is not None
+        ]
+        if work:
+            await asyncio.wait_for(asyncio.gather(*work), timeout=max(1.0, deadline - time.monotonic() + 15))
+        return result
+
+    async def _enforce_node(
+        self, tick_id: int | None, state: _NodeState, billing: dict[tuple[str, str], str],
+        standings: dict[str, Standing], transitions: dict[str, Transition], burn: dict[str, int], now: datetime,
+        result: _Enforcement,
+    ) -> None:
+        assert state.sample is not None and state.session is not None and self._restricted is not None
+        node, sample, session = state.node.name, state.sample, state.session
+        nlog = node_logger(node)
+        gpu_holders = _gpu_processes(sample)
+        for uid, linux_user in sorted(self._candidates(state).items()):
+            user = billing.get((node, linux_user))
+            if user is None or user not in transitions:
+                continue
+            desired = desired_state(uid, linux_user, transitions[user].current, standings[user], self.policy,
+                                    gpu_holders.get(uid, ()), now)
+            try:
+                await self._converge(tick_id, session, node, desired, sample.logical_cpus, result)
+                await self._write_status(session, node, desired, burn.get(user, 0), now)
+                if transitions[user].changed:
+                    await self._notify(tick_id, session, node, desired)
+                    result.actions += 1
+            except NodeUnavailable as exc:
+                nlog.warning("enforcement stopped: %s: %s", exc.outcome, exc.detail)
+                return
+
+    async def _converge(
+        self, tick_id: int | None, session: NodeSession, node: str, desired: Desired, cpus: int, result: _Enforcement
+    ) -> None:
+        assert self._restricted is not None
+        key = (node, desired.uid)
+        wants_restriction = desired.cpu_quota_ppm is not None or desired.gpu_blocked or bool(desired.kill)
+        if not wants_restriction and key not in self._restricted:
+            return
+        actual = await self._read_actual(session, desired.uid)
+        if actual is None:
+            return
+        for action in plan(node, desired, actual, cpus):
+            await self._execute(tick_id, session, action, desired)
+            result.actions += 1
+        if wants_restriction:
+            self._restricted[key] = desired.linux_user
+        else:
+            self._restricted.pop(key, None)
+
+    async def _read_actual(self, session: NodeSession, uid: int) -> Actual | None:
+        timeout = self.settings.command_timeout_s
+        quota = await session.run(["quota-get", str(uid)], timeout_s=timeout)
+        gpu = await session.run(["gpu-state", str(uid)], timeout_s=timeout)
+        try:
+            return Actual(uid, parse_quota(quota.stdout), parse_gpu_state(gpu.stdout))
+        except FactError as exc:
+            node_logger(session.node.name).warning("cannot read the state of uid %d: %s", uid, exc)
+            return None
+
+    async def _execute(self, tick_id: int | None, session: NodeSession, action: Action, desired: Desired) -> None:
+        dry_run = self.settings.dry_run
+        decision = await self._db(self.decisions.open, tick_id, action, desired, dry_run)
+        self.metrics.action(action.kind, "dry_run" if dry_run else "planned")
+        if dry_run:
+            return
+        timeout = self.settings.kill_timeout_s if action.kind == "kill" else self.settings.command_timeout_s
+        try:
+            outcome = await session.run(action.verb, stdin=action.stdin, timeout_s=timeout)
+        except NodeUnavailable as exc:
+            await self._db(self.decisions.close, decision, "unreachable", None, {"error": exc.detail})
+            self.metrics.action(action.kind, "unreachable")
+            raise
+        status, detail = outcome_of(outcome)
+        await self._db(self.decisions.close, decision, status, outcome.exit_status, detail)
+        self.metrics.action(action.kind, status)
+        node_logger(session.node.name).info("%s uid=%d: %s (%s)", action.kind, action.uid, status, action.reason)
+        if restricts(action) and status in ("applied", "unchanged"):
+            assert self._restricted is not None
+            self._restricted[(session.node.name, action.uid)] = desired.linux_user
+
+    async def _write_status(self, session: NodeSession, node: str, desired: Desired, burn: int, now: datetime) -> None:
+        document = status_document(
+            desired, currency=self.ledger_config.currency, burn_per_hour=burn,
+            blocked_threshold=self.ledger_config.thresholds.blocked, now=now,
+            recharge_hint=self.settings.recharge_hint,
+        )
+        body = {k: v for k, v in document.items() if k != "updated_at"}
+        fingerprint = json.dumps(body, sort_keys=True)
+        last = self._status_written.get((node, desired.uid))
+        if last is not None and last[0] == fingerprint and time.monotonic() - last[1] < STATUS_REFRESH_S:
+            return
+        if self.settings.dry_run:
+            return
+        result = await session.run(["status-write", str(desired.uid)], stdin=json.dumps(document).encode(),
+                                   timeout_s=self.settings.command_timeout_s)
+        if result.ok:
+            self._status_written[(node, desired.uid)] = (fingerprint, time.monotonic())
+        else:
+            node_logger(node).warning("status-write uid=%d failed: %s", desired.uid, result.stdout[:300])
+
+    async def _notify(self, tick_id: int | None, session: NodeSession, node: str, desired: Desired) -> None:
+        from collector.decisions import notice
+
+        message = notice(desired, self.ledger_config.currency)
+        action = Action(node, desired.uid, ("notify", str(desired.uid)), f"tier is now {desired.tier}",
+                        stdin=message.encode())
+        await self._execute(tick_id, session, action, desired)
+
+
+def _users(sample: Sample) -> dict[int, str]:
+    """uid -> Linux user name of every user with processes or a CPU counter on the node (named ones only)."""
+    users: dict[int, str] = {}
+    for process in sample.processes:
+        if process.user:
+            users[process.uid] = process.user
+    for row in sample.user_cpu or ():
+        if row.user:
+            users.setdefault(row.uid, row.user)
+    for gp in sample.gpu_processes:
+        if gp.uid is not None and gp.user:
+            users.setdefault(gp.uid, gp.user)
+    return users
+
+
+def _gpu_processes(sample: Sample) -> dict[int, tuple[ProcessRef, ...]]:
+    """uid -> the GPU processes it holds now, each identified for a safe kill."""
+    by_pid = {p.pid: p for p in sample.processes}
+    held: dict[int, set[ProcessRef]] = defaultdict(set)
+    for gp in sample.gpu_processes:
+        process = by_pid.get(gp.pid)
+        uid = gp.uid if gp.uid is not None else (process.uid if process else None)
+        start = gp.start_ticks if gp.start_ticks is not None else (process.start_ticks if process else None)
+        if uid is not None and start is not None:
+            held[uid].add(ProcessRef(sample.boot_id, gp.pid, start))
+    return {uid: tuple(sorted(refs, key=lambda r: r.pid)) for uid, refs in held.items()}
