@@ -169,7 +169,8 @@ class Cluster:
         """Prices, and each billing user with an opening recharge (micro-units)."""
         self.ledger.add_price("gpu", GPU_PRICE[0], GPU_PRICE[1], model_pattern=GPU_MODEL, actor="test",
                               valid_from=datetime(2020, 1, 1, tzinfo=UTC))
-        self.ledger.add_price("cpu", CPU_PRICE[0], CPU_PRICE[1], actor="test", valid_from=datetime(2020, 1, 1, tzinfo=UTC))
+        self.ledger.add_price("cpu", CPU_PRICE[0], CPU_PRICE[1], actor="test",
+                              valid_from=datetime(2020, 1, 1, tzinfo=UTC))
         for user, micro in users.items():
             self.ledger.add_user(user, actor="test")
             if micro:
