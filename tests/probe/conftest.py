@@ -52,3 +52,33 @@ def test_users():
     finally:
         for name in names:
             subprocess.run(["userdel", name], check=False, capture_output=True)
+
+
+@pytest.fixture
+def spawn():
+    """Start processes as a test user; ``ready=True`` waits for their first line. All are reaped afterwards."""
+    children = []
+
+    def start(user, argv, ready=False, **kwargs):
+        child = subprocess.Popen(
+            argv,
+            user=user.pw_uid,
+            group=user.pw_gid,
+            cwd="/",
+            stdout=subprocess.PIPE if ready else subprocess.DEVNULL,
+            text=True,
+            **kwargs,
+        )
+        children.append(child)
+        if ready:
+            assert child.stdout.readline().strip() == "ready"
+        return child
+
+    yield start
+    for child in children:
+        if child.poll() is None:
+            child.kill()
+        child.wait()
+        for stream in (child.stdin, child.stdout):
+            if stream:
+                stream.close()

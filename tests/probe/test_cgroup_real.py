@@ -1,0 +1,157 @@
+"""CPU quotas and GPU device blocks on this machine's real cgroup v1 hierarchies, through the node command."""
+
+import json
+import os
+import secrets
+import shutil
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+import pytest
+
+from probe import procfs
+from tests.probe.support import needs_root, run_node
+
+V1 = "/sys/fs/cgroup"
+pytestmark = [
+    needs_root,
+    pytest.mark.root,
+    pytest.mark.skipif(
+        not os.access(V1 + "/cpu/cpu.cfs_quota_us", os.W_OK) or os.path.isdir("/run/systemd/system"),
+        reason="needs writable cgroup v1 cpu/devices hierarchies without systemd",
+    ),
+]
+BUSY = "print('ready', flush=True)\nwhile True:\n    pass\n"
+PROBE_OPEN = (
+    "import os, sys\n"
+    "print('ready', flush=True)\n"
+    "for line in sys.stdin:\n"
+    "    try:\n"
+    "        os.close(os.open(line.strip(), os.O_RDWR))\n"
+    "        print('ok', flush=True)\n"
+    "    except OSError as error:\n"
+    "        print(os.strerror(error.errno), flush=True)\n"
+)
+
+
+@pytest.fixture
+def parent(tmp_path):
+    """A ``gpuledger-test-*`` cgroup parent and a node config using it; both hierarchies cleaned afterwards."""
+    name = "gpuledger-test-" + secrets.token_hex(4)
+    config = tmp_path / "node.json"
+    config.write_text(json.dumps({"cgroup_parent": name}))
+    yield name, config
+    for hierarchy in ("cpu", "devices"):
+        path = f"{V1}/{hierarchy}/{name}"
+        if not os.path.isdir(path):
+            continue
+        for child in os.listdir(path):
+            group = os.path.join(path, child)
+            if os.path.isdir(group):
+                for pid in Path(group, "cgroup.procs").read_text().split():
+                    with open(f"{V1}/{hierarchy}/cgroup.procs", "w") as procs:
+                        procs.write(pid)
+                os.rmdir(group)
+        os.rmdir(path)
+
+
+def _cpu_ticks(pid):
+    stat = procfs.parse_stat(procfs.read_bytes(f"/proc/{pid}/stat"))
+    return stat.utime + stat.stime
+
+
+def _share_of_one_cpu(pid, seconds=2.0):
+    before, started = _cpu_ticks(pid), time.monotonic()
+    time.sleep(seconds)
+    ticks = _cpu_ticks(pid) - before
+    return ticks / os.sysconf("SC_CLK_TCK") / (time.monotonic() - started)
+
+
+def _throttled(group):
+    stats = dict(line.split() for line in Path(group, "cpu.stat").read_text().splitlines())
+    return int(stats["nr_throttled"])
+
+
+@pytest.mark.slow
+def test_a_busy_loop_is_throttled_near_the_quota_and_runs_free_after_clear(test_users, parent, node_script, spawn):
+    name, config = parent
+    user = test_users[0]
+    busy = spawn(user, ["/usr/bin/python3", "-c", BUSY], ready=True)
+    cpus = os.cpu_count()
+    ppm = 1000000 // (4 * cpus)  # a quarter of one CPU, expressed as a share of the whole node
+    status, result, _ = run_node(node_script, ["--config", str(config), "quota-set", str(user.pw_uid), str(ppm)])
+    assert status == 0 and result["changed"] is True and result["after"]["quota_ppm"] == ppm
+    group = f"{V1}/cpu/{name}/user-{user.pw_uid}"
+    assert Path(group, "cpu.cfs_quota_us").read_text().strip() == "25000"
+    assert str(busy.pid) in Path(group, "cgroup.procs").read_text().split()
+    throttled_before = _throttled(group)
+    share = _share_of_one_cpu(busy.pid)
+    assert 0.20 <= share <= 0.30, share
+    assert _throttled(group) > throttled_before
+    status, again, _ = run_node(node_script, ["--config", str(config), "quota-set", str(user.pw_uid), str(ppm)])
+    assert (status, again["changed"], again["actions"]) == (0, False, [])
+    status, got, _ = run_node(node_script, ["--config", str(config), "quota-get", str(user.pw_uid)])
+    assert (status, got["quota_ppm"], got["backend"]) == (0, ppm, "cgroup-v1")
+    status, cleared, _ = run_node(node_script, ["--config", str(config), "quota-clear", str(user.pw_uid)])
+    assert status == 0 and cleared["changed"] is True and cleared["after"]["quota_ppm"] is None
+    assert not os.path.exists(group)
+    assert _share_of_one_cpu(busy.pid, 1.0) > 0.5  # free again (two cores shared with the rest of the suite)
+
+
+@pytest.fixture
+def device():
+    """A character device node major 195 (like /dev/nvidia0; no driver here) that test users can reach."""
+    directory = tempfile.mkdtemp(prefix="gpuledger-test-dev-")
+    os.chmod(directory, 0o755)
+    path = os.path.join(directory, "nvidia0")
+    os.mknod(path, 0o20666, os.makedev(195, 0))
+    os.chmod(path, 0o666)  # mknod applies the umask
+    yield path
+    shutil.rmtree(directory)
+
+
+def test_a_blocked_user_cannot_open_an_nvidia_device_and_can_after_unblock(
+    test_users, parent, node_script, spawn, device
+):
+    name, config = parent
+    user = test_users[0]
+    opener = spawn(user, ["/usr/bin/python3", "-c", PROBE_OPEN], ready=True, stdin=subprocess.PIPE)
+
+    def try_open():
+        opener.stdin.write(str(device) + "\n")
+        opener.stdin.flush()
+        return opener.stdout.readline().strip()
+
+    no_driver = os.strerror(6)  # ENXIO: the cgroup let the open through to a missing driver
+    assert try_open() == no_driver
+    uid = str(user.pw_uid)
+    status, result, _ = run_node(node_script, ["--config", str(config), "gpu-block", uid])
+    assert (status, result["changed"], result["after"]["blocked"]) == (0, True, True)
+    assert try_open() == os.strerror(1)  # EPERM: the devices cgroup refused it
+    status, result, _ = run_node(node_script, ["--config", str(config), "gpu-block", uid])
+    assert (status, result["changed"]) == (0, False)
+    status, result, _ = run_node(node_script, ["--config", str(config), "gpu-state", uid])
+    assert (status, result["blocked"]) == (0, True)
+    status, result, _ = run_node(node_script, ["--config", str(config), "gpu-unblock", uid])
+    assert (status, result["changed"], result["after"]["blocked"]) == (0, True, False)
+    assert try_open() == no_driver
+    assert not os.path.exists(f"{V1}/devices/{name}/user-{uid}")
+
+
+def test_enforcement_on_protected_identities_is_refused(test_users, parent, node_script, tmp_path):
+    name, _ = parent
+    exempt_user, exempt_member = test_users
+    config = tmp_path / "protected.json"
+    config.write_text(
+        json.dumps(
+            {"cgroup_parent": name, "exempt_users": [exempt_user.pw_name], "exempt_groups": [exempt_member.pw_name]}
+        )
+    )
+    for uid in (0, 1, 65534, exempt_user.pw_uid, exempt_member.pw_uid):
+        for words in (["quota-set", str(uid), "100000"], ["quota-clear", str(uid)], ["gpu-block", str(uid)]):
+            status, result, stderr = run_node(node_script, ["--config", str(config)] + words)
+            assert (status, result["error"]["reason"]) == (2, "protected_identity"), (uid, words, result)
+            assert "refused protected_identity" in stderr
+    assert not os.path.exists(f"{V1}/cpu/{name}")
