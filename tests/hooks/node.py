@@ -119,11 +119,10 @@ class HookNode:
 
     def argv(self, command: list[str], *, hooked: bool = True) -> list[str]:
         """``command`` in a private mount namespace, with the hook installed there unless ``hooked`` is false."""
-        mounts = (
-            f"mount --bind {self.profile_d} /etc/profile.d && mount --bind {self.bashrc} /etc/bash.bashrc && "
-            if hooked
-            else ""
-        )
+        # Without the hook the same two bind mounts are made (of the originals onto themselves), so that
+        # timings compare like with like.
+        profile_d, bashrc = (self.profile_d, self.bashrc) if hooked else ("/etc/profile.d", "/etc/bash.bashrc")
+        mounts = f"mount --bind {profile_d} /etc/profile.d && mount --bind {bashrc} /etc/bash.bashrc && "
         return ["unshare", "--mount", "--propagation", "private", "--", "sh", "-c", mounts + 'exec "$@"', "sh",
                 *command]
 

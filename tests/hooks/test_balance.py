@@ -7,6 +7,7 @@ import subprocess
 
 import pytest
 
+from probe import status
 from tests.hooks.node import HookNode, status_fields
 
 
@@ -84,3 +85,21 @@ def test_without_the_hook_installed_it_says_so(node: HookNode, alice: pwd.struct
     result = node.run(["runuser", "-u", alice.pw_name, "--", str(node.balance)], hooked=False)
     assert result.returncode == 1
     assert b"cannot load /etc/profile.d/gpuledger.sh" in result.stderr
+
+
+def test_reads_what_the_node_command_writes(node: HookNode, alice: pwd.struct_passwd) -> None:
+    """The writer (probe/status.py) and this reader agree on docs/status-file.md."""
+    document = status_fields(alice, tier="blocked", gpu_blocked=True, time_to_empty_hours=None, kill_at=None,
+                             cpu_quota_percent="12.5")
+    assert status.problems(document, alice.pw_uid, alice.pw_name) == []
+    status.write(str(node.status_dir), alice.pw_uid, status.render(document))
+    result = _balance(node, alice)
+    assert (result.returncode, result.stderr) == (0, b"")
+    assert result.stdout.decode() == (
+        "gpuledger: balance 123.45 CNY, tier blocked\n"
+        "  spending 2.50 CNY/hour over the last hour\n"
+        "  Your balance is used up.\n"
+        "  GPU access is blocked on this node: new processes cannot open a GPU.\n"
+        "  Your CPU use is limited to 12.5% of this node's CPUs.\n"
+        "  To recharge: Ask your PI or write to gpu-admin@lab.example to recharge.\n"
+    )
