@@ -28,7 +28,8 @@ _gpuledger_config() {
 # stale or empty when usable) and one variable per key of the status file.
 _gpuledger_with_status() {
     local -
-    set +aeEuxT
+    # -f: the hook splits words (stat's output, the configured lists) and never means to glob.
+    set +aeEuxT -f
     local IFS=$' \t\n' status_dir wrapped_commands exempt_users problem='' version='' user='' uid='' \
         billing_user='' updated_at='' tier='' balance='' currency='' burn_rate_per_hour='' \
         time_to_empty_hours='' gpu_blocked='' cpu_quota_percent='' kill_at='' notice='' recharge_hint=''
@@ -39,7 +40,7 @@ _gpuledger_with_status() {
 
 _gpuledger_read() {
     local file=$status_dir/$UID.status path=$status_dir line key value now
-    local -a paths=() facts=()
+    local -a paths=()
     [[ $status_dir == /* ]] || { problem=unsafe; return; }
     while [[ -n $path ]]; do
         paths=("$path" "${paths[@]}")
@@ -47,7 +48,9 @@ _gpuledger_read() {
     done
     # Owner and mode of every directory down to the file, in one fork: bash has no builtin for
     # either. An absolute path, since PATH is the user's.
-    read -r -d '' -a facts <<<"$(LC_ALL=C /usr/bin/stat -c '%u %f' -- / "${paths[@]}" "$file" 2>/dev/null)"
+    # No here-string: before bash 5.1 it is a temporary file in the user's TMPDIR.
+    # shellcheck disable=SC2207
+    local -a facts=($(LC_ALL=C /usr/bin/stat -c '%u %f' -- / "${paths[@]}" "$file" 2>/dev/null))
     if ((${#facts[@]} != 2 * (${#paths[@]} + 2))); then
         problem=missing
         return
@@ -184,10 +187,8 @@ _gpuledger_gate() {
 _gpuledger_exempt_by_config() {
     # \u is bash's own getpwuid() name: unlike $USER, the environment cannot change it.
     local me='\u' name
-    local -a names=()
     me=${me@P}
-    read -r -a names <<<"$exempt_users"
-    for name in "${names[@]}"; do
+    for name in $exempt_users; do
         [[ $name == "$me" ]] && return 0
     done
     return 1
@@ -196,12 +197,10 @@ _gpuledger_exempt_by_config() {
 # Status 1: the user is exempt and must be left untouched.
 _gpuledger_on_login() {
     local name
-    local -a names=()
     if _gpuledger_exempt_by_config || [[ -z $problem && $tier == exempt ]]; then
         return 1
     fi
-    read -r -a names <<<"$wrapped_commands"
-    for name in "${names[@]}"; do
+    for name in $wrapped_commands; do
         # Names come from the root-owned configuration; checked anyway, since eval is the only way to
         # define a function whose name is data. `function` keeps a user alias from renaming it.
         [[ $name == [A-Za-z_]*([A-Za-z0-9_.+-]) ]] || continue

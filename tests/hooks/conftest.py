@@ -59,13 +59,14 @@ def exempt(_users: dict[str, pwd.struct_passwd], node: HookNode) -> pwd.struct_p
 
 @pytest.fixture
 def terminal(node: HookNode) -> Iterator[Callable[..., Terminal]]:
-    """Opens interactive shells: ``terminal(user)`` is an SSH-like login (``runuser -l``); closed afterwards."""
+    """Opens interactive shells: ``terminal(user)`` is an SSH-like login (``runuser -l``), on the session's
+    node unless ``on`` names another; all are closed afterwards."""
     opened: list[Terminal] = []
 
     def open_terminal(user: pwd.struct_passwd | None = None, *, hooked: bool = True,
-                      argv: list[str] | None = None) -> Terminal:
+                      argv: list[str] | None = None, on: HookNode | None = None) -> Terminal:
         command = argv if argv is not None else ["runuser", "-l", user.pw_name] if user else []
-        shell = Terminal(node.argv(command, hooked=hooked), ENV)
+        shell = Terminal((on or node).argv(command, hooked=hooked), ENV)
         opened.append(shell)
         return shell
 

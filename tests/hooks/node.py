@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import os
 import pwd
-import re
 import shlex
 import shutil
 import subprocess
@@ -32,11 +31,16 @@ ENV = {"PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "
 
 def configure(text: str, **settings: str) -> str:
     """The hook text with its configuration lines set, as the role's ``lineinfile`` does."""
+    lines = text.splitlines(keepends=True)
     for key, value in settings.items():
-        text, count = re.subn(rf"^(\s*){key}=.*$", lambda m, k=key, v=value: f"{m.group(1)}{k}='{v}'", text, flags=re.M)
-        if count != 1:
+        if "'" in value:
+            raise ValueError(f"{key}: a single quote cannot be written inside the hook's quoting")
+        found = [index for index, line in enumerate(lines) if line.lstrip().startswith(f"{key}=")]
+        if len(found) != 1:
             raise ValueError(f"no single configuration line {key}= in the hook")
-    return text
+        line = lines[found[0]]
+        lines[found[0]] = f"{line[: len(line) - len(line.lstrip())]}{key}='{value}'\n"
+    return "".join(lines)
 
 
 def hooks_available() -> bool:

@@ -189,11 +189,7 @@ def test_status_directory_reached_through_a_symlink_is_refused(alice: pwd.struct
         other.status_dir.rename(real)
         other.status_dir.symlink_to(real)
         other.status.write(alice.pw_uid, status_fields(alice, tier="blocked"))
-        shell = Terminal(other.argv(["runuser", "-l", alice.pw_name]), ENV)
-        try:
-            assert shell.login() == UNSAFE
-        finally:
-            shell.close()
+        assert terminal(alice, on=other).login() == UNSAFE
     finally:
         other.remove()
 

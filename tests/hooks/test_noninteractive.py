@@ -70,7 +70,7 @@ def test_ssh_style_command_reading_rc_files_is_unchanged(node: HookNode, blocked
             results.append(subprocess.run(
                 node.argv(["setpriv", f"--reuid={blocked.pw_uid}", f"--regid={blocked.pw_gid}", "--init-groups",
                            "bash", "-c", SCRIPT], hooked=hooked),
-                stdin=theirs, capture_output=True, env=env, timeout=60))
+                stdin=theirs.fileno(), capture_output=True, env=env, timeout=60))
         assert Path(blocked.pw_dir, MARKER).exists(), "bash did not read the rc files: the case tests nothing"
     hooked_run, plain_run = results
     assert (hooked_run.stdout, hooked_run.stderr, hooked_run.returncode) == (

@@ -147,3 +147,18 @@ def test_strict_shell_loading_the_hook_keeps_options_and_traps(node: HookNode, a
     unwrapped = shell.type("command python3 -c 'raise SystemExit(3)'; echo status=$?")
     assert unwrapped == "ERR-TRAP\nstatus=3\n"
     assert shell.type("python3 -c 'raise SystemExit(3)'; echo status=$?") == unwrapped
+
+
+def test_wrapped_commands_come_from_the_installed_configuration(alice: pwd.struct_passwd,
+                                                               terminal: Callable[..., Terminal]) -> None:
+    other = HookNode(wrapped_commands="mytool bad;name $(touch${IFS}/tmp/glh-owned) python3.11")
+    try:
+        other.status.write(alice.pw_uid, status_fields(alice, tier="limited"))
+        shell = terminal(alice, on=other)
+        assert shell.login().startswith("gpuledger: balance")
+        assert shell.type("type -t mytool python3.11 python3; declare -F | grep -c 'bad\\|touch'") == (
+            "function\nfunction\nfile\n0\n")
+        assert shell.type("mytool 2>/dev/null; echo status=$?") == "status=126\n"
+    finally:
+        other.remove()
+    assert not Path("/tmp/glh-owned").exists()
