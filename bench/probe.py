@@ -59,7 +59,10 @@ def measure(argv: list[str], env: dict[str, str]) -> tuple[float, float, float, 
     with tempfile.NamedTemporaryFile("r") as rss_file:
         started = time.perf_counter()
         child = subprocess.Popen(
-            [GNU_TIME, "-f", "%M", "-o", rss_file.name, *argv], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=env
+            [GNU_TIME, "-f", "%M", "-o", rss_file.name, *argv],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            env=env,
         )
         out = child.stdout.read() if child.stdout else b""
         _, status, usage = os.wait4(child.pid, 0)
@@ -115,14 +118,18 @@ def main() -> int:
     print(f"{args.sleepers} sleepers (uid {0 if owner is None else owner}) started and killed "
           f"(pids {sleepers[0].pid}..{sleepers[-1].pid}); "
           f"{args.runs} runs each; targets: CPU <= {TARGET_CPU_MS:.0f} ms, peak RSS <= {TARGET_RSS_MIB:.0f} MiB")
-    header = f"{'what':<60} {'procs':>6} {'JSON KB':>8} {'wall ms med/p90':>16} {'CPU ms med/p90':>16} {'RSS MiB med/max':>16}"
+    header = (
+        f"{'what':<60} {'procs':>6} {'JSON KB':>8} {'wall ms med/p90':>16} {'CPU ms med/p90':>16} "
+        f"{'RSS MiB med/max':>16}"
+    )
     print(header)
     print("-" * len(header))
     for label, runs, procs, size in rows:
         walls, cpus, rss = ([r[i] for r in runs] for i in range(3))
         print(
             f"{label[:60]:<60} {procs:>6} {size / 1024:>8.1f} "
-            f"{statistics.median(walls):>7.1f} / {p90(walls):>6.1f} {statistics.median(cpus):>7.1f} / {p90(cpus):>6.1f} "
+            f"{statistics.median(walls):>7.1f} / {p90(walls):>6.1f} "
+            f"{statistics.median(cpus):>7.1f} / {p90(cpus):>6.1f} "
             f"{statistics.median(rss):>7.1f} / {max(rss):>6.1f}"
         )
     return 0
