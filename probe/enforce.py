@@ -21,10 +21,8 @@ def _enforce(context, command, observe, plan_for, view):
     plan = plan_for(backend, before)
     actions = execute(plan)
     after = observe(backend)
-    fields = {"backend": backend.name, "changed": bool(actions), "before": view(before), "after": view(after)}
-    fields.update(actions=actions, reason=plan.reason if not actions else "")
-    if hasattr(backend, "cpus"):
-        fields["cpus"] = backend.cpus
+    fields = {"backend": backend.name, "cpus": backend.cpus, "changed": bool(actions)}
+    fields.update(before=view(before), after=view(after), actions=actions, reason="" if actions else plan.reason)
     return ok(command, **fields)
 
 
