@@ -1,6 +1,6 @@
 """One node sample -> evidence, usage records and ledger entries, in ONE database transaction.
 
-In one transaction, which ``ledger.usage.post_tick`` joins (it takes the ledger's writer lock and seals the
+In one transaction, which ``ledger.usage.post_ticks`` joins (it takes the ledger's writer lock and seals the
 hash chain; the deferred balance checks run at our COMMIT), this module
   1. inserts the sample under its idempotency key (a sample already stored means a retry: nothing else runs),
   2. locks the node's registry row and reads its baseline (the last charged sample),
@@ -31,7 +31,7 @@ from collector.usage import Gap, UsageSettings, compute
 from ledger import prices
 from ledger.db import translated
 from ledger.records import UsageRecord, UsageTick
-from ledger.usage import post_tick
+from ledger.usage import post_ticks
 
 # Records an earlier tick could not charge are retried with each new sample, this many at a time.
 RETRY_BATCH = 200
@@ -161,8 +161,8 @@ class Charger:
                 {"n": fetched.node, "limit": RETRY_BATCH},
             )
         ]
-        outcome = post_tick(conn, UsageTick(fetched.node, tuple(records) + tuple(retry)), self._book.current,
-                            self.currency)
+        (outcome,) = post_ticks(conn, [UsageTick(fetched.node, tuple(records) + tuple(retry))], self._book.current,
+                                self.currency)
         self._keep_rejected(conn, fetched.node, sample_id, outcome.rejected)
         posted_retries = {r.idem_key for r in retry} & {o.idem_key for o in outcome.posted}
         if posted_retries:

@@ -1,0 +1,90 @@
+"""The tick loop: APScheduler 3.x on asyncio, one tick per interval, never two at once, behind the lease.
+
+``max_instances=1`` means a tick still running when the next is due makes that one a misfire;
+``coalesce=True`` folds any backlog of misfires into one run; ``misfire_grace_time`` is half an interval,
+so a late tick still runs but never two in a row to catch up (the counters make catching up unnecessary).
+Before each tick the PostgreSQL lease decides whether this process is the active controller; a standby
+does nothing but try again next tick, so it takes over within two ticks of the active one dying. When
+the database cannot be reached the tick is skipped: nothing is enforced blind, and the next good tick
+charges the whole interval from the cumulative counters.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
+
+from apscheduler.schedulers.asyncio import AsyncIOScheduler
+from apscheduler.triggers.interval import IntervalTrigger
+from sqlalchemy.exc import DBAPIError
+
+from collector.lease import Lease
+from collector.metrics import Metrics
+from collector.tick import Controller, TickSummary
+from collector.types import Node
+
+log = logging.getLogger("gpuledger.scheduler")
+Report = Callable[[TickSummary | None, str], None]
+
+
+class TickLoop:
+    """Runs ``controller.tick`` every ``interval_s`` seconds while this process holds the lease."""
+
+    def __init__(
+        self,
+        controller: Controller,
+        lease: Lease,
+        inventory: Callable[[], Sequence[Node]],
+        interval_s: float,
+        metrics: Metrics,
+        report: Report,
+    ) -> None:
+        self.controller = controller
+        self.lease = lease
+        self.inventory = inventory
+        self.interval_s = interval_s
+        self.metrics = metrics
+        self.report = report
+        self.ticks = 0
+
+    async def run_once(self) -> TickSummary | None:
+        """One scheduled run: take or confirm the lease, then tick. Returns the summary, or None if no tick ran."""
+        try:
+            active = await asyncio.to_thread(self.lease.acquire)
+        except DBAPIError as exc:
+            self.metrics.lease_held.set(0)
+            self.metrics.database_up.set(0)
+            self.report(None, f"database unreachable, tick skipped: {type(exc.orig).__name__}")
+            return None
+        self.metrics.lease_held.set(1 if active else 0)
+        if not active:
+            self.report(None, "standby: another controller holds the lease")
+            return None
+        summary = await self.controller.tick(self.inventory())
+        self.ticks += 1
+        self.report(summary, "")
+        return summary
+
+    def schedule(self, scheduler: AsyncIOScheduler) -> None:
+        scheduler.add_job(
+            self.run_once,
+            IntervalTrigger(seconds=self.interval_s),
+            id="gpuledger-tick",
+            max_instances=1,
+            coalesce=True,
+            misfire_grace_time=max(1, int(self.interval_s / 2)),
+            next_run_time=datetime.now(UTC),
+        )
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Tick until ``stop`` is set; then give the lease back so a standby can take over at once."""
+        scheduler = AsyncIOScheduler(timezone=UTC)
+        self.schedule(scheduler)
+        scheduler.start()
+        try:
+            await stop.wait()
+        finally:
+            scheduler.shutdown(wait=False)
+            await asyncio.to_thread(self.lease.release)
