@@ -17,8 +17,10 @@ def write_inventory(path: Path, nodes: list[str]) -> Path:
 
 def controller_env(database_url: str, inventory: Path, node: SimNode, tick_s: float = 1.0) -> dict[str, str]:
     # The NVML fake's fixture travels in argv (``env``), as the local transport passes no other variables.
-    command = f"env GPULEDGER_NVML_FAKE={node.fixture_path} PYTHONPATH={ROOT} {sys.executable} -m tests.probe.fake_node" \
-        f" --config {node.config_path}"
+    command = (
+        f"env GPULEDGER_NVML_FAKE={node.fixture_path} PYTHONPATH={ROOT}"
+        f" {sys.executable} -m tests.probe.fake_node --config {node.config_path}"
+    )
     return {
         "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
         "PYTHONPATH": str(ROOT),
