@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import pwd
+import shutil
 import socket
 import subprocess
 from collections.abc import Callable, Iterator
@@ -14,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from tests.harness import sshd as sshd_module
-from tests.harness.sshd import SshdNode, generate_key
+from tests.harness.sshd import SshdNode, generate_key, sshd_available
 from tests.hooks.node import ENV, HookNode, status_fields, write_rc
 from tests.hooks.terminal import Terminal
 
@@ -110,6 +111,7 @@ def sshd_pair(node: HookNode, blocked: pwd.struct_passwd, tmp_path: Path,
             sshd.stop()
 
 
+@pytest.mark.skipif(not sshd_available() or shutil.which("git") is None, reason="needs openssh-server and git")
 def test_real_ssh_command_scp_sftp_and_git_are_unchanged(
         sshd_pair: tuple[Callable[..., subprocess.CompletedProcess[bytes]], Path],
         blocked: pwd.struct_passwd) -> None:
