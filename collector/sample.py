@@ -57,6 +57,7 @@ class GpuProcess:
     gpu_uuid: str
     pid: int
     used_memory_bytes: int | None
+    device_uuid: str = ""
     start_ticks: int | None = None
     uid: int | None = None
     user: str | None = None
@@ -97,6 +98,10 @@ class Sample:
     gpu_processes: tuple[GpuProcess, ...]
     accounting: tuple[AccountingRecord, ...]
     user_cpu: tuple[UserCpu, ...] | None
+    # MIG device uuid -> (its slices, the GPU's total slices): the share of its GPU it stands for.
+    mig_shares: Mapping[str, tuple[int, int]]
+    # MIG device uuid -> its physical GPU's uuid.
+    mig_parents: Mapping[str, str]
     hardware: Mapping[str, Any]
     degraded: tuple[str, ...]
     sha256: str
@@ -199,6 +204,7 @@ def sample_from_document(document: Mapping[str, Any], sha256: str) -> Sample:
             gpu_uuid=s(f"gpu_processes[{n}].gpu_uuid", row.get("gpu_uuid"), limit=128),
             pid=i(f"gpu_processes[{n}].pid", row.get("pid"), low=1),
             used_memory_bytes=i(f"gpu_processes[{n}].used_memory_bytes", row.get("used_memory_bytes"), optional=True),
+            device_uuid=s(f"gpu_processes[{n}].device_uuid", row.get("device_uuid", row.get("gpu_uuid")), limit=128),
             start_ticks=i(f"gpu_processes[{n}].start_ticks", row.get("start_ticks"), optional=True),
             uid=i(f"gpu_processes[{n}].uid", row.get("uid"), optional=True),
             user=s(f"gpu_processes[{n}].user", row.get("user"), optional=True, limit=256),
@@ -230,6 +236,17 @@ def sample_from_document(document: Mapping[str, Any], sha256: str) -> Sample:
             )
             for n, row in enumerate(r.rows("user_cpu"))
         )
+    mig_shares: dict[str, tuple[int, int]] = {}
+    mig_parents: dict[str, str] = {}
+    for n, gpu_row in enumerate(r.rows("gpus")):
+        for m, mig in enumerate(gpu_row.get("mig_devices") or []):
+            where = f"gpus[{n}].mig_devices[{m}]"
+            uuid = s(f"{where}.uuid", mig.get("uuid"), limit=128)
+            mig_parents[uuid] = gpu_row["uuid"]
+            slices = i(f"{where}.slice_count", mig.get("slice_count"), optional=True, low=1)
+            total = i(f"{where}.total_slices", mig.get("total_slices"), optional=True, low=1)
+            if slices is not None and total is not None and slices <= total:
+                mig_shares[uuid] = (slices, total)
     hardware = dict(r.node("hardware")) if isinstance(r.node("hardware"), Mapping) else {}
     hardware["kernel"] = s("node.kernel", r.node("node.kernel"), optional=True)
     hardware["hostname"] = s("node.hostname", r.node("node.hostname"), limit=256)
@@ -248,6 +265,8 @@ def sample_from_document(document: Mapping[str, Any], sha256: str) -> Sample:
         gpu_processes=gpu_processes,
         accounting=accounting,
         user_cpu=user_cpu,
+        mig_shares=MappingProxyType(mig_shares),
+        mig_parents=MappingProxyType(mig_parents),
         hardware=MappingProxyType(hardware),
         degraded=degraded,
         sha256=sha256,

@@ -170,6 +170,11 @@ class _Hold:
     method: str
 
 
+def _hold(process: Process, gp: GpuProcess, begin: int, stop: int, method: str) -> _Hold:
+    return _Hold(process.uid, _name(process.uid, process.user), gp.pid, begin, stop, _weight(gp.used_memory_bytes),
+                 method)
+
+
 @dataclass
 class _Device:
     holds: list[_Hold] = field(default_factory=list)
@@ -198,8 +203,7 @@ def _gpu(
         running.add((gp.gpu_uuid, gp.pid, process.start_ticks))
         begin = max(floor, cur.start_ns(process))
         if begin < end:
-            devices[gp.gpu_uuid].holds.append(_Hold(process.uid, _name(process.uid, process.user), gp.pid, begin,
-                                                    end, _weight(gp.used_memory_bytes), "nvml-process-sampling"))
+            devices[gp.device_uuid or gp.gpu_uuid].holds.append(_hold(process, gp, begin, end, "nvml-process-sampling"))
     finished = {(a.gpu_uuid, a.pid): a for a in cur.accounting if not a.is_running}
     used: set[tuple[str, int]] = set()
     if base is not None:
@@ -216,8 +220,7 @@ def _gpu(
             finish = cur.wall_to_boot_ns((record.start_time_us * 1000) + record.gpu_time_ms * 1_000_000)
             begin, stop = floor, min(end, finish)
             if begin < stop:
-                devices[gp.gpu_uuid].holds.append(_Hold(process.uid, _name(process.uid, process.user), gp.pid, begin,
-                                                        stop, _weight(gp.used_memory_bytes), "nvml-accounting"))
+                devices[gp.device_uuid or gp.gpu_uuid].holds.append(_hold(process, gp, begin, stop, "nvml-accounting"))
     for (uuid, pid), record in finished.items():
         if (uuid, pid) in used:
             continue
@@ -235,9 +238,12 @@ def _gpu(
             devices[uuid].holds.append(_Hold(owner.uid, _name(owner.uid, owner.user), pid, begin, stop,
                                              _weight(record.max_memory_bytes), "nvml-accounting"))
     models = {g.uuid: g.name or "unknown" for g in cur.gpus}
+    models.update({mig: models.get(parent, "unknown") for mig, parent in cur.mig_parents.items()})
     usages: list[Usage] = []
     for uuid in sorted(devices):
-        usages.extend(_split_device(uuid, models.get(uuid, "unknown"), devices[uuid].holds, settings.gpu_split))
+        fraction = cur.mig_shares.get(uuid, (1, 1))
+        usages.extend(_split_device(uuid, models.get(uuid, "unknown"), devices[uuid].holds, settings.gpu_split,
+                                    fraction))
     return usages
 
 
@@ -252,8 +258,12 @@ def _created_wall_ns(sample: Sample, process: Process) -> int:
     return sample.wall_time_ns - sample.boottime_ns + sample.start_ns(process)
 
 
-def _split_device(uuid: str, model: str, holds: list[_Hold], split: str) -> list[Usage]:
-    """Sweep the device's time into segments and share each among the users holding it then."""
+def _split_device(uuid: str, model: str, holds: list[_Hold], split: str, fraction: tuple[int, int]) -> list[Usage]:
+    """Sweep the device's time into segments and share each among the users holding it then.
+
+    A MIG device bills ``slices / total_slices`` of its GPU's time at the GPU's price: each user's total
+    is scaled by that exact fraction and rounded down to a whole nanosecond.
+    """
     points = sorted({h.start for h in holds} | {h.end for h in holds})
     totals: dict[int, int] = defaultdict(int)
     names = {h.uid: h.user for h in holds}
@@ -272,9 +282,10 @@ def _split_device(uuid: str, model: str, holds: list[_Hold], split: str) -> list
         for uid, share in share_ns(right - left, weights, names).items():
             totals[uid] += share
     return [
-        Usage(uid, names[uid], "gpu", uuid, model, amount, "+".join(sorted(methods[uid])), tuple(sorted(pids[uid])))
+        Usage(uid, names[uid], "gpu", uuid, model, amount * fraction[0] // fraction[1],
+              "+".join(sorted(methods[uid])), tuple(sorted(pids[uid])))
         for uid, amount in sorted(totals.items())
-        if amount > 0
+        if amount * fraction[0] // fraction[1] > 0
     ]
 
 

@@ -10,6 +10,7 @@ BOOT_A = "11111111-1111-1111-1111-111111111111"
 BOOT_B = "22222222-2222-2222-2222-222222222222"
 GPU0 = "GPU-00000000-0000-0000-0000-000000000000"
 GPU1 = "GPU-11111111-0000-0000-0000-000000000000"
+MIG = "MIG-11111111-aaaa-0000-0000-000000000000"
 S = 1_000_000_000
 HZ = 100
 # The node's boot happened at this wall-clock time (ns): wall = BOOT_WALL + boot clock.
@@ -42,8 +43,12 @@ def sample(
         logical_cpus=8,
         processes=processes,
         gpus=tuple(Gpu(uuid, n, "NVIDIA A100", 80 << 30, 0, 0, 40, 100_000) for n, uuid in enumerate((GPU0, GPU1))),
-        gpu_processes=tuple(GpuProcess(g, pid, mem) for g, pid, mem in gpu_processes),
+        gpu_processes=tuple(
+            GpuProcess(GPU1 if g == MIG else g, pid, mem, device_uuid=g) for g, pid, mem in gpu_processes
+        ),
         accounting=accounting,
+        mig_shares=MappingProxyType({MIG: (3, 7)}),
+        mig_parents=MappingProxyType({MIG: GPU1}),
         user_cpu=None if user_cpu is None else tuple(
             UserCpu(uid, f"u{uid}", int(v * S)) for uid, v in user_cpu.items()
         ),

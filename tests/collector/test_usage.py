@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 
 from collector.sample import Sample
 from collector.usage import Usage, UsageSettings, compute, share_ns
-from tests.collector.samples import BOOT_B, BOOT_WALL, GPU0, GPU1, S, ended, proc, sample
+from tests.collector.samples import BOOT_B, BOOT_WALL, GPU0, GPU1, MIG, S, ended, proc, sample
 
 GIB = 1 << 30
 SETTINGS = UsageSettings()
@@ -144,6 +144,11 @@ GPU_CASES = [
         sample(60, processes=(P_A,), gpu_processes=((GPU0, 500, GIB),)),
         sample(60 + 7200, processes=(P_A,), gpu_processes=((GPU0, 500, GIB),)),
         UsageSettings(max_gap_s=3600), {("u1001", "gpu", GPU0): Decimal(3600)}, id="sampled-presence-capped-at-max-gap",
+    ),
+    pytest.param(
+        sample(60, processes=(P_A,), gpu_processes=((MIG, 500, GIB),)),
+        sample(130, processes=(P_A,), gpu_processes=((MIG, 500, GIB),)),
+        SETTINGS, {("u1001", "gpu", MIG): Decimal(30)}, id="mig-device-bills-its-share-of-the-gpu",
     ),
     pytest.param(
         sample(100, user_cpu={}),
