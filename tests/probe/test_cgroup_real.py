@@ -88,7 +88,9 @@ def test_a_busy_loop_is_throttled_near_the_quota_and_runs_free_after_clear(test_
     assert str(busy.pid) in Path(group, "cgroup.procs").read_text().split()
     throttled_before = _throttled(group)
     share = _share_of_one_cpu(busy.pid)
-    assert 0.20 <= share <= 0.30, share
+    # The quota caps it at 0.25 (+ one tick of measurement error); the lower bound leaves room for the
+    # rest of the suite competing for this machine's two cores.
+    assert 0.15 <= share <= 0.27, share
     assert _throttled(group) > throttled_before
     status, again, _ = run_node(node_script, ["--config", str(config), "quota-set", str(user.pw_uid), str(ppm)])
     assert (status, again["changed"], again["actions"]) == (0, False, [])
