@@ -47,12 +47,12 @@ def is_kernel_thread(stat):
     return bool(stat.flags & PF_KTHREAD)
 
 
-def parse_status_real_uid(text):
-    """The real uid from /proc/PID/status (the first number of the ``Uid:`` line)."""
-    for line in text.splitlines():
-        if line.startswith("Uid:"):
-            return int(line.split()[1])
-    raise ValueError("no Uid: line")
+def parse_status_real_uid(data):
+    """The real uid from /proc/PID/status bytes (the first number of the ``Uid:`` line)."""
+    start = data.find(b"\nUid:")
+    if start < 0:
+        raise ValueError("no Uid: line")
+    return int(data[start + 5 : data.index(b"\n", start + 5)].split()[0])
 
 
 def parse_btime(text):
