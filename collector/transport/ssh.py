@@ -67,18 +67,35 @@ def client_options(
 
 
 class SshSession(NodeSession):
-    def __init__(self, transport: SshTransport, node: Node, connection: asyncssh.SSHClientConnection) -> None:
+    def __init__(
+        self, transport: SshTransport, node: Node, connection: asyncssh.SSHClientConnection, *, reused: bool
+    ) -> None:
         self._transport = transport
         self._connection = connection
+        self._reused = reused
         self.node = node
+
+    async def _run(self, verb: Sequence[str], stdin: bytes, timeout_s: float) -> asyncssh.SSHCompletedProcess:
+        # The forced command receives this string as SSH_ORIGINAL_COMMAND; quoting keeps each word one word.
+        return await self._connection.run(shlex.join(verb), input=stdin, check=False, timeout=timeout_s, encoding=None)
 
     async def run(self, verb: Sequence[str], *, stdin: bytes = b"", timeout_s: float) -> CommandResult:
         started = time.monotonic()
         try:
-            # The forced command receives this string as SSH_ORIGINAL_COMMAND; quoting keeps each word one word.
-            completed = await self._connection.run(
-                shlex.join(verb), input=stdin, check=False, timeout=timeout_s, encoding=None
-            )
+            try:
+                completed = await self._run(verb, stdin, timeout_s)
+            except TimeoutError:
+                raise  # the node is there but slow: running the verb again would only double the wait
+            except (asyncssh.Error, OSError):
+                if not self._reused:
+                    raise
+                # A connection kept from an earlier tick may have died with the node's sshd (a restart, a
+                # reboot): reconnect once, verifying the host key again, and run the verb on the new one.
+                await self._transport.discard(self.node)
+                self._connection, self._reused = await self._transport.connect(self.node), False
+                completed = await self._run(verb, stdin, timeout_s)
+        except NodeUnavailable:
+            raise
         except (TimeoutError, asyncssh.Error, OSError) as exc:
             await self._transport.discard(self.node)
             raise self._transport.translate(self.node, exc) from exc
@@ -109,17 +126,19 @@ class SshTransport(Transport):
 
     async def session(self, node: Node) -> NodeSession:
         connection = self._connections.get(node.name)
-        if connection is None or connection.is_closed():
-            connection = await self._connect(node)
-            self._connections[node.name] = connection
-        return SshSession(self, node, connection)
+        if connection is not None and not connection.is_closed():
+            return SshSession(self, node, connection, reused=True)
+        return SshSession(self, node, await self.connect(node), reused=False)
 
-    async def _connect(self, node: Node) -> asyncssh.SSHClientConnection:
+    async def connect(self, node: Node) -> asyncssh.SSHClientConnection:
+        """A new connection to ``node`` (kept for later sessions); raises ``NodeUnavailable``."""
         options = client_options(self.settings, self._key, self._known_hosts.current(), node)
         try:
-            return await asyncssh.connect(node.address, node.port, options=options, config=None)
+            connection = await asyncssh.connect(node.address, node.port, options=options, config=None)
         except (TimeoutError, asyncssh.Error, OSError) as exc:
             raise self.translate(node, exc) from exc
+        self._connections[node.name] = connection
+        return connection
 
     def translate(self, node: Node, exc: BaseException) -> NodeUnavailable:
         """The one place where asyncssh/OS errors become outcomes."""

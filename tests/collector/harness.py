@@ -9,6 +9,7 @@ sudo, exactly as the rollout installs it.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import shutil
@@ -21,13 +22,14 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
+import pynvml
 from prometheus_client import CollectorRegistry
 from sqlalchemy import Engine, create_engine, text
 
 from collector.config import TierPolicy
 from collector.metrics import Metrics
 from collector.posting import Charger
-from collector.tick import Controller, TickSettings
+from collector.tick import Controller, TickSettings, TickSummary
 from collector.transport.abc import Transport
 from collector.transport.local import LocalTransport
 from collector.types import Node
@@ -105,6 +107,20 @@ class SimNode:
             {"GPULEDGER_NVML_FAKE": str(self.fixture_path), "PYTHONPATH": str(ROOT)},
         )
 
+    def forced_command(self) -> list[str]:
+        """The node command as the node account runs it over SSH: the system Python, the probe, the NVML fake.
+
+        The account cannot read the venv's interpreter, so pynvml (pure Python) is copied beside the node.
+        """
+        lib = self.directory / "lib"
+        lib.mkdir(exist_ok=True)
+        os.chmod(lib, 0o755)
+        shutil.copy(pynvml.__file__, lib / "pynvml.py")
+        os.chmod(lib / "pynvml.py", 0o644)
+        python = "/usr/bin/python3" if Path("/usr/bin/python3").exists() else sys.executable
+        return ["env", f"PYTHONPATH={ROOT}:{lib}", f"GPULEDGER_NVML_FAKE={self.fixture_path}", python, "-m",
+                "tests.probe.fake_node"]
+
     def cleanup(self) -> None:
         for controller in ("cpu", "devices"):
             group = Path("/sys/fs/cgroup") / controller / f"glc-{self.name}"
@@ -150,7 +166,18 @@ class Cluster:
         self.registry = CollectorRegistry()
         self.metrics = Metrics(self.registry)
         self.transports = {name: node.local_transport() for name, node in self.nodes.items()}
+        self.reach = {name: Node(name=name, address="localhost", local=True) for name in self.nodes}
         self.controller = self.make_controller()
+        self.runner = asyncio.Runner()
+
+    def tick(self) -> TickSummary:
+        """One tick on the cluster's own event loop (SSH connections outlive a tick, as in the controller)."""
+        return self.runner.run(self.controller.tick(self.inventory))
+
+    def over_ssh(self, name: str, node: Node, transport: Transport) -> None:
+        """Reach node ``name`` through ``transport`` (an SshTransport to a real sshd) from now on."""
+        self.reach[name] = node
+        self.transports[name] = transport
 
     def make_controller(self, name: str = "test-controller") -> Controller:
         return Controller(
@@ -163,7 +190,7 @@ class Cluster:
 
     @property
     def inventory(self) -> list[Node]:
-        return [Node(name=name, address="localhost", local=True) for name in sorted(self.nodes)]
+        return [self.reach[name] for name in sorted(self.nodes)]
 
     def setup_ledger(self, users: dict[str, int]) -> None:
         """Prices, and each billing user with an opening recharge (micro-units)."""
@@ -195,6 +222,9 @@ class Cluster:
             " WHERE b.name = :u", u=user))
 
     def close(self) -> None:
+        for transport in self.transports.values():
+            self.runner.run(transport.aclose())
+        self.runner.close()
         self.controller.close()
         self.engine.dispose()
         self.admin_engine.dispose()

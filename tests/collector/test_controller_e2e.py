@@ -6,7 +6,6 @@ PostgreSQL and the ledger. The ground truth is the node's own boot clock in the 
 
 from __future__ import annotations
 
-import asyncio
 import pwd
 import time
 from collections.abc import Iterator
@@ -43,7 +42,7 @@ def cluster(database: Database, alice: int) -> Iterator[Cluster]:
 
 
 def tick(cluster: Cluster) -> TickSummary:
-    return asyncio.run(cluster.controller.tick(cluster.inventory))
+    return cluster.tick()
 
 
 def decisions(cluster: Cluster, since: int = 0) -> list[tuple[str, str]]:
