@@ -6,8 +6,6 @@ probe's CPU budget. Every NVML error becomes a degradation entry; none fails the
 
 import os
 
-NO_MIG_ID = 0xFFFFFFFF  # NVML's gpuInstanceId/computeInstanceId for processes not on a MIG device
-
 
 def nvidia_present(proc_root, dev_dir="/dev"):
     """True when the NVIDIA driver is loaded (``/proc/driver/nvidia``) or device nodes exist."""
@@ -131,6 +129,7 @@ class _Reader:
 
     def processes(self, gpu, handle):
         nvml = self.nvml
+        # Processes outside MIG carry 0xFFFFFFFF ids, which match no MIG device: they map to the GPU itself.
         by_instance = {(m["gpu_instance_id"], m["compute_instance_id"]): m["uuid"] for m in gpu["mig_devices"]}
         rows = []
         for kind, function in (
