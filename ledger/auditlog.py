@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 from typing import Any
 
 from sqlalchemy import text
 from sqlalchemy.engine import Connection
 
-from ledger.journal import canonical
+from ledger.journal import canonical_json
 
 
 def record(conn: Connection, *, actor: str, action: str, target: str, before: Mapping[str, Any] | None,
@@ -18,6 +17,6 @@ def record(conn: Connection, *, actor: str, action: str, target: str, before: Ma
         text("INSERT INTO ledger.admin_audit (actor, action, target, before, after, request_id)"
              " VALUES (:actor, :action, :target, CAST(:before AS jsonb), CAST(:after AS jsonb), :rid)"),
         {"actor": actor, "action": action, "target": target,
-         "before": None if before is None else json.dumps(canonical(before)),
-         "after": None if after is None else json.dumps(canonical(after)), "rid": request_id},
+         "before": None if before is None else canonical_json(dict(before)),
+         "after": None if after is None else canonical_json(dict(after)), "rid": request_id},
     )

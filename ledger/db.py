@@ -18,8 +18,11 @@ WRITER_LOCK = 1735420007
 
 
 def create_app_engine(url: str) -> Engine:
-    """An engine for the app role; whoever creates it disposes of it (``Ledger.close``)."""
-    return create_engine(url, pool_size=5, max_overflow=5, pool_pre_ping=True)
+    """An engine for the app role; whoever creates it disposes of it (``Ledger.close``).
+
+    No pre-ping (a round trip per transaction on the hot path): a dropped connection fails its transaction
+    with LedgerUnavailable, SQLAlchemy discards it, and the caller's retry gets a fresh one."""
+    return create_engine(url, pool_size=5, max_overflow=5, pool_recycle=3600)
 
 
 def _unavailable(exc: DBAPIError) -> bool:

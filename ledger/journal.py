@@ -61,22 +61,22 @@ def validate(draft: Draft) -> list[str]:
     return problems
 
 
-def canonical(value: Any) -> Any:
+def _plain(value: Any) -> Any:
     if isinstance(value, Decimal):
         return format(value, "f")
     if isinstance(value, datetime):
         return value.astimezone(UTC).isoformat()
-    if isinstance(value, Mapping):
-        return {str(k): canonical(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [canonical(v) for v in value]
-    return value
+    raise TypeError(f"{type(value).__name__} is not JSON data")
+
+
+def canonical_json(value: Any) -> str:
+    """JSON with sorted keys and no spaces; Decimal as plain text, datetime as UTC ISO 8601 (TypeError on
+    anything else that JSON cannot carry)."""
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=_plain)
 
 
 def sha256_of(payload: Mapping[str, Any]) -> bytes:
-    """SHA-256 of canonical JSON (sorted keys, no spaces, Decimal as plain text)."""
-    blob = json.dumps(canonical(payload), sort_keys=True, separators=(",", ":"), ensure_ascii=False)
-    return hashlib.sha256(blob.encode("utf-8")).digest()
+    return hashlib.sha256(canonical_json(payload).encode("utf-8")).digest()
 
 
 def payload_sha256(draft: Draft) -> bytes:
@@ -85,7 +85,7 @@ def payload_sha256(draft: Draft) -> bytes:
         "kind": draft.kind,
         "postings": [[p.account, p.amount] for p in draft.postings],
         "ref": draft.ref_entry_id,
-        "facts": draft.facts,
+        "facts": dict(draft.facts),
     })
 
 

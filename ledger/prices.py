@@ -65,8 +65,11 @@ class PriceBook:
         self._versions: tuple[PriceVersion, ...] = ()
         self._stamp: int | None = None
 
-    def current(self, conn: Connection) -> tuple[PriceVersion, ...]:
-        stamp = conn.execute(text("SELECT coalesce(max(id), 0) FROM ledger.price_version")).scalar_one()
+    def current(self, conn: Connection, stamp: int | None = None) -> tuple[PriceVersion, ...]:
+        """The versions as of ``conn``'s snapshot; ``stamp`` is the newest version id if the caller already
+        read it (the usage path reads it in the same round trip as everything else)."""
+        if stamp is None:
+            stamp = conn.execute(text("SELECT coalesce(max(id), 0) FROM ledger.price_version")).scalar_one()
         with self._lock:
             if stamp == self._stamp:
                 return self._versions

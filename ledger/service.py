@@ -19,7 +19,7 @@ from sqlalchemy.engine import Connection, Engine
 
 from ledger import auditlog, directory, journal, operations, prices, reports, usage, verify
 from ledger.config import LedgerConfig
-from ledger.db import create_app_engine, reading, writing
+from ledger.db import create_app_engine, reading, translated, writing
 from ledger.errors import IdempotencyConflict, NonPositiveAmount
 from ledger.exports import EXPORTERS
 from ledger.money import available
@@ -237,8 +237,12 @@ class Ledger:
 
     def post_usage(self, tick: UsageTick) -> TickResult:
         """The controller's call: one node's tick in one transaction (docs/ledger.md, "The usage path")."""
-        with writing(self.engine) as conn:
-            return usage.post_tick(conn, tick, self._book.current(conn), self.config.currency)
+        return self.post_usage_batch([tick])[0]
+
+    def post_usage_batch(self, ticks: Sequence[UsageTick]) -> list[TickResult]:
+        """Several ticks (e.g. a controller catching up after an outage) in one transaction."""
+        with translated(), self.engine.begin() as conn:
+            return usage.post_ticks(conn, ticks, self._book.current, self.config.currency)
 
     # -- balances and reports ---------------------------------------------------------------------------------------
 

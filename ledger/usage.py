@@ -1,16 +1,23 @@
-"""The controller's path: a node's tick of usage records -> usage rows and rated charge entries, in the
-caller's write transaction, with as few round trips as possible (it is the hot path; see bench/ledger.py).
+"""The controller's path: node ticks of usage records -> usage rows and rated charge entries, in one
+transaction with three round trips (it is the hot path; bench/ledger.py measures it). A transaction
+normally carries one node's tick; ``post_ticks`` also takes several (a controller catching up).
 
-Each record is checked, resolved to the wallet it is charged to, priced, rated (telescoping, ledger.rating)
-and, when its charge is not zero, posted as one ``usage`` entry: debit the wallet's grants (earliest
-expiry first) and then the wallet, credit the resource's revenue account. Records that cannot be charged
-are returned as rejected with a typed error; the rest of the tick is still written.
+Each record is checked, resolved to the wallet it is charged to, priced, rated (telescoping,
+ledger.rating) and, when its charge is not zero, posted as one ``usage`` entry: debit the wallet's grants
+(earliest expiry first) and then the wallet, credit the resource's revenue account. Records that cannot
+be charged are returned as rejected with a typed error; the rest of the tick is still written.
+
+Round trips: (1) the writer lock, then one statement reading what is already recorded, who the Linux
+users are and the price book's stamp; (2) the epochs' cumulative quantities and the revenue accounts;
+(3) one statement inserting usage rows, entries and postings, the chain seal, COMMIT. Rows travel as
+one JSON parameter each way (psycopg's per-element array adaptation cost more than the database work).
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+import re
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
@@ -20,6 +27,7 @@ from sqlalchemy.engine import Connection
 
 from ledger import journal, rating
 from ledger.accounts import revenue_code
+from ledger.db import WRITER_LOCK
 from ledger.errors import IdempotencyConflict, InvalidUsage, LedgerError, MissingPrice, UnitMismatch, UnknownUser
 from ledger.records import (
     UNITS,
@@ -34,6 +42,7 @@ from ledger.records import (
 
 USAGE_ENTRY_PREFIX = "usage:"
 _MAX_KEY = 500
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 
 def usage_payload(node: str, r: UsageRecord) -> dict[str, Any]:
@@ -52,6 +61,8 @@ def check_record(node: str, r: UsageRecord) -> LedgerError | None:
 
     if not r.idem_key or len(r.idem_key) > _MAX_KEY:
         return bad(f"idem_key must be 1-{_MAX_KEY} characters")
+    if _CONTROL.search(r.idem_key) or _CONTROL.search(r.linux_user):
+        return bad("idem_key and linux_user must not contain control characters")
     if r.resource not in UNITS:
         return bad(f"resource must be one of {sorted(UNITS)}")
     if r.unit != UNITS[r.resource]:
@@ -66,209 +77,7 @@ def check_record(node: str, r: UsageRecord) -> LedgerError | None:
         return bad("a GPU record needs its model")
     if not (node and r.linux_user and r.method and r.epoch):
         return bad("node, linux_user, method and epoch must not be empty")
-    try:
-        json.dumps(journal.canonical(r.evidence))
-    except (TypeError, ValueError):
-        return bad("evidence must be JSON data")
     return None
-
-
-@dataclass
-class _Wallet:
-    user_id: int
-    user: str
-    account_id: int
-    code: str
-    grants: list[list[Any]]  # [account_id, code, expires_at, remaining] in spending order
-
-
-_RESOLVE_SQL = """
-SELECT l.lu, bu.id AS user_id, bu.name, w.id AS wallet_id, w.code,
-       (SELECT coalesce(jsonb_agg(jsonb_build_array(g.account_id, a.code, g.expires_at, b.credits - b.debits)
-                                  ORDER BY g.expires_at NULLS LAST, g.entry_id), '[]')
-          FROM ledger.grant_account g
-          JOIN ledger.account a ON a.id = g.account_id
-          JOIN ledger.account_balance b ON b.account_id = g.account_id
-         WHERE g.wallet_account_id = w.id AND b.credits > b.debits) AS grants
-  FROM unnest(%(users)s::text[]) AS l(lu)
-  LEFT JOIN LATERAL (SELECT m.user_id FROM ledger.node_user_map m
-                      WHERE m.linux_user = l.lu AND m.node IN (%(node)s, '*')
-                      ORDER BY m.node = '*' LIMIT 1) m ON true
-  JOIN ledger.billing_user bu
-    ON bu.id = coalesce(m.user_id, (SELECT id FROM ledger.billing_user WHERE name = l.lu))
-  LEFT JOIN ledger.project p ON p.id = bu.project_id
-  JOIN ledger.account w ON w.id = coalesce(p.wallet_account_id, bu.wallet_account_id)
-"""
-
-_EXISTING_SQL = """
-SELECT u.idem_key, u.payload_sha256, u.id, u.amount, e.id AS entry_id, bu.name
-  FROM ledger.usage u
-  JOIN ledger.billing_user bu ON bu.id = u.user_id
-  LEFT JOIN ledger.journal_entry e ON e.usage_id = u.id
- WHERE u.idem_key = ANY(%(keys)s::text[])
-"""
-
-_EPOCH_SQL = """
-SELECT x.epoch, x.pv,
-       (SELECT u.cumulative_quantity FROM ledger.usage u
-         WHERE u.epoch = x.epoch AND u.price_version_id = x.pv ORDER BY u.id DESC LIMIT 1)
-  FROM unnest(%(epochs)s::text[], %(pvs)s::bigint[]) AS x(epoch, pv)
-"""
-
-_ACCOUNTS_SQL = """
-WITH want AS (SELECT code FROM unnest(%(codes)s::text[]) AS w(code)),
-ins AS (INSERT INTO ledger.account (code, kind, currency)
-        SELECT code, 'revenue', %(currency)s FROM want ON CONFLICT (code) DO NOTHING RETURNING id, code)
-SELECT id, code FROM ins UNION ALL SELECT a.id, a.code FROM ledger.account a JOIN want USING (code)
-"""
-
-_INSERT_SQL = """
-WITH u AS (
-  INSERT INTO ledger.usage (idem_key, payload_sha256, node, linux_user, user_id, account_id, resource, model,
-                            quantity, unit, interval_start, interval_end, method, evidence, epoch,
-                            price_version_id, cumulative_quantity, amount)
-  SELECT k, h, %(node)s, lu, uid, acc, res, model, q, unit, t0, t1, method, ev::jsonb, epoch, pv, cq, amt
-    FROM unnest(%(k)s::text[], %(h)s::bytea[], %(lu)s::text[], %(uid)s::bigint[], %(acc)s::bigint[],
-                %(res)s::text[], %(model)s::text[], %(q)s::numeric[], %(unit)s::text[], %(t0)s::timestamptz[],
-                %(t1)s::timestamptz[], %(method)s::text[], %(ev)s::text[], %(epoch)s::text[], %(pv)s::bigint[],
-                %(cq)s::numeric[], %(amt)s::bigint[])
-         AS x(k, h, lu, uid, acc, res, model, q, unit, t0, t1, method, ev, epoch, pv, cq, amt)
-  RETURNING id, idem_key
-), e AS (
-  INSERT INTO ledger.journal_entry (idem_key, payload_sha256, kind, effective_at, usage_id, actor)
-  SELECT %(prefix)s || u.idem_key, y.h, 'usage', y.eff, u.id, %(actor)s
-    FROM u JOIN unnest(%(ek)s::text[], %(eh)s::bytea[], %(eff)s::timestamptz[]) AS y(k, h, eff) ON y.k = u.idem_key
-  RETURNING id, usage_id, effective_at
-), p AS (
-  INSERT INTO ledger.posting (entry_id, line, account_id, amount, effective_at)
-  SELECT e.id, z.line, z.acc, z.amt, e.effective_at
-    FROM u JOIN e ON e.usage_id = u.id
-    JOIN unnest(%(pk)s::text[], %(pl)s::int[], %(pa)s::bigint[], %(pm)s::bigint[]) AS z(k, line, acc, amt)
-      ON z.k = u.idem_key
-  RETURNING 1
-)
-SELECT u.idem_key, u.id, e.id, (SELECT count(*) FROM p) FROM u LEFT JOIN e ON e.usage_id = u.id
-"""
-
-
-@dataclass
-class _Charge:
-    record: UsageRecord
-    digest: bytes
-    wallet: _Wallet
-    price: PriceVersion | None
-    cumulative: Decimal
-    amount: int
-    postings: tuple[tuple[int, str, int], ...]  # (account_id, code, amount)
-
-
-def _split(wallet: _Wallet, amount: int, at: datetime, revenue: tuple[int, str]) -> tuple[tuple[int, str, int], ...]:
-    """Debit the wallet's unexpired grants first (earliest expiry first), the rest from the wallet itself."""
-    lines: list[tuple[int, str, int]] = []
-    left = amount
-    for grant in wallet.grants:
-        account_id, code, expires_at, remaining = grant
-        if left == 0:
-            break
-        if remaining <= 0 or (expires_at is not None and datetime.fromisoformat(expires_at) <= at):
-            continue
-        take = min(left, remaining)
-        grant[3] = remaining - take
-        lines.append((account_id, code, take))
-        left -= take
-    if left:
-        lines.append((wallet.account_id, wallet.code, left))
-    lines.append((revenue[0], revenue[1], -amount))
-    return tuple(lines)
-
-
-def post_tick(conn: Connection, tick: UsageTick, book: Sequence[PriceVersion], currency: str) -> TickResult:
-    """Write ``tick`` in the caller's transaction (which holds the writer lock: ``ledger.db.writing``)."""
-    cur = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
-    rejected: list[RejectedUsage] = []
-    outcomes: list[UsageOutcome] = []
-    fresh: dict[str, tuple[UsageRecord, bytes]] = {}
-    for r in tick.records:
-        problem = check_record(tick.node, r)
-        if problem is not None:
-            rejected.append(RejectedUsage(r, problem))
-            continue
-        digest = journal.sha256_of(usage_payload(tick.node, r))
-        seen = fresh.get(r.idem_key)
-        if seen is not None:
-            if seen[1] != digest:
-                rejected.append(RejectedUsage(r, IdempotencyConflict(r.idem_key, seen[1].hex(), digest.hex())))
-            continue
-        fresh[r.idem_key] = (r, digest)
-    if not fresh:
-        return TickResult((), tuple(rejected))
-
-    conflicts: list[tuple[str, bytes, bytes]] = []
-    for key, stored, usage_id, amount, entry_id, user in cur.execute(_EXISTING_SQL, {"keys": list(fresh)}):
-        record, digest = fresh.pop(key)
-        if bytes(stored) == digest:
-            outcomes.append(UsageOutcome(key, usage_id, entry_id, user, amount, created=False))
-        else:
-            rejected.append(RejectedUsage(record, IdempotencyConflict(key, bytes(stored).hex(), digest.hex())))
-            conflicts.append((key, bytes(stored), digest))
-
-    wallets: dict[str, _Wallet] = {}
-    if fresh:
-        users = sorted({r.linux_user for r, _ in fresh.values()})
-        rows = cur.execute(_RESOLVE_SQL, {"users": users, "node": tick.node})
-        for lu, user_id, name, wallet_id, code, grants in rows:
-            wallets[lu] = _Wallet(user_id, name, wallet_id, code, [[g[0], g[1], g[2], int(g[3])] for g in grants])
-
-    priced: list[tuple[UsageRecord, bytes, _Wallet, PriceVersion | None]] = []
-    for key, (r, digest) in list(fresh.items()):
-        wallet = wallets.get(r.linux_user)
-        price = rating.select_price(book, r.resource, r.model, r.interval_start)
-        error: LedgerError | None = None
-        if wallet is None:
-            error = UnknownUser(r.linux_user, tick.node)
-        elif price is None and r.resource != "memory":
-            error = MissingPrice(r.resource, r.model or None, r.interval_start.isoformat())
-        if error is not None:
-            rejected.append(RejectedUsage(r, error))
-            del fresh[key]
-            continue
-        assert wallet is not None
-        priced.append((r, digest, wallet, price))
-
-    state: dict[tuple[str, int], Decimal] = {}
-    pairs = sorted({(r.epoch, p.id) for r, _, _, p in priced if p is not None})
-    if pairs:
-        rows = cur.execute(_EPOCH_SQL, {"epochs": [e for e, _ in pairs], "pvs": [p for _, p in pairs]})
-        state = {(e, pv): Decimal(cq) for e, pv, cq in rows if cq is not None}
-    revenue_codes = sorted({revenue_code(r.resource, r.model) for r, _, _, p in priced if p is not None})
-    revenue_ids: dict[str, int] = {}
-    if revenue_codes:
-        rows = cur.execute(_ACCOUNTS_SQL, {"codes": revenue_codes, "currency": currency})
-        revenue_ids = {code: id_ for id_, code in rows}
-
-    charges: list[_Charge] = []
-    for r, digest, wallet, price in priced:
-        if price is None:  # memory without a price: recorded, not charged
-            charges.append(_Charge(r, digest, wallet, None, r.quantity, 0, ()))
-            continue
-        prev = state.get((r.epoch, price.id), Decimal(0))
-        rated = rating.rate(prev, r.quantity, price)
-        state[(r.epoch, price.id)] = rated.cumulative_quantity
-        code = revenue_code(r.resource, r.model)
-        postings = _split(wallet, rated.amount, r.interval_start, (revenue_ids[code], code)) if rated.amount else ()
-        charges.append(_Charge(r, digest, wallet, price, rated.cumulative_quantity, rated.amount, postings))
-
-    if conflicts:
-        cur.executemany(
-            "INSERT INTO ledger.idempotency_conflict (idem_key, existing_sha256, attempted_sha256, actor)"
-            " VALUES (%s, %s, %s, %s)",
-            [(k, old, new, tick.actor) for k, old, new in conflicts],
-        )
-    if charges:
-        outcomes.extend(_insert(cur, tick, charges))
-    order = {r.idem_key: n for n, r in enumerate(tick.records)}
-    outcomes.sort(key=lambda o: order[o.idem_key])
-    return TickResult(tuple(outcomes), tuple(rejected))
 
 
 def entry_draft(record: UsageRecord, digest: bytes, postings: Sequence[PostingLine], actor: str) -> journal.Draft:
@@ -279,32 +88,255 @@ def entry_draft(record: UsageRecord, digest: bytes, postings: Sequence[PostingLi
     )
 
 
-def _insert(cur: Any, tick: UsageTick, charges: list[_Charge]) -> list[UsageOutcome]:
-    cols: dict[str, list[Any]] = {k: [] for k in (
-        "k", "h", "lu", "uid", "acc", "res", "model", "q", "unit", "t0", "t1", "method", "ev", "epoch", "pv", "cq",
-        "amt", "ek", "eh", "eff", "pk", "pl", "pa", "pm")}
-    for c in charges:
-        r = c.record
-        for name, value in (("k", r.idem_key), ("h", c.digest), ("lu", r.linux_user), ("uid", c.wallet.user_id),
-                            ("acc", c.wallet.account_id), ("res", r.resource), ("model", r.model), ("q", r.quantity),
-                            ("unit", r.unit), ("t0", r.interval_start), ("t1", r.interval_end),
-                            ("method", r.method), ("ev", json.dumps(journal.canonical(r.evidence), sort_keys=True)),
-                            ("epoch", r.epoch), ("pv", c.price.id if c.price else None), ("cq", c.cumulative),
-                            ("amt", c.amount)):
-            cols[name].append(value)
-        if not c.amount:
+@dataclass
+class _Grant:
+    account_id: int
+    code: str
+    expires_at: datetime | None
+    remaining: int
+
+
+@dataclass
+class _Wallet:
+    user_id: int
+    user: str
+    account_id: int
+    code: str
+    grants: list[_Grant]  # in spending order
+
+    def split(self, amount: int, at: datetime) -> list[tuple[int, str, int]]:
+        """Debit lines for ``amount``: unexpired grants first (earliest expiry first), then the wallet."""
+        lines = []
+        left = amount
+        for g in self.grants:
+            if not left:
+                break
+            if g.remaining <= 0 or (g.expires_at is not None and g.expires_at <= at):
+                continue
+            take = min(left, g.remaining)
+            g.remaining -= take
+            lines.append((g.account_id, g.code, take))
+            left -= take
+        if left:
+            lines.append((self.account_id, self.code, left))
+        return lines
+
+
+_READ_SQL = """
+SELECT (SELECT coalesce(max(id), 0) FROM ledger.price_version),
+       (SELECT coalesce(jsonb_agg(jsonb_build_array(u.idem_key, encode(u.payload_sha256, 'hex'), u.id, u.amount,
+                                                    e.id, bu.name)), '[]')
+          FROM ledger.usage u
+          JOIN ledger.billing_user bu ON bu.id = u.user_id
+          LEFT JOIN ledger.journal_entry e ON e.usage_id = u.id
+         WHERE u.idem_key = ANY(string_to_array(%(keys)s, E'\\x1f'))),
+       (SELECT coalesce(jsonb_agg(jsonb_build_array(l.node, l.lu, bu.id, bu.name, w.id, w.code,
+          (SELECT coalesce(jsonb_agg(jsonb_build_array(g.account_id, a.code, g.expires_at, b.credits - b.debits)
+                                     ORDER BY g.expires_at NULLS LAST, g.entry_id), '[]')
+             FROM ledger.grant_account g
+             JOIN ledger.account a ON a.id = g.account_id
+             JOIN ledger.account_balance b ON b.account_id = g.account_id
+            WHERE g.wallet_account_id = w.id AND b.credits > b.debits))), '[]')
+          FROM jsonb_to_recordset(%(users)s::jsonb) AS l(node text, lu text)
+          LEFT JOIN LATERAL (SELECT m.user_id FROM ledger.node_user_map m
+                              WHERE m.linux_user = l.lu AND m.node IN (l.node, '*')
+                              ORDER BY m.node = '*' LIMIT 1) m ON true
+          JOIN ledger.billing_user bu
+            ON bu.id = coalesce(m.user_id, (SELECT id FROM ledger.billing_user WHERE name = l.lu))
+          LEFT JOIN ledger.project p ON p.id = bu.project_id
+          JOIN ledger.account w ON w.id = coalesce(p.wallet_account_id, bu.wallet_account_id))
+"""
+
+_STATE_SQL = """
+WITH want AS (SELECT code FROM jsonb_array_elements_text(%(codes)s::jsonb) AS w(code)),
+ins AS (INSERT INTO ledger.account (code, kind, currency)
+        SELECT code, 'revenue', %(currency)s FROM want ON CONFLICT (code) DO NOTHING RETURNING id, code)
+SELECT (SELECT coalesce(jsonb_agg(jsonb_build_array(code, id)), '[]')
+          FROM (SELECT id, code FROM ins UNION ALL SELECT a.id, a.code FROM ledger.account a JOIN want USING (code)) c),
+       (SELECT coalesce(jsonb_agg(jsonb_build_array(x.epoch, x.pv,
+                 (SELECT u.cumulative_quantity::text FROM ledger.usage u
+                   WHERE u.epoch = x.epoch AND u.price_version_id = x.pv ORDER BY u.id DESC LIMIT 1))), '[]')
+          FROM jsonb_to_recordset(%(pairs)s::jsonb) AS x(epoch text, pv bigint))
+"""
+
+_INSERT_SQL = """
+WITH x AS (
+  SELECT * FROM jsonb_to_recordset(%(usage)s::jsonb) AS x(k text, h text, node text, lu text, uid bigint,
+             acc bigint, res text, model text, q numeric, unit text, t0 timestamptz, t1 timestamptz, method text,
+             ev jsonb, epoch text, pv bigint, cq numeric, amt bigint, eh text, actor text)
+), u AS (
+  INSERT INTO ledger.usage (idem_key, payload_sha256, node, linux_user, user_id, account_id, resource, model,
+                            quantity, unit, interval_start, interval_end, method, evidence, epoch,
+                            price_version_id, cumulative_quantity, amount)
+  SELECT k, decode(h, 'hex'), node, lu, uid, acc, res, model, q, unit, t0, t1, method, ev, epoch, pv, cq, amt
+    FROM x
+  RETURNING id, idem_key
+), e AS (
+  INSERT INTO ledger.journal_entry (idem_key, payload_sha256, kind, effective_at, usage_id, actor)
+  SELECT %(prefix)s || x.k, decode(x.eh, 'hex'), 'usage', x.t1, u.id, x.actor
+    FROM x JOIN u ON u.idem_key = x.k WHERE x.amt > 0
+  RETURNING id, usage_id, effective_at
+), p AS (
+  INSERT INTO ledger.posting (entry_id, line, account_id, amount, effective_at)
+  SELECT e.id, z.line, z.acc, z.amt, e.effective_at
+    FROM jsonb_to_recordset(%(postings)s::jsonb) AS z(k text, line int, acc bigint, amt bigint)
+    JOIN u ON u.idem_key = z.k JOIN e ON e.usage_id = u.id
+  RETURNING 1
+)
+SELECT jsonb_agg(jsonb_build_array(u.idem_key, u.id, e.id)), (SELECT count(*) FROM p)
+  FROM u LEFT JOIN e ON e.usage_id = u.id
+"""
+
+_SEP = "\x1f"  # unit separator: the keys travel as one text parameter (check_record refuses it in keys)
+
+
+@dataclass(frozen=True)
+class _Item:
+    tick: int
+    node: str
+    actor: str
+    record: UsageRecord
+    digest: bytes
+
+
+@dataclass
+class _Charge:
+    item: _Item
+    wallet: _Wallet
+    price: PriceVersion | None
+    cumulative: Decimal
+    amount: int
+    lines: list[tuple[int, str, int]]  # (account_id, code, amount)
+
+
+def post_ticks(conn: Connection, ticks: Sequence[UsageTick],
+               book: Callable[[Connection, int], Sequence[PriceVersion]], currency: str) -> list[TickResult]:
+    """Write ``ticks`` in ``conn``'s transaction: takes the writer lock and seals the chain; the caller commits.
+
+    ``book(conn, stamp)`` returns the price versions given the newest version id (a cache may answer).
+    """
+    pg = conn.connection.driver_connection
+    assert pg is not None
+    rejected: list[list[RejectedUsage]] = [[] for _ in ticks]
+    outcomes: list[list[UsageOutcome]] = [[] for _ in ticks]
+    fresh: dict[str, _Item] = {}
+    for n, tick in enumerate(ticks):
+        for r in tick.records:
+            problem = check_record(tick.node, r)
+            if problem is None:
+                try:
+                    digest = journal.sha256_of(usage_payload(tick.node, r))
+                except TypeError as exc:
+                    problem = InvalidUsage(r.idem_key, f"evidence must be JSON data ({exc})")
+            if problem is not None:
+                rejected[n].append(RejectedUsage(r, problem))
+                continue
+            seen = fresh.get(r.idem_key)
+            if seen is None:
+                fresh[r.idem_key] = _Item(n, tick.node, tick.actor, r, digest)
+            elif seen.digest != digest:
+                rejected[n].append(RejectedUsage(r, IdempotencyConflict(r.idem_key, seen.digest.hex(), digest.hex())))
+    if fresh:
+        _post(pg, fresh, book, currency, conn, outcomes, rejected)
+    results = []
+    for tick, posted, refused in zip(ticks, outcomes, rejected, strict=True):
+        order = {r.idem_key: n for n, r in enumerate(tick.records)}
+        posted.sort(key=lambda o: order[o.idem_key])
+        results.append(TickResult(tuple(posted), tuple(refused)))
+    return results
+
+
+def _post(pg: Any, fresh: dict[str, _Item], book: Callable[[Connection, int], Sequence[PriceVersion]], currency: str,
+          conn: Connection, outcomes: list[list[UsageOutcome]], rejected: list[list[RejectedUsage]]) -> None:
+    users = sorted({(i.node, i.record.linux_user) for i in fresh.values()})
+    with pg.pipeline():
+        pg.execute("SELECT pg_advisory_xact_lock(%s)", (WRITER_LOCK,))
+        read = pg.execute(_READ_SQL, {"keys": _SEP.join(fresh),
+                                      "users": json.dumps([{"node": n, "lu": lu} for n, lu in users])})
+    stamp, existing, resolved = read.fetchone()
+
+    conflicts: list[tuple[str, bytes, bytes, str]] = []
+    for key, stored_hex, usage_id, amount, entry_id, user in existing:
+        item = fresh.pop(key)
+        if bytes.fromhex(stored_hex) == item.digest:
+            outcomes[item.tick].append(UsageOutcome(key, usage_id, entry_id, user, amount, created=False))
+        else:
+            rejected[item.tick].append(RejectedUsage(item.record, IdempotencyConflict(key, stored_hex,
+                                                                                      item.digest.hex())))
+            conflicts.append((key, bytes.fromhex(stored_hex), item.digest, item.actor))
+    wallets = {
+        (node, lu): _Wallet(uid, name, wid, code, [
+            _Grant(g[0], g[1], None if g[2] is None else datetime.fromisoformat(g[2]), int(g[3])) for g in grants])
+        for node, lu, uid, name, wid, code, grants in resolved
+    }
+    versions = book(conn, int(stamp))
+    priced: list[tuple[_Item, _Wallet, PriceVersion | None]] = []
+    for item in fresh.values():
+        r = item.record
+        wallet = wallets.get((item.node, r.linux_user))
+        price = rating.select_price(versions, r.resource, r.model, r.interval_start)
+        if wallet is None:
+            rejected[item.tick].append(RejectedUsage(r, UnknownUser(r.linux_user, item.node)))
+        elif price is None and r.resource != "memory":
+            rejected[item.tick].append(RejectedUsage(r, MissingPrice(r.resource, r.model or None,
+                                                                     r.interval_start.isoformat())))
+        else:
+            priced.append((item, wallet, price))
+    if priced:
+        for o in _write(pg, priced, currency):
+            outcomes[fresh[o.idem_key].tick].append(o)
+    if conflicts:
+        pg.cursor().executemany(
+            "INSERT INTO ledger.idempotency_conflict (idem_key, existing_sha256, attempted_sha256, actor)"
+            " VALUES (%s, %s, %s, %s)", conflicts)
+    pg.execute("SELECT ledger.seal_block()")
+
+
+def _write(pg: Any, priced: list[tuple[_Item, _Wallet, PriceVersion | None]], currency: str) -> list[UsageOutcome]:
+    pairs = sorted({(i.record.epoch, p.id) for i, _, p in priced if p is not None})
+    codes = sorted({revenue_code(i.record.resource, i.record.model) for i, _, p in priced if p is not None})
+    accounts_json, state_json = pg.execute(_STATE_SQL, {
+        "codes": json.dumps(codes), "currency": currency,
+        "pairs": json.dumps([{"epoch": e, "pv": pv} for e, pv in pairs]),
+    }).fetchone()
+    revenue_ids = dict(accounts_json)
+    state = {(e, pv): Decimal(cq) for e, pv, cq in state_json if cq is not None}
+
+    charges: list[_Charge] = []
+    for item, wallet, price in priced:
+        r = item.record
+        if price is None:  # memory without a price: recorded, not charged
+            charges.append(_Charge(item, wallet, None, r.quantity, 0, []))
             continue
-        draft = entry_draft(r, c.digest, [PostingLine(code, amount) for _, code, amount in c.postings], tick.actor)
-        cols["ek"].append(r.idem_key)
-        cols["eh"].append(journal.payload_sha256(draft))
-        cols["eff"].append(r.interval_end)
-        for line, (account_id, _, amount) in enumerate(c.postings, start=1):
-            cols["pk"].append(r.idem_key)
-            cols["pl"].append(line)
-            cols["pa"].append(account_id)
-            cols["pm"].append(amount)
-    params = dict(cols, node=tick.node, actor=tick.actor, prefix=USAGE_ENTRY_PREFIX)
-    rows = cur.execute(_INSERT_SQL, params).fetchall()
-    by_key = {c.record.idem_key: c for c in charges}
+        rated = rating.rate(state.get((r.epoch, price.id), Decimal(0)), r.quantity, price)
+        state[(r.epoch, price.id)] = rated.cumulative_quantity
+        lines = []
+        if rated.amount:
+            code = revenue_code(r.resource, r.model)
+            lines = [*wallet.split(rated.amount, r.interval_start), (revenue_ids[code], code, -rated.amount)]
+        charges.append(_Charge(item, wallet, price, rated.cumulative_quantity, rated.amount, lines))
+
+    usage_rows, posting_rows = [], []
+    for c in charges:
+        r = c.item.record
+        entry_hash = ""
+        if c.amount:
+            draft = entry_draft(r, c.item.digest, [PostingLine(code, amount) for _, code, amount in c.lines],
+                                c.item.actor)
+            entry_hash = journal.payload_sha256(draft).hex()
+            posting_rows += [{"k": r.idem_key, "line": n, "acc": acc, "amt": amount}
+                             for n, (acc, _, amount) in enumerate(c.lines, start=1)]
+        usage_rows.append({
+            "k": r.idem_key, "h": c.item.digest.hex(), "node": c.item.node, "lu": r.linux_user,
+            "uid": c.wallet.user_id, "acc": c.wallet.account_id, "res": r.resource, "model": r.model,
+            "q": r.quantity, "unit": r.unit, "t0": r.interval_start, "t1": r.interval_end, "method": r.method,
+            "ev": dict(r.evidence), "epoch": r.epoch, "pv": c.price.id if c.price else None, "cq": c.cumulative,
+            "amt": c.amount, "eh": entry_hash, "actor": c.item.actor,
+        })
+    written, _ = pg.execute(_INSERT_SQL, {
+        "usage": journal.canonical_json(usage_rows), "postings": json.dumps(posting_rows),
+        "prefix": USAGE_ENTRY_PREFIX,
+    }).fetchone()
+    by_key = {c.item.record.idem_key: c for c in charges}
     return [UsageOutcome(key, usage_id, entry_id, by_key[key].wallet.user, by_key[key].amount, created=True)
-            for key, usage_id, entry_id, _ in rows]
+            for key, usage_id, entry_id in written]

@@ -1,0 +1,142 @@
+"""The invariants PostgreSQL itself holds, tested against the database directly (not through Python)."""
+
+from __future__ import annotations
+
+import pytest
+from sqlalchemy import create_engine, text
+from sqlalchemy.engine import Engine
+from sqlalchemy.exc import DBAPIError, IntegrityError, ProgrammingError
+
+from ledger.db import WRITER_LOCK
+from ledger.service import Ledger
+from tests.ledger.conftest import LedgerDatabase, cny
+
+LEDGER_TABLES = ("account", "price_version", "usage", "journal_entry", "grant_account", "posting", "chain_block",
+                 "admin_audit", "idempotency_conflict")
+
+
+@pytest.fixture
+def seeded(ledger: Ledger) -> Ledger:
+    ledger.add_user("alice", actor="admin")
+    ledger.recharge("alice", cny("10"), idem_key="r1", actor="admin")
+    return ledger
+
+
+def _app(ledger_db: LedgerDatabase) -> Engine:
+    return create_engine(ledger_db.app_url)
+
+
+def test_app_role_has_select_and_insert_only(seeded: Ledger, superuser: Engine) -> None:
+    with superuser.connect() as conn:
+        for table in LEDGER_TABLES:
+            privileges = {p: conn.execute(text("SELECT has_table_privilege('gpuledger_app', :t, :p)"),
+                                          {"t": f"ledger.{table}", "p": p}).scalar()
+                          for p in ("SELECT", "UPDATE", "DELETE", "TRUNCATE")}
+            assert privileges == {"SELECT": True, "UPDATE": False, "DELETE": False, "TRUNCATE": False}, table
+        auditor = conn.execute(text("SELECT has_table_privilege('gpuledger_auditor', 'ledger.posting', 'INSERT')"))
+        assert auditor.scalar() is False
+
+
+@pytest.mark.parametrize("statement", [
+    "UPDATE ledger.posting SET amount = amount + 1",
+    "DELETE FROM ledger.journal_entry",
+    "TRUNCATE ledger.posting CASCADE",
+    "UPDATE ledger.account_balance SET debits = 0",
+    "UPDATE ledger.usage SET amount = 0",
+    "DELETE FROM ledger.billing_user",
+])
+def test_app_role_cannot_change_the_ledger(seeded: Ledger, ledger_db: LedgerDatabase, statement: str) -> None:
+    engine = _app(ledger_db)
+    try:
+        with pytest.raises(ProgrammingError, match="permission denied"), engine.begin() as conn:
+            conn.execute(text(statement))
+    finally:
+        engine.dispose()
+
+
+@pytest.mark.parametrize("statement", [
+    "UPDATE ledger.posting SET amount = amount + 1",
+    "DELETE FROM ledger.posting",
+    "TRUNCATE ledger.journal_entry CASCADE",
+    "UPDATE ledger.chain_block SET block_hash = block_hash",
+    "DELETE FROM ledger.admin_audit",
+])
+def test_even_a_superuser_is_stopped_by_the_triggers(seeded: Ledger, superuser: Engine, statement: str) -> None:
+    with pytest.raises(DBAPIError, match="append-only"), superuser.begin() as conn:
+        conn.execute(text("SET session_replication_role = replica"))  # ENABLE ALWAYS triggers still fire
+        conn.execute(text(statement))
+
+
+def _entry(conn: object, key: str) -> int:
+    return int(conn.execute(text(  # type: ignore[attr-defined]
+        "INSERT INTO ledger.journal_entry (idem_key, payload_sha256, kind, effective_at, actor)"
+        " VALUES (:k, sha256('x'), 'adjustment', now(), 'test') RETURNING id"), {"k": key}).scalar_one())
+
+
+def _posting(conn: object, entry_id: int, line: int, code: str, amount: int) -> None:
+    conn.execute(text(  # type: ignore[attr-defined]
+        "INSERT INTO ledger.posting (entry_id, line, account_id, amount, effective_at)"
+        " SELECT :e, :line, id, :amount, (SELECT effective_at FROM ledger.journal_entry WHERE id = :e)"
+        " FROM ledger.account WHERE code = :code"), {"e": entry_id, "line": line, "code": code, "amount": amount})
+
+
+WALLET, BANK = "liabilities:wallet:user:alice", "assets:funding:bank"
+
+
+@pytest.mark.parametrize("postings", [
+    [(WALLET, 1), (BANK, -2)],   # off by one micro-unit
+    [(WALLET, 5)],               # a single posting
+    [],                          # no postings at all
+])
+def test_unbalanced_entries_fail_at_commit(seeded: Ledger, ledger_db: LedgerDatabase,
+                                           postings: list[tuple[str, int]]) -> None:
+    engine = _app(ledger_db)
+    try:
+        conn = engine.connect()
+        tx = conn.begin()
+        conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": WRITER_LOCK})
+        entry_id = _entry(conn, "unbalanced")
+        for line, (code, amount) in enumerate(postings, start=1):
+            _posting(conn, entry_id, line, code, amount)
+        with pytest.raises(IntegrityError, match="unbalanced"):
+            tx.commit()
+        conn.close()
+        with engine.connect() as check:
+            assert check.execute(text("SELECT count(*) FROM ledger.journal_entry WHERE idem_key = 'unbalanced'")
+                                 ).scalar() == 0
+    finally:
+        engine.dispose()
+
+
+def test_postings_cannot_be_added_to_an_old_entry(seeded: Ledger, ledger_db: LedgerDatabase) -> None:
+    engine = _app(ledger_db)
+    try:
+        with pytest.raises(IntegrityError, match="in its transaction"), engine.begin() as conn:
+            conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": WRITER_LOCK})
+            _posting(conn, 1, 3, WALLET, 1)   # a pair that balances itself, added late
+            _posting(conn, 1, 4, BANK, -1)
+    finally:
+        engine.dispose()
+
+
+def test_writes_without_the_writer_lock_are_refused(seeded: Ledger, ledger_db: LedgerDatabase) -> None:
+    engine = _app(ledger_db)
+    try:
+        with pytest.raises(DBAPIError, match="pg_advisory_xact_lock"), engine.begin() as conn:
+            _entry(conn, "no-lock")
+    finally:
+        engine.dispose()
+
+
+def test_the_database_keeps_grants_from_going_negative(seeded: Ledger, ledger_db: LedgerDatabase) -> None:
+    from datetime import UTC, datetime, timedelta
+    seeded.grant("alice", cny("1"), expires_at=datetime.now(UTC) + timedelta(days=1), idem_key="g1", actor="admin")
+    engine = _app(ledger_db)
+    try:
+        with pytest.raises(IntegrityError, match="limit"), engine.begin() as conn:
+            conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": WRITER_LOCK})
+            entry_id = _entry(conn, "overdraw-grant")
+            _posting(conn, entry_id, 1, WALLET + ":grant:1", cny("1.000001"))
+            _posting(conn, entry_id, 2, "expenses:grants", -cny("1.000001"))
+    finally:
+        engine.dispose()
