@@ -62,3 +62,39 @@ def ended(gpu: str, pid: int, start_s: float, ran_s: float, memory: int | None =
     """NVML accounting for a process that started at boot-clock ``start_s`` and ran ``ran_s`` on ``gpu``."""
     return AccountingRecord(gpu_uuid=gpu, pid=pid, start_time_us=(BOOT_WALL + int(start_s * S)) // 1000,
                             gpu_time_ms=int(ran_s * 1000), max_memory_bytes=memory, is_running=False)
+
+
+def to_document(s: Sample) -> dict[str, object]:
+    """The schema-v1 document (docs/sample-schema.json) a node would print for ``s``."""
+    return {
+        "schema_version": 1, "probe_version": "0.1.0",
+        "node": {"machine_id": s.machine_id, "boot_id": s.boot_id, "hostname": s.hostname, "kernel": "6.1.0",
+                 "wall_time_ns": s.wall_time_ns, "monotonic_ns": s.boottime_ns, "boottime_ns": s.boottime_ns,
+                 "boot_time": (s.wall_time_ns - s.boottime_ns) // S, "clock_ticks_per_second": s.clock_ticks_per_second,
+                 "page_size": 4096, "uid_min": 1000},
+        "hardware": {"cpu": {"model": "x", "logical_cpus": s.logical_cpus, "physical_cores": s.logical_cpus,
+                             "sockets": 1},
+                     "memory": {"total_bytes": 1 << 36, "available_bytes": 1 << 35}, "disks": [], "nvidia": None},
+        "gpus": [{"index": g.index, "uuid": g.uuid, "name": g.name, "memory_total_bytes": g.memory_total_bytes,
+                  "memory_used_bytes": g.memory_used_bytes, "mig_mode": "disabled", "accounting_mode": False,
+                  "utilization_gpu_percent": g.utilization_percent, "utilization_memory_percent": 0,
+                  "temperature_c": g.temperature_c, "power_mw": g.power_mw, "ecc_volatile_corrected": 0,
+                  "ecc_volatile_uncorrected": 0, "mig_devices": []} for g in s.gpus],
+        "gpu_processes": [{"gpu_uuid": p.gpu_uuid, "device_uuid": p.device_uuid or p.gpu_uuid, "pid": p.pid,
+                           "type": "compute", "used_memory_bytes": p.used_memory_bytes, "start_ticks": p.start_ticks,
+                           "uid": p.uid, "user": p.user} for p in s.gpu_processes],
+        "gpu_accounting": [{"gpu_uuid": a.gpu_uuid, "pid": a.pid, "start_time_us": a.start_time_us,
+                            "gpu_time_ms": a.gpu_time_ms, "gpu_utilization_percent": 0, "memory_utilization_percent": 0,
+                            "max_memory_bytes": a.max_memory_bytes, "is_running": a.is_running} for a in s.accounting],
+        "process_count": len(s.processes),
+        "processes": [{"pid": p.pid, "ppid": 1, "uid": p.uid, "user": p.user, "start_ticks": p.start_ticks,
+                       "create_time_ms": (s.wall_time_ns - s.boottime_ns) // 1_000_000
+                       + p.start_ticks * 1000 // s.clock_ticks_per_second,
+                       "state": "S", "cpu_user_ticks": p.cpu_ticks, "cpu_system_ticks": 0, "rss_bytes": p.rss_bytes,
+                       "name": "job"} for p in s.processes],
+        "user_cpu": [{"uid": u.uid, "user": u.user, "usage_ns": u.usage_ns, "source": "cgroup-v2"}
+                     for u in s.user_cpu or ()],
+        "degraded": [] if s.user_cpu is not None else [
+            {"source": "user_cpu", "reason": "no_user_slices", "detail": ""}
+        ],
+    }

@@ -1,0 +1,111 @@
+"""Charging samples in the database: one transaction per sample, retries are no-ops, reboots restart counters,
+and records the ledger cannot charge yet are kept and charged once it can."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+
+import pytest
+from sqlalchemy import Engine, create_engine, text
+
+from collector.posting import Charger, Fetched
+from collector.sample import Sample, parse_sample
+from collector.usage import UsageSettings
+from ledger.config import LedgerConfig, Secret
+from ledger.money import MICRO
+from ledger.service import Ledger
+from tests.collector.conftest import Database
+from tests.collector.harness import CPU_PRICE, GPU_PRICE
+from tests.collector.samples import BOOT_B, BOOT_WALL, GPU0, S, proc, sample, to_document
+
+USER, UID = "glc-erin", 1001
+T0 = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)
+
+
+@pytest.fixture
+def setup(database: Database) -> Iterator[tuple[Charger, Ledger, Engine]]:
+    engine = create_engine(database.app_url)
+    ledger = Ledger(engine, LedgerConfig(database_url=Secret(database.app_url)))
+    ledger.add_price("gpu", GPU_PRICE[0], GPU_PRICE[1], model_pattern="NVIDIA A100", actor="t",
+                     valid_from=datetime(2020, 1, 1, tzinfo=UTC))
+    ledger.add_price("cpu", CPU_PRICE[0], CPU_PRICE[1], actor="t", valid_from=datetime(2020, 1, 1, tzinfo=UTC))
+    with engine.begin() as conn:
+        conn.execute(text("INSERT INTO collector.node (name, address, port) VALUES ('n1', 'h', 22)"))
+    yield Charger(engine, "CNY", UsageSettings()), ledger, engine
+    engine.dispose()
+
+
+def fetched(s: Sample, at: datetime) -> Fetched:
+    raw = json.dumps(to_document(s)).encode()
+    return Fetched("n1", raw, parse_sample(raw), at, 0)
+
+
+def on_gpu(t: float, **kw: object) -> Sample:
+    return sample(t, processes=(proc(500, UID, 10, 1, user=USER),), gpu_processes=((GPU0, 500, 1 << 30),), **kw)
+
+
+def quantities(engine: Engine) -> list[Decimal]:
+    with engine.connect() as conn:
+        rows = conn.execute(text("SELECT quantity FROM ledger.usage WHERE resource = 'gpu' ORDER BY id"))
+        return [r.quantity for r in rows]
+
+
+def test_retry_of_a_charged_sample_changes_nothing(setup: tuple[Charger, Ledger, Engine]) -> None:
+    charger, ledger, engine = setup
+    ledger.add_user(USER, actor="t")
+    ledger.recharge(USER, 100 * MICRO, idem_key="r", actor="t")
+    assert charger.charge(fetched(on_gpu(60), T0)).records == 0  # the first sample is the baseline
+    second = fetched(on_gpu(120), T0 + timedelta(seconds=60))
+    first_try = charger.charge(second)
+    assert (first_try.records, first_try.entries, first_try.amount) == (1, 1, 6000)  # 60 GPU-s at 100 micro/s
+    again = charger.charge(second)
+    assert again.duplicate and again.entries == 0
+    assert quantities(engine) == [Decimal(60)]
+    assert ledger.balance(USER).available == 100 * MICRO - 6000
+
+
+def test_reboot_restarts_counters_and_records_the_lost_tail(setup: tuple[Charger, Ledger, Engine]) -> None:
+    charger, ledger, engine = setup
+    ledger.add_user(USER, actor="t")
+    charger.charge(fetched(on_gpu(60), T0))
+    charger.charge(fetched(on_gpu(120), T0 + timedelta(seconds=60)))
+    rebooted = sample(30, boot=BOOT_B, boot_wall=BOOT_WALL + 200 * S, processes=(proc(500, UID, 12, 1, user=USER),),
+                      gpu_processes=((GPU0, 500, 1 << 30),))  # the same PID, a different process
+    result = charger.charge(fetched(rebooted, T0 + timedelta(seconds=110)))
+    assert "reboot" in result.flags
+    assert quantities(engine) == [Decimal(60), Decimal(18)]
+    with engine.connect() as conn:
+        gap = conn.execute(text("SELECT reason, seconds FROM collector.unaccounted")).one()
+        epochs = [r.epoch for r in conn.execute(text("SELECT epoch FROM ledger.usage ORDER BY id"))]
+    assert (gap.reason, gap.seconds) == ("reboot", Decimal(80))
+    assert epochs[0] != epochs[1]  # a new boot is a new counter epoch
+
+
+def test_unknown_user_is_kept_and_charged_once_known(setup: tuple[Charger, Ledger, Engine]) -> None:
+    charger, ledger, engine = setup
+    charger.charge(fetched(on_gpu(60), T0))
+    first = charger.charge(fetched(on_gpu(120), T0 + timedelta(seconds=60)))
+    assert [code for _, code in first.rejected] == ["unknown_user"]
+    ledger.add_user(USER, actor="t")
+    later = charger.charge(fetched(on_gpu(180), T0 + timedelta(seconds=120)))
+    assert later.rejected == () and later.entries == 2  # this sample's minute and the kept one
+    assert sorted(quantities(engine)) == [Decimal(60), Decimal(60)]
+    with engine.connect() as conn:
+        assert conn.execute(text("SELECT state FROM collector.usage_outbox")).scalar_one() == "posted"
+    assert charger.charge(fetched(on_gpu(240), T0 + timedelta(seconds=180))).entries == 1  # not posted twice
+
+
+def test_baseline_moved_by_another_controller_is_respected(setup: tuple[Charger, Ledger, Engine]) -> None:
+    charger, ledger, engine = setup
+    ledger.add_user(USER, actor="t")
+    other = Charger(engine, "CNY", UsageSettings())
+    charger.charge(fetched(on_gpu(60), T0))
+    other.charge(fetched(on_gpu(120), T0 + timedelta(seconds=60)))  # our cached baseline is now stale
+    charger.charge(fetched(on_gpu(150), T0 + timedelta(seconds=90)))
+    assert quantities(engine) == [Decimal(60), Decimal(30)]
+    late = on_gpu(100)  # older than the baseline: kept as evidence, never charged
+    assert charger.charge(fetched(late, T0 + timedelta(seconds=100))).records == 0
+    assert quantities(engine) == [Decimal(60), Decimal(30)]
