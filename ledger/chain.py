@@ -9,14 +9,14 @@ being one zero byte.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
 from sqlalchemy import text
-from sqlalchemy.engine import Connection
+from sqlalchemy.engine import Connection, Result
 
 from ledger.records import ChainHead
 
@@ -75,13 +75,16 @@ class Block:
     block_hash: bytes
 
 
-def blocks(conn: Connection) -> Iterator[Block]:
-    rows = conn.execution_options(yield_per=1000).execute(text(
+def block(row: Any) -> Block:
+    return Block(int(row.seq), int(row.first_entry_id), int(row.last_entry_id), int(row.entry_count),
+                 bytes(row.prev_hash), bytes(row.block_hash))
+
+
+def blocks(conn: Connection) -> Result[Any]:
+    """Every block in order, streamed; the caller closes the result (``with``)."""
+    return conn.execution_options(yield_per=1000).execute(text(
         "SELECT seq, first_entry_id, last_entry_id, entry_count, prev_hash, block_hash FROM ledger.chain_block"
         " ORDER BY seq"))
-    for r in rows:
-        yield Block(int(r.seq), int(r.first_entry_id), int(r.last_entry_id), int(r.entry_count), bytes(r.prev_hash),
-                    bytes(r.block_hash))
 
 
 def head(conn: Connection) -> ChainHead | None:
@@ -90,6 +93,6 @@ def head(conn: Connection) -> ChainHead | None:
     return None if row is None else ChainHead(int(row.seq), bytes(row.block_hash).hex())
 
 
-def entries(conn: Connection) -> Iterator[Any]:
-    """Every entry in id order with what its canonical text needs, streamed (a server-side cursor)."""
-    yield from conn.execution_options(yield_per=1000).execute(text(_ENTRIES_SQL))
+def entries(conn: Connection) -> Result[Any]:
+    """Every entry in id order with what its canonical text needs, streamed; the caller closes the result."""
+    return conn.execution_options(yield_per=1000).execute(text(_ENTRIES_SQL))

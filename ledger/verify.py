@@ -16,7 +16,7 @@ from sqlalchemy.engine import Connection
 
 from ledger import chain, prices, rating
 from ledger.journal import sha256_of
-from ledger.records import Problem, UsageRecord, VerifyReport
+from ledger.records import PriceVersion, Problem, UsageRecord, VerifyReport
 from ledger.usage import usage_payload
 
 Check = Callable[[Connection], Iterator[Problem]]
@@ -70,24 +70,26 @@ def reversals(conn: Connection) -> Iterator[Problem]:
 
 
 def hash_chain(conn: Connection) -> Iterator[Problem]:
-    stream = chain.entries(conn)
-    pending = next(stream, None)
-    prev_hash, prev_last = chain.GENESIS, 0
-    for block in chain.blocks(conn):
-        texts = []
-        while pending is not None and pending.id <= block.last_entry_id:
-            texts.append(chain.canonical_entry(pending))
-            pending = next(stream, None)
-        if block.prev_hash != prev_hash:
-            yield Problem("hash-chain", f"block {block.seq}", "does not link to the previous block's hash")
-        if len(texts) != block.entry_count or block.first_entry_id <= prev_last:
-            yield Problem("hash-chain", f"block {block.seq}",
-                          f"covers {block.entry_count} entries after {prev_last}, found {len(texts)}")
-        if chain.block_hash(block.prev_hash, texts) != block.block_hash:
-            yield Problem("hash-chain", f"block {block.seq}", "hash mismatch: an entry in it was changed")
-        prev_hash, prev_last = block.block_hash, block.last_entry_id
-    if pending is not None:
-        yield Problem("hash-chain", f"entry {pending.id}", "not sealed into any block")
+    with chain.entries(conn) as entry_rows, chain.blocks(conn) as block_rows:
+        stream = iter(entry_rows)
+        pending = next(stream, None)
+        prev_hash, prev_last = chain.GENESIS, 0
+        for row in block_rows:
+            block = chain.block(row)
+            texts = []
+            while pending is not None and pending.id <= block.last_entry_id:
+                texts.append(chain.canonical_entry(pending))
+                pending = next(stream, None)
+            if block.prev_hash != prev_hash:
+                yield Problem("hash-chain", f"block {block.seq}", "does not link to the previous block's hash")
+            if len(texts) != block.entry_count or block.first_entry_id <= prev_last:
+                yield Problem("hash-chain", f"block {block.seq}",
+                              f"covers {block.entry_count} entries after {prev_last}, found {len(texts)}")
+            if chain.block_hash(block.prev_hash, texts) != block.block_hash:
+                yield Problem("hash-chain", f"block {block.seq}", "hash mismatch: an entry in it was changed")
+            prev_hash, prev_last = block.block_hash, block.last_entry_id
+        if pending is not None:
+            yield Problem("hash-chain", f"entry {pending.id}", "not sealed into any block")
 
 
 _USAGE_SQL = """
@@ -103,8 +105,13 @@ SELECT u.id, u.idem_key, u.payload_sha256, u.node, u.linux_user, u.resource, u.m
 
 def usage_rerated(conn: Connection) -> Iterator[Problem]:
     book = {v.id: v for v in prices.load(conn)}
+    with conn.execution_options(yield_per=2000).execute(text(_USAGE_SQL)) as rows:
+        yield from _rerate(rows, book)
+
+
+def _rerate(rows: Any, book: dict[int, PriceVersion]) -> Iterator[Problem]:
     cumulative: dict[tuple[str, int], Decimal] = {}
-    for u in conn.execution_options(yield_per=2000).execute(text(_USAGE_SQL)):
+    for u in rows:
         subject = f"usage {u.id} ({u.idem_key})"
         record = UsageRecord(u.idem_key, u.linux_user, u.resource, Decimal(u.quantity), u.unit, u.interval_start,
                              u.interval_end, u.method, u.epoch, u.model, u.evidence)
@@ -115,14 +122,16 @@ def usage_rerated(conn: Connection) -> Iterator[Problem]:
                 yield Problem("re-rate", subject, f"charged {u.amount} without a price version")
         else:
             key = (u.epoch, int(u.price_version_id))
-            prev = cumulative.get(key, Decimal(0))
-            if prev + record.quantity != u.cumulative_quantity:
-                yield Problem("re-rate", subject, f"cumulative {u.cumulative_quantity} != {prev} + {record.quantity}")
-            cumulative[key] = Decimal(u.cumulative_quantity)
-            rated = rating.rate(Decimal(u.cumulative_quantity) - record.quantity, record.quantity,
-                                book[u.price_version_id])
-            if rated.amount != u.amount:
+            price = book.get(int(u.price_version_id))
+            rated = None if price is None else rating.rate(cumulative.get(key, Decimal(0)), record.quantity, price)
+            if rated is None:
+                yield Problem("re-rate", subject, f"price version {u.price_version_id} does not exist")
+            elif rated.cumulative_quantity != u.cumulative_quantity:
+                yield Problem("re-rate", subject, f"cumulative {u.cumulative_quantity}, the epoch's records add up"
+                                                  f" to {rated.cumulative_quantity}")
+            elif rated.amount != u.amount:
                 yield Problem("re-rate", subject, f"stored charge {u.amount}, re-rated {rated.amount}")
+            cumulative[key] = Decimal(u.cumulative_quantity)
         if (u.entry_id is not None) != (u.amount > 0) or -int(u.revenue or 0) != u.amount:
             yield Problem("usage-entry", subject,
                           f"charge {u.amount} but entry {u.entry_id} credits {-(u.revenue or 0)}")

@@ -95,15 +95,15 @@ class Exporter(abc.ABC):
         return [(code, int(amount)) for code, amount in rows]
 
     def _entries(self, conn: Connection, lo: datetime, hi: datetime) -> Iterator[ExportEntry]:
-        rows = conn.execution_options(yield_per=5000).execute(text(_ENTRIES_SQL), {"lo": lo, "hi": hi})
-        current: list[Any] = []
-        for row in rows:
-            if current and current[0].id != row.id:
+        with conn.execution_options(yield_per=5000).execute(text(_ENTRIES_SQL), {"lo": lo, "hi": hi}) as rows:
+            current: list[Any] = []
+            for row in rows:
+                if current and current[0].id != row.id:
+                    yield self._entry(current)
+                    current = []
+                current.append(row)
+            if current:
                 yield self._entry(current)
-                current = []
-            current.append(row)
-        if current:
-            yield self._entry(current)
 
     def _entry(self, rows: Sequence[Any]) -> ExportEntry:
         r = rows[0]

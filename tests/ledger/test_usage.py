@@ -1,0 +1,116 @@
+"""The controller's path: ticks of usage records, rated and posted once."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from datetime import UTC, datetime
+from decimal import Decimal
+
+import pytest
+from sqlalchemy import text
+from sqlalchemy.engine import Engine
+
+from ledger.errors import IdempotencyConflict, InvalidUsage, MissingPrice, UnitMismatch, UnknownUser
+from ledger.records import UsageRecord, UsageTick
+from ledger.service import Ledger
+from tests.ledger.conftest import cny
+from tests.ledger.helpers import T0, cpu, gpu, priced
+
+
+@pytest.fixture
+def lab(ledger: Ledger) -> Ledger:
+    for name in ("alice", "bob"):
+        ledger.add_user(name, actor="admin")
+    return priced(ledger)
+
+
+def count(superuser: Engine, table: str) -> int:
+    with superuser.connect() as conn:
+        return int(conn.execute(text(f"SELECT count(*) FROM ledger.{table}")).scalar_one())  # noqa: S608
+
+
+def test_a_tick_is_charged_once_and_a_retry_changes_nothing(lab: Ledger, superuser: Engine) -> None:
+    tick = UsageTick("n1", (gpu("k1"), cpu("k2"), gpu("k3", user="bob")))
+    first = lab.post_usage(tick)
+    assert [(o.idem_key, o.user, o.amount, o.created) for o in first.posted] == [
+        ("k1", "alice", cny("0.5"), True), ("k2", "alice", cny("0.01"), True), ("k3", "bob", cny("0.5"), True)]
+    tables = {t: count(superuser, t) for t in ("usage", "journal_entry", "posting", "chain_block")}
+    again = lab.post_usage(tick)
+    assert [(o.usage_id, o.entry_id, o.created) for o in again.posted] == [
+        (o.usage_id, o.entry_id, False) for o in first.posted]
+    assert {t: count(superuser, t) for t in tables} == tables
+    assert lab.balance("alice").available == -cny("0.51")
+    assert lab.verify().ok
+
+
+def test_same_key_other_content_is_rejected_and_counted(lab: Ledger) -> None:
+    lab.post_usage(UsageTick("n1", (gpu("k1"),)))
+    result = lab.post_usage(UsageTick("n1", (gpu("k1", seconds="61"), gpu("k2"))))
+    assert [o.idem_key for o in result.posted] == ["k2"]
+    [(record, error)] = [(r.record, r.error) for r in result.rejected]
+    assert isinstance(error, IdempotencyConflict) and record.idem_key == "k1"
+    assert lab.idempotency_conflicts() == 1
+
+
+def test_records_that_cannot_be_charged_are_rejected_with_data_and_the_rest_posted(lab: Ledger) -> None:
+    bad_unit = replace(cpu("k4"), unit="core-hour")
+    negative = replace(cpu("k5"), quantity=Decimal(-1))
+    naive = replace(cpu("k6"), interval_start=datetime(2026, 3, 1))
+    result = lab.post_usage(UsageTick("n1", (gpu("k1", model="Tesla V100"), gpu("k2", user="mallory"), bad_unit,
+                                             negative, naive, gpu("k3"))))
+    assert [o.idem_key for o in result.posted] == ["k3"]
+    errors = {r.record.idem_key: r.error for r in result.rejected}
+    assert isinstance(errors["k1"], MissingPrice) and errors["k1"].details["model"] == "Tesla V100"
+    assert isinstance(errors["k2"], UnknownUser) and errors["k2"].details == {"name": "mallory", "node": "n1"}
+    assert isinstance(errors["k4"], UnitMismatch)
+    assert isinstance(errors["k5"], InvalidUsage) and isinstance(errors["k6"], InvalidUsage)
+    # once the admin adds the price, the controller's retry of the same record charges it, once
+    lab.add_price("gpu", Decimal("0.40"), Decimal(60), model_pattern="Tesla V100", actor="admin",
+                  valid_from=datetime(2026, 1, 1, tzinfo=UTC))
+    retry = lab.post_usage(UsageTick("n1", (gpu("k1", model="Tesla V100"), gpu("k3"))))
+    assert [(o.idem_key, o.amount, o.created) for o in retry.posted] == [("k1", cny("0.4"), True),
+                                                                         ("k3", cny("0.5"), False)]
+
+
+def test_linux_users_map_to_billing_users_per_node_then_everywhere(lab: Ledger) -> None:
+    lab.map_linux_user("*", "awang", "alice", actor="admin")
+    lab.map_linux_user("n2", "awang", "bob", actor="admin")
+    lab.map_linux_user("n2", "alice", "bob", actor="admin")
+    on_n1 = lab.post_usage(UsageTick("n1", (gpu("a", user="awang"), gpu("b", user="alice", epoch="e2"))))
+    on_n2 = lab.post_usage(UsageTick("n2", (gpu("c", user="awang"), gpu("d", user="alice", epoch="e3"))))
+    assert [o.user for o in on_n1.posted] == ["alice", "alice"]
+    assert [o.user for o in on_n2.posted] == ["bob", "bob"]
+
+
+def test_project_members_are_charged_to_the_project_wallet(lab: Ledger) -> None:
+    lab.add_project("lab1", actor="admin")
+    lab.assign_project("bob", "lab1", actor="admin")
+    lab.recharge("project:lab1", cny("100"), idem_key="fund", actor="pi")
+    lab.post_usage(UsageTick("n1", (gpu("k1", user="bob"),)))
+    assert lab.balance("project:lab1").available == cny("99.5")
+    assert lab.balance("bob").available == 0
+    assert lab.standings(["bob"])["bob"].available == cny("99.5")
+
+
+def test_charges_telescope_within_an_epoch(lab: Ledger) -> None:
+    # 1 core-second costs 0.02/60 = 0.000333... CNY: each tick's exact cost is a third of a micro-unit short
+    ticks = [UsageTick("n1", (cpu(f"k{i}", minute=i, seconds="1"),)) for i in range(7)]
+    amounts = [lab.post_usage(t).posted[0].amount for t in ticks]
+    assert amounts == [333, 334, 333, 333, 334, 333, 333]
+    assert sum(amounts) == 2333  # round(7 * 333.33...) exactly
+    rows = lab.usage_report(T0.date(), T0.date().replace(day=2), by="resource")
+    assert [(r.key, r.quantity, r.amount) for r in rows] == [("cpu", Decimal(7), 2333)]
+    assert lab.verify().ok
+
+
+def test_memory_without_a_price_is_recorded_not_charged(ledger: Ledger) -> None:
+    ledger.add_user("alice", actor="admin")
+    record = UsageRecord("m1", "alice", "memory", Decimal("3600"), "GiB-second", T0, T0, "rss", "n1/mem/alice")
+    [outcome] = ledger.post_usage(UsageTick("n1", (record,))).posted
+    assert (outcome.amount, outcome.entry_id, outcome.created) == (0, None, True)
+    assert ledger.verify().ok
+
+
+def test_several_ticks_in_one_transaction(lab: Ledger) -> None:
+    results = lab.post_usage_batch([UsageTick("n1", (gpu("a"),)), UsageTick("n2", (gpu("b", user="bob"),))])
+    assert [[o.user for o in r.posted] for r in results] == [["alice"], ["bob"]]
