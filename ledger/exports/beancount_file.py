@@ -69,6 +69,9 @@ class BeancountExporter(Exporter):
         out.write("\n")
 
     def closing(self, out: IO[str], day: date, balances: Sequence[tuple[str, int]]) -> None:
+        """A Beancount ``balance`` counts the account's sub-accounts too (a wallet's grants), so each
+        assertion is the sum over the account and everything below it."""
         after = (day + timedelta(days=1)).isoformat()
-        for code, amount in balances:
-            out.write(f"{after} balance {account_name(code)}  {format_amount(amount)} ~ 0.000000 {self.currency}\n")
+        for code, _ in balances:
+            total = sum(amount for other, amount in balances if other == code or other.startswith(code + ":"))
+            out.write(f"{after} balance {account_name(code)}  {format_amount(total)} ~ 0.000000 {self.currency}\n")

@@ -1,0 +1,161 @@
+"""Every exporter passes the same contract: the real tools (hledger 1.25, bean-check) accept the file, and
+the balances they compute equal the database's, to the micro-unit."""
+
+from __future__ import annotations
+
+import csv
+import io
+import shutil
+import subprocess
+import sys
+from collections import defaultdict
+from collections.abc import Callable
+from datetime import date, timedelta
+from pathlib import Path
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from ledger.exports import EXPORTERS
+from ledger.exports.beancount_file import account_name
+from ledger.money import MICRO, parse_amount
+from ledger.records import UsageTick
+from ledger.service import Ledger
+from tests.ledger.conftest import cny
+from tests.ledger.helpers import T0, cpu, gpu, priced
+
+HLEDGER = shutil.which("hledger") or "/usr/bin/hledger"
+BEAN_CHECK = str(Path(sys.executable).with_name("bean-check"))
+
+Balances = dict[str, int]
+
+
+def run(*argv: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(argv, capture_output=True, text=True, check=False, timeout=120)
+
+
+def read_csv(path: Path) -> Balances:
+    totals: Balances = defaultdict(int)
+    with path.open(newline="") as f:
+        for row in csv.DictReader(f):
+            if row["kind"] != "closing":
+                totals[row["account"]] += parse_amount(row["amount"])
+    return dict(totals)
+
+
+def read_hledger(path: Path) -> Balances:
+    checked = run(HLEDGER, "-f", str(path), "check", "-s", "ordereddates")
+    assert checked.returncode == 0, checked.stderr
+    out = run(HLEDGER, "-f", str(path), "bal", "-N", "-E", "-O", "csv", "--layout=bare")
+    assert out.returncode == 0, out.stderr
+    return {r["account"]: parse_amount(r["balance"]) for r in csv.DictReader(io.StringIO(out.stdout))}
+
+
+def read_beancount(path: Path) -> Balances:
+    checked = run(BEAN_CHECK, str(path))
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+    from beancount import loader
+    from beancount.core import data
+
+    entries, errors, _ = loader.load_file(str(path))
+    assert not errors
+    codes = {e.account: e.meta["code"] for e in entries if isinstance(e, data.Open)}
+    totals: Balances = defaultdict(int)
+    for e in entries:
+        if isinstance(e, data.Transaction):
+            for p in e.postings:
+                totals[codes[p.account]] += int(p.units.number * MICRO)
+    return dict(totals)
+
+
+READERS: dict[str, Callable[[Path], Balances]] = {"csv": read_csv, "hledger": read_hledger,
+                                                  "beancount": read_beancount}
+
+
+@pytest.fixture
+def busy(ledger: Ledger) -> Ledger:
+    for name in ("alice", "li_wei", "x0day", "x.0day"):
+        ledger.add_user(name, actor="admin")
+    ledger.add_project("lab.1", actor="admin")
+    ledger.assign_project("x0day", "lab.1", actor="admin")
+    priced(ledger)
+    ledger.recharge("alice", cny("100"), idem_key="r1", actor="ops", memo='cash; "quoted" memo')
+    ledger.recharge("project:lab.1", cny("30"), idem_key="r2", actor="ops", channel="grant_office")
+    ledger.grant("li_wei", cny("2"), expires_at=T0 + timedelta(days=40), idem_key="g1", actor="pi")
+    for day in range(3):
+        ledger.post_usage(UsageTick("n1", tuple(
+            rec for user in ("alice", "li_wei", "x0day", "x.0day")
+            for rec in (gpu(f"{user}/{day}/g", user=user, minute=day * 1440 + 600),
+                        cpu(f"{user}/{day}/c", user=user, minute=day * 1440 + 600, seconds="7.25")))))
+    adj = ledger.adjust("x.0day", -cny("1.000001"), idem_key="a1", actor="ops", reason="manual\ncharge")
+    ledger.reverse(adj.entry.id, idem_key="rv1", actor="ops", reason="typo")
+    return ledger
+
+
+@pytest.mark.parametrize("fmt", sorted(EXPORTERS))
+def test_full_export_balances_equal_the_database(busy: Ledger, tmp_path: Path, fmt: str) -> None:
+    path = tmp_path / f"ledger.{fmt}"
+    with path.open("w") as out:
+        busy.export(fmt, out)
+    expected = {r.account: r.balance for r in busy.trial_balance().rows}
+    got = READERS[fmt](path)
+    assert {k: v for k, v in got.items() if v} == {k: v for k, v in expected.items() if v}
+
+
+@pytest.mark.parametrize("fmt", sorted(EXPORTERS))
+def test_period_export_carries_opening_and_closing_balances(busy: Ledger, tmp_path: Path, fmt: str) -> None:
+    start, end = T0.date() + timedelta(days=1), T0.date() + timedelta(days=2)
+    path = tmp_path / f"day.{fmt}"
+    with path.open("w") as out:
+        busy.export(fmt, out, start, end)
+    expected = {r.account: r.balance for r in busy.trial_balance(end).rows}
+    got = READERS[fmt](path)
+    assert {k: v for k, v in got.items() if v} == {k: v for k, v in expected.items() if v}
+    assert expected != {r.account: r.balance for r in busy.trial_balance().rows}  # the period is not everything
+
+
+@pytest.mark.parametrize(("fmt", "tool"), [("hledger", "hledger"), ("beancount", "bean-check")])
+def test_the_tools_catch_a_one_micro_unit_change(busy: Ledger, tmp_path: Path, fmt: str, tool: str) -> None:
+    path = tmp_path / f"ledger.{fmt}"
+    with path.open("w") as out:
+        busy.export(fmt, out)
+    text = path.read_text()
+    target = "0.500000 CNY"
+    assert target in text
+    path.write_text(text.replace(target, "0.500001 CNY", 1).replace("-0.500000 CNY", "-0.500001 CNY", 1))
+    argv = [HLEDGER, "-f", str(path), "check", "-s"] if tool == "hledger" else [BEAN_CHECK, str(path)]
+    assert run(*argv).returncode != 0  # balanced, but the database's closing assertions disagree
+
+
+def test_the_export_carries_the_chain_head(busy: Ledger) -> None:
+    head = busy.verify().head
+    assert head is not None
+    for fmt, marker in (("hledger", f"chain head seq {head.seq} sha256 {head.sha256}"),
+                        ("beancount", f'custom "gpuledger-chain-head" "{head.sha256}" {head.seq}')):
+        out = io.StringIO()
+        busy.export(fmt, out)
+        assert marker in out.getvalue()
+
+
+@settings(max_examples=200)
+@given(st.lists(st.text(alphabet=st.characters(codec="utf-8", exclude_categories=("Cs",)), min_size=1, max_size=8),
+                min_size=2, max_size=2, unique=True))
+def test_beancount_names_are_injective(parts: list[str]) -> None:
+    a, b = (account_name(f"liabilities:wallet:{p}") for p in parts)
+    assert a != b
+    assert all(seg[0] == "U" and seg.isascii() for seg in a.split(":")[1:])
+
+
+def test_statement_matches_its_period(busy: Ledger) -> None:
+    day = T0.date()
+    usage_days = busy.statement("alice", day, day + timedelta(days=3))
+    assert usage_days.opening == 0
+    assert [line.kind for line in usage_days.lines] == ["usage"] * 6
+    # 3 GPU minutes at 0.50, and 3 x 7.25 core-seconds at 0.02/60 telescoped to round(21.75 * 0.02 / 60)
+    assert usage_days.closing == sum(line.amount for line in usage_days.lines) == -(3 * cny("0.5") + 7250)
+    everything = busy.statement("alice", day, date.today() + timedelta(days=2))
+    assert everything.closing == busy.balance("alice").available == cny("100") + usage_days.closing
+    later = busy.statement("alice", day + timedelta(days=1), date.today() + timedelta(days=2))
+    assert later.opening == usage_days.lines[1].running
+    assert busy.statement("alice", date(2020, 1, 1), date(2020, 2, 1)).lines == ()
