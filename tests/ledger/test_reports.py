@@ -1,0 +1,61 @@
+"""Reports use the configured time zone for period boundaries (the replaced system was 8 hours off)."""
+
+from __future__ import annotations
+
+from datetime import UTC, date, datetime
+from decimal import Decimal
+from zoneinfo import ZoneInfo
+
+from sqlalchemy import text
+
+from ledger.bootstrap import bootstrap
+from ledger.config import LedgerConfig
+from ledger.db import create_app_engine
+from ledger.embedded import EmbeddedPostgres
+from ledger.migrate import LEDGER_VERSION_TABLE, current, upgrade_ledger
+from ledger.records import UsageRecord, UsageTick
+from ledger.service import Ledger
+from tests.ledger.conftest import LedgerDatabase, cny
+from tests.ledger.helpers import priced
+
+
+def test_period_boundaries_are_local_midnight(ledger: Ledger, config: LedgerConfig) -> None:
+    ledger.add_user("alice", actor="admin")
+    priced(ledger)
+    # 2026-03-31 17:30 UTC is 2026-04-01 01:30 in Shanghai: an April charge, not a March one
+    start = datetime(2026, 3, 31, 17, 30, tzinfo=UTC)
+    record = UsageRecord("k", "alice", "gpu", Decimal(60), "gpu-second", start, start.replace(minute=31), "nvml",
+                         "e", "NVIDIA A100-SXM4-80GB")
+    ledger.post_usage(UsageTick("n1", (record,)))
+    march, april = (date(2026, 3, 1), date(2026, 4, 1)), (date(2026, 4, 1), date(2026, 5, 1))
+    assert ledger.usage_report(*march) == []
+    assert [(r.key, r.amount) for r in ledger.usage_report(*april)] == [("alice", cny("0.5"))]
+    assert [(r.account, r.amount) for r in ledger.revenue(*april)] == [("revenues:gpu:nvidia-a100-sxm4-80gb",
+                                                                        cny("0.5"))]
+    assert ledger.statement("alice", *april).lines[0].amount == -cny("0.5")
+    assert config.timezone == ZoneInfo("Asia/Shanghai")
+    utc = Ledger(ledger.engine, LedgerConfig(database_url=config.database_url, timezone=ZoneInfo("UTC")))
+    assert [r.key for r in utc.usage_report(*march)] == ["alice"]
+
+
+def test_trial_balance_at_a_date_and_now(ledger: Ledger) -> None:
+    ledger.add_user("alice", actor="admin")
+    ledger.recharge("alice", cny("3"), idem_key="r", actor="ops")
+    assert ledger.trial_balance(date(2020, 1, 1)).rows[0].balance == 0
+    now = ledger.trial_balance()
+    assert now.total == 0 and {r.account: r.balance for r in now.rows} == {
+        "assets:funding:bank": cny("3"), "liabilities:wallet:user:alice": -cny("3")}
+
+
+def test_bootstrap_and_migrations_are_idempotent(pg_cluster: EmbeddedPostgres, ledger_db: LedgerDatabase) -> None:
+    admin = bootstrap(pg_cluster.url(), ledger_db.name)  # the database exists already: nothing changes
+    assert current(admin, LEDGER_VERSION_TABLE) == "0001"
+    upgrade_ledger(admin)
+    assert current(admin, LEDGER_VERSION_TABLE) == "0001"
+    engine = create_app_engine(ledger_db.app_url)
+    try:
+        with engine.connect() as conn:
+            owner = conn.execute(text("SELECT tableowner FROM pg_tables WHERE tablename = 'posting'")).scalar()
+            assert owner == "gpuledger_owner"
+    finally:
+        engine.dispose()
