@@ -9,7 +9,8 @@ be charged are returned as rejected with a typed error; the rest of the tick is 
 
 Round trips: (1) the writer lock, then one statement reading what is already recorded, who the Linux
 users are and the price book's stamp; (2) the epochs' cumulative quantities and the revenue accounts;
-(3) one statement inserting usage rows, entries and postings, the chain seal, COMMIT. Rows travel as
+(3) one statement inserting usage rows, entries and postings, then the chain seal; (4) COMMIT. A replay
+(everything already recorded) stops after (1). Rows travel as
 one JSON parameter each way (psycopg's per-element array adaptation cost more than the database work).
 """
 
@@ -125,11 +126,12 @@ class _Wallet:
 _READ_SQL = """
 SELECT (SELECT coalesce(max(id), 0) FROM ledger.price_version),
        (SELECT coalesce(jsonb_agg(jsonb_build_array(u.idem_key, encode(u.payload_sha256, 'hex'), u.id, u.amount,
-                                                    e.id, bu.name)), '[]')
-          FROM ledger.usage u
-          JOIN ledger.billing_user bu ON bu.id = u.user_id
-          LEFT JOIN ledger.journal_entry e ON e.usage_id = u.id
-         WHERE u.idem_key = ANY(string_to_array(%(keys)s, E'\\x1f'))),
+                                                    (SELECT e.id FROM ledger.journal_entry e WHERE e.usage_id = u.id),
+                                                    (SELECT bu.name FROM ledger.billing_user bu WHERE bu.id = u.user_id)
+                                                    )), '[]')
+          -- a lateral lookup per key: with a long key list the planner would otherwise scan the whole table
+          FROM unnest(string_to_array(%(keys)s, E'\\x1f')) AS k(key)
+          JOIN LATERAL (SELECT * FROM ledger.usage WHERE idem_key = k.key) u ON true),
        (SELECT coalesce(jsonb_agg(jsonb_build_array(l.node, l.lu, bu.id, bu.name, w.id, w.code,
           (SELECT coalesce(jsonb_agg(jsonb_build_array(g.account_id, a.code, g.expires_at, b.credits - b.debits)
                                      ORDER BY g.expires_at NULLS LAST, g.entry_id), '[]')
@@ -282,14 +284,13 @@ def _post(pg: Any, fresh: dict[str, _Item], book: Callable[[Connection, int], Se
                                                                      r.interval_start.isoformat())))
         else:
             priced.append((item, wallet, price))
-    if priced:
-        for o in _write(pg, priced, currency):
-            outcomes[fresh[o.idem_key].tick].append(o)
     if conflicts:
         pg.cursor().executemany(
             "INSERT INTO ledger.idempotency_conflict (idem_key, existing_sha256, attempted_sha256, actor)"
             " VALUES (%s, %s, %s, %s)", conflicts)
-    pg.execute("SELECT ledger.seal_block()")
+    if priced:
+        for o in _write(pg, priced, currency):
+            outcomes[fresh[o.idem_key].tick].append(o)
 
 
 def _write(pg: Any, priced: list[tuple[_Item, _Wallet, PriceVersion | None]], currency: str) -> list[UsageOutcome]:
@@ -333,10 +334,13 @@ def _write(pg: Any, priced: list[tuple[_Item, _Wallet, PriceVersion | None]], cu
             "ev": dict(r.evidence), "epoch": r.epoch, "pv": c.price.id if c.price else None, "cq": c.cumulative,
             "amt": c.amount, "eh": entry_hash, "actor": c.item.actor,
         })
-    written, _ = pg.execute(_INSERT_SQL, {
-        "usage": journal.canonical_json(usage_rows), "postings": json.dumps(posting_rows),
-        "prefix": USAGE_ENTRY_PREFIX,
-    }).fetchone()
+    with pg.pipeline():  # the seal goes out with the insert: one round trip
+        inserted = pg.execute(_INSERT_SQL, {
+            "usage": journal.canonical_json(usage_rows), "postings": json.dumps(posting_rows),
+            "prefix": USAGE_ENTRY_PREFIX,
+        })
+        pg.execute("SELECT ledger.seal_block()")
+    written, _ = inserted.fetchone()
     by_key = {c.item.record.idem_key: c for c in charges}
     return [UsageOutcome(key, usage_id, entry_id, by_key[key].wallet.user, by_key[key].amount, created=True)
             for key, usage_id, entry_id in written]
