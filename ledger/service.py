@@ -25,6 +25,7 @@ from ledger.exports import EXPORTERS
 from ledger.money import available
 from ledger.records import (
     Balance,
+    ChainHead,
     Entry,
     NodeUserMapping,
     PostResult,
@@ -287,11 +288,12 @@ class Ledger:
     def revenue(self, start: date, end: date) -> list[RevenueRow]:
         return self._read(lambda conn: reports.revenue(conn, start, end, self.config.timezone))
 
-    def export(self, fmt: str, out: IO[str], start: date | None = None, end: date | None = None) -> None:
-        """Stream the ledger (or the entries effective in ``[start, end)``) to ``out`` in ``fmt``."""
+    def export(self, fmt: str, out: IO[str], start: date | None = None, end: date | None = None) -> ChainHead | None:
+        """Stream the ledger (or the entries effective in ``[start, end)``) to ``out`` in ``fmt``; returns the
+        chain head the file carries (keep it: ``verify(anchor=...)``)."""
         exporter = EXPORTERS[fmt](self.config.currency, self.config.timezone)
         with reading(self.engine) as conn:
-            exporter.write(conn, out, start, end)
+            return exporter.write(conn, out, start, end)
 
     def verify(self, anchor: tuple[int, str] | None = None) -> VerifyReport:
         with reading(self.engine) as conn:
