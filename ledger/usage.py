@@ -19,7 +19,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from decimal import Decimal
 from typing import Any
@@ -222,6 +222,7 @@ def post_ticks(conn: Connection, ticks: Sequence[UsageTick],
     rejected: list[list[RejectedUsage]] = [[] for _ in ticks]
     outcomes: list[list[UsageOutcome]] = [[] for _ in ticks]
     fresh: dict[str, _Item] = {}
+    repeats: list[tuple[int, str]] = []  # the same record twice in one call: one row, reported to both ticks
     for n, tick in enumerate(ticks):
         for r in tick.records:
             problem = check_record(tick.node, r)
@@ -238,8 +239,18 @@ def post_ticks(conn: Connection, ticks: Sequence[UsageTick],
                 fresh[r.idem_key] = _Item(n, tick.node, tick.actor, r, digest)
             elif seen.digest != digest:
                 rejected[n].append(RejectedUsage(r, IdempotencyConflict(r.idem_key, seen.digest.hex(), digest.hex())))
+            else:
+                repeats.append((n, r.idem_key))
+    first = {key: item.tick for key, item in fresh.items()}
     if fresh:
         _post(pg, fresh, book, currency, conn, outcomes, rejected)
+    written = {o.idem_key: o for n in set(first.values()) for o in outcomes[n]}
+    refused = {x.record.idem_key: x for n in set(first.values()) for x in rejected[n]}
+    for n, key in repeats:
+        if key in written:
+            outcomes[n].append(replace(written[key], created=False))
+        else:
+            rejected[n].append(refused[key])
     results = []
     for tick, posted, refused in zip(ticks, outcomes, rejected, strict=True):
         order = {r.idem_key: n for n, r in enumerate(tick.records)}

@@ -112,5 +112,8 @@ def test_memory_without_a_price_is_recorded_not_charged(ledger: Ledger) -> None:
 
 
 def test_several_ticks_in_one_transaction(lab: Ledger) -> None:
-    results = lab.post_usage_batch([UsageTick("n1", (gpu("a"),)), UsageTick("n2", (gpu("b", user="bob"),))])
-    assert [[o.user for o in r.posted] for r in results] == [["alice"], ["bob"]]
+    results = lab.post_usage_batch([UsageTick("n1", (gpu("a"), gpu("a"))), UsageTick("n2", (gpu("b", user="bob"),)),
+                                    UsageTick("n1", (gpu("a"),))])
+    assert [[(o.user, o.created) for o in r.posted] for r in results] == [
+        [("alice", True), ("alice", False)], [("bob", True)], [("alice", False)]]
+    assert lab.balance("alice").available == -cny("0.5")
