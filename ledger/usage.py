@@ -245,12 +245,12 @@ def post_ticks(conn: Connection, ticks: Sequence[UsageTick],
     if fresh:
         _post(pg, fresh, book, currency, conn, outcomes, rejected)
     written = {o.idem_key: o for n in set(first.values()) for o in outcomes[n]}
-    refused = {x.record.idem_key: x for n in set(first.values()) for x in rejected[n]}
+    refusals = {x.record.idem_key: x for n in set(first.values()) for x in rejected[n]}
     for n, key in repeats:
         if key in written:
             outcomes[n].append(replace(written[key], created=False))
         else:
-            rejected[n].append(refused[key])
+            rejected[n].append(refusals[key])
     results = []
     for tick, posted, refused in zip(ticks, outcomes, rejected, strict=True):
         order = {r.idem_key: n for n, r in enumerate(tick.records)}
