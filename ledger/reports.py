@@ -13,6 +13,7 @@ from zoneinfo import ZoneInfo
 from sqlalchemy import text
 from sqlalchemy.engine import Connection
 
+from ledger.errors import LedgerError
 from ledger.money import available
 from ledger.records import RevenueRow, Statement, StatementLine, TrialBalance, TrialBalanceRow, UsageRow
 
@@ -74,7 +75,7 @@ def trial_balance(conn: Connection, at: date | None, tz: ZoneInfo) -> TrialBalan
 def usage(conn: Connection, start: date, end: date, by: str, tz: ZoneInfo) -> list[UsageRow]:
     """Quantity and charge per ``by`` (user, node, model or resource) and unit, for intervals ending in the period."""
     if by not in USAGE_KEYS:
-        raise ValueError(f"usage report by must be one of {sorted(USAGE_KEYS)}")
+        raise LedgerError(f"usage report by must be one of {sorted(USAGE_KEYS)}", by=by)
     key = USAGE_KEYS[by]
     rows = conn.execute(
         text(f"SELECT {key}, u.unit, sum(u.quantity), sum(u.amount) FROM ledger.usage u"  # noqa: S608

@@ -20,7 +20,7 @@ from sqlalchemy.engine import Connection, Engine
 from ledger import auditlog, directory, journal, operations, prices, reports, usage, verify
 from ledger.config import LedgerConfig
 from ledger.db import create_app_engine, reading, translated, writing
-from ledger.errors import IdempotencyConflict, NonPositiveAmount
+from ledger.errors import IdempotencyConflict, LedgerError, NonPositiveAmount
 from ledger.exports import EXPORTERS
 from ledger.money import available
 from ledger.records import (
@@ -291,6 +291,8 @@ class Ledger:
     def export(self, fmt: str, out: IO[str], start: date | None = None, end: date | None = None) -> ChainHead | None:
         """Stream the ledger (or the entries effective in ``[start, end)``) to ``out`` in ``fmt``; returns the
         chain head the file carries (keep it: ``verify(anchor=...)``)."""
+        if fmt not in EXPORTERS:
+            raise LedgerError(f"export format must be one of {sorted(EXPORTERS)}", format=fmt)
         exporter = EXPORTERS[fmt](self.config.currency, self.config.timezone)
         with reading(self.engine) as conn:
             return exporter.write(conn, out, start, end)

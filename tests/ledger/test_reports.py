@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+import io
 from datetime import UTC, date, datetime
 from decimal import Decimal
 from zoneinfo import ZoneInfo
 
+import pytest
 from sqlalchemy import text
 
 from ledger.bootstrap import bootstrap
 from ledger.config import LedgerConfig
 from ledger.db import create_app_engine
 from ledger.embedded import EmbeddedPostgres
+from ledger.errors import LedgerError
 from ledger.migrate import LEDGER_VERSION_TABLE, current, upgrade_ledger
 from ledger.records import UsageRecord, UsageTick
 from ledger.service import Ledger
@@ -59,3 +62,10 @@ def test_bootstrap_and_migrations_are_idempotent(pg_cluster: EmbeddedPostgres, l
             assert owner == "gpuledger_owner"
     finally:
         engine.dispose()
+
+
+def test_unknown_report_keys_and_formats_are_ledger_errors(ledger: Ledger) -> None:
+    with pytest.raises(LedgerError, match="must be one of"):
+        ledger.usage_report(date(2026, 1, 1), date(2026, 2, 1), by="colour")
+    with pytest.raises(LedgerError, match="must be one of"):
+        ledger.export("xlsx", io.StringIO())
