@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta
+
 import pytest
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import DBAPIError, IntegrityError, ProgrammingError
 
-from ledger.db import WRITER_LOCK
+from ledger.db import WRITER_LOCK, writing
 from ledger.service import Ledger
 from tests.ledger.conftest import LedgerDatabase, cny
 
@@ -129,7 +131,6 @@ def test_writes_without_the_writer_lock_are_refused(seeded: Ledger, ledger_db: L
 
 
 def test_the_database_keeps_grants_from_going_negative(seeded: Ledger, ledger_db: LedgerDatabase) -> None:
-    from datetime import UTC, datetime, timedelta
     seeded.grant("alice", cny("1"), expires_at=datetime.now(UTC) + timedelta(days=1), idem_key="g1", actor="admin")
     engine = _app(ledger_db)
     try:
@@ -140,3 +141,13 @@ def test_the_database_keeps_grants_from_going_negative(seeded: Ledger, ledger_db
             _posting(conn, entry_id, 2, "expenses:grants", -cny("1.000001"))
     finally:
         engine.dispose()
+
+
+def test_the_ledgers_own_transaction_helper_fails_at_its_commit(seeded: Ledger) -> None:
+    """The psycopg pitfall (a nested transaction() becoming a savepoint, so COMMIT and its deferred checks
+    happen later, at close): an unbalanced write must fail when ledger.db.writing() commits."""
+    with pytest.raises(IntegrityError, match="unbalanced"), writing(seeded.engine) as conn:
+        entry_id = _entry(conn, "helper-unbalanced")
+        _posting(conn, entry_id, 1, WALLET, 3)
+        _posting(conn, entry_id, 2, BANK, -2)
+    assert seeded.verify().ok
