@@ -27,10 +27,10 @@ from sqlalchemy.engine import Connection
 
 from collector.records import usage_records
 from collector.sample import Sample, sample_from_document
-from collector.usage import Gap, UsageSettings, compute
+from collector.usage import Gap, UsageResult, UsageSettings, compute
 from ledger import prices
 from ledger.db import translated
-from ledger.records import UsageRecord, UsageTick
+from ledger.records import TickResult, UsageRecord, UsageTick
 from ledger.usage import post_ticks
 
 # Records an earlier tick could not charge are retried with each new sample, this many at a time.
@@ -97,6 +97,15 @@ def _record_from(body: dict[str, Any]) -> UsageRecord:
     )
 
 
+@dataclass(frozen=True)
+class _Prepared:
+    fetched: Fetched
+    sample_id: int
+    result: UsageResult
+    records: tuple[UsageRecord, ...]
+    retry: tuple[UsageRecord, ...]
+
+
 class Charger:
     """Charges samples; keeps each node's baseline in memory and checks it against the database."""
 
@@ -109,13 +118,23 @@ class Charger:
         self._lock = threading.Lock()
 
     def charge(self, fetched: Fetched) -> Charged:
-        """Run the whole transaction; raises ``ledger.errors.LedgerUnavailable`` when the database is away."""
+        """Charge one sample in its own transaction (see ``charge_many``)."""
+        return self.charge_many([fetched])[0]
+
+    def charge_many(self, batch: Sequence[Fetched]) -> list[Charged]:
+        """Charge samples of different nodes in one transaction: each sample's evidence, records and entries
+        commit together (with the others'), never apart. Raises ``ledger.errors.LedgerUnavailable`` when the
+        database is away, and then nothing of the batch is written."""
         with translated(), self.engine.begin() as conn:
-            charged, baseline = self._charge(conn, fetched)
-        if baseline is not None:
-            with self._lock:
-                self._baselines[fetched.node] = baseline
-        return charged
+            prepared = [self._prepare(conn, fetched) for fetched in batch]
+            work = [p for p in prepared if isinstance(p, _Prepared)]
+            outcomes = post_ticks(conn, [UsageTick(p.fetched.node, p.records + p.retry) for p in work],
+                                  self._book.current, self.currency) if work else []
+            finished = {id(p): self._finish(conn, p, outcome) for p, outcome in zip(work, outcomes, strict=True)}
+        with self._lock:
+            for p in work:
+                self._baselines[p.fetched.node] = (p.sample_id, p.fetched.sample)
+        return [finished[id(p)] if isinstance(p, _Prepared) else p for p in prepared]
 
     def _baseline(self, conn: Connection, node: str, sample_id: int | None) -> Sample | None:
         if sample_id is None:
@@ -129,7 +148,8 @@ class Charger:
         ).one_or_none()
         return None if row is None else sample_from_document(row.payload, row.payload_sha256)
 
-    def _charge(self, conn: Connection, fetched: Fetched) -> tuple[Charged, tuple[int, Sample] | None]:
+    def _prepare(self, conn: Connection, fetched: Fetched) -> Charged | _Prepared:
+        """Store the sample, compute its usage against the baseline; a ``Charged`` when nothing is to post."""
         sample = fetched.sample
         sample_id = conn.execute(
             _INSERT_SAMPLE,
@@ -141,17 +161,14 @@ class Charger:
             },
         ).scalar_one_or_none()
         if sample_id is None:
-            return Charged(fetched.node, None, duplicate=True), None
+            return Charged(fetched.node, None, duplicate=True)
         baseline_id = conn.execute(
             text("SELECT charged_sample_id FROM collector.node WHERE name = :n FOR UPDATE"), {"n": fetched.node}
         ).scalar_one()
-        prev = self._baseline(conn, fetched.node, baseline_id)
-        result = compute(prev, sample, self.settings)
-        flags = fetched.flags + result.flags
+        result = compute(self._baseline(conn, fetched.node, baseline_id), sample, self.settings)
         if not result.advance:
-            return Charged(fetched.node, sample_id, flags=flags), None
-        records = usage_records(fetched.node, sample, result, fetched.received_at)
-        retry = [
+            return Charged(fetched.node, sample_id, flags=fetched.flags + result.flags)
+        retry = tuple(
             _record_from(row.record)
             for row in conn.execute(
                 text(
@@ -160,35 +177,36 @@ class Charger:
                 ),
                 {"n": fetched.node, "limit": RETRY_BATCH},
             )
-        ]
-        (outcome,) = post_ticks(conn, [UsageTick(fetched.node, tuple(records) + tuple(retry))], self._book.current,
-                                self.currency)
-        self._keep_rejected(conn, fetched.node, sample_id, outcome.rejected)
-        posted_retries = {r.idem_key for r in retry} & {o.idem_key for o in outcome.posted}
+        )
+        records = usage_records(fetched.node, sample, result, fetched.received_at)
+        return _Prepared(fetched, sample_id, result, records, retry)
+
+    def _finish(self, conn: Connection, p: _Prepared, outcome: TickResult) -> Charged:
+        """Keep what the ledger rejected, record gaps, and move the node's baseline to this sample."""
+        node = p.fetched.node
+        self._keep_rejected(conn, node, p.sample_id, outcome.rejected)
+        posted_retries = {r.idem_key for r in p.retry} & {o.idem_key for o in outcome.posted}
         if posted_retries:
             conn.execute(
                 text("UPDATE collector.usage_outbox SET state = 'posted', posted_at = now(), error = NULL"
                      " WHERE idem_key = ANY(:keys)"),
                 {"keys": sorted(posted_retries)},
             )
-        self._record_gaps(conn, fetched.node, sample_id, result.gaps)
+        self._record_gaps(conn, node, p.sample_id, p.result.gaps)
         conn.execute(
             text("UPDATE collector.node SET charged_sample_id = :id, updated_at = now() WHERE name = :n"),
-            {"id": sample_id, "n": fetched.node},
+            {"id": p.sample_id, "n": node},
         )
-        return (
-            Charged(
-                node=fetched.node,
-                sample_id=sample_id,
-                records=len(records),
-                entries=sum(1 for o in outcome.posted if o.created and o.entry_id is not None),
-                amount=sum(o.amount for o in outcome.posted if o.created),
-                users=frozenset(o.user for o in outcome.posted),
-                rejected=tuple((r.record.idem_key, r.error.code) for r in outcome.rejected),
-                gaps=result.gaps,
-                flags=flags,
-            ),
-            (sample_id, sample),
+        return Charged(
+            node=node,
+            sample_id=p.sample_id,
+            records=len(p.records),
+            entries=sum(1 for o in outcome.posted if o.created and o.entry_id is not None),
+            amount=sum(o.amount for o in outcome.posted if o.created),
+            users=frozenset(o.user for o in outcome.posted),
+            rejected=tuple((r.record.idem_key, r.error.code) for r in outcome.rejected),
+            gaps=p.result.gaps,
+            flags=p.fetched.flags + p.result.flags,
         )
 
     @staticmethod

@@ -159,6 +159,8 @@ def parse_sample(stdout: bytes) -> Sample:
     """The ``sample`` verb's output as a ``Sample``; raises ``BadSample`` for anything unusable."""
     if len(stdout) > MAX_SAMPLE_BYTES:
         raise BadSample("$", f"larger than {MAX_SAMPLE_BYTES} bytes")
+    if b"\\u0000" in stdout:
+        raise BadSample("$", "contains a NUL character, which the evidence store (jsonb) cannot keep")
     try:
         document = json.loads(stdout)
     except (ValueError, UnicodeDecodeError) as exc:

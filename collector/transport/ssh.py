@@ -26,6 +26,8 @@ from collector.knownhosts import KnownHostsCache, fingerprint
 from collector.transport.abc import NodeSession, Transport
 from collector.types import CommandResult, Node, Outcome
 
+ENCRYPTION_ALGS = ("aes128-gcm@openssh.com", "aes256-gcm@openssh.com", "chacha20-poly1305@openssh.com")
+
 
 @dataclass(frozen=True)
 class SshSettings:
@@ -63,6 +65,9 @@ def client_options(
         pkcs11_provider=None,
         x509_trusted_certs=None,
         request_pty=False,
+        # AES-GCM first: with AES-NI it costs a fraction of asyncssh's ChaCha20-Poly1305 per packet, which
+        # dominated the controller's CPU at 1,000 nodes; every choice here is an authenticated cipher.
+        encryption_algs=ENCRYPTION_ALGS,
     )
 
 

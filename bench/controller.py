@@ -1,0 +1,228 @@
+"""Controller sweep time and CPU per tick for 24, 200 and 1,000 nodes, ledger writes included.
+
+    .venv/bin/python bench/controller.py [--nodes 24,200,1000] [--ticks 3]
+
+Nodes are simulated by in-process asyncssh servers (in a separate process, so the controller's CPU is its
+own) answering the node-command verbs with realistic samples: 8 GPUs, 40 user processes of 10 users,
+6 of them on GPUs, cumulative CPU counters that advance. The controller is the real one: SSH with pinned
+host keys and persistent connections, one database transaction per node sample through the ledger's
+usage path, standings, convergence and status files. PostgreSQL is a throwaway local cluster. Prints a
+table: the first tick (connections opened, baselines) and the steady ticks after it (charging).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import multiprocessing
+import os
+import sys
+import tempfile
+import time
+from datetime import UTC, datetime
+from decimal import Decimal
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+import asyncssh  # noqa: E402
+from prometheus_client import CollectorRegistry  # noqa: E402
+from sqlalchemy import create_engine  # noqa: E402
+
+from collector.config import TierPolicy  # noqa: E402
+from collector.metrics import Metrics  # noqa: E402
+from collector.migrations import upgrade_collector  # noqa: E402
+from collector.posting import Charger  # noqa: E402
+from collector.tick import Controller, TickSettings  # noqa: E402
+from collector.transport.ssh import SshSettings, SshTransport  # noqa: E402
+from collector.types import Node  # noqa: E402
+from collector.usage import UsageSettings  # noqa: E402
+from ledger.bootstrap import bootstrap  # noqa: E402
+from ledger.config import LedgerConfig, Secret  # noqa: E402
+from ledger.embedded import EmbeddedPostgres  # noqa: E402
+from ledger.migrate import upgrade_ledger  # noqa: E402
+from ledger.money import MICRO  # noqa: E402
+from ledger.service import Ledger  # noqa: E402
+
+USERS = [f"bench{n:02d}" for n in range(10)]
+MODEL = "NVIDIA A100-SXM4-80GB"
+HZ = 100
+
+
+def sample_document(node: int, boot_ns: int) -> bytes:
+    """A realistic sample of simulated node ``node``, ``boot_ns`` after its boot."""
+    seconds = boot_ns / 1e9
+    processes, gpu_processes = [], []
+    for n in range(40):
+        uid = 2000 + n % 10
+        pid = 10_000 + n
+        processes.append({
+            "pid": pid, "ppid": 1, "uid": uid, "user": USERS[n % 10], "start_ticks": 100 + n, "create_time_ms": 0,
+            "state": "R", "cpu_user_ticks": int(seconds * HZ * 0.5), "cpu_system_ticks": 0, "rss_bytes": 1 << 30,
+            "name": "python",
+        })
+        if n < 6:
+            gpu_processes.append({"gpu_uuid": f"GPU-{node:04d}-{n}", "device_uuid": f"GPU-{node:04d}-{n}", "pid": pid,
+                                  "type": "compute", "used_memory_bytes": 8 << 30, "start_ticks": 100 + n, "uid": uid,
+                                  "user": USERS[n % 10]})
+    gpus = [{
+        "index": g, "uuid": f"GPU-{node:04d}-{g}", "name": MODEL, "memory_total_bytes": 80 << 30,
+        "memory_used_bytes": 8 << 30 if g < 6 else 0, "mig_mode": "disabled", "accounting_mode": False,
+        "utilization_gpu_percent": 90 if g < 6 else 0, "utilization_memory_percent": 30, "temperature_c": 60,
+        "power_mw": 250_000, "ecc_volatile_corrected": 0, "ecc_volatile_uncorrected": 0, "mig_devices": [],
+    } for g in range(8)]
+    boot_wall = 1_764_000_000_000_000_000
+    document = {
+        "schema_version": 1, "probe_version": "0.1.0",
+        "node": {"machine_id": f"{node:032x}", "boot_id": f"00000000-0000-4000-8000-{node:012x}",
+                 "hostname": f"sim{node:04d}", "kernel": "6.1.0", "wall_time_ns": time.time_ns(),
+                 "monotonic_ns": boot_ns, "boottime_ns": boot_ns, "boot_time": boot_wall // 10**9,
+                 "clock_ticks_per_second": HZ, "page_size": 4096, "uid_min": 1000},
+        "hardware": {"cpu": {"model": "EPYC", "logical_cpus": 128, "physical_cores": 64, "sockets": 2},
+                     "memory": {"total_bytes": 1 << 40, "available_bytes": 1 << 39}, "disks": [], "nvidia": None},
+        "gpus": gpus, "gpu_processes": gpu_processes, "gpu_accounting": [], "process_count": 400,
+        "processes": processes,
+        "user_cpu": [{"uid": 2000 + u, "user": USERS[u], "usage_ns": int(boot_ns * 2), "source": "cgroup-v2"}
+                     for u in range(10)],
+        "degraded": [],
+    }
+    return json.dumps(document).encode()
+
+
+class _Node(asyncssh.SSHServer):
+    def begin_auth(self, username: str) -> bool:
+        return True
+
+    def public_key_auth_supported(self) -> bool:
+        return True
+
+
+def _serve(count: int, host_key_path: str, client_pub: str, ports_file: str, started: float) -> None:
+    """The simulated fleet (child process): one asyncssh server per node on 127.0.0.1."""
+
+    async def main() -> None:
+        key = asyncssh.read_private_key(host_key_path)
+        authorized = asyncssh.import_authorized_keys(client_pub)
+
+        def handler(node: int):  # one process factory per node, so a sample knows which node it is
+            async def handle(process: asyncssh.SSHServerProcess) -> None:
+                words = (process.command or "").split()
+                verb = words[0] if words else ""
+                if verb == "sample":
+                    process.stdout.write(sample_document(node, int((time.monotonic() - started) * 1e9) + 10**12))
+                elif verb == "status-write":
+                    await process.stdin.read()
+                    process.stdout.write(b'{"ok":true,"changed":true}\n')
+                elif verb == "quota-get":
+                    process.stdout.write(b'{"ok":true,"quota_ppm":null}\n')
+                elif verb == "gpu-state":
+                    process.stdout.write(b'{"ok":true,"blocked":false}\n')
+                else:
+                    process.stdout.write(b'{"ok":true,"changed":false}\n')
+                process.exit(0)
+            return handle
+
+        ports = []
+        for node in range(count):
+            server = await asyncssh.create_server(
+                _Node, "127.0.0.1", 0, server_host_keys=[key], authorized_client_keys=authorized,
+                process_factory=handler(node), encoding=None,
+            )
+            ports.append(server.sockets[0].getsockname()[1])
+        Path(ports_file).write_text(json.dumps(ports))
+        await asyncio.Event().wait()
+
+    asyncio.run(main())
+
+
+def _database(workdir: Path) -> tuple[EmbeddedPostgres, str]:
+    server = EmbeddedPostgres(workdir / "pg").start()
+    admin = bootstrap(server.url(), "gpuledger_bench")
+    upgrade_ledger(admin)
+    upgrade_collector(admin)
+    return server, server.url(user="gpuledger_app", database="gpuledger_bench")
+
+
+async def _sweep(count: int, ticks: int, workdir: Path, app_url: str) -> dict[str, float]:
+    client_key = asyncssh.generate_private_key("ssh-ed25519")
+    host_key = asyncssh.generate_private_key("ssh-ed25519")
+    (workdir / "client").write_bytes(client_key.export_private_key())
+    (workdir / "host").write_bytes(host_key.export_private_key())
+    ports_file = workdir / f"ports-{count}.json"
+    fleet = multiprocessing.get_context("spawn").Process(
+        target=_serve,
+        args=(count, str(workdir / "host"), client_key.export_public_key().decode(), str(ports_file), time.monotonic()),
+        daemon=True,
+    )
+    fleet.start()
+    while not ports_file.exists():
+        await asyncio.sleep(0.1)
+    ports = json.loads(ports_file.read_text())
+    public = host_key.export_public_key().decode().split()[:2]
+    (workdir / "known_hosts").write_text("".join(f"[127.0.0.1]:{p} {' '.join(public)}\n" for p in ports))
+    nodes = [Node(f"sim{n:04d}", "127.0.0.1", port=p, ssh_user="gpuledger") for n, p in enumerate(ports)]
+    engine = create_engine(app_url, pool_size=8, max_overflow=4)
+    ledger_config = LedgerConfig(database_url=Secret(app_url))
+    transport = SshTransport(SshSettings(workdir / "client", workdir / "known_hosts"))
+    controller = Controller(
+        engine=engine, ledger=Ledger(engine, ledger_config), ledger_config=ledger_config,
+        transports=lambda node: transport, charger=Charger(engine, "CNY", UsageSettings()),
+        settings=TickSettings(budget_s=45, concurrency=64), policy=TierPolicy(), metrics=Metrics(CollectorRegistry()),
+    )
+    rows: dict[str, float] = {}
+    try:
+        for n in range(ticks + 1):
+            if n:
+                await asyncio.sleep(1.0)
+            cpu, wall = time.process_time(), time.monotonic()
+            summary = await controller.tick(nodes)
+            cpu, wall = time.process_time() - cpu, time.monotonic() - wall
+            assert summary.outcomes == {"ok": count} and summary.database_ok, summary
+            key = "first" if n == 0 else "steady"
+            rows[f"{key}_wall"] = max(rows.get(f"{key}_wall", 0.0), wall)
+            rows[f"{key}_cpu"] = max(rows.get(f"{key}_cpu", 0.0), cpu)
+            if n:
+                rows["entries"] = summary.entries
+    finally:
+        await transport.aclose()
+        controller.close()
+        engine.dispose()
+        fleet.kill()
+        fleet.join()
+    return rows
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--nodes", default="24,200,1000")
+    parser.add_argument("--ticks", type=int, default=3, help="steady ticks per size (the worst one is reported)")
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory(prefix="gpuledger-bench-", dir="/var/tmp") as tmp:
+        workdir = Path(tmp)
+        os.chmod(workdir, 0o755)
+        server, app_url = _database(workdir)
+        try:
+            setup = Ledger(create_engine(app_url), LedgerConfig(database_url=Secret(app_url)))
+            setup.add_price("gpu", Decimal("0.36"), Decimal(3600), model_pattern=MODEL, actor="bench",
+                            valid_from=datetime(2020, 1, 1, tzinfo=UTC))
+            setup.add_price("cpu", Decimal("0.036"), Decimal(3600), actor="bench",
+                            valid_from=datetime(2020, 1, 1, tzinfo=UTC))
+            for user in USERS:
+                setup.add_user(user, actor="bench")
+                setup.recharge(user, 10**9 * MICRO, idem_key=f"bench-{user}", actor="bench")
+            setup.engine.dispose()
+            print(f"{'nodes':>6} {'first tick s':>13} {'first CPU s':>12} {'steady tick s':>14} {'steady CPU s':>13}"
+                  f" {'entries/tick':>13}")
+            for count in (int(n) for n in args.nodes.split(",")):
+                r = asyncio.run(_sweep(count, args.ticks, workdir, app_url))
+                print(f"{count:>6} {r['first_wall']:>13.2f} {r['first_cpu']:>12.2f} {r['steady_wall']:>14.2f}"
+                      f" {r['steady_cpu']:>13.2f} {int(r['entries']):>13}", flush=True)
+        finally:
+            server.stop(mode="immediate")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
