@@ -1,0 +1,171 @@
+"""The commands that compose every package: ``gpuledger db upgrade`` and ``gpuledger run``.
+
+``gpuledger run`` is the README's main job. Without ``GPULEDGER_DATABASE_URL`` it keeps a throwaway
+PostgreSQL under ``var/pg`` (created on first use, kept between runs), bootstraps the roles and database,
+migrates every chain to head, and runs the controller with this machine as its one node
+(``ansible_connection=local``) next to the JSON API on 127.0.0.1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import os
+import sys
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ledger.migrate import LEDGER_MIGRATIONS, LEDGER_VERSION_TABLE, upgrade
+
+# Ledger first: the other chains reference its tables.
+CHAINED_PACKAGES = ("collector", "api")
+
+
+def migration_chains() -> list[tuple[str, Path, str]]:
+    """(package, migrations dir, version table) of every chain present, in the order they must run."""
+    chains = [("ledger", LEDGER_MIGRATIONS, LEDGER_VERSION_TABLE)]
+    for package in CHAINED_PACKAGES:
+        try:
+            module = importlib.import_module(package)
+        except ModuleNotFoundError as exc:
+            if exc.name != package:
+                raise
+            continue
+        migrations = Path(module.__path__[0]) / "migrations"
+        if (migrations / "env.py").exists():
+            chains.append((package, migrations, f"{package}_alembic_version"))
+    return chains
+
+
+def upgrade_all(admin_url: str, out: Callable[[str], None] = print) -> None:
+    for package, migrations, version_table in migration_chains():
+        upgrade(admin_url, migrations, version_table)
+        out(f"migrated {package} to head")
+
+
+@dataclass(frozen=True)
+class Database:
+    """Where the main job's data lives: the app role's URL and the URL migrations run with."""
+
+    app_url: str
+    admin_url: str
+    embedded: bool
+
+
+@contextmanager
+def database(var_dir: Path, environ: dict[str, str], out: Callable[[str], None]) -> Iterator[Database]:
+    """The configured database, or the embedded one under ``var_dir`` (stopped again on exit)."""
+    url = _setting(environ, "GPULEDGER_DATABASE_URL")
+    if url:
+        admin = _setting(environ, "GPULEDGER_ADMIN_DATABASE_URL") or url
+        yield Database(app_url=url, admin_url=admin, embedded=False)
+        return
+    from ledger.bootstrap import APP_ROLE, DEFAULT_DATABASE, bootstrap
+    from ledger.embedded import EmbeddedPostgres
+
+    cluster = EmbeddedPostgres(var_dir / "pg").start()
+    out(f"embedded PostgreSQL in {cluster.datadir} on 127.0.0.1:{cluster.port}")
+    try:
+        admin_url = bootstrap(cluster.url())
+        yield Database(app_url=cluster.url(user=APP_ROLE, database=DEFAULT_DATABASE), admin_url=admin_url,
+                       embedded=True)
+    finally:
+        cluster.stop()
+        out("embedded PostgreSQL stopped")
+
+
+def _setting(environ: dict[str, str], key: str) -> str | None:
+    """A setting from the environment, or from the file named by ``KEY_FILE`` (for secrets)."""
+    if environ.get(key):
+        return environ[key]
+    path = environ.get(f"{key}_FILE")
+    return Path(path).read_text().strip() if path else None
+
+
+def _local_inventory(var_dir: Path) -> Path:
+    inventory = var_dir / "inventory.ini"
+    if not inventory.exists():
+        inventory.write_text(
+            "# Written by `gpuledger run` for the embedded default: this machine is the one node.\n"
+            "[nodes]\nlocalhost ansible_connection=local\n"
+        )
+    return inventory
+
+
+def _serve_api(app_url: str, environ: dict[str, str], out: Callable[[str], None]) -> Callable[[], None] | None:
+    """Start the JSON API in a thread next to the controller; returns a function that stops it."""
+    try:
+        from api.server import make_server
+    except ModuleNotFoundError as exc:
+        if exc.name and exc.name.startswith("api"):
+            return None
+        raise
+    host = environ.get("GPULEDGER_API_HOST", "127.0.0.1")
+    port = int(environ.get("GPULEDGER_API_PORT", "8470"))
+    server = make_server(app_url, host=host, port=port, environ=environ)
+    thread = threading.Thread(target=server.run, name="gpuledger-api", daemon=True)
+    thread.start()
+    out(f"API on http://{host}:{port} (create the first admin token with `gpuledger api token create --role admin`)")
+
+    def stop() -> None:
+        server.should_exit = True
+        thread.join(timeout=10)
+
+    return stop
+
+
+def run(args: argparse.Namespace) -> int:
+    from collector.app import run_controller
+
+    environ = dict(os.environ)
+    var_dir = Path(args.var).resolve()
+    var_dir.mkdir(parents=True, exist_ok=True)
+    out = print
+    with database(var_dir, environ, out) as db:
+        upgrade_all(db.admin_url, out)
+        if args.migrate_only:
+            return 0
+        inventory = Path(environ["GPULEDGER_INVENTORY"]) if environ.get("GPULEDGER_INVENTORY") else (
+            _local_inventory(var_dir))
+        if db.embedded:
+            # Other gpuledger commands in another terminal reach the same embedded database through these.
+            (var_dir / "env").write_text(
+                f"GPULEDGER_DATABASE_URL={db.app_url}\nGPULEDGER_ADMIN_DATABASE_URL={db.admin_url}\n")
+            out(f"for other commands: set -a; . {var_dir / 'env'}; set +a")
+        stop_api = None if args.no_api else _serve_api(db.app_url, environ, out)
+        try:
+            return run_controller(db.app_url, inventory, environ=environ, tick_s=args.tick_seconds,
+                                  ticks=args.ticks)
+        finally:
+            if stop_api is not None:
+                stop_api()
+
+
+def db_upgrade(args: argparse.Namespace) -> int:
+    admin_url = _setting(dict(os.environ), "GPULEDGER_ADMIN_DATABASE_URL") or _setting(
+        dict(os.environ), "GPULEDGER_DATABASE_URL")
+    if not admin_url:
+        print("gpuledger db upgrade: set GPULEDGER_ADMIN_DATABASE_URL (a role that may SET ROLE gpuledger_owner)",
+              file=sys.stderr)
+        return 3
+    upgrade_all(admin_url)
+    return 0
+
+
+def register(subparsers: Any) -> None:
+    run_parser = subparsers.add_parser("run", help="the main job: controller and API (embedded database by default)")
+    run_parser.add_argument("--var", default="var", help="state directory of the embedded default (default: var)")
+    run_parser.add_argument("--tick-seconds", type=float, default=None, help="override GPULEDGER_TICK_SECONDS")
+    run_parser.add_argument("--ticks", type=int, default=None, help="stop after this many ticks (default: run on)")
+    run_parser.add_argument("--no-api", action="store_true", help="run the controller only")
+    run_parser.add_argument("--migrate-only", action="store_true", help="prepare and migrate the database, then exit")
+    run_parser.set_defaults(func=run)
+
+    db_parser = subparsers.add_parser("db", help="database schema")
+    db_sub = db_parser.add_subparsers(dest="db_command", metavar="COMMAND", required=True)
+    db_sub.add_parser("upgrade", help="every package's migrations to head (ledger first)").set_defaults(
+        func=db_upgrade)
