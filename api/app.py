@@ -1,0 +1,237 @@
+"""The Starlette application: one endpoint per row of the route table, each running the same pipeline:
+authenticate, authorize (role or ownership), parse and validate input, run the handler in a thread,
+render JSON. Every error becomes a JSON body with a stable code; bad input is never a 5xx."""
+
+from __future__ import annotations
+
+import functools
+import json
+import logging
+import os
+import re
+import time
+import uuid
+from collections.abc import AsyncIterator, Mapping, Sequence
+from contextlib import asynccontextmanager
+from datetime import date
+from typing import Any
+
+from jsonschema import Draft202012Validator
+from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from api import openapi, tokens
+from api.config import ApiConfig
+from api.errors import FORBIDDEN, UNAUTHENTICATED, ApiError, bad_request, from_ledger, unprocessable
+from api.metrics import ApiMetrics
+from api.operation import Call, Operation, Param
+from api.ratelimit import FailedAuthLimiter
+from api.routes import OPERATIONS
+from api.schemas import IDEMPOTENCY_KEY
+from api.services import Services
+from ledger.config import LedgerConfig
+from ledger.errors import LedgerError
+from ledger.service import Ledger
+
+log = logging.getLogger("gpuledger.api")
+VERSION = "1.0.0"
+_INT = re.compile(r"-?[0-9]{1,19}")
+_KEY = Draft202012Validator(IDEMPOTENCY_KEY)
+
+
+@functools.cache
+def _document() -> dict[str, Any]:
+    return openapi.document(all_operations(), VERSION)
+
+
+OPENAPI = Operation("GET", "/openapi.json", "openapi", "This OpenAPI 3.1 document", lambda call: _document(),
+                    {"type": "object"}, public=True)
+
+
+def all_operations() -> tuple[Operation, ...]:
+    """The route table plus the document describing it."""
+    return (*OPERATIONS, OPENAPI)
+
+
+def create_app(ledger: Ledger, config: ApiConfig | None = None, *, close_ledger: bool = False) -> Starlette:
+    """The app over a ``Ledger`` (whose engine also serves the API's own tables). The lead's ``gpuledger run``
+    passes its ledger; ``close_ledger`` disposes of it at shutdown."""
+    config = config or ApiConfig()
+    svc = Services(ledger, config, ApiMetrics(), FailedAuthLimiter(config.auth_failures, config.auth_window_seconds))
+
+    @asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        yield
+        if close_ledger:
+            ledger.close()
+
+    async def not_routed(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, HTTPException)
+        code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
+        return _error(ApiError(exc.status_code, code, str(exc.detail)), uuid.uuid4().hex)
+
+    routes = [Route(op.path, _endpoint(op, svc), methods=[op.method], name=op.operation_id)
+              for op in all_operations()]
+    return Starlette(routes=routes, lifespan=lifespan, exception_handlers={HTTPException: not_routed})
+
+
+def create_app_from_env(environ: Mapping[str, str] | None = None) -> Starlette:
+    env = os.environ if environ is None else environ
+    return create_app(Ledger.from_config(LedgerConfig.from_env(env)), ApiConfig.from_env(env), close_ledger=True)
+
+
+def _error(err: ApiError, request_id: str) -> Response:
+    return JSONResponse(err.body(request_id), status_code=err.status,
+                        headers={**err.headers, "X-Request-Id": request_id})
+
+
+def _endpoint(op: Operation, svc: Services) -> Any:
+    body_validator = Draft202012Validator(op.body) if op.body is not None else None
+
+    async def endpoint(request: Request) -> Response:
+        request_id = uuid.uuid4().hex
+        started = time.perf_counter()
+        try:
+            response = await _handle(op, svc, body_validator, request, request_id)
+            response.headers["X-Request-Id"] = request_id
+        except ApiError as err:
+            response = _error(err, request_id)
+        except LedgerError as exc:
+            response = _error(from_ledger(exc), request_id)
+        except Exception:
+            log.exception("request %s %s failed (request id %s)", op.method, op.path, request_id)
+            response = _error(ApiError(500, "internal_error", "internal error; see the server log"), request_id)
+        svc.metrics.observe(op.operation_id, response.status_code, time.perf_counter() - started)
+        return response
+
+    return endpoint
+
+
+async def _handle(op: Operation, svc: Services, body_validator: Draft202012Validator | None, request: Request,
+                  request_id: str) -> Response:
+    principal = None if op.public else await _authenticate(svc, request)
+    raw = _raw_params(op, request)
+    if principal is not None and principal.role not in op.roles:
+        bound = op.own.bind(principal, raw) if op.own and principal.role == "user" else None
+        if bound is None:
+            raise FORBIDDEN
+        raw = bound
+    params = {p.name: v for p in (*op.path_params, *op.query) if (v := _parse(p, raw.get(p.name))) is not None}
+    body = await _body(op, body_validator, request)
+    key = request.headers.get("idempotency-key") if op.money else None
+    if op.money and (key is None or not _KEY.is_valid(key)):
+        raise bad_request("idempotency_key_required", "money-moving requests need an Idempotency-Key header "
+                          "(1-200 of A-Z a-z 0-9 . _ : -)")
+    call = Call(principal, params, body, request_id, key, svc)
+    result = await run_in_threadpool(op.handler, call)
+    if isinstance(result, Response):
+        return result
+    return JSONResponse(result, status_code=op.status)
+
+
+async def _authenticate(svc: Services, request: Request) -> tokens.Principal:
+    client = request.client.host if request.client else "unknown"
+    wait = svc.limiter.retry_after(client)
+    if wait is not None:
+        raise ApiError(429, "too_many_failures", "too many failed authentications; retry later",
+                       {"retry_after": wait}, {"Retry-After": str(wait)})
+    header = request.headers.get("authorization")
+    if header is None:
+        raise UNAUTHENTICATED
+    scheme, _, token = header.partition(" ")
+    principal = None
+    if scheme.lower() == "bearer" and tokens.prefix_of(token.strip()) is not None:
+        principal = await run_in_threadpool(_lookup, svc, token.strip())
+    if principal is None:
+        svc.limiter.failed(client)
+        svc.metrics.auth_failures.inc()
+        raise UNAUTHENTICATED
+    return principal
+
+
+def _lookup(svc: Services, token: str) -> tokens.Principal | None:
+    with svc.read() as conn:
+        return tokens.authenticate(conn, token)
+
+
+def _raw_params(op: Operation, request: Request) -> dict[str, str]:
+    declared = {p.name for p in op.query}
+    raw: dict[str, str] = {}
+    for name, value in request.query_params.multi_items():
+        if name not in declared:
+            raise bad_request("unknown_parameter", f"unknown query parameter {name!r}", name=name)
+        if name in raw:
+            raise bad_request("repeated_parameter", f"query parameter {name!r} given twice", name=name)
+        raw[name] = value
+    return {**raw, **request.path_params}
+
+
+def _parse(param: Param, text: str | None) -> Any:
+    """Text -> typed value by the parameter's schema; None when absent and optional."""
+    schema = param.schema
+    if text is None:
+        if param.required:
+            raise unprocessable("missing_parameter", f"parameter {param.name!r} is required", name=param.name)
+        return schema.get("default")
+    _check_text(text, param.name)
+    value: Any = text
+    if schema.get("type") == "integer":
+        if not _INT.fullmatch(text):
+            raise unprocessable("invalid_parameter", f"{param.name}: not an integer", name=param.name)
+        value = int(text)
+    errors = sorted(Draft202012Validator(schema).iter_errors(value), key=lambda e: e.path)
+    if errors:
+        raise unprocessable("invalid_parameter", f"{param.name}: {errors[0].message}", name=param.name)
+    if schema.get("format") == "date":
+        try:
+            return date.fromisoformat(text)
+        except ValueError as exc:
+            raise unprocessable("invalid_parameter", f"{param.name}: not a calendar date", name=param.name) from exc
+    return value
+
+
+def _check_text(text: str, where: str) -> None:
+    """Control characters and lone surrogates are refused everywhere (PostgreSQL cannot store NUL, and the
+    others end up in journals, exports and terminals)."""
+    if any(ord(c) < 0x20 or ord(c) == 0x7F or 0xD800 <= ord(c) <= 0xDFFF for c in text):
+        raise unprocessable("invalid_characters", f"{where}: control characters are not allowed", field=where)
+
+
+def _walk(value: Any, where: str) -> None:
+    if isinstance(value, str):
+        _check_text(value, where)
+    elif isinstance(value, dict):
+        for k, v in value.items():
+            _check_text(k, where)
+            _walk(v, f"{where}.{k}")
+    elif isinstance(value, list):
+        for i, v in enumerate(value):
+            _walk(v, f"{where}[{i}]")
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
+
+
+async def _body(op: Operation, validator: Draft202012Validator | None, request: Request) -> dict[str, Any]:
+    if validator is None:
+        return {}
+    raw = await request.body()
+    try:
+        body = json.loads(raw, parse_constant=_reject_constant)
+    except (ValueError, RecursionError) as exc:
+        raise bad_request("malformed_json", "the body must be a JSON object") from exc
+    if not isinstance(body, dict):
+        raise bad_request("malformed_json", "the body must be a JSON object")
+    _walk(body, "body")
+    errors: Sequence[Any] = sorted(validator.iter_errors(body), key=lambda e: list(e.path))
+    if errors:
+        first = errors[0]
+        where = "/".join(str(p) for p in first.path) or "body"
+        code = "unknown_field" if first.validator == "additionalProperties" else "validation_error"
+        raise unprocessable(code, f"{where}: {first.message}", field=where)
+    return body

@@ -1,0 +1,45 @@
+"""API configuration, env-first (``GPULEDGER_API_*``); a bad value fails fast naming its key."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from ledger.errors import ConfigError
+
+PREFIX = "GPULEDGER_API_"
+
+
+@dataclass(frozen=True)
+class ApiConfig:
+    host: str = "127.0.0.1"
+    port: int = 8470
+    # Failed authentications per client address within the window before it gets 429.
+    auth_failures: int = 10
+    auth_window_seconds: int = 60
+    max_page: int = 500
+    max_report_days: int = 366
+    max_export_days: int = 366
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str]) -> ApiConfig:
+        defaults = cls()
+        return cls(
+            host=environ.get(PREFIX + "HOST", defaults.host),
+            port=_int(environ, "PORT", defaults.port, 1, 65535),
+            auth_failures=_int(environ, "AUTH_FAILURES", defaults.auth_failures, 1, 10_000),
+            auth_window_seconds=_int(environ, "AUTH_WINDOW_SECONDS", defaults.auth_window_seconds, 1, 86_400),
+            max_page=_int(environ, "MAX_PAGE", defaults.max_page, 1, 10_000),
+            max_report_days=_int(environ, "MAX_REPORT_DAYS", defaults.max_report_days, 1, 3660),
+            max_export_days=_int(environ, "MAX_EXPORT_DAYS", defaults.max_export_days, 1, 3660),
+        )
+
+
+def _int(environ: Mapping[str, str], name: str, default: int, lo: int, hi: int) -> int:
+    key = PREFIX + name
+    raw = environ.get(key)
+    if raw is None:
+        return default
+    if not raw.isdigit() or not lo <= int(raw) <= hi:
+        raise ConfigError(key, f"must be an integer in [{lo}, {hi}], got {raw!r}")
+    return int(raw)

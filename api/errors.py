@@ -1,0 +1,66 @@
+"""Errors the API answers with: a stable ``code``, an HTTP status, a human message and the data behind it.
+
+Ledger errors are translated here, in one place, so every route renders them the same way."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ledger.errors import LedgerError
+
+# Ledger error code -> HTTP status; anything not listed is a refused operation on valid input (409).
+_LEDGER_STATUS = {
+    "unknown_user": 404,
+    "unknown_project": 404,
+    "unknown_wallet": 404,
+    "unknown_entry": 404,
+    "invalid_name": 422,
+    "malformed_amount": 422,
+    "non_positive_amount": 422,
+    "invalid_price": 422,
+    "ledger_error": 422,
+    "ledger_unavailable": 503,
+}
+
+
+class ApiError(Exception):
+    """An error response: ``status`` and ``code`` are stable, ``details`` is JSON-ready data.
+    (Not a frozen dataclass: Python assigns ``__traceback__``/``__cause__`` on raise.)"""
+
+    def __init__(self, status: int, code: str, message: str, details: dict[str, Any] | None = None,
+                 headers: dict[str, str] | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+        self.message = message
+        self.details = details or {}
+        self.headers = headers or {}
+
+    def body(self, request_id: str) -> dict[str, Any]:
+        return {"error": {"code": self.code, "message": self.message, "details": self.details,
+                          "request_id": request_id}}
+
+
+def from_ledger(exc: LedgerError) -> ApiError:
+    return ApiError(_LEDGER_STATUS.get(exc.code, 409), exc.code, exc.message, _jsonable(exc.details))
+
+
+def _jsonable(details: dict[str, Any]) -> dict[str, Any]:
+    return {k: v if isinstance(v, (str, int, bool, float, type(None))) else str(v) for k, v in details.items()}
+
+
+def bad_request(code: str, message: str, **details: Any) -> ApiError:
+    return ApiError(400, code, message, details)
+
+
+def unprocessable(code: str, message: str, **details: Any) -> ApiError:
+    return ApiError(422, code, message, details)
+
+
+def not_found(what: str, name: str) -> ApiError:
+    return ApiError(404, f"unknown_{what}", f"unknown {what} {name!r}", {"name": name})
+
+
+UNAUTHENTICATED = ApiError(401, "unauthenticated", "a valid bearer token is required",
+                           headers={"WWW-Authenticate": 'Bearer realm="gpuledger"'})
+FORBIDDEN = ApiError(403, "forbidden", "this token's role may not do this")

@@ -1,0 +1,72 @@
+"""Money-moving operations (each keyed by the request's Idempotency-Key), balances and statements.
+
+The ledger does the idempotency: the key (namespaced ``api:``) with the same content returns the original
+entry and writes nothing; with other content it is an IdempotencyConflict (409). So a replay answers the
+same body as the first call."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from api import render
+from api.operation import Call
+from api.services import aware, period, services
+from ledger.money import parse_amount
+from ledger.records import PostResult
+
+
+def _key(call: Call) -> str:
+    assert call.idempotency_key is not None
+    return f"api:{call.idempotency_key}"
+
+
+def _posted(result: PostResult) -> Any:
+    return {"entry": render.entry(result.entry)}
+
+
+def recharge(call: Call) -> Any:
+    b = call.body
+    return _posted(services(call).ledger.recharge(
+        call.params["wallet"], parse_amount(b["amount"]), idem_key=_key(call), actor=call.actor,
+        memo=b.get("memo", ""), channel=b.get("channel", "bank"), request_id=call.request_id))
+
+
+def grant(call: Call) -> Any:
+    b = call.body
+    expires = aware(b["expires_at"], "expires_at") if b.get("expires_at") is not None else None
+    return _posted(services(call).ledger.grant(
+        call.params["wallet"], parse_amount(b["amount"]), expires_at=expires, idem_key=_key(call),
+        actor=call.actor, memo=b.get("memo", ""), request_id=call.request_id))
+
+
+def adjust(call: Call) -> Any:
+    b = call.body
+    text = b["amount"]
+    micro = -parse_amount(text[1:]) if text.startswith("-") else parse_amount(text)
+    return _posted(services(call).ledger.adjust(
+        call.params["wallet"], micro, idem_key=_key(call), actor=call.actor, reason=b["reason"],
+        counter="writeoff" if b.get("writeoff") else "adjustment", request_id=call.request_id))
+
+
+def refund(call: Call) -> Any:
+    b = call.body
+    return _posted(services(call).ledger.refund(
+        call.params["entry_id"], parse_amount(b["amount"]), idem_key=_key(call), actor=call.actor,
+        reason=b["reason"], request_id=call.request_id))
+
+
+def reverse(call: Call) -> Any:
+    return _posted(services(call).ledger.reverse(
+        call.params["entry_id"], idem_key=_key(call), actor=call.actor, reason=call.body["reason"],
+        request_id=call.request_id))
+
+
+def balance(call: Call) -> Any:
+    return render.balance(services(call).ledger.balance(call.params["wallet"]))
+
+
+def statement(call: Call) -> Any:
+    svc = services(call)
+    start, end = period(call, svc.config.max_report_days)
+    assert start is not None and end is not None
+    return render.statement(svc.ledger.statement(call.params["wallet"], start, end))

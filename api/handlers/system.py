@@ -1,0 +1,29 @@
+"""Health (database reachable, age of the controller's last tick) and Prometheus metrics."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from sqlalchemy import text
+from starlette.responses import JSONResponse, Response
+
+from api.operation import Call
+from api.services import services
+from ledger.errors import LedgerUnavailable
+
+
+def healthz(call: Call) -> Any:
+    try:
+        with services(call).read() as conn:
+            age = conn.execute(text(
+                "SELECT CASE WHEN to_regclass('collector.tick') IS NULL THEN NULL ELSE"
+                " (SELECT extract(epoch FROM now() - max(started_at)) FROM collector.tick) END")).scalar()
+    except LedgerUnavailable as exc:
+        return JSONResponse({"status": "unavailable", "database": exc.message, "last_tick_age_seconds": None},
+                            status_code=503)
+    return {"status": "ok", "database": "ok", "last_tick_age_seconds": None if age is None else float(age)}
+
+
+def metrics(call: Call) -> Any:
+    return Response(generate_latest(services(call).metrics.registry), media_type=CONTENT_TYPE_LATEST)

@@ -1,0 +1,168 @@
+"""THE route table: every operation, who may call it, and what it takes and returns. The app, the OpenAPI
+document and the authorization matrix test are generated from this one tuple.
+
+Roles: admin (everything), operator (nodes and enforcement, no money), auditor (read everything, exports;
+no mutation), user (own balance, usage and statement only, through ``Own`` rules)."""
+
+from __future__ import annotations
+
+from api import schemas as s
+from api.handlers import access, cluster, exports, money, people, reports, settings, system
+from api.operation import Operation, Own, Param
+
+ADMIN = frozenset({"admin"})
+READERS = frozenset({"admin", "auditor"})
+OPS_READERS = frozenset({"admin", "operator", "auditor"})
+OPS = frozenset({"admin", "operator"})
+
+_FROM = Param("from", s.DATE, description="first local day (inclusive)")
+_TO = Param("to", s.DATE, description="last local day (exclusive)")
+_PERIOD = (Param("from", s.DATE, True, "first local day (inclusive)"), Param("to", s.DATE, True, "exclusive"))
+_PAGE = (Param("cursor", s.CURSOR, description="next_cursor of the previous page"),
+         Param("limit", {"type": "integer", "minimum": 1, "maximum": 500, "default": 100}))
+_NAME = (Param("name", s.NAME, True),)
+_WALLET = (Param("wallet", s.WALLET, True),)
+_ENTRY = (Param("entry_id", s.ID, True),)
+_MEMO = {"memo": {**s.TEXT}}
+_POSTED = s.out({"entry": s.ENTRY})
+
+OPERATIONS: tuple[Operation, ...] = (
+    Operation("GET", "/healthz", "healthz", "Database reachable and age of the controller's last tick",
+              system.healthz, s.out({"status": {"type": "string"}, "database": {"type": "string"},
+                                     "last_tick_age_seconds": {"type": ["number", "null"]}}), public=True),
+    Operation("GET", "/metrics", "metrics", "Prometheus metrics", system.metrics, {"type": "string"},
+              public=True, media_type="text/plain"),
+    Operation("GET", "/v1/me", "me", "The calling token", access.me,
+              s.out({"token_id": {"type": "integer"}, "name": {"type": "string"}, "role": {"type": "string"},
+                     "user": s.NULLABLE_STR}), roles=frozenset({"admin", "operator", "auditor", "user"})),
+    # -- tokens
+    Operation("GET", "/v1/tokens", "list_tokens", "List tokens (never their secrets)", access.list_tokens,
+              s.array(s.TOKEN), roles=ADMIN),
+    Operation("POST", "/v1/tokens", "create_token", "Issue a token; the secret is shown once", access.create_token,
+              {**s.TOKEN, "properties": {**s.TOKEN["properties"], "token": {"type": "string"}}}, roles=ADMIN,
+              status=201, body=s.obj({"name": {"type": "string", "minLength": 1, "maxLength": 100},
+                                      "role": {"enum": ["admin", "operator", "auditor", "user"]},
+                                      "user": s.NAME, "expires_at": s.DATETIME}, ("name", "role"))),
+    Operation("DELETE", "/v1/tokens/{token_id}", "revoke_token", "Revoke a token", access.revoke_token, s.TOKEN,
+              roles=ADMIN, path_params=(Param("token_id", s.ID, True),)),
+    # -- users, projects, node account map
+    Operation("GET", "/v1/users", "list_users", "List billing users", people.list_users, s.array(s.USER),
+              roles=OPS_READERS),
+    Operation("POST", "/v1/users", "create_user", "Create a billing user and wallet", people.create_user, s.USER,
+              roles=ADMIN, status=201,
+              body=s.obj({"name": s.NAME, "display_name": {"type": "string", "maxLength": 200}}, ("name",))),
+    Operation("GET", "/v1/users/{name}", "get_user", "One billing user", people.get_user, s.USER,
+              roles=OPS_READERS, own=Own("name"), path_params=_NAME),
+    Operation("PATCH", "/v1/users/{name}", "update_user", "Exemption, credit limit, project", people.update_user,
+              s.USER, roles=ADMIN, path_params=_NAME,
+              body=s.obj({"exempt": {"type": "boolean"}, "credit_limit": {"anyOf": [s.AMOUNT, {"type": "null"}]},
+                          "project": {"anyOf": [s.NAME, {"type": "null"}]}})),
+    Operation("GET", "/v1/projects", "list_projects", "List projects", people.list_projects, s.array(s.PROJECT),
+              roles=OPS_READERS),
+    Operation("POST", "/v1/projects", "create_project", "Create a project and its wallet", people.create_project,
+              s.PROJECT, roles=ADMIN, status=201,
+              body=s.obj({"name": s.NAME, "display_name": {"type": "string", "maxLength": 200}}, ("name",))),
+    Operation("GET", "/v1/mappings", "list_mappings", "Node account -> billing user map", people.list_mappings,
+              s.array(s.MAPPING), roles=OPS_READERS),
+    Operation("PUT", "/v1/mappings", "put_mapping", "Map a Linux account on a node (or '*') to a billing user",
+              people.put_mapping, s.MAPPING, roles=ADMIN,
+              body=s.obj({"node": {"type": "string", "minLength": 1, "maxLength": 253},
+                          "linux_user": {"type": "string", "minLength": 1, "maxLength": 64}, "user": s.NAME},
+                         ("node", "linux_user", "user"))),
+    # -- money (Idempotency-Key required)
+    Operation("POST", "/v1/wallets/{wallet}/recharge", "recharge", "Add money to a wallet", money.recharge,
+              _POSTED, roles=ADMIN, status=201, money=True, path_params=_WALLET,
+              body=s.obj({"amount": s.AMOUNT, **_MEMO, "channel": {"type": "string",
+                                                                   "pattern": "^[a-z0-9_][a-z0-9_.-]{0,63}$"}},
+                         ("amount",))),
+    Operation("POST", "/v1/wallets/{wallet}/grant", "grant", "Grant money, optionally expiring", money.grant,
+              _POSTED, roles=ADMIN, status=201, money=True, path_params=_WALLET,
+              body=s.obj({"amount": s.AMOUNT, "expires_at": {"anyOf": [s.DATETIME, {"type": "null"}]}, **_MEMO},
+                         ("amount",))),
+    Operation("POST", "/v1/wallets/{wallet}/adjust", "adjust", "Signed correction (or write-off) of a wallet",
+              money.adjust, _POSTED, roles=ADMIN, status=201, money=True, path_params=_WALLET,
+              body=s.obj({"amount": s.SIGNED_AMOUNT, "reason": s.REASON, "writeoff": {"type": "boolean"}},
+                         ("amount", "reason"))),
+    Operation("POST", "/v1/entries/{entry_id}/refund", "refund", "Refund part or all of a usage charge",
+              money.refund, _POSTED, roles=ADMIN, status=201, money=True, path_params=_ENTRY,
+              body=s.obj({"amount": s.AMOUNT, "reason": s.REASON}, ("amount", "reason"))),
+    Operation("POST", "/v1/entries/{entry_id}/reverse", "reverse", "Reverse an entry (once)", money.reverse,
+              _POSTED, roles=ADMIN, status=201, money=True, path_params=_ENTRY,
+              body=s.obj({"reason": s.REASON}, ("reason",))),
+    Operation("GET", "/v1/wallets/{wallet}/balance", "balance", "Balance and tier", money.balance, s.BALANCE,
+              roles=READERS, own=Own("wallet", wallet=True), path_params=_WALLET),
+    Operation("GET", "/v1/wallets/{wallet}/statement", "statement", "Statement over local days", money.statement,
+              s.STATEMENT, roles=READERS, own=Own("wallet", wallet=True), path_params=_WALLET, query=_PERIOD),
+    # -- ledger reads
+    Operation("GET", "/v1/usage", "usage", "Usage records, filtered, cursor-paged", reports.usage, s.page(s.USAGE),
+              roles=READERS, own=Own("user"),
+              query=(Param("user", s.NAME), Param("node", {"type": "string", "maxLength": 253}),
+                     Param("model", {"type": "string", "maxLength": 200}),
+                     Param("resource", {"enum": ["gpu", "cpu", "memory"]}), _FROM, _TO, *_PAGE)),
+    Operation("GET", "/v1/entries", "entries", "Journal entries with postings, cursor-paged", reports.entries,
+              s.page(s.ENTRY), roles=READERS,
+              query=(Param("kind", {"enum": ["usage", "recharge", "grant", "grant_expiry", "adjustment", "refund",
+                                             "reversal"]}), _FROM, _TO, *_PAGE)),
+    Operation("GET", "/v1/entries/{entry_id}", "entry", "One journal entry with postings", reports.entry, s.ENTRY,
+              roles=READERS, path_params=_ENTRY),
+    Operation("GET", "/v1/reports/trial-balance", "trial_balance", "Trial balance (now, or at a local day)",
+              reports.trial_balance, s.TRIAL_BALANCE, roles=READERS, query=(Param("at", s.DATE),)),
+    Operation("GET", "/v1/reports/usage", "usage_report", "Usage totals by user, node, model or resource",
+              reports.usage_report, s.array(s.out({"key": {"type": "string"}, "unit": {"type": "string"},
+                                                   "quantity": {"type": "string"}, "amount": s.MONEY_OUT})),
+              roles=READERS, query=(*_PERIOD, Param("by", {"enum": ["user", "node", "model", "resource"]}))),
+    Operation("GET", "/v1/reports/revenue", "revenue", "Revenue by resource account", reports.revenue,
+              s.array(s.out({"account": {"type": "string"}, "amount": s.MONEY_OUT})), roles=READERS, query=_PERIOD),
+    Operation("GET", "/v1/exports/{format}", "export", "Stream the ledger of a period as CSV, hledger or Beancount",
+              exports.export, {"type": "string"}, roles=READERS, media_type="text/plain",
+              path_params=(Param("format", {"enum": ["csv", "hledger", "beancount"]}, True),), query=_PERIOD),
+    # -- prices
+    Operation("GET", "/v1/prices", "list_prices", "Price versions", reports.list_prices, s.array(s.PRICE),
+              roles=OPS_READERS),
+    Operation("POST", "/v1/prices", "add_price", "A new price version (effective from valid_from)",
+              reports.add_price, s.PRICE, roles=ADMIN, status=201,
+              body=s.obj({"resource": {"enum": ["gpu", "cpu", "memory"]}, "amount": s.PRICE_DECIMAL,
+                          "per": s.PRICE_DECIMAL, "model_pattern": {"type": "string", "maxLength": 200},
+                          "match": {"enum": ["exact", "glob"]}, "priority": {"type": "integer", "minimum": -1000,
+                                                                              "maximum": 1000},
+                          "valid_from": s.DATETIME, **_MEMO}, ("resource", "amount", "per"))),
+    Operation("POST", "/v1/prices/preview", "preview_price", "What a past period would cost under a proposed price",
+              reports.preview_price,
+              s.out({"rows": s.array(s.out({"model": {"type": "string"}, "quantity": {"type": "string"},
+                                            "charged": s.MONEY_OUT, "would_charge": s.MONEY_OUT,
+                                            "difference": s.MONEY_OUT}))}),
+              roles=READERS, query=_PERIOD,
+              body=s.obj({"resource": {"enum": ["gpu", "cpu", "memory"]}, "amount": s.PRICE_DECIMAL,
+                          "per": s.PRICE_DECIMAL, "model_pattern": {"type": "string", "maxLength": 200},
+                          "match": {"enum": ["exact", "glob"]}}, ("resource", "amount", "per"))),
+    # -- nodes and enforcement
+    Operation("GET", "/v1/nodes", "list_nodes", "The node registry with status", cluster.list_nodes,
+              s.array({"type": "object"}), roles=OPS_READERS),
+    Operation("GET", "/v1/nodes/{name}", "get_node", "A node with its GPUs' latest state", cluster.get_node,
+              s.out({"name": {"type": "string"}, "gpus": s.array({"type": "object"})}), roles=OPS_READERS,
+              path_params=(Param("name", {"type": "string", "minLength": 1, "maxLength": 253}, True),)),
+    Operation("PATCH", "/v1/nodes/{name}", "update_node", "Listed flag, region, remarks", cluster.update_node,
+              s.out({"name": {"type": "string"}}), roles=OPS,
+              path_params=(Param("name", {"type": "string", "minLength": 1, "maxLength": 253}, True),),
+              body=s.obj({"listed": {"type": "boolean"}, "region": {"type": "string", "maxLength": 100},
+                          "remarks": {"type": "string", "maxLength": 500}})),
+    Operation("GET", "/v1/enforcement/decisions", "decisions", "Enforcement decisions and actions, cursor-paged",
+              cluster.decisions, s.page({"type": "object"}), roles=OPS_READERS,
+              query=(Param("node", {"type": "string", "maxLength": 253}), Param("billing_user", s.NAME), *_PAGE)),
+    Operation("GET", "/v1/enforcement/overrides", "list_overrides", "Manual overrides, newest first",
+              cluster.list_overrides, s.array({"type": "object"}), roles=OPS_READERS),
+    Operation("POST", "/v1/enforcement/overrides", "create_override", "Exempt, lift or apply, with a reason",
+              cluster.create_override, s.out({"id": {"type": "integer"}, "user": {"type": "string"}}), roles=OPS,
+              status=201, body=s.obj({"user": s.NAME, "action": {"enum": ["exempt", "lift", "apply"]},
+                                      "reason": s.REASON, "until": s.DATETIME}, ("user", "action", "reason"))),
+    # -- settings
+    Operation("GET", "/v1/settings", "get_settings", "Settings in force", settings.get_settings,
+              s.out({"version": {"type": ["integer", "null"]}, "settings": {"type": "object"}}), roles=OPS_READERS),
+    Operation("GET", "/v1/settings/history", "settings_history", "Every settings version", settings.history,
+              s.array({"type": "object"}), roles=OPS_READERS),
+    Operation("PUT", "/v1/settings", "put_settings", "A new settings version", settings.put_settings,
+              s.out({"version": {"type": "integer"}, "settings": {"type": "object"}}), roles=ADMIN,
+              body=s.obj({"tier_warning": s.AMOUNT, "tier_limited": s.AMOUNT, "tier_blocked": s.SIGNED_AMOUNT,
+                          "grace_period_seconds": {"type": "integer", "minimum": 0, "maximum": 86400 * 30},
+                          "dry_run": {"type": "boolean"}, "reason": s.REASON}, ("reason",))),
+)
