@@ -88,6 +88,7 @@ class Runtime:
                 dry_run=self.config.dry_run,
                 skew_threshold_s=self.config.skew_threshold_s,
                 recharge_hint=self.config.recharge_hint,
+                sample_retention_days=self.config.sample_retention_days,
             ),
             policy=self.config.policy,
             metrics=self.metrics,

@@ -50,6 +50,7 @@ log = logging.getLogger("gpuledger.controller")
 # every tick would cost each node one command per user per minute for a balance that moved by cents.
 STATUS_REFRESH_S = 120
 CHARGE_BATCH = 64
+PRUNE_EVERY_S = 3600
 _STATUS_DECISIVE = ("tier", "gpu_blocked", "cpu_quota_percent", "kill_at", "user", "billing_user")
 
 
@@ -63,6 +64,7 @@ class TickSettings:
     skew_threshold_s: int = 30
     recharge_hint: str = ""
     db_workers: int = 4
+    sample_retention_days: int = 30
 
 
 @dataclass(frozen=True)
@@ -142,6 +144,7 @@ class Controller:
         self._restricted: dict[tuple[str, int], str] | None = None
         self._status_written: dict[tuple[str, int], tuple[str, float]] = {}
         self._pool = ThreadPoolExecutor(max_workers=settings.db_workers, thread_name_prefix="gpuledger-db")
+        self._pruned_at: float | None = None
 
     def close(self) -> None:
         self._pool.shutdown(wait=True)
@@ -192,6 +195,11 @@ class Controller:
         summary = self._summary(tick_id, started_at, started, states, enforcement, database_ok)
         try:
             await self._db(self._close_tick, tick_id, states, summary)
+            if self._pruned_at is None or time.monotonic() - self._pruned_at > PRUNE_EVERY_S:
+                pruned = await self._db(self.prune, self.settings.sample_retention_days)
+                self._pruned_at = time.monotonic()
+                log.info("retention: %d samples older than %d days removed", pruned,
+                         self.settings.sample_retention_days)
         except (DBAPIError, LedgerError) as exc:
             log.warning("could not record the tick: %s", exc)
         self.metrics.observe_tick(summary, [(s.node, s.outcome, s.sample) for s in states.values()])
@@ -207,6 +215,24 @@ class Controller:
                     {"c": self.name, "d": self.settings.dry_run, "at": at},
                 ).scalar_one()
             )
+
+    def prune(self, days: int) -> int:
+        """Delete evidence older than ``days``, except what charging still needs: each node's baseline and
+        the samples of records not yet posted. Posted kept records go with it."""
+        with self.engine.begin() as conn:
+            conn.execute(
+                text("DELETE FROM collector.usage_outbox WHERE state = 'posted'"
+                     " AND posted_at < now() - make_interval(days => :d)"),
+                {"d": days},
+            )
+            return int(conn.execute(
+                text(
+                    "DELETE FROM collector.sample s WHERE s.received_at < now() - make_interval(days => :d)"
+                    " AND NOT EXISTS (SELECT 1 FROM collector.node n WHERE n.charged_sample_id = s.id)"
+                    " AND NOT EXISTS (SELECT 1 FROM collector.usage_outbox o WHERE o.sample_id = s.id)"
+                ),
+                {"d": days},
+            ).rowcount)
 
     def _close_tick(self, tick_id: int | None, states: dict[str, _NodeState], summary: TickSummary) -> None:
         reports = [registry.NodeReport(s.node.name, s.outcome, summary.started_at, s.error, s.sample)

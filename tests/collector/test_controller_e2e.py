@@ -13,6 +13,7 @@ from decimal import Decimal
 from pathlib import Path
 
 import pytest
+from sqlalchemy import text
 
 from collector.tick import TickSummary
 from ledger.money import MICRO
@@ -114,3 +115,21 @@ def test_usage_tier_enforcement_and_lift(cluster: Cluster, alice: int) -> None:
         job.kill()
         job.wait()
     assert pwd.getpwuid(alice).pw_name == ALICE
+
+
+def test_retention_keeps_what_charging_needs(cluster: Cluster) -> None:
+    cluster.setup_ledger({})
+    for _ in range(3):
+        tick(cluster)
+    with cluster.admin_engine.begin() as conn:
+        conn.execute(text("UPDATE collector.sample SET received_at = received_at - interval '40 days'"))
+    # Other accounts' processes on this machine are unknown to this ledger: their kept records pin samples too.
+    needed = cluster.scalar(
+        "SELECT count(*) FROM collector.sample s WHERE s.id IN (SELECT charged_sample_id FROM collector.node)"
+        " OR s.id IN (SELECT sample_id FROM collector.usage_outbox)"
+    )
+    assert cluster.controller.prune(30) == 3 - needed
+    assert cluster.scalar("SELECT count(*) FROM collector.sample") == needed
+    assert cluster.scalar(
+        "SELECT count(*) FROM collector.node n JOIN collector.sample s ON s.id = n.charged_sample_id"
+    ) == 1
