@@ -108,3 +108,16 @@ def test_two_controllers_one_active_and_takeover(cluster: Cluster, tmp_path: Pat
         if first.poll() is None:
             first.kill()
             first.wait()
+
+
+def test_run_controller_prints_one_summary_per_tick(cluster: Cluster, tmp_path: Path) -> None:
+    """The call ``gpuledger run`` embeds: the controller on a database URL and an inventory, live summaries."""
+    from collector.app import run_controller
+
+    env = controller_env(cluster.database.app_url, write_inventory(tmp_path / "hosts.ini", ["f1"]),
+                         cluster.nodes["f1"], tick_s=0.5)
+    lines: list[str] = []
+    assert run_controller(cluster.database.app_url, tmp_path / "hosts.ini", environ=env, ticks=2,
+                          out=lines.append) == 0
+    assert len(lines) == 2
+    assert lines[0].startswith("tick ") and "nodes[ok=1]" in lines[0] and "charged=" in lines[0]
