@@ -23,6 +23,7 @@ import time
 from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -99,7 +100,7 @@ class _Node(asyncssh.SSHServer):
         return True
 
 
-def _serve(count: int, host_key_path: str, client_pub: str, ports_file: str, started: float) -> None:
+def _serve(count: int, host_key_path: str, client_pub: str, ports: Any, started: float) -> None:
     """The simulated fleet (child process): one asyncssh server per node on 127.0.0.1."""
 
     async def main() -> None:
@@ -124,14 +125,14 @@ def _serve(count: int, host_key_path: str, client_pub: str, ports_file: str, sta
                 process.exit(0)
             return handle
 
-        ports = []
+        listening = []
         for node in range(count):
             server = await asyncssh.create_server(
                 _Node, "127.0.0.1", 0, server_host_keys=[key], authorized_client_keys=authorized,
                 process_factory=handler(node), encoding=None,
             )
-            ports.append(server.sockets[0].getsockname()[1])
-        Path(ports_file).write_text(json.dumps(ports))
+            listening.append(server.sockets[0].getsockname()[1])
+        ports.put(listening)
         await asyncio.Event().wait()
 
     asyncio.run(main())
@@ -150,16 +151,15 @@ async def _sweep(count: int, ticks: int, workdir: Path, app_url: str) -> dict[st
     host_key = asyncssh.generate_private_key("ssh-ed25519")
     (workdir / "client").write_bytes(client_key.export_private_key())
     (workdir / "host").write_bytes(host_key.export_private_key())
-    ports_file = workdir / f"ports-{count}.json"
-    fleet = multiprocessing.get_context("spawn").Process(
+    context = multiprocessing.get_context("spawn")
+    answer = context.Queue()
+    fleet = context.Process(
         target=_serve,
-        args=(count, str(workdir / "host"), client_key.export_public_key().decode(), str(ports_file), time.monotonic()),
+        args=(count, str(workdir / "host"), client_key.export_public_key().decode(), answer, time.monotonic()),
         daemon=True,
     )
     fleet.start()
-    while not ports_file.exists():
-        await asyncio.sleep(0.1)
-    ports = json.loads(ports_file.read_text())
+    ports = await asyncio.to_thread(answer.get)
     public = host_key.export_public_key().decode().split()[:2]
     (workdir / "known_hosts").write_text("".join(f"[127.0.0.1]:{p} {' '.join(public)}\n" for p in ports))
     nodes = [Node(f"sim{n:04d}", "127.0.0.1", port=p, ssh_user="gpuledger") for n, p in enumerate(ports)]
