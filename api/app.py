@@ -72,10 +72,14 @@ def create_app(ledger: Ledger, config: ApiConfig | None = None, *, close_ledger:
     async def not_routed(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, HTTPException)
         code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
-        return _error(ApiError(exc.status_code, code, str(exc.detail)), uuid.uuid4().hex)
+        return _error(ApiError(exc.status_code, code, str(exc.detail), headers=dict(exc.headers or {})),
+                      uuid.uuid4().hex)
 
-    routes = [Route(op.path, _endpoint(op, svc), methods=[op.method], name=op.operation_id)
-              for op in all_operations()]
+    by_path: dict[str, dict[str, Any]] = {}
+    for op in all_operations():
+        by_path.setdefault(op.path, {})[op.method] = _endpoint(op, svc)
+    # One Route per path, so a 405 lists every method of the path in Allow.
+    routes = [Route(path, _by_method(endpoints), methods=list(endpoints)) for path, endpoints in by_path.items()]
     return Starlette(routes=routes, lifespan=lifespan, exception_handlers={HTTPException: not_routed})
 
 
@@ -87,6 +91,14 @@ def create_app_from_env(environ: Mapping[str, str] | None = None) -> Starlette:
 def _error(err: ApiError, request_id: str) -> Response:
     return JSONResponse(err.body(request_id), status_code=err.status,
                         headers={**err.headers, "X-Request-Id": request_id})
+
+
+def _by_method(endpoints: dict[str, Any]) -> Any:
+    async def endpoint(request: Request) -> Response:
+        method = "GET" if request.method == "HEAD" else request.method
+        return await endpoints[method](request)   # type: ignore[no-any-return]
+
+    return endpoint
 
 
 def _endpoint(op: Operation, svc: Services) -> Any:

@@ -73,7 +73,8 @@ def test_refund_and_reverse_once(client: httpx.Client, issued: Tokens, ledger: L
 
 def test_money_needs_a_key_and_valid_amounts(client: httpx.Client, issued: Tokens) -> None:
     path = "/v1/wallets/alice/recharge"
-    assert _post(client, issued.admin, path, None, {"amount": "1"}).json()["error"]["code"] == "idempotency_key_required"
+    missing = _post(client, issued.admin, path, None, {"amount": "1"})
+    assert missing.json()["error"]["code"] == "idempotency_key_required"
     for amount in ("1.1234567", "1e3", "NaN", "-1", "0x10", ""):
         r = _post(client, issued.admin, path, f"k-{amount}", {"amount": amount})
         assert r.status_code == 422, (amount, r.text)
