@@ -133,3 +133,24 @@ def test_retention_keeps_what_charging_needs(cluster: Cluster) -> None:
     assert cluster.scalar(
         "SELECT count(*) FROM collector.node n JOIN collector.sample s ON s.id = n.charged_sample_id"
     ) == 1
+
+
+def test_dry_run_records_decisions_and_runs_nothing(database: Database, alice: int) -> None:
+    nodes, base = make_nodes(["dry"])
+    cluster = Cluster(database, nodes, dry_run=True)
+    try:
+        cluster.setup_ledger({ALICE: 0})  # 0.000000: limited
+        job = spawn_as(ALICE, "sleep", "600")
+        try:
+            nodes["dry"].put_on_gpu("GPU-glc-0", job.pid, GIB)
+            tick(cluster)
+            assert decisions(cluster) == [("quota-set", "dry_run"), ("gpu-block", "dry_run")]
+            assert not Path(f"/sys/fs/cgroup/cpu/glc-dry/user-{alice}").exists()
+            assert not (nodes["dry"].status_dir / f"{alice}.status").exists()
+            assert job.poll() is None
+        finally:
+            job.kill()
+            job.wait()
+    finally:
+        cluster.close()
+        remove_tree(base)
