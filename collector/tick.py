@@ -178,6 +178,9 @@ class Controller:
             for task in pending:
                 task.cancel()
             await asyncio.gather(*pending, return_exceptions=True)
+            for task in done:
+                if task.exception() is not None:  # a bug, not a node's fault: say so, and keep ticking
+                    log.error("collecting a node failed unexpectedly", exc_info=task.exception())
         await batcher.aclose()
         for state in states.values():
             if state.outcome is Outcome.OK and state.charged is None and not state.database_failed and database_ok:
@@ -190,6 +193,8 @@ class Controller:
             except (DBAPIError, LedgerError) as exc:
                 database_ok = False
                 log.warning("database unreachable during enforcement; nothing more is enforced: %s", exc)
+            except TimeoutError:
+                log.warning("enforcement ran past the tick budget; the next tick converges the rest")
         if self.notifier is not None and enforcement.notices:
             await self.notifier.send_all(enforcement.notices)
         summary = self._summary(tick_id, started_at, started, states, enforcement, database_ok)
