@@ -96,20 +96,21 @@ def _local_inventory(var_dir: Path) -> Path:
     return inventory
 
 
-def _serve_api(app_url: str, environ: dict[str, str], out: Callable[[str], None]) -> Callable[[], None] | None:
+def _serve_api(app_url: str, environ: dict[str, str], out: Callable[[str], None]) -> Callable[[], None]:
     """Start the JSON API in a thread next to the controller; returns a function that stops it."""
-    try:
-        from api.server import make_server
-    except ModuleNotFoundError as exc:
-        if exc.name and exc.name.startswith("api"):
-            return None
-        raise
-    host = environ.get("GPULEDGER_API_HOST", "127.0.0.1")
-    port = int(environ.get("GPULEDGER_API_PORT", "8470"))
-    server = make_server(app_url, host=host, port=port, environ=environ)
+    import uvicorn
+
+    from api.app import create_app_from_env
+    from api.config import ApiConfig
+
+    env = {**environ, "GPULEDGER_DATABASE_URL": app_url}
+    config = ApiConfig.from_env(env)
+    server = uvicorn.Server(uvicorn.Config(create_app_from_env(env), host=config.host, port=config.port,
+                                           log_level="warning", lifespan="on"))
     thread = threading.Thread(target=server.run, name="gpuledger-api", daemon=True)
     thread.start()
-    out(f"API on http://{host}:{port} (create the first admin token with `gpuledger api token create --role admin`)")
+    out(f"API on http://{config.host}:{config.port} "
+        "(first admin token: gpuledger api token create --role admin, with var/env loaded)")
 
     def stop() -> None:
         server.should_exit = True
