@@ -11,21 +11,28 @@ import argparse
 import importlib
 import sys
 from collections.abc import Sequence
+from types import ModuleType
 
 COMMAND_MODULES = ("ledger.cli", "collector.cli", "api.cli", "gpuledger.main")
+
+
+def import_optional(module_name: str) -> ModuleType | None:
+    """The module, or None when it (not something it imports) does not exist in this installation."""
+    try:
+        return importlib.import_module(module_name)
+    except ModuleNotFoundError as exc:
+        if exc.name != module_name:
+            raise
+        return None
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="gpuledger", description=__doc__.splitlines()[0])
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for module_name in COMMAND_MODULES:
-        try:
-            module = importlib.import_module(module_name)
-        except ModuleNotFoundError as exc:
-            if exc.name != module_name:
-                raise
-            continue
-        module.register(subparsers)
+        module = import_optional(module_name)
+        if module is not None:
+            module.register(subparsers)
     return parser
 
 

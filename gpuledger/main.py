@@ -9,7 +9,6 @@ migrates every chain to head, and runs the controller with this machine as its o
 from __future__ import annotations
 
 import argparse
-import importlib
 import os
 import sys
 import threading
@@ -19,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from gpuledger.cli import import_optional
 from ledger.migrate import LEDGER_MIGRATIONS, LEDGER_VERSION_TABLE, upgrade
 
 # Ledger first: the other chains reference its tables.
@@ -29,11 +29,8 @@ def migration_chains() -> list[tuple[str, Path, str]]:
     """(package, migrations dir, version table) of every chain present, in the order they must run."""
     chains = [("ledger", LEDGER_MIGRATIONS, LEDGER_VERSION_TABLE)]
     for package in CHAINED_PACKAGES:
-        try:
-            module = importlib.import_module(package)
-        except ModuleNotFoundError as exc:
-            if exc.name != package:
-                raise
+        module = import_optional(package)
+        if module is None:
             continue
         migrations = Path(module.__path__[0]) / "migrations"
         if (migrations / "env.py").exists():
