@@ -16,9 +16,10 @@ from ledger.errors import LedgerUnavailable
 def healthz(call: Call) -> Any:
     try:
         with services(call).read() as conn:
-            age = conn.execute(text(
-                "SELECT CASE WHEN to_regclass('collector.tick') IS NULL THEN NULL ELSE"
-                " (SELECT extract(epoch FROM now() - max(started_at)) FROM collector.tick) END")).scalar()
+            # The controller's schema may not be installed (API alone): then there is no tick to age.
+            has_ticks = conn.execute(text("SELECT to_regclass('collector.tick') IS NOT NULL")).scalar()
+            age = conn.execute(text("SELECT extract(epoch FROM now() - max(started_at)) FROM collector.tick")
+                               ).scalar() if has_ticks else None
     except LedgerUnavailable as exc:
         return JSONResponse({"status": "unavailable", "database": exc.message, "last_tick_age_seconds": None},
                             status_code=503)

@@ -1,0 +1,146 @@
+"""API latency under concurrent load on loopback: balance, a usage page and a statement.
+
+Starts a throwaway PostgreSQL, migrates, seeds users, prices and a month of usage, serves the API with
+uvicorn in a separate process (as in production), then sends requests open-loop at a fixed rate (so a slow
+server cannot slow the load down and hide its latency) and prints p50/p99 and the achieved rate.
+
+    .venv/bin/python bench/api.py [--rate 200] [--seconds 10] [--users 50] [--records 20000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from pathlib import Path
+
+import httpx
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from api import tokens  # noqa: E402
+from ledger.bootstrap import APP_ROLE, bootstrap  # noqa: E402
+from ledger.config import LedgerConfig, Secret  # noqa: E402
+from ledger.db import create_app_engine  # noqa: E402
+from ledger.embedded import EmbeddedPostgres  # noqa: E402
+from ledger.migrate import upgrade, upgrade_ledger  # noqa: E402
+from ledger.records import UsageRecord, UsageTick  # noqa: E402
+from ledger.service import Ledger  # noqa: E402
+
+T0 = datetime(2026, 3, 1, tzinfo=UTC)
+
+
+def seed(ledger: Ledger, users: int, records: int) -> None:
+    ledger.add_price("gpu", Decimal("0.50"), Decimal(60), model_pattern="A100", actor="bench",
+                     valid_from=T0 - timedelta(days=1))
+    for i in range(users):
+        ledger.add_user(f"u{i}", actor="bench")
+        ledger.recharge(f"u{i}", 1_000_000_000, idem_key=f"bench-r{i}", actor="bench")
+    per_tick = 50
+    for t in range(records // per_tick):
+        recs = tuple(UsageRecord(f"n1/b/{t}/{k}", f"u{k % users}", "gpu", Decimal(60), "gpu-second",
+                                 T0 + timedelta(minutes=t), T0 + timedelta(minutes=t + 1), "bench",
+                                 f"n1/b/u{k % users}/{k}", "A100", {"sample": f"{t}"}) for k in range(per_tick))
+        ledger.post_usage(UsageTick("n1", recs))
+
+
+async def load(base: str, token: str, path: str, rate: float, seconds: float) -> tuple[list[float], int, float]:
+    latencies: list[float] = []
+    errors = 0
+    limits = httpx.Limits(max_connections=64, max_keepalive_connections=64)
+    async with httpx.AsyncClient(base_url=base, headers={"Authorization": f"Bearer {token}"}, limits=limits,
+                                 timeout=30) as client:
+        async def one() -> None:
+            nonlocal errors
+            started = time.perf_counter()
+            r = await client.get(path)
+            latencies.append(time.perf_counter() - started)
+            errors += r.status_code != 200
+
+        tasks = []
+        start = time.perf_counter()
+        for i in range(int(rate * seconds)):
+            delay = start + i / rate - time.perf_counter()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            tasks.append(asyncio.create_task(one()))
+        await asyncio.gather(*tasks)
+        elapsed = time.perf_counter() - start
+    return latencies, errors, len(latencies) / elapsed
+
+
+def _pct(values: list[float], q: float) -> float:
+    return statistics.quantiles(values, n=100, method="inclusive")[q - 1] * 1000 if len(values) > 1 else 0.0
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rate", type=float, default=200)
+    parser.add_argument("--seconds", type=float, default=10)
+    parser.add_argument("--users", type=int, default=50)
+    parser.add_argument("--records", type=int, default=20_000)
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        cluster = EmbeddedPostgres(Path(tmp) / "pg").start()
+        server = None
+        try:
+            admin = bootstrap(cluster.url(), "bench")
+            upgrade_ledger(admin)
+            upgrade(admin, ROOT / "collector" / "migrations", "collector_alembic_version")
+            upgrade(admin, ROOT / "api" / "migrations", "api_alembic_version")
+            app_url = cluster.url(user=APP_ROLE, database="bench")
+            engine = create_app_engine(app_url)
+            ledger = Ledger(engine, LedgerConfig(database_url=Secret(app_url)))
+            t = time.perf_counter()
+            seed(ledger, args.users, args.records)
+            print(f"seeded {args.users} users, {args.records} usage records in {time.perf_counter() - t:.1f} s")
+            with engine.begin() as conn:
+                token = tokens.issue(conn, name="bench", role="user", billing_user="u1", expires_at=None,
+                                     created_by="bench").token
+            engine.dispose()
+            sock = socket.socket()
+            sock.bind(("127.0.0.1", 0))
+            port = sock.getsockname()[1]
+            sock.close()
+            env = {**os.environ, "GPULEDGER_DATABASE_URL": app_url, "PYTHONPATH": str(ROOT)}
+            server = subprocess.Popen(
+                [sys.executable, "-m", "uvicorn", "api.app:create_app_from_env", "--factory", "--host", "127.0.0.1",
+                 "--port", str(port), "--log-level", "warning", "--no-access-log"], env=env, cwd=ROOT)
+            base = f"http://127.0.0.1:{port}"
+            deadline = time.monotonic() + 30
+            while True:
+                try:
+                    if httpx.get(base + "/healthz").status_code == 200:
+                        break
+                except httpx.TransportError:
+                    pass
+                assert time.monotonic() < deadline and server.poll() is None, "the API did not start"
+                time.sleep(0.1)
+            cases = [("balance", "/v1/wallets/u1/balance"), ("usage page (100)", "/v1/usage?limit=100"),
+                     ("statement (month)", "/v1/wallets/u1/statement?from=2026-03-01&to=2026-04-01")]
+            print(f"\n{args.rate:.0f} req/s offered for {args.seconds:.0f} s each, open loop, one uvicorn worker\n")
+            print(f"{'endpoint':<20} {'req/s':>8} {'p50 ms':>8} {'p99 ms':>8} {'max ms':>8} {'errors':>7}")
+            asyncio.run(load(base, token, cases[0][1], 50, 1))   # warm-up: connections, caches
+            for name, path in cases:
+                latencies, errors, achieved = asyncio.run(load(base, token, path, args.rate, args.seconds))
+                print(f"{name:<20} {achieved:>8.1f} {_pct(latencies, 50):>8.1f} {_pct(latencies, 99):>8.1f}"
+                      f" {max(latencies) * 1000:>8.1f} {errors:>7}")
+        finally:
+            if server is not None:
+                server.terminate()
+                server.wait(10)
+            cluster.stop(mode="immediate")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
