@@ -151,7 +151,7 @@ class _Null(io.TextIOBase):
         return len(s)
 
 
-def bench_year(ledger: Ledger, admin_url: str, scale: float) -> list[tuple[str, str]]:
+def bench_year(ledger: Ledger, admin_url: str, scale: float, exports: bool) -> list[tuple[str, str]]:
     postings, load_s = load_year(ledger, int(10_000_000 * scale) + 2)
     # what autovacuum would have done by then (visibility map for index-only scans, statistics)
     engine = create_engine(admin_url, isolation_level="AUTOCOMMIT", poolclass=NullPool)
@@ -167,7 +167,7 @@ def bench_year(ledger: Ledger, admin_url: str, scale: float) -> list[tuple[str, 
     rows.append(("year: trial balance (now)", f"{timed(ledger.trial_balance):.3f} s (target <= 1 s)"))
     rows.append(("year: trial balance at a date",
                  f"{timed(lambda: ledger.trial_balance(date(2026, 7, 1))):.3f} s"))
-    for fmt in ("csv", "hledger", "beancount"):
+    for fmt in ("csv", "hledger", "beancount") if exports else ():
         seconds = timed(lambda fmt=fmt: ledger.export(fmt, _Null()))
         peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
         rows.append((f"year: export {fmt} (to /dev/null)", f"{seconds:.1f} s, {postings / seconds:,.0f} postings/s,"
@@ -181,6 +181,7 @@ def main() -> int:
     parser.add_argument("--batch", type=int, default=50, help="nodes per transaction in the batched run")
     parser.add_argument("--year-scale", type=float, default=1.0, help="fraction of the 10-million-posting year")
     parser.add_argument("--skip-year", action="store_true")
+    parser.add_argument("--skip-exports", action="store_true")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="gpuledger-bench-") as tmp:
         cluster = EmbeddedPostgres(Path(tmp) / "pg").start()
@@ -195,7 +196,7 @@ def main() -> int:
             peak_before_year = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
             rows.append(("process peak RSS before the year", f"{peak_before_year:.0f} MiB"))
             if not args.skip_year:
-                rows += bench_year(ledger, admin, args.year_scale)
+                rows += bench_year(ledger, admin, args.year_scale, not args.skip_exports)
             engine.dispose()
         finally:
             cluster.stop()

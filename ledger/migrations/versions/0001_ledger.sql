@@ -140,7 +140,7 @@ CREATE TABLE ledger.posting (
     effective_at timestamptz NOT NULL,
     PRIMARY KEY (entry_id, line)
 );
-CREATE INDEX posting_account ON ledger.posting (account_id, effective_at) INCLUDE (amount);
+CREATE INDEX posting_account ON ledger.posting (account_id, effective_at) INCLUDE (amount, entry_id);
 
 CREATE TABLE ledger.account_balance (
     account_id    bigint PRIMARY KEY REFERENCES ledger.account (id),
