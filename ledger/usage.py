@@ -30,6 +30,7 @@ from ledger import journal, rating
 from ledger.accounts import revenue_code
 from ledger.db import WRITER_LOCK
 from ledger.errors import IdempotencyConflict, InvalidUsage, LedgerError, MissingPrice, UnitMismatch, UnknownUser
+from ledger.money import Side, signed
 from ledger.records import (
     UNITS,
     PostingLine,
@@ -116,10 +117,10 @@ class _Wallet:
                 continue
             take = min(left, g.remaining)
             g.remaining -= take
-            lines.append((g.account_id, g.code, take))
+            lines.append((g.account_id, g.code, signed(Side.DEBIT, take)))
             left -= take
         if left:
-            lines.append((self.account_id, self.code, left))
+            lines.append((self.account_id, self.code, signed(Side.DEBIT, left)))
         return lines
 
 
@@ -325,7 +326,8 @@ def _write(pg: Any, priced: list[tuple[_Item, _Wallet, PriceVersion | None]], cu
         lines = []
         if rated.amount:
             code = revenue_code(r.resource, r.model)
-            lines = [*wallet.split(rated.amount, r.interval_start), (revenue_ids[code], code, -rated.amount)]
+            lines = [*wallet.split(rated.amount, r.interval_start),
+                     (revenue_ids[code], code, signed(Side.CREDIT, rated.amount))]
         charges.append(_Charge(item, wallet, price, rated.cumulative_quantity, rated.amount, lines))
 
     usage_rows, posting_rows = [], []
