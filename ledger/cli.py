@@ -13,6 +13,7 @@ from datetime import date, datetime
 from decimal import Decimal
 from typing import Any
 
+from ledger.accounts import FUNDING_DEFAULT
 from ledger.config import LedgerConfig
 from ledger.errors import ConfigError, LedgerError, LedgerUnavailable
 from ledger.exports import EXPORTERS
@@ -344,7 +345,7 @@ def register(subparsers: Any) -> None:
     p.add_argument("wallet", help="user:NAME, project:NAME or a user name")
     p.add_argument("amount")
     p.add_argument("--memo", default="")
-    p.add_argument("--channel", default="bank", help="funding account assets:funding:CHANNEL")
+    p.add_argument("--channel", default=FUNDING_DEFAULT, help="funding account assets:funding:CHANNEL")
     _key_option(p)
     p = _command(subparsers, "grant", grant, "money given to a wallet, optionally expiring")
     p.add_argument("wallet")

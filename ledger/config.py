@@ -31,11 +31,6 @@ class Secret:
     __str__ = __repr__
 
 
-def masked_url(url: str) -> str:
-    """The URL with any password replaced by ``***`` (for messages)."""
-    return re.sub(r"(://[^:/@]+):[^@]*@", r"\1:***@", url)
-
-
 @dataclass(frozen=True)
 class LedgerConfig:
     database_url: Secret

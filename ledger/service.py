@@ -18,6 +18,7 @@ from sqlalchemy import text
 from sqlalchemy.engine import Connection, Engine
 
 from ledger import auditlog, directory, journal, operations, prices, reports, usage, verify
+from ledger.accounts import FUNDING_DEFAULT
 from ledger.config import LedgerConfig
 from ledger.db import create_app_engine, reading, translated, writing
 from ledger.errors import IdempotencyConflict, LedgerError, NonPositiveAmount
@@ -169,7 +170,8 @@ class Ledger:
 
     # -- money ---------------------------------------------------------------------------------------------------
 
-    def recharge(self, wallet: str, micro: int, *, idem_key: str, actor: str, memo: str = "", channel: str = "bank",
+    def recharge(self, wallet: str, micro: int, *, idem_key: str, actor: str, memo: str = "",
+                 channel: str = FUNDING_DEFAULT,
                  request_id: str | None = None) -> PostResult:
         code = self._wallet(wallet)
         return self._money("recharge", code, actor, request_id, lambda conn: operations.recharge(
