@@ -13,6 +13,7 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from datetime import date
 from typing import Any
 
@@ -33,6 +34,7 @@ from api.ratelimit import FailedAuthLimiter
 from api.routes import OPERATIONS
 from api.schemas import IDEMPOTENCY_KEY
 from api.services import Services
+from api.tokencache import TokenCache
 from ledger.config import LedgerConfig
 from ledger.errors import LedgerError
 from ledger.service import Ledger
@@ -61,7 +63,8 @@ def create_app(ledger: Ledger, config: ApiConfig | None = None, *, close_ledger:
     """The app over a ``Ledger`` (whose engine also serves the API's own tables). The lead's ``gpuledger run``
     passes its ledger; ``close_ledger`` disposes of it at shutdown."""
     config = config or ApiConfig()
-    svc = Services(ledger, config, ApiMetrics(), FailedAuthLimiter(config.auth_failures, config.auth_window_seconds))
+    svc = Services(ledger, config, ApiMetrics(), FailedAuthLimiter(config.auth_failures, config.auth_window_seconds),
+                   TokenCache(config.token_cache_seconds))
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -101,14 +104,27 @@ def _by_method(endpoints: dict[str, Any]) -> Any:
     return endpoint
 
 
+@dataclass(frozen=True)
+class _Validators:
+    """An operation's schemas compiled once (building a validator costs more than running it)."""
+
+    body: Draft202012Validator | None
+    params: Mapping[str, Draft202012Validator]
+
+    @classmethod
+    def of(cls, op: Operation) -> _Validators:
+        return cls(Draft202012Validator(op.body) if op.body is not None else None,
+                   {p.name: Draft202012Validator(p.schema) for p in (*op.path_params, *op.query)})
+
+
 def _endpoint(op: Operation, svc: Services) -> Any:
-    body_validator = Draft202012Validator(op.body) if op.body is not None else None
+    validators = _Validators.of(op)
 
     async def endpoint(request: Request) -> Response:
         request_id = uuid.uuid4().hex
         started = time.perf_counter()
         try:
-            response = await _handle(op, svc, body_validator, request, request_id)
+            response = await _handle(op, svc, validators, request, request_id)
             response.headers["X-Request-Id"] = request_id
         except ApiError as err:
             response = _error(err, request_id)
@@ -123,7 +139,7 @@ def _endpoint(op: Operation, svc: Services) -> Any:
     return endpoint
 
 
-async def _handle(op: Operation, svc: Services, body_validator: Draft202012Validator | None, request: Request,
+async def _handle(op: Operation, svc: Services, validators: _Validators, request: Request,
                   request_id: str) -> Response:
     principal = None if op.public else await _authenticate(svc, request)
     raw = _raw_params(op, request)
@@ -132,8 +148,9 @@ async def _handle(op: Operation, svc: Services, body_validator: Draft202012Valid
         if bound is None:
             raise FORBIDDEN
         raw = bound
-    params = {p.name: v for p in (*op.path_params, *op.query) if (v := _parse(p, raw.get(p.name))) is not None}
-    body = await _body(op, body_validator, request)
+    params = {p.name: v for p in (*op.path_params, *op.query)
+              if (v := _parse(p, validators.params[p.name], raw.get(p.name))) is not None}
+    body = await _body(validators.body, request)
     key = request.headers.get("idempotency-key") if op.money else None
     if op.money and (key is None or not _KEY.is_valid(key)):
         raise bad_request("idempotency_key_required", "money-moving requests need an Idempotency-Key header "
@@ -155,9 +172,10 @@ async def _authenticate(svc: Services, request: Request) -> tokens.Principal:
     if header is None:
         raise UNAUTHENTICATED
     scheme, _, token = header.partition(" ")
+    token = token.strip()
     principal = None
-    if scheme.lower() == "bearer" and tokens.prefix_of(token.strip()) is not None:
-        principal = await run_in_threadpool(_lookup, svc, token.strip())
+    if scheme.lower() == "bearer" and tokens.prefix_of(token) is not None:
+        principal = svc.tokens.get(token) or await run_in_threadpool(_lookup, svc, token)
     if principal is None:
         svc.limiter.failed(client)
         svc.metrics.auth_failures.inc()
@@ -167,7 +185,11 @@ async def _authenticate(svc: Services, request: Request) -> tokens.Principal:
 
 def _lookup(svc: Services, token: str) -> tokens.Principal | None:
     with svc.read() as conn:
-        return tokens.authenticate(conn, token)
+        grant = tokens.authenticate(conn, token)
+    if grant is None:
+        return None
+    svc.tokens.put(token, grant)
+    return grant.principal
 
 
 def _raw_params(op: Operation, request: Request) -> dict[str, str]:
@@ -182,7 +204,7 @@ def _raw_params(op: Operation, request: Request) -> dict[str, str]:
     return {**raw, **request.path_params}
 
 
-def _parse(param: Param, text: str | None) -> Any:
+def _parse(param: Param, validator: Draft202012Validator, text: str | None) -> Any:
     """Text -> typed value by the parameter's schema; None when absent and optional."""
     schema = param.schema
     if text is None:
@@ -195,7 +217,7 @@ def _parse(param: Param, text: str | None) -> Any:
         if not _INT.fullmatch(text):
             raise unprocessable("invalid_parameter", f"{param.name}: not an integer", name=param.name)
         value = int(text)
-    errors = sorted(Draft202012Validator(schema).iter_errors(value), key=lambda e: e.path)
+    errors = sorted(validator.iter_errors(value), key=lambda e: e.path)
     if errors:
         raise unprocessable("invalid_parameter", f"{param.name}: {errors[0].message}", name=param.name)
     if schema.get("format") == "date":
@@ -229,7 +251,7 @@ def _reject_constant(name: str) -> Any:
     raise ValueError(f"{name} is not JSON")
 
 
-async def _body(op: Operation, validator: Draft202012Validator | None, request: Request) -> dict[str, Any]:
+async def _body(validator: Draft202012Validator | None, request: Request) -> dict[str, Any]:
     if validator is None:
         return {}
     raw = await request.body()

@@ -17,6 +17,9 @@ class ApiConfig:
     # Failed authentications per client address within the window before it gets 429.
     auth_failures: int = 10
     auth_window_seconds: int = 60
+    # A token found valid is trusted this long without asking the database again (0: ask every time); a
+    # revocation made outside this process takes effect within it (api.tokencache).
+    token_cache_seconds: int = 5
     max_page: int = 500
     max_report_days: int = 366
     max_export_days: int = 366
@@ -29,6 +32,7 @@ class ApiConfig:
             port=_int(environ, "PORT", defaults.port, 1, 65535),
             auth_failures=_int(environ, "AUTH_FAILURES", defaults.auth_failures, 1, 10_000),
             auth_window_seconds=_int(environ, "AUTH_WINDOW_SECONDS", defaults.auth_window_seconds, 1, 86_400),
+            token_cache_seconds=_int(environ, "TOKEN_CACHE_SECONDS", defaults.token_cache_seconds, 0, 300),
             max_page=_int(environ, "MAX_PAGE", defaults.max_page, 1, 10_000),
             max_report_days=_int(environ, "MAX_REPORT_DAYS", defaults.max_report_days, 1, 3660),
             max_export_days=_int(environ, "MAX_EXPORT_DAYS", defaults.max_export_days, 1, 3660),

@@ -28,17 +28,19 @@ def usage_page(conn: Connection, filters: Mapping[str, Any], after: int, limit: 
     """Usage rows with id > ``after`` matching ``filters`` (None values ignored), and the next cursor."""
     used = {k: v for k, v in filters.items() if v is not None}
     where = " AND ".join(["u.id > :after", *(_USAGE_FILTERS[k] for k in used)])
+    # The page is cut before the journal join, so only its own rows look up their entry.
     rows = conn.execute(text(
-        "SELECT u.id, u.node, u.linux_user, b.name, u.resource, u.model, u.quantity, u.unit, u.interval_start,"  # noqa: S608 (constant column lists and clauses)
-        " u.interval_end, u.method, u.amount, u.price_version_id, j.id, u.evidence"
-        " FROM ledger.usage u JOIN ledger.billing_user b ON b.id = u.user_id"
-        " LEFT JOIN ledger.journal_entry j ON j.usage_id = u.id"
-        f" WHERE {where} ORDER BY u.id LIMIT :limit"),
+        "SELECT p.*, j.id FROM ("  # noqa: S608 (constant column lists and clauses)
+        "  SELECT u.id, u.node, u.linux_user, b.name, u.resource, u.model, u.quantity, u.unit, u.interval_start,"
+        "   u.interval_end, u.method, u.amount, u.price_version_id, u.evidence"
+        "  FROM ledger.usage u JOIN ledger.billing_user b ON b.id = u.user_id"
+        f"  WHERE {where} ORDER BY u.id LIMIT :limit) p"
+        " LEFT JOIN ledger.journal_entry j ON j.usage_id = p.id ORDER BY p.id"),
         {**used, "after": after, "limit": limit + 1}).all()
     items = [{"id": r[0], "node": r[1], "linux_user": r[2], "user": r[3], "resource": r[4], "model": r[5],
               "quantity": str(r[6]), "unit": r[7], "interval_start": r[8].isoformat(),
               "interval_end": r[9].isoformat(), "method": r[10], "amount": format_amount(r[11]),
-              "price_version_id": r[12], "entry_id": r[13], **({"evidence": r[14]} if with_evidence else {})}
+              "price_version_id": r[12], "entry_id": r[14], **({"evidence": r[13]} if with_evidence else {})}
              for r in rows[:limit]]
     return items, (rows[limit - 1][0] if len(rows) > limit else None)
 

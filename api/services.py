@@ -1,4 +1,4 @@
-"""What handlers share: the ledger, the engine (the API's own tables), limits, metrics."""
+"""What handlers share: the ledger, the engine (the API's own tables), limits, metrics, the token cache."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ from api.errors import unprocessable
 from api.metrics import ApiMetrics
 from api.operation import Call
 from api.ratelimit import FailedAuthLimiter
+from api.tokencache import TokenCache
 from ledger.db import reading, translated
 from ledger.service import Ledger
 
@@ -24,6 +25,7 @@ class Services:
     config: ApiConfig
     metrics: ApiMetrics
     limiter: FailedAuthLimiter
+    tokens: TokenCache
 
     @property
     def engine(self) -> Engine:

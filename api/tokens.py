@@ -36,6 +36,14 @@ class Principal:
 
 
 @dataclass(frozen=True)
+class Grant:
+    """A token found valid in the database: its principal and when it stops being valid (None: never)."""
+
+    principal: Principal
+    expires_at: datetime | None
+
+
+@dataclass(frozen=True)
 class TokenInfo:
     id: int
     prefix: str
@@ -87,18 +95,18 @@ def issue(conn: Connection, *, name: str, role: str, billing_user: str | None, e
     return IssuedToken(token, TokenInfo(*row))
 
 
-def authenticate(conn: Connection, token: str) -> Principal | None:
-    """The principal of a valid, unexpired, unrevoked token; None otherwise (the caller says 401)."""
+def authenticate(conn: Connection, token: str) -> Grant | None:
+    """The grant of a valid, unexpired, unrevoked token; None otherwise (the caller says 401)."""
     prefix = prefix_of(token)
     if prefix is None:
         return None
     row = conn.execute(
         text("SELECT id, name, role, billing_user, sha256, (expires_at IS NULL OR expires_at > now())"
-             " AND revoked_at IS NULL FROM api.token WHERE prefix = :p"), {"p": prefix},
+             " AND revoked_at IS NULL, expires_at FROM api.token WHERE prefix = :p"), {"p": prefix},
     ).one_or_none()
     if row is None or not hmac.compare_digest(bytes(row[4]), digest(token)) or not row[5]:
         return None
-    return Principal(row[0], row[1], row[2], row[3])
+    return Grant(Principal(row[0], row[1], row[2], row[3]), row[6])
 
 
 def get(conn: Connection, token_id: int) -> TokenInfo | None:

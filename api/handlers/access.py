@@ -41,7 +41,8 @@ def create_token(call: Call) -> Any:
 
 def revoke_token(call: Call) -> Any:
     token_id = call.params["token_id"]
-    with services(call).write() as conn:
+    svc = services(call)
+    with svc.write() as conn:
         before = tokens.get(conn, token_id)
         if before is None:
             raise not_found("token", str(token_id))
@@ -49,4 +50,5 @@ def revoke_token(call: Call) -> Any:
         assert after is not None
         audit.record(conn, actor=call.actor, action="token.revoke", target=f"token:{token_id}",
                      before=render.token(before), after=render.token(after), request_id=call.request_id)
+    svc.tokens.forget(after.prefix)
     return render.token(after)
