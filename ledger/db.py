@@ -54,9 +54,9 @@ def writing(engine: Engine) -> Iterator[Connection]:
 
 @contextmanager
 def reading(engine: Engine) -> Iterator[Connection]:
-    """A read-only REPEATABLE READ transaction, so a report sees one consistent ledger."""
+    """A read-only REPEATABLE READ transaction, so a report sees one consistent ledger. Both modes go on the
+    BEGIN itself (psycopg's ``read_only``), not in a separate SET TRANSACTION: one round trip fewer per read."""
     with translated(), engine.connect() as conn:
-        conn = conn.execution_options(isolation_level="REPEATABLE READ")
+        conn = conn.execution_options(isolation_level="REPEATABLE READ", postgresql_readonly=True)
         with conn.begin():
-            conn.execute(text("SET TRANSACTION READ ONLY"))
             yield conn

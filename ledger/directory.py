@@ -111,14 +111,21 @@ def list_mappings(conn: Connection) -> list[NodeUserMapping]:
     return [NodeUserMapping(r.node, r.linux_user, r.name) for r in rows]
 
 
-def wallet_of(conn: Connection, ref: str) -> str:
-    """The wallet account code named by ``user:NAME``, ``project:NAME`` or a bare user name."""
+def wallet_owner(conn: Connection, ref: str) -> tuple[str, User | None]:
+    """The wallet account code named by ``user:NAME``, ``project:NAME`` or a bare user name, with the user
+    who holds it (None for a project's), read once."""
     owner, _, name = ref.partition(":") if ":" in ref else ("user", "", ref)
     if owner == "user":
-        return get_user(conn, name).wallet
+        user = get_user(conn, name)
+        return user.wallet, user
     if owner == "project":
-        return get_project(conn, name).wallet
+        return get_project(conn, name).wallet, None
     raise UnknownWallet(ref)
+
+
+def wallet_of(conn: Connection, ref: str) -> str:
+    """The wallet account code named by ``user:NAME``, ``project:NAME`` or a bare user name."""
+    return wallet_owner(conn, ref)[0]
 
 
 def charged_wallet(conn: Connection, user: User) -> str:

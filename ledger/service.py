@@ -253,9 +253,8 @@ class Ledger:
         """What a wallet holds (its grants included) and its tier; for a user, the tier uses their exemption
         and credit limit."""
         def run(conn: Connection) -> Balance:
-            code = directory.wallet_of(conn, wallet)
+            code, user = directory.wallet_owner(conn, wallet)
             held = available(reports.wallet_sum(conn, code))
-            user = directory.get_user(conn, wallet.split(":", 1)[-1]) if not wallet.startswith("project:") else None
             exempt, limit = (user.exempt, user.credit_limit) if user else (False, None)
             return Balance(code, held, tier_for(held, self.config.thresholds, exempt=exempt, credit_limit=limit),
                            exempt, limit)

@@ -8,18 +8,29 @@ from decimal import Decimal
 from zoneinfo import ZoneInfo
 
 import pytest
-from sqlalchemy import text
+from sqlalchemy import create_engine, text
+from sqlalchemy.pool import NullPool
 
 from ledger.bootstrap import bootstrap
-from ledger.config import LedgerConfig
-from ledger.db import create_app_engine
+from ledger.config import LedgerConfig, Secret
+from ledger.db import create_app_engine, reading
 from ledger.embedded import EmbeddedPostgres
 from ledger.errors import LedgerError
-from ledger.migrate import LEDGER_VERSION_TABLE, current, upgrade_ledger
+from ledger.migrate import LEDGER_MIGRATIONS, LEDGER_VERSION_TABLE, current, upgrade, upgrade_ledger
 from ledger.records import UsageRecord, UsageTick
 from ledger.service import Ledger
 from tests.ledger.conftest import LedgerDatabase, cny
-from tests.ledger.helpers import priced
+from tests.ledger.helpers import cpu, gpu, priced
+
+HEAD = "0002"
+_GRANTS = """
+SELECT grantee, table_name, privilege_type, NULL AS column_name FROM information_schema.role_table_grants
+ WHERE table_schema = 'ledger'
+UNION ALL
+SELECT grantee, table_name, privilege_type, column_name FROM information_schema.column_privileges
+ WHERE table_schema = 'ledger'
+ORDER BY 1, 2, 3, 4
+"""
 
 
 def test_period_boundaries_are_local_midnight(ledger: Ledger, config: LedgerConfig) -> None:
@@ -52,9 +63,9 @@ def test_trial_balance_at_a_date_and_now(ledger: Ledger) -> None:
 
 def test_bootstrap_and_migrations_are_idempotent(pg_cluster: EmbeddedPostgres, ledger_db: LedgerDatabase) -> None:
     admin = bootstrap(pg_cluster.url(), ledger_db.name)  # the database exists already: nothing changes
-    assert current(admin, LEDGER_VERSION_TABLE) == "0001"
+    assert current(admin, LEDGER_VERSION_TABLE) == HEAD
     upgrade_ledger(admin)
-    assert current(admin, LEDGER_VERSION_TABLE) == "0001"
+    assert current(admin, LEDGER_VERSION_TABLE) == HEAD
     engine = create_app_engine(ledger_db.app_url)
     try:
         with engine.connect() as conn:
@@ -69,3 +80,48 @@ def test_unknown_report_keys_and_formats_are_ledger_errors(ledger: Ledger) -> No
         ledger.usage_report(date(2026, 1, 1), date(2026, 2, 1), by="colour")
     with pytest.raises(LedgerError, match="must be one of"):
         ledger.export("xlsx", io.StringIO())
+
+
+def test_a_new_migration_applies_to_a_populated_ledger(pg_cluster: EmbeddedPostgres) -> None:
+    name = "lt_migrate_populated"
+    admin = bootstrap(pg_cluster.url(), name)
+    try:
+        upgrade(admin, LEDGER_MIGRATIONS, LEDGER_VERSION_TABLE, "0001")
+        app_url = pg_cluster.url(user="gpuledger_app", database=name)
+        engine = create_app_engine(app_url)
+        try:
+            ledger = priced(Ledger(engine, LedgerConfig(database_url=Secret(app_url))))
+            for who in ("alice", "bob"):
+                ledger.add_user(who, actor="admin")
+                ledger.post_usage(UsageTick("n1", (gpu(f"{who}-g", who), cpu(f"{who}-c", who))))
+            with engine.connect() as conn:
+                grants = conn.execute(text(_GRANTS)).all()
+                before = conn.execute(text("SELECT id, user_id, amount FROM ledger.usage ORDER BY id")).all()
+            upgrade_ledger(admin)
+            assert current(admin, LEDGER_VERSION_TABLE) == HEAD
+            with engine.connect() as conn:
+                assert conn.execute(text(_GRANTS)).all() == grants
+                assert conn.execute(text("SELECT id, user_id, amount FROM ledger.usage ORDER BY id")).all() == before
+                index = conn.execute(text("SELECT indexdef FROM pg_indexes WHERE indexname = 'usage_user_id'")).scalar()
+                assert index == "CREATE INDEX usage_user_id ON ledger.usage USING btree (user_id, id)"
+                conn.execute(text("SET enable_seqscan = off"))
+                plan = conn.execute(text("EXPLAIN SELECT id FROM ledger.usage WHERE user_id = 1 ORDER BY id")).all()
+                assert "usage_user_id" in plan[0][0] and "Sort" not in " ".join(r[0] for r in plan)
+            # the ledger still writes and verifies on the new revision
+            ledger.post_usage(UsageTick("n1", (gpu("alice-g2", "alice", minute=1),)))
+            assert ledger.balance("alice").available < 0 and ledger.verify().ok
+        finally:
+            engine.dispose()
+    finally:
+        with create_engine(pg_cluster.url(), poolclass=NullPool, isolation_level="AUTOCOMMIT").connect() as conn:
+            conn.execute(text(f'DROP DATABASE "{name}" WITH (FORCE)'))
+
+
+def test_reads_are_one_repeatable_read_read_only_transaction(ledger: Ledger) -> None:
+    with reading(ledger.engine) as conn:
+        assert conn.execute(text("SHOW transaction_read_only")).scalar() == "on"
+        assert conn.execute(text("SHOW transaction_isolation")).scalar() == "repeatable read"
+    # the pooled connection goes back with its defaults: writes still work on it
+    with ledger.engine.connect() as conn:
+        assert conn.execute(text("SHOW transaction_read_only")).scalar() == "off"
+        assert conn.execute(text("SHOW transaction_isolation")).scalar() == "read committed"
