@@ -1,0 +1,169 @@
+"""Real ansible-playbook runs against the lab: converge, converge again, check, reach the node, retire a node.
+
+The tests share one rollout (the ``rolled_out`` fixture) and run in file order; the retirement test comes last.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pwd
+import stat
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from tests.harness.sshd import ensure_user, remove_user
+from tests.rollout.lab import Lab, Recap
+
+pytestmark = [pytest.mark.root, pytest.mark.slow]
+HOSTS = {"controller-1", "node-a", "node-b"}
+
+
+def _controller_ssh(lab: Lab, node: str, command: str | None, *options: str,
+                    known_hosts: Path | None = None) -> subprocess.CompletedProcess[str]:
+    """ssh as the controller does it: its generated key, the known_hosts the rollout wrote, no host-key learning."""
+    config = lab.root / "controller" / "etc" / "gpuledger" / "ssh"
+    return subprocess.run(
+        ["ssh", "-F", "/dev/null", "-i", str(config / "id_ed25519"), "-o", "IdentitiesOnly=yes", "-o", "BatchMode=yes",
+         "-o", "StrictHostKeyChecking=yes", "-o", f"UserKnownHostsFile={known_hosts or config / 'known_hosts'}",
+         "-p", str(lab.sshd[node].port), *options, f"gla-{node}@127.0.0.1", *([command] if command else [])],
+        capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL,
+    )
+
+
+def _mode(path: Path) -> tuple[int, int, int]:
+    info = path.stat()
+    return info.st_uid, info.st_gid, stat.S_IMODE(info.st_mode)
+
+
+def test_first_run_installs_everything(rolled_out: Recap) -> None:
+    assert set(rolled_out.hosts) == HOSTS, rolled_out.explain()
+    for host, counts in rolled_out.hosts.items():
+        assert counts["failed"] == counts["unreachable"] == 0, rolled_out.explain()
+        assert counts["changed"] > 0, f"{host} changed nothing on a fresh lab\n{rolled_out.explain()}"
+
+
+def test_second_run_changes_nothing(lab: Lab, rolled_out: Recap) -> None:
+    again = lab.playbook("site.yml")
+    assert again.rc == 0, again.explain()
+    assert set(again.hosts) == HOSTS
+    assert again.total("changed") == 0, again.explain()
+
+
+def test_check_diff_run_is_clean(lab: Lab, rolled_out: Recap) -> None:
+    check = lab.playbook("site.yml", "--check", "--diff")
+    assert check.rc == 0, check.explain()
+    assert check.total("changed") == 0 and check.total("failed") == 0, check.explain()
+
+
+def test_controller_key_reaches_the_node_command_and_gets_a_sample(lab: Lab, rolled_out: Recap) -> None:
+    for node in ("node-a", "node-b"):
+        result = _controller_ssh(lab, node, "sample")
+        assert result.returncode == 0, result.stderr + lab.sshd[node].log()[-3000:]
+        sample = json.loads(result.stdout)
+        assert sample["schema_version"] == 1
+        assert sample["node"]["boot_id"] == Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+
+
+def test_controller_verifies_the_node_with_its_own_config(lab: Lab, rolled_out: Recap) -> None:
+    """``gpuledger nodes test`` from the installed virtualenv, with the inventory, key and known_hosts it got."""
+    config = lab.root / "controller" / "etc" / "gpuledger"
+    env = {"PATH": os.environ["PATH"], "GPULEDGER_SSH_KEY": str(config / "ssh" / "id_ed25519"),
+           "GPULEDGER_DATABASE_URL_FILE": str(config / "secrets" / "database_url")}
+    for line in (config / "controller.env").read_text().splitlines():
+        if line and not line.startswith("#"):
+            key, _, value = line.partition("=")
+            env[key] = value
+    result = subprocess.run([str(lab.root / "controller" / "opt" / "venv" / "bin" / "gpuledger"), "nodes", "test",
+                             "node-b"], capture_output=True, text=True, timeout=120, env=env)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert env["GPULEDGER_DRY_RUN"] == "true"
+
+
+def test_confined_key_opens_no_shell_and_runs_nothing_else(lab: Lab, rolled_out: Recap) -> None:
+    terminal = _controller_ssh(lab, "node-a", None, "-tt")
+    assert terminal.returncode == 255 and "PTY allocation request failed" in terminal.stderr, terminal.stderr
+    login = _controller_ssh(lab, "node-a", None, "-T")
+    assert login.returncode == 2 and json.loads(login.stdout)["error"]["kind"] == "refused", login.stdout + login.stderr
+    for command in ("bash", "cat /etc/shadow", "sample; id"):
+        other = _controller_ssh(lab, "node-a", command)
+        assert other.returncode == 2 and json.loads(other.stdout)["error"]["kind"] == "refused", command
+    forwarding = _controller_ssh(lab, "node-a", "version", "-o", "ExitOnForwardFailure=yes", "-R", "0:127.0.0.1:22")
+    assert forwarding.returncode == 255, forwarding.stdout + forwarding.stderr
+    home = lab.node_root("node-a") / "home"
+    assert _mode(home / ".ssh" / "authorized_keys") == (0, 0, 0o644)
+    assert _mode(home) == (0, 0, 0o755)
+    assert _mode(lab.node_root("node-a") / "etc" / "sudoers.d" / "gpuledger") == (0, 0, 0o440)
+
+
+def test_controller_units_are_hardened_and_hold_no_secrets(lab: Lab, rolled_out: Recap) -> None:
+    config = lab.root / "controller" / "etc" / "gpuledger"
+    for name in ("database_url", "admin_database_url"):
+        assert _mode(config / "secrets" / name) == (0, 0, 0o600)
+    assert "app-secret" not in (config / "controller.env").read_text()
+    assert _mode(config / "ssh" / "id_ed25519") == (0, 0, 0o600)
+    units = lab.root / "controller" / "etc" / "systemd" / "system"
+    for unit in ("gpuledger-controller.service", "gpuledger-api.service"):
+        text = (units / unit).read_text()
+        assert "LoadCredential=database_url:" in text and "app-secret" not in text
+        report = subprocess.run(["systemd-analyze", "security", "--offline=true", "--threshold=25", str(units / unit)],
+                                capture_output=True, text=True)
+        assert report.returncode == 0, report.stdout + report.stderr
+
+
+def test_hook_is_configured_for_the_node(lab: Lab, rolled_out: Recap) -> None:
+    etc = lab.node_root("node-b") / "etc"
+    hook = (etc / "profile.d" / "gpuledger.sh").read_text()
+    assert f"    status_dir={lab.node_root('node-b')}/run/status\n" in hook
+    balance = (lab.node_root("node-b") / "usr" / "local" / "bin" / "gpuledger-balance").read_text()
+    assert f"hook={etc}/profile.d/gpuledger.sh\n" in balance
+    assert f". {etc}/profile.d/gpuledger.sh; fi" in (etc / "bash.bashrc").read_text()
+
+
+def test_a_gpu_node_without_a_driver_is_refused_with_a_clear_reason(lab: Lab, rolled_out: Recap) -> None:
+    recap = lab.playbook("nodes.yml", "--limit", "controller-1,node-a", "-e", "gpuledger_node_gpu=true")
+    assert recap.rc != 0
+    assert recap.hosts["node-a"]["failed"] == 1 and recap.hosts["node-a"]["changed"] == 0, recap.explain()
+    assert "lacks: the NVIDIA driver" in recap.output, recap.explain()
+
+
+def test_retiring_a_node_lifts_enforcement_revokes_the_key_and_removes_everything(
+    lab: Lab, rolled_out: Recap,
+) -> None:
+    """The controller throttles a user on node-b, then node-b is retired: the quota goes with it."""
+    user = ensure_user("gla-user")
+    # Over SSH the node command reads only /etc/gpuledger/node.json (absent here: the defaults), so the default group.
+    cpu_group = Path("/sys/fs/cgroup/cpu/gpuledger") / f"user-{user.pw_uid}"
+    try:
+        quota = _controller_ssh(lab, "node-b", f"quota-set {user.pw_uid} 100000")
+        assert quota.returncode == 0, quota.stdout + quota.stderr
+        assert (cpu_group / "cpu.cfs_quota_us").read_text().strip() != "-1"
+
+        recap = lab.playbook("remove-node.yml", "-e", "gpuledger_retire=node-b")
+        assert recap.rc == 0, recap.explain()
+        assert not cpu_group.exists()
+        pinned = lab.root / "node-b.known_hosts"
+        pinned.write_text(lab.sshd["node-b"].known_hosts_line() + "\n")
+        refused = _controller_ssh(lab, "node-b", "version", known_hosts=pinned)
+        assert refused.returncode == 255 and "Permission denied" in refused.stderr, refused.stderr
+        with pytest.raises(KeyError):
+            pwd.getpwnam("gla-node-b")
+        root = lab.node_root("node-b")
+        for gone in ("opt/gpuledger", "home", "etc/sudoers.d/gpuledger", "etc/ssh/sshd_config.d/50-gpuledger.conf",
+                     "etc/profile.d/gpuledger.sh", "usr/local/bin/gpuledger-balance", "etc/gpuledger/node.json"):
+            assert not (root / gone).exists(), gone
+        assert "gpuledger" not in (root / "etc" / "bash.bashrc").read_text()
+        config = lab.root / "controller" / "etc" / "gpuledger"
+        assert f":{lab.sshd['node-b'].port}]" not in (config / "ssh" / "known_hosts").read_text()
+        assert "node-b" not in (config / "inventory.yml").read_text()
+        assert _controller_ssh(lab, "node-a", "version").returncode == 0
+    finally:
+        remove_user("gla-user")
+        for group in (cpu_group, cpu_group.parent):
+            if group.exists():
+                try:
+                    group.rmdir()
+                except OSError:  # the parent may hold other tests' groups
+                    pass
