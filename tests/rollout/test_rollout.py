@@ -8,8 +8,10 @@ from __future__ import annotations
 import json
 import os
 import pwd
+import signal
 import stat
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -127,6 +129,35 @@ def test_a_gpu_node_without_a_driver_is_refused_with_a_clear_reason(lab: Lab, ro
     assert recap.rc != 0
     assert recap.hosts["node-a"]["failed"] == 1 and recap.hosts["node-a"]["changed"] == 0, recap.explain()
     assert "lacks: the NVIDIA driver" in recap.output, recap.explain()
+
+
+def test_an_sshd_drop_in_that_sshd_would_not_apply_is_rolled_back(lab: Lab, rolled_out: Recap) -> None:
+    """A main sshd_config without the drop-in Include: the node fails, and the drop-in it wrote is taken back out."""
+    node = lab.node_root("node-a")
+    dropin = node / "etc" / "ssh" / "sshd_config.d" / "50-gpuledger.conf"
+    installed = dropin.read_text()
+    config = lab.sshd["node-a"].config_path
+    without_include = lab.root / "sshd_config.without-include"
+    without_include.write_text("".join(line for line in config.read_text().splitlines(keepends=True)
+                                       if not line.startswith("Include ")))
+    dropin.unlink()
+    try:
+        recap = lab.playbook("nodes.yml", "--limit", "controller-1,node-a",
+                             "-e", f"gpuledger_node_sshd_config={without_include}")
+        assert recap.rc != 0 and recap.hosts["node-a"]["failed"] == 1, recap.explain()
+        assert "does not include" in recap.output and "rolled back" in recap.output, recap.explain()
+        assert not dropin.exists()
+    finally:
+        # force_handlers reloaded sshd after the rollback (harmless: its previous config); reload it with the drop-in.
+        dropin.write_text(installed)
+        os.chmod(dropin, 0o644)
+        os.kill(int((config.parent / "sshd.pid").read_text()), signal.SIGHUP)
+    for _ in range(50):
+        if _controller_ssh(lab, "node-a", "version").returncode == 0:
+            break
+        time.sleep(0.2)
+    else:
+        pytest.fail("node-a does not take the controller's key again after sshd's reload")
 
 
 def test_retiring_a_node_lifts_enforcement_revokes_the_key_and_removes_everything(
