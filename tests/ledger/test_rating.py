@@ -54,6 +54,19 @@ def test_telescoping_never_drifts(quantities: list[Decimal], amount: Decimal, pe
     assert total == round_micro(Fraction(sum(quantities)) * Fraction(amount) / per)
 
 
+@settings(max_examples=200, deadline=None)
+@given(st.decimals(min_value=0, max_value=10**6, places=9), st.decimals(min_value=0, max_value=10**3, places=6),
+       st.decimals(min_value=Decimal("0.001"), max_value=10**6, places=3))
+def test_cost_is_the_half_up_rounding_of_the_exact_product(quantity: Decimal, amount: Decimal, per: Decimal) -> None:
+    price = version(1, amount=str(amount), per=str(per))
+    assert cost_micro(quantity, price) == round_micro(Fraction(quantity) * Fraction(amount) / Fraction(per))
+
+
+def test_a_negative_cost_is_refused() -> None:
+    with pytest.raises(ValueError, match="never negative"):
+        cost_micro(Decimal(-1), version(1))
+
+
 def test_price_selection_priority_exact_and_versions() -> None:
     a100 = "NVIDIA A100-SXM4-80GB"
     versions = [
