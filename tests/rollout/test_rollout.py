@@ -110,7 +110,7 @@ def test_controller_units_are_hardened_and_hold_no_secrets(lab: Lab, rolled_out:
     for unit in ("gpuledger-controller.service", "gpuledger-api.service"):
         text = (units / unit).read_text()
         assert "LoadCredential=database_url:" in text and "app-secret" not in text
-        report = subprocess.run(["systemd-analyze", "security", "--offline=true", "--threshold=25", str(units / unit)],
+        report = subprocess.run(["systemd-analyze", "security", "--offline=true", "--threshold=20", str(units / unit)],
                                 capture_output=True, text=True)
         assert report.returncode == 0, report.stdout + report.stderr
 
