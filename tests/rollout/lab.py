@@ -78,9 +78,7 @@ def build_wheelhouses(workdir: Path) -> tuple[Path, Path]:
             shutil.copytree(REPO / name, source / name, ignore=shutil.ignore_patterns("__pycache__"))
     controller = workdir / "wheels-controller"
     _run([*pip, "wheel", "--no-deps", "-w", str(controller), str(source)])
-    # ansible-core: see gpuledger_controller_extra_packages.
-    dependencies = [*project["project"]["dependencies"], "ansible-core>=2.16,<2.20"]
-    _run([*pip, "download", "-d", str(controller), "--only-binary=:all:", *dependencies])
+    _run([*pip, "download", "-d", str(controller), "--only-binary=:all:", *project["project"]["dependencies"]])
     return node, controller
 
 
