@@ -31,6 +31,10 @@ def _operation(op: Operation) -> dict[str, Any]:
         params.append({"name": "Idempotency-Key", "in": "header", "required": True, "schema": s.IDEMPOTENCY_KEY,
                        "description": "a replay with the same key returns the original result; other content: 409"})
     roles = sorted(op.roles) + (["user (own objects only)"] if op.own else [])
+    success: dict[str, Any] = {"description": "success", "content": {op.media_type: {"schema": dict(op.response)}}}
+    if op.response_headers:
+        success["headers"] = {name: {"description": text, "schema": {"type": "string"}}
+                              for name, text in op.response_headers}
     doc: dict[str, Any] = {
         "operationId": op.operation_id,
         "summary": op.summary,
@@ -38,7 +42,7 @@ def _operation(op: Operation) -> dict[str, Any]:
         "parameters": params,
         "security": [] if op.public else [{"bearer": []}],
         "responses": {
-            str(op.status): {"description": "success", "content": {op.media_type: {"schema": dict(op.response)}}},
+            str(op.status): success,
             **{code: {"description": text, "content": {"application/json": {"schema": _ERROR_REF}}}
                for code, text in ERROR_STATUSES.items()},
         },

@@ -76,6 +76,8 @@ class Operation:
     status: int = 200
     money: bool = False
     media_type: str = "application/json"
+    # Headers of the success response the handler sets itself (name, description), for the OpenAPI document.
+    response_headers: tuple[tuple[str, str], ...] = ()
     tags: tuple[str, ...] = field(default=())
 
     def allowed_roles(self) -> frozenset[str]:

@@ -7,7 +7,7 @@ no mutation), user (own balance, usage and statement only, through ``Own`` rules
 from __future__ import annotations
 
 from api import schemas as s
-from api.handlers import access, cluster, exports, money, people, reports, settings, system
+from api.handlers import access, cluster, connections, exports, money, people, reports, settings, system
 from api.operation import Operation, Own, Param
 
 ADMIN = frozenset({"admin"})
@@ -23,6 +23,7 @@ _PAGE = (Param("cursor", s.CURSOR, description="next_cursor of the previous page
 _NAME = (Param("name", s.NAME, True),)
 _WALLET = (Param("wallet", s.WALLET, True),)
 _ENTRY = (Param("entry_id", s.ID, True),)
+_NODE = (Param("name", {"type": "string", "minLength": 1, "maxLength": 253}, True),)
 _MEMO = {"memo": {**s.TEXT}}
 _POSTED = s.out({"entry": s.ENTRY})
 
@@ -140,12 +141,19 @@ OPERATIONS: tuple[Operation, ...] = (
               s.array({"type": "object"}), roles=OPS_READERS),
     Operation("GET", "/v1/nodes/{name}", "get_node", "A node with its GPUs' latest state", cluster.get_node,
               s.out({"name": {"type": "string"}, "gpus": s.array({"type": "object"})}), roles=OPS_READERS,
-              path_params=(Param("name", {"type": "string", "minLength": 1, "maxLength": 253}, True),)),
+              path_params=_NODE),
     Operation("PATCH", "/v1/nodes/{name}", "update_node", "Listed flag, region, remarks", cluster.update_node,
               s.out({"name": {"type": "string"}}), roles=OPS,
-              path_params=(Param("name", {"type": "string", "minLength": 1, "maxLength": 253}, True),),
+              path_params=_NODE,
               body=s.obj({"listed": {"type": "boolean"}, "region": {"type": "string", "maxLength": 100},
                           "remarks": {"type": "string", "maxLength": 500}})),
+    Operation("POST", "/v1/nodes/{name}/connection-tests", "test_connection",
+              "Ask the controller to test the node's connection now (it connects and runs sample); poll Location",
+              connections.request_test, s.CONNECTION_TEST, roles=OPS, status=202, path_params=_NODE,
+              response_headers=(("Location", "the test's URL (GET /v1/connection-tests/{test_id})"),)),
+    Operation("GET", "/v1/connection-tests/{test_id}", "connection_test",
+              "A connection test: pending, running, or done with its outcome", connections.get_test,
+              s.CONNECTION_TEST, roles=OPS_READERS, path_params=(Param("test_id", s.ID, True),)),
     Operation("GET", "/v1/enforcement/decisions", "decisions", "Enforcement decisions and actions, cursor-paged",
               cluster.decisions, s.page({"type": "object"}), roles=OPS_READERS,
               query=(Param("node", {"type": "string", "maxLength": 253}), Param("billing_user", s.NAME), *_PAGE)),

@@ -84,3 +84,11 @@ TOKEN = out({"id": {"type": "integer"}, "prefix": {"type": "string"}, "name": {"
              "revoked_at": NULLABLE_STR})
 ERROR = out({"error": out({"code": {"type": "string"}, "message": {"type": "string"},
                            "details": {"type": "object"}, "request_id": {"type": "string"}})})
+CONNECTION_TEST = out({"id": {"type": "integer"}, "node": {"type": "string"},
+                      "status": {"enum": ["pending", "running", "done"]},
+                      "outcome": {"enum": ["ok", "failed", "hostkey_mismatch", "timeout", "unknown_node", None]},
+                      "detail": {"type": ["object", "null"],
+                                 "properties": {"latency_ms": {"type": "integer"}, "error": NULLABLE_STR,
+                                                "hostname": NULLABLE_STR}},
+                      "requested_by": {"type": "string"}, "request_id": {"type": "string"},
+                      "requested_at": {"type": "string"}, "started_at": NULLABLE_STR, "finished_at": NULLABLE_STR})

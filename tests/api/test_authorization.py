@@ -13,7 +13,7 @@ from tests.api.conftest import Tokens, bearer
 # Path values for the caller's own objects (alice) and someone else's (bob).
 OWN = {"name": "alice", "wallet": "user:alice", "user": "alice"}
 OTHER = {"name": "bob", "wallet": "bob", "user": "bob"}
-FIXED = {"entry_id": "1", "token_id": "999", "format": "csv"}
+FIXED = {"entry_id": "1", "token_id": "999", "format": "csv", "test_id": "1"}
 QUERY = {"from": "2026-01-01", "to": "2026-02-01"}
 
 
