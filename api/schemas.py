@@ -92,3 +92,10 @@ CONNECTION_TEST = out({"id": {"type": "integer"}, "node": {"type": "string"},
                                                 "hostname": NULLABLE_STR}},
                       "requested_by": {"type": "string"}, "request_id": {"type": "string"},
                       "requested_at": {"type": "string"}, "started_at": NULLABLE_STR, "finished_at": NULLABLE_STR})
+# A settings version's document (docs/api.md, "Settings"): a key left out is the controller's environment.
+SETTINGS = {"type": "object", "properties": {"tier_warning": MONEY_OUT, "tier_limited": MONEY_OUT,
+                                             "tier_blocked": MONEY_OUT, "kill_grace_seconds": {"type": "integer"},
+                                             "dry_run": {"type": "boolean"}}}
+OVERRIDE = out({"id": {"type": "integer"}, "user": {"type": "string"}, "action": {"enum": ["exempt", "lift", "apply"]},
+                "reason": {"type": "string"}, "until": NULLABLE_STR, "actor": {"type": "string"},
+                "at": {"type": "string"}})

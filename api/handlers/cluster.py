@@ -1,15 +1,16 @@
 """Nodes and enforcement, read from (and, for the registry's admin fields, written to) the controller's
 tables through SQL: the API does not import the collector. Overrides go to ``api.enforcement_override``,
-which the controller reads."""
+which the controller reads (their meaning: docs/api.md, "Enforcement overrides")."""
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import text
 
 from api import audit
-from api.errors import not_found
+from api.errors import not_found, unprocessable
 from api.operation import Call
 from api.services import aware, services
 
@@ -93,6 +94,9 @@ def create_override(call: Call) -> Any:
     svc, b = services(call), call.body
     svc.ledger.get_user(b["user"])   # UnknownUser -> 404
     until = aware(b["until"], "until") if b.get("until") else None
+    if until is not None and until <= datetime.now(UTC):
+        # It would be over before the controller's next tick reads it: nothing it could apply.
+        raise unprocessable("invalid_time", "until: must be in the future", field="until")
     with svc.write() as conn:
         row = conn.execute(text(
             "INSERT INTO api.enforcement_override (billing_user, action, reason, until, actor)"

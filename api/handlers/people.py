@@ -7,6 +7,7 @@ from typing import Any
 from api import render
 from api.operation import Call
 from api.services import services
+from ledger import directory
 from ledger.money import parse_amount
 
 
@@ -25,18 +26,24 @@ def get_user(call: Call) -> Any:
 
 
 def update_user(call: Call) -> Any:
-    """Each field given is one audited ledger change; the answer is the user after all of them."""
-    ledger, name, body = services(call).ledger, call.params["name"], call.body
-    user = ledger.get_user(name)
-    audit = {"actor": call.actor, "request_id": call.request_id}
+    """The fields given change together: one transaction, one ledger audit row (``user.update``) with the
+    before and after of every field changed."""
+    svc, name, body = services(call), call.params["name"], call.body
+    changes: dict[str, Any] = {}
     if "exempt" in body:
-        user = ledger.set_exempt(name, body["exempt"], **audit)
+        changes["exempt"] = body["exempt"]
     if "credit_limit" in body:
         limit = body["credit_limit"]
-        user = ledger.set_credit_limit(name, None if limit is None else parse_amount(limit), **audit)
+        changes["credit_limit"] = None if limit is None else parse_amount(limit)
     if "project" in body:
-        user = ledger.assign_project(name, body["project"], **audit)
-    return render.user(user)
+        project = body["project"]
+        with svc.read() as conn:
+            changes["project_id"] = directory.get_project(conn, project).id if project else None  # 404 if unknown
+    if not changes:
+        return render.user(svc.ledger.get_user(name))
+    # Ledger._update_user is the ledger's own one-transaction, one-audit-row update (set_exempt and the other
+    # single-field methods wrap it); a public multi-field Ledger method is asked of the ledger's owner.
+    return render.user(svc.ledger._update_user(name, "user.update", call.actor, call.request_id, **changes))
 
 
 def list_projects(call: Call) -> Any:

@@ -1,5 +1,7 @@
-"""Operational settings (tier thresholds, grace period, dry-run), kept as versions: a change is a new row
-with its reason, audited in the same transaction; the newest version is in force."""
+"""Operational settings the controller reads at each tick (docs/api.md, "Settings"): tier thresholds, the
+kill grace and dry-run. A change is a new version with its reason, audited in the same transaction; the
+newest version is in force. A version holds only the keys ever set (a key never set is left to the
+controller's environment), and the three thresholds always together, so a version is complete on its own."""
 
 from __future__ import annotations
 
@@ -13,15 +15,27 @@ from api.errors import unprocessable
 from api.operation import Call
 from api.services import services
 from ledger.money import format_amount, parse_amount
+from ledger.tiers import Thresholds
 
 _SETTINGS_LOCK = 0x676C6173
-DEFAULTS: dict[str, Any] = {"tier_warning": "100.000000", "tier_limited": "10.000000", "tier_blocked": "0.000000",
-                            "grace_period_seconds": 0, "dry_run": False}
+TIERS = ("tier_warning", "tier_limited", "tier_blocked")
 
 
 def _current(conn: Any) -> tuple[int | None, dict[str, Any]]:
     row = conn.execute(text("SELECT id, settings FROM api.settings_version ORDER BY id DESC LIMIT 1")).one_or_none()
-    return (None, dict(DEFAULTS)) if row is None else (row[0], {**DEFAULTS, **row[1]})
+    return (None, {}) if row is None else (row[0], dict(row[1]))
+
+
+def _thresholds(document: dict[str, Any], base: Thresholds) -> dict[str, str]:
+    """The three thresholds of ``document`` (those it lacks from ``base``) as six-decimal text, descending."""
+    given = {k: parse_amount(document[k]) for k in TIERS if k in document}
+    warning, limited, blocked = (given.get(k, default) for k, default in zip(
+        TIERS, (base.warning, base.limited, base.blocked), strict=True))
+    if not warning >= limited >= blocked:
+        raise unprocessable("invalid_settings", "tier thresholds must satisfy warning >= limited >= blocked",
+                            tier_warning=format_amount(warning), tier_limited=format_amount(limited),
+                            tier_blocked=format_amount(blocked))
+    return dict(zip(TIERS, map(format_amount, (warning, limited, blocked)), strict=True))
 
 
 def get_settings(call: Call) -> Any:
@@ -38,18 +52,17 @@ def history(call: Call) -> Any:
 
 
 def put_settings(call: Call) -> Any:
-    """Merge the given keys into the current settings; thresholds must stay descending."""
+    """Merge the given keys into the version in force. Thresholds not given come from it, else from the
+    GPULEDGER_TIER_* values this process runs with (the controller's, in one deployment)."""
+    svc = services(call)
     changes = {k: v for k, v in call.body.items() if k != "reason"}
-    with services(call).write() as conn:
+    with svc.write() as conn:
         # Serialise changes so each version is computed from the one before it.
         conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": _SETTINGS_LOCK})
         version, before = _current(conn)
         after = {**before, **changes}
-        warning, limited, blocked = (parse_amount(after[k]) for k in ("tier_warning", "tier_limited", "tier_blocked"))
-        if not warning >= limited >= blocked:
-            raise unprocessable("invalid_settings", "tier thresholds must satisfy warning >= limited >= blocked")
-        after.update(tier_warning=format_amount(warning), tier_limited=format_amount(limited),
-                     tier_blocked=format_amount(blocked))
+        if any(k in after for k in TIERS):
+            after.update(_thresholds(after, svc.ledger.config.thresholds))
         new = conn.execute(text("INSERT INTO api.settings_version (settings, reason, actor)"
                                 " VALUES (CAST(:s AS jsonb), :r, :a) RETURNING id"),
                            {"s": json.dumps(after), "r": call.body["reason"], "a": call.actor}).scalar_one()

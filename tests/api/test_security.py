@@ -94,12 +94,3 @@ def test_bad_input_gets_clear_errors(client: httpx.Client, issued: Tokens) -> No
     for response, status, code in cases:
         assert (response.status_code, response.json()["error"]["code"]) == (status, code), response.text
 
-
-def test_settings_are_versioned(client: httpx.Client, issued: Tokens) -> None:
-    admin = bearer(issued.admin)
-    assert client.get("/v1/settings", headers=admin).json()["version"] is None
-    r = client.put("/v1/settings", headers=admin, json={"tier_warning": "50", "dry_run": True, "reason": "pilot"})
-    assert r.status_code == 200 and r.json()["settings"]["tier_warning"] == "50.000000"
-    bad = client.put("/v1/settings", headers=admin, json={"tier_limited": "60", "reason": "oops"})
-    assert bad.status_code == 422
-    assert [v["version"] for v in client.get("/v1/settings/history", headers=admin).json()] == [r.json()["version"]]
