@@ -28,7 +28,6 @@ from sqlalchemy.engine import Connection
 
 from ledger import journal, rating
 from ledger.accounts import revenue_code
-from ledger.db import WRITER_LOCK
 from ledger.errors import IdempotencyConflict, InvalidUsage, LedgerError, MissingPrice, UnitMismatch, UnknownUser
 from ledger.money import Side, signed
 from ledger.records import (
@@ -125,6 +124,16 @@ class _Wallet:
 
 
 _READ_SQL = """
+WITH resolved AS (
+  SELECT l.node, l.lu, bu.id AS uid, bu.name, w.id AS wid, w.code
+    FROM jsonb_to_recordset(%(users)s::jsonb) AS l(node text, lu text)
+    LEFT JOIN LATERAL (SELECT m.user_id FROM ledger.node_user_map m
+                        WHERE m.linux_user = l.lu AND m.node IN (l.node, '*')
+                        ORDER BY m.node = '*' LIMIT 1) m ON true
+    JOIN ledger.billing_user bu ON bu.id = coalesce(m.user_id, (SELECT id FROM ledger.billing_user WHERE name = l.lu))
+    LEFT JOIN ledger.project p ON p.id = bu.project_id
+    JOIN ledger.account w ON w.id = coalesce(p.wallet_account_id, bu.wallet_account_id)
+)
 SELECT (SELECT coalesce(max(id), 0) FROM ledger.price_version),
        (SELECT coalesce(jsonb_agg(jsonb_build_array(u.idem_key, encode(u.payload_sha256, 'hex'), u.id, u.amount,
                                                     (SELECT e.id FROM ledger.journal_entry e WHERE e.usage_id = u.id),
@@ -133,21 +142,8 @@ SELECT (SELECT coalesce(max(id), 0) FROM ledger.price_version),
           -- a lateral lookup per key: with a long key list the planner would otherwise scan the whole table
           FROM unnest(string_to_array(%(keys)s, E'\\x1f')) AS k(key)
           JOIN LATERAL (SELECT * FROM ledger.usage WHERE idem_key = k.key) u ON true),
-       (SELECT coalesce(jsonb_agg(jsonb_build_array(l.node, l.lu, bu.id, bu.name, w.id, w.code,
-          (SELECT coalesce(jsonb_agg(jsonb_build_array(g.account_id, a.code, g.expires_at, b.credits - b.debits)
-                                     ORDER BY g.expires_at NULLS LAST, g.entry_id), '[]')
-             FROM ledger.grant_account g
-             JOIN ledger.account a ON a.id = g.account_id
-             JOIN ledger.account_balance b ON b.account_id = g.account_id
-            WHERE g.wallet_account_id = w.id AND b.credits > b.debits))), '[]')
-          FROM jsonb_to_recordset(%(users)s::jsonb) AS l(node text, lu text)
-          LEFT JOIN LATERAL (SELECT m.user_id FROM ledger.node_user_map m
-                              WHERE m.linux_user = l.lu AND m.node IN (l.node, '*')
-                              ORDER BY m.node = '*' LIMIT 1) m ON true
-          JOIN ledger.billing_user bu
-            ON bu.id = coalesce(m.user_id, (SELECT id FROM ledger.billing_user WHERE name = l.lu))
-          LEFT JOIN ledger.project p ON p.id = bu.project_id
-          JOIN ledger.account w ON w.id = coalesce(p.wallet_account_id, bu.wallet_account_id))
+       (SELECT coalesce(jsonb_agg(jsonb_build_array(node, lu, uid, name, wid, code)), '[]') FROM resolved),
+       ledger.wallet_grants(ARRAY(SELECT DISTINCT wid FROM resolved ORDER BY wid))
 """
 
 _STATE_SQL = """
@@ -156,38 +152,7 @@ ins AS (INSERT INTO ledger.account (code, kind, currency)
         SELECT code, 'revenue', %(currency)s FROM want ON CONFLICT (code) DO NOTHING RETURNING id, code)
 SELECT (SELECT coalesce(jsonb_agg(jsonb_build_array(code, id)), '[]')
           FROM (SELECT id, code FROM ins UNION ALL SELECT a.id, a.code FROM ledger.account a JOIN want USING (code)) c),
-       (SELECT coalesce(jsonb_agg(jsonb_build_array(x.epoch, x.pv,
-                 (SELECT u.cumulative_quantity::text FROM ledger.usage u
-                   WHERE u.epoch = x.epoch AND u.price_version_id = x.pv ORDER BY u.id DESC LIMIT 1))), '[]')
-          FROM jsonb_to_recordset(%(pairs)s::jsonb) AS x(epoch text, pv bigint))
-"""
-
-_INSERT_SQL = """
-WITH x AS (
-  SELECT * FROM jsonb_to_recordset(%(usage)s::jsonb) AS x(k text, h text, node text, lu text, uid bigint,
-             acc bigint, res text, model text, q numeric, unit text, t0 timestamptz, t1 timestamptz, method text,
-             ev jsonb, epoch text, pv bigint, cq numeric, amt bigint, eh text, actor text)
-), u AS (
-  INSERT INTO ledger.usage (idem_key, payload_sha256, node, linux_user, user_id, account_id, resource, model,
-                            quantity, unit, interval_start, interval_end, method, evidence, epoch,
-                            price_version_id, cumulative_quantity, amount)
-  SELECT k, decode(h, 'hex'), node, lu, uid, acc, res, model, q, unit, t0, t1, method, ev, epoch, pv, cq, amt
-    FROM x
-  RETURNING id, idem_key
-), e AS (
-  INSERT INTO ledger.journal_entry (idem_key, payload_sha256, kind, effective_at, usage_id, actor)
-  SELECT %(prefix)s || x.k, decode(x.eh, 'hex'), 'usage', x.t1, u.id, x.actor
-    FROM x JOIN u ON u.idem_key = x.k WHERE x.amt > 0
-  RETURNING id, usage_id, effective_at
-), p AS (
-  INSERT INTO ledger.posting (entry_id, line, account_id, amount, effective_at)
-  SELECT e.id, z.line, z.acc, z.amt, e.effective_at
-    FROM jsonb_to_recordset(%(postings)s::jsonb) AS z(k text, line int, acc bigint, amt bigint)
-    JOIN u ON u.idem_key = z.k JOIN e ON e.usage_id = u.id
-  RETURNING 1
-)
-SELECT jsonb_agg(jsonb_build_array(u.idem_key, u.id, e.id)), (SELECT count(*) FROM p)
-  FROM u LEFT JOIN e ON e.usage_id = u.id
+       ledger.epoch_state(%(pairs)s::jsonb)
 """
 
 _SEP = "\x1f"  # unit separator: the keys travel as one text parameter (check_record refuses it in keys)
@@ -262,57 +227,95 @@ def post_ticks(conn: Connection, ticks: Sequence[UsageTick],
 
 def _post(pg: Any, fresh: dict[str, _Item], book: Callable[[Connection, int], Sequence[PriceVersion]], currency: str,
           conn: Connection, outcomes: list[list[UsageOutcome]], rejected: list[list[RejectedUsage]]) -> None:
-    users = sorted({(i.node, i.record.linux_user) for i in fresh.values()})
-    with pg.pipeline():
-        pg.execute("SELECT pg_advisory_xact_lock(%s)", (WRITER_LOCK,))
-        read = pg.execute(_READ_SQL, {"keys": _SEP.join(fresh),
-                                      "users": json.dumps([{"node": n, "lu": lu} for n, lu in users])})
-    stamp, existing, resolved = read.fetchone()
+    """Read and rate without the writer lock, then write in one call that takes it and re-checks the read. When
+    the read went stale (another writer committed in between), the call wrote nothing and the lock is now ours,
+    so the second read is current and its call cannot fail that way."""
+    for _ in range(2):
+        plan = _plan(pg, fresh, book, currency, conn)
+        written = _write(pg, plan.charges, plan.doc) if plan.charges else []
+        if written is not None:
+            break
+    else:
+        raise RuntimeError("the ledger changed under its writer lock")
+    if plan.conflicts:
+        pg.cursor().executemany(
+            "INSERT INTO ledger.idempotency_conflict (idem_key, existing_sha256, attempted_sha256, actor)"
+            " VALUES (%s, %s, %s, %s)", plan.conflicts)
+    for tick, outcome in plan.outcomes:
+        outcomes[tick].append(outcome)
+    for tick, refusal in plan.rejected:
+        rejected[tick].append(refusal)
+    for outcome in written:
+        outcomes[fresh[outcome.idem_key].tick].append(outcome)
 
-    conflicts: list[tuple[str, bytes, bytes, str]] = []
+
+@dataclass
+class _Plan:
+    outcomes: list[tuple[int, UsageOutcome]]  # (tick, outcome) of records written before
+    rejected: list[tuple[int, RejectedUsage]]
+    conflicts: list[tuple[str, bytes, bytes, str]]
+    charges: list[_Charge]
+    doc: dict[str, Any]  # ledger.post_usage's argument, less the rows (see _write)
+
+
+def _plan(pg: Any, fresh: dict[str, _Item], book: Callable[[Connection, int], Sequence[PriceVersion]],
+          currency: str, conn: Connection) -> _Plan:
+    users = sorted({(i.node, i.record.linux_user) for i in fresh.values()})
+    stamp, existing, resolved, grants = pg.execute(_READ_SQL, {
+        "keys": _SEP.join(fresh), "users": json.dumps([{"node": n, "lu": lu} for n, lu in users]),
+    }).fetchone()
+    plan = _Plan([], [], [], [], {})
+    new = dict(fresh)
     for key, stored_hex, usage_id, amount, entry_id, user in existing:
-        item = fresh.pop(key)
+        item = new.pop(key)
         if bytes.fromhex(stored_hex) == item.digest:
-            outcomes[item.tick].append(UsageOutcome(key, usage_id, entry_id, user, amount, created=False))
+            plan.outcomes.append((item.tick, UsageOutcome(key, usage_id, entry_id, user, amount, created=False)))
         else:
-            rejected[item.tick].append(RejectedUsage(item.record, IdempotencyConflict(key, stored_hex,
-                                                                                      item.digest.hex())))
-            conflicts.append((key, bytes.fromhex(stored_hex), item.digest, item.actor))
+            plan.rejected.append((item.tick, RejectedUsage(item.record, IdempotencyConflict(key, stored_hex,
+                                                                                            item.digest.hex()))))
+            plan.conflicts.append((key, bytes.fromhex(stored_hex), item.digest, item.actor))
     wallets = {
         (node, lu): _Wallet(uid, name, wid, code, [
-            _Grant(g[0], g[1], None if g[2] is None else datetime.fromisoformat(g[2]), int(g[3])) for g in grants])
-        for node, lu, uid, name, wid, code, grants in resolved
+            _Grant(g[0], g[1], None if g[2] is None else datetime.fromisoformat(g[2]), int(g[3]))
+            for g in grants.get(str(wid), ())])
+        for node, lu, uid, name, wid, code in resolved
     }
     versions = book(conn, int(stamp))
     priced: list[tuple[_Item, _Wallet, PriceVersion | None]] = []
-    for item in fresh.values():
+    for item in new.values():
         r = item.record
         wallet = wallets.get((item.node, r.linux_user))
         price = rating.select_price(versions, r.resource, r.model, r.interval_start)
         if wallet is None:
-            rejected[item.tick].append(RejectedUsage(r, UnknownUser(r.linux_user, item.node)))
+            plan.rejected.append((item.tick, RejectedUsage(r, UnknownUser(r.linux_user, item.node))))
         elif price is None and r.resource != "memory":
-            rejected[item.tick].append(RejectedUsage(r, MissingPrice(r.resource, r.model or None,
-                                                                     r.interval_start.isoformat())))
+            plan.rejected.append((item.tick, RejectedUsage(r, MissingPrice(r.resource, r.model or None,
+                                                                           r.interval_start.isoformat()))))
         else:
             priced.append((item, wallet, price))
-    if conflicts:
-        pg.cursor().executemany(
-            "INSERT INTO ledger.idempotency_conflict (idem_key, existing_sha256, attempted_sha256, actor)"
-            " VALUES (%s, %s, %s, %s)", conflicts)
     if priced:
-        for o in _write(pg, priced, currency):
-            outcomes[fresh[o.idem_key].tick].append(o)
+        plan.charges, pairs, epochs = _rate(pg, priced, currency)
+        plan.doc = {"stamp": int(stamp), "prefix": USAGE_ENTRY_PREFIX, "pairs": pairs, "epochs": epochs,
+                    "wallets": sorted({w.account_id for w in wallets.values()}), "grants": grants}
+    return plan
 
 
-def _write(pg: Any, priced: list[tuple[_Item, _Wallet, PriceVersion | None]], currency: str) -> list[UsageOutcome]:
+def _rate(pg: Any, priced: list[tuple[_Item, _Wallet, PriceVersion | None]],
+          currency: str) -> tuple[list[_Charge], list[dict[str, Any]], list[Any]]:
+    """The charges, the (epoch, price version) pairs and their cumulative quantities they were rated from (for
+    post_usage to re-check)."""
     pairs = sorted({(i.record.epoch, p.id) for i, _, p in priced if p is not None})
     codes = sorted({revenue_code(i.record.resource, i.record.model) for i, _, p in priced if p is not None})
-    accounts_json, state_json = pg.execute(_STATE_SQL, {
-        "codes": json.dumps(codes), "currency": currency,
-        "pairs": json.dumps([{"epoch": e, "pv": pv} for e, pv in pairs]),
-    }).fetchone()
-    revenue_ids = dict(accounts_json)
+    pair_rows = [{"epoch": e, "pv": pv} for e, pv in pairs]
+    # A revenue account another transaction is creating at the same time: our INSERT waits for it to commit and
+    # then does nothing, but the statement's snapshot predates that commit; the next statement's does not.
+    for _ in range(2):
+        accounts_json, state_json = pg.execute(_STATE_SQL, {
+            "codes": json.dumps(codes), "currency": currency, "pairs": json.dumps(pair_rows),
+        }).fetchone()
+        revenue_ids = dict(accounts_json)
+        if len(revenue_ids) == len(codes):
+            break
     state = {(e, pv): Decimal(cq) for e, pv, cq in state_json if cq is not None}
 
     charges: list[_Charge] = []
@@ -329,7 +332,11 @@ def _write(pg: Any, priced: list[tuple[_Item, _Wallet, PriceVersion | None]], cu
             lines = [*wallet.split(rated.amount, r.interval_start),
                      (revenue_ids[code], code, signed(Side.CREDIT, rated.amount))]
         charges.append(_Charge(item, wallet, price, rated.cumulative_quantity, rated.amount, lines))
+    return charges, pair_rows, state_json
 
+
+def _write(pg: Any, charges: list[_Charge], doc: dict[str, Any]) -> list[UsageOutcome] | None:
+    """One round trip: ledger.post_usage takes the writer lock, re-checks, inserts, seals. None: stale read."""
     usage_rows, posting_rows = [], []
     for c in charges:
         r = c.item.record
@@ -347,13 +354,10 @@ def _write(pg: Any, priced: list[tuple[_Item, _Wallet, PriceVersion | None]], cu
             "ev": dict(r.evidence), "epoch": r.epoch, "pv": c.price.id if c.price else None, "cq": c.cumulative,
             "amt": c.amount, "eh": entry_hash, "actor": c.item.actor,
         })
-    with pg.pipeline():  # the seal goes out with the insert: one round trip
-        inserted = pg.execute(_INSERT_SQL, {
-            "usage": journal.canonical_json(usage_rows), "postings": json.dumps(posting_rows),
-            "prefix": USAGE_ENTRY_PREFIX,
-        })
-        pg.execute("SELECT ledger.seal_block()")
-    written, _ = inserted.fetchone()
+    (written,) = pg.execute("SELECT ledger.post_usage(%s::jsonb)", (
+        journal.canonical_json({**doc, "usage": usage_rows, "postings": posting_rows}),)).fetchone()
+    if written is None:
+        return None
     by_key = {c.item.record.idem_key: c for c in charges}
     return [UsageOutcome(key, usage_id, entry_id, by_key[key].wallet.user, by_key[key].amount, created=True)
             for key, usage_id, entry_id in written]

@@ -151,3 +151,54 @@ def test_the_ledgers_own_transaction_helper_fails_at_its_commit(seeded: Ledger) 
         _posting(conn, entry_id, 1, WALLET, 3)
         _posting(conn, entry_id, 2, BANK, -2)
     assert seeded.verify().ok
+
+
+def test_one_unbalanced_entry_among_balanced_ones_fails_at_commit(seeded: Ledger, ledger_db: LedgerDatabase,
+                                                                  superuser: Engine) -> None:
+    """The balance check runs once per transaction over all of its entries (one marker row, one GROUP BY):
+    an unbalanced entry between balanced ones, written by hand as the app role, still fails the COMMIT."""
+    engine = _app(ledger_db)
+    try:
+        conn = engine.connect()
+        tx = conn.begin()
+        conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": WRITER_LOCK})
+        ids = []
+        for key, amounts in (("ok-1", (4, -4)), ("bad", (5, -4)), ("ok-2", (7, -7))):
+            ids.append(_entry(conn, key))
+            _posting(conn, ids[-1], 1, WALLET, amounts[0])
+            _posting(conn, ids[-1], 2, BANK, amounts[1])
+        with pytest.raises(IntegrityError, match=f"journal entry {ids[1]} is unbalanced: 2 postings summing to 1"):
+            tx.commit()
+        conn.close()
+        with superuser.connect() as check:
+            assert check.execute(text("SELECT count(*) FROM ledger.journal_entry WHERE idem_key IN"
+                                      " ('ok-1', 'bad', 'ok-2')")).scalar() == 0
+            assert check.execute(text("SELECT count(*) FROM ledger.balance_check")).scalar() == 0  # none left over
+    finally:
+        engine.dispose()
+
+
+def test_postings_after_an_early_check_are_checked_again_at_commit(seeded: Ledger, ledger_db: LedgerDatabase) -> None:
+    engine = _app(ledger_db)
+    try:
+        with pytest.raises(IntegrityError, match="unbalanced"), engine.begin() as conn:
+            conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": WRITER_LOCK})
+            entry_id = _entry(conn, "late-line")
+            _posting(conn, entry_id, 1, WALLET, 2)
+            _posting(conn, entry_id, 2, BANK, -2)
+            conn.execute(text("SET CONSTRAINTS ALL IMMEDIATE"))  # the check runs now and passes
+            conn.execute(text("SET CONSTRAINTS ALL DEFERRED"))
+            _posting(conn, entry_id, 3, WALLET, 1)  # then the entry is unbalanced again
+    finally:
+        engine.dispose()
+
+
+def test_the_app_role_cannot_touch_the_balance_markers(seeded: Ledger, ledger_db: LedgerDatabase) -> None:
+    engine = _app(ledger_db)
+    try:
+        for statement in ("INSERT INTO ledger.balance_check VALUES (pg_current_xact_id(), 0)",
+                          "DELETE FROM ledger.balance_check"):
+            with pytest.raises(ProgrammingError, match="permission denied"), engine.begin() as conn:
+                conn.execute(text(statement))
+    finally:
+        engine.dispose()

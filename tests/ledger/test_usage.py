@@ -2,17 +2,20 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import replace
 from datetime import UTC, datetime
 from decimal import Decimal
 
 import pytest
 from sqlalchemy import text
-from sqlalchemy.engine import Engine
+from sqlalchemy.engine import Connection, Engine
 
+from ledger.db import create_app_engine
 from ledger.errors import IdempotencyConflict, InvalidUsage, MissingPrice, UnitMismatch, UnknownUser
-from ledger.records import UsageRecord, UsageTick
+from ledger.records import PriceVersion, UsageRecord, UsageTick
 from ledger.service import Ledger
+from ledger.usage import post_ticks
 from tests.ledger.conftest import cny
 from tests.ledger.helpers import T0, cpu, gpu, priced
 
@@ -117,3 +120,35 @@ def test_several_ticks_in_one_transaction(lab: Ledger) -> None:
     assert [[(o.user, o.created) for o in r.posted] for r in results] == [
         [("alice", True), ("alice", False)], [("bob", True)], [("alice", False)]]
     assert lab.balance("alice").available == -cny("0.5")
+
+
+def test_a_read_gone_stale_before_the_lock_is_read_again_under_it(lab: Ledger, superuser: Engine) -> None:
+    """The tick path reads and rates without the writer lock; ledger.post_usage re-checks under it. Here another
+    writer commits between our read and our write (from inside the price-book lookup, which runs in between):
+    the same epoch moves on and the same grant is spent. Our post must rate after it, not beside it."""
+    lab.grant("alice", cny("0.6"), expires_at=None, idem_key="g1", actor="admin")
+    other_engine = create_app_engine(lab.config.database_url.value)
+    other = Ledger(other_engine, lab.config)
+    interleaved = []
+
+    def book(conn: Connection, stamp: int) -> Sequence[PriceVersion]:
+        if not interleaved:
+            interleaved.append(other.post_usage(UsageTick("n1", (gpu("first", seconds="1"),))))
+        return lab._book.current(conn, stamp)
+
+    try:
+        with lab.engine.begin() as conn:
+            [result] = post_ticks(conn, [UsageTick("n1", (gpu("second", seconds="59"),))], book, "CNY")
+    finally:
+        other_engine.dispose()
+    assert interleaved[0].posted[0].created and result.posted[0].created
+    with superuser.connect() as conn:
+        rows = conn.execute(text("SELECT idem_key, cumulative_quantity, amount FROM ledger.usage ORDER BY id")).all()
+        grant_left = conn.execute(text("SELECT credits - debits FROM ledger.account_balance b JOIN ledger.account a"
+                                       " ON a.id = b.account_id WHERE a.code LIKE '%:grant:%'")).scalar_one()
+        assert conn.execute(text("SELECT count(*) FROM ledger.balance_check")).scalar() == 0
+    # telescoped after the other writer's record: 1 s -> 0.008333 (rounded), 60 s in all -> 0.5
+    assert [(k, Decimal(q), a) for k, q, a in rows] == [("first", Decimal(1), 8333), ("second", Decimal(60), 491667)]
+    assert grant_left == cny("0.1")  # both charges came out of the grant, the second from what the first left
+    assert lab.balance("alice").available == cny("0.1")
+    assert lab.verify().ok
