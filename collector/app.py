@@ -19,6 +19,7 @@ from prometheus_client import CollectorRegistry, start_http_server
 from sqlalchemy import Engine, create_engine
 
 from collector.config import ControllerConfig
+from collector.conntest import ConnectionTests
 from collector.inventory import load_inventory
 from collector.lease import Lease
 from collector.metrics import Metrics
@@ -74,6 +75,9 @@ class Runtime:
         self.inventory = InventoryFile(self.config.inventory)
         self._local = LocalTransport(self.config.local_node_command)
         self._ssh: SshTransport | None = None
+        # Connection tests get transports of their own: a test opens and closes its own connection.
+        self._test_local = LocalTransport(self.config.local_node_command)
+        self._test_ssh: SshTransport | None = None
         self.controller = Controller(
             engine=self.engine,
             ledger=self.ledger,
@@ -89,6 +93,7 @@ class Runtime:
                 skew_threshold_s=self.config.skew_threshold_s,
                 recharge_hint=self.config.recharge_hint,
                 sample_retention_days=self.config.sample_retention_days,
+                decision_retention_days=self.config.decision_retention_days,
             ),
             policy=self.config.policy,
             metrics=self.metrics,
@@ -99,23 +104,38 @@ class Runtime:
             name=self.name,
         )
         self.lease = Lease(self.lease_engine)
+        self.connection_tests = ConnectionTests(self.engine, self.inventory, self.test_transport,
+                                                self.config.command_timeout_s)
+
+    def _new_ssh(self) -> SshTransport:
+        return SshTransport(SshSettings(client_key=self.config.ssh_key, known_hosts=self.config.known_hosts,
+                                        connect_timeout_s=self.config.connect_timeout_s,
+                                        login_timeout_s=self.config.connect_timeout_s))
 
     def transport(self, node: Node) -> Transport:
         if node.local:
             return self._local
         if self._ssh is None:
-            self._ssh = SshTransport(SshSettings(client_key=self.config.ssh_key, known_hosts=self.config.known_hosts,
-                                                 connect_timeout_s=self.config.connect_timeout_s,
-                                                 login_timeout_s=self.config.connect_timeout_s))
+            self._ssh = self._new_ssh()
         return self._ssh
 
+    def test_transport(self, node: Node) -> Transport:
+        if node.local:
+            return self._test_local
+        if self._test_ssh is None:
+            self._test_ssh = self._new_ssh()
+        return self._test_ssh
+
     def loop(self, report: Callable[[TickSummary | None, str], None]) -> TickLoop:
-        return TickLoop(self.controller, self.lease, self.inventory, self.config.tick_s, self.metrics, report)
+        return TickLoop(self.controller, self.lease, self.inventory, self.config.tick_s, self.metrics, report,
+                        self.connection_tests, self.config.connection_test_poll_s)
 
     async def aclose(self) -> None:
-        if self._ssh is not None:
-            await self._ssh.aclose()
+        for ssh in (self._ssh, self._test_ssh):
+            if ssh is not None:
+                await ssh.aclose()
         await self._local.aclose()
+        await self._test_local.aclose()
         self.controller.close()
         self.lease.release()
         self.engine.dispose()

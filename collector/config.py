@@ -56,6 +56,8 @@ class ControllerConfig:
     command_timeout_s: float = 15.0
     concurrency: int = 64
     sample_retention_days: int = 30
+    decision_retention_days: int = 90
+    connection_test_poll_s: float = 2.0
     max_gap_s: int = 3600
     skew_threshold_s: int = 30
     gpu_split: str = "memory"
@@ -111,6 +113,8 @@ class ControllerConfig:
             command_timeout_s=env.get("COMMAND_TIMEOUT_SECONDS", _positive_float, 15.0),
             concurrency=env.get("CONCURRENCY", _positive_int, 64),
             sample_retention_days=env.get("SAMPLE_RETENTION_DAYS", _positive_int, 30),
+            decision_retention_days=env.get("DECISION_RETENTION_DAYS", _positive_int, 90),
+            connection_test_poll_s=env.get("CONNECTION_TEST_POLL_SECONDS", _positive_float, 2.0),
             max_gap_s=env.get("MAX_GAP_SECONDS", _positive_int, 3600),
             skew_threshold_s=env.get("SKEW_THRESHOLD_SECONDS", _positive_int, 30),
             gpu_split=split,

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import Engine, text
@@ -41,13 +42,15 @@ class DecisionLog:
         self._engine = engine
 
     def open(self, tick_id: int | None, action: Action, desired: Desired | None, dry_run: bool) -> int:
+        override = desired.override if desired else None
         with self._engine.begin() as conn:
             return int(
                 conn.execute(
                     text(
                         "INSERT INTO collector.decision (tick_id, node, uid, linux_user, billing_user, tier, balance,"
-                        " verb, reason, dry_run, outcome) VALUES (:tick, :node, :uid, :linux, :user, :tier, :balance,"
-                        " :verb, :reason, :dry, :outcome) RETURNING id"
+                        " verb, reason, dry_run, outcome, override_id, override_reason) VALUES (:tick, :node, :uid,"
+                        " :linux, :user, :tier, :balance, :verb, :reason, :dry, :outcome, :oid, :oreason)"
+                        " RETURNING id"
                     ),
                     {
                         "tick": tick_id, "node": action.node, "uid": action.uid,
@@ -55,6 +58,7 @@ class DecisionLog:
                         "user": desired.billing_user if desired else None, "tier": desired.tier if desired else None,
                         "balance": desired.available if desired else None, "verb": " ".join(action.verb),
                         "reason": action.reason, "dry": dry_run, "outcome": "dry_run" if dry_run else "planned",
+                        "oid": override.id if override else None, "oreason": override.reason if override else None,
                     },
                 ).scalar_one()
             )
@@ -84,6 +88,20 @@ class DecisionLog:
             return {
                 (row.node, row.uid): row.linux_user for row in rows if row.verb.split()[0] in ("quota-set", "gpu-block")
             }
+
+
+    def notified_since(self, node: str, uid: int, since: datetime) -> bool:
+        """Whether a notice reached (node, uid) while blocked since ``since``: after a restart, the memory
+        of which pending kills were announced."""
+        with self._engine.connect() as conn:
+            return bool(conn.execute(
+                text(
+                    "SELECT EXISTS (SELECT 1 FROM collector.decision WHERE node = :n AND uid = :u AND at >= :since"
+                    " AND tier = 'blocked' AND split_part(verb, ' ', 1) = 'notify'"
+                    " AND outcome IN ('applied', 'unchanged'))"
+                ),
+                {"n": node, "u": uid, "since": since},
+            ).scalar())
 
 
 def restricts(action: Action) -> bool | None:

@@ -8,11 +8,13 @@ the differences, so the same decision applied twice changes nothing.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import Decimal
 
 from collector.config import TierPolicy
+from collector.overrides import Override, applying, grace_start, lifts
 from ledger.money import format_amount
 from ledger.tiers import Tier
 
@@ -21,7 +23,8 @@ EXEMPT = "exempt"
 
 @dataclass(frozen=True)
 class Standing:
-    """A billing user's money position after this tick's postings."""
+    """A billing user's money position after this tick's postings; ``tier`` is the wallet's alone, as if the
+    user were not exempt (an ``apply`` override enforces it on an exempt user)."""
 
     user: str
     tier: Tier
@@ -52,11 +55,11 @@ class Transition:
         return self.previous is not None and self.previous.tier != self.current.tier
 
 
-def advance(previous: TierState | None, standing: Standing, now: datetime) -> Transition:
+def advance(previous: TierState | None, user: str, tier: str, now: datetime) -> Transition:
     """The user's tier state after this tick: ``since`` moves only when the tier changes."""
-    if previous is not None and previous.tier == standing.tier_name:
+    if previous is not None and previous.tier == tier:
         return Transition(previous, previous)
-    return Transition(previous, TierState(standing.user, standing.tier_name, now))
+    return Transition(previous, TierState(user, tier, now))
 
 
 @dataclass(frozen=True)
@@ -70,7 +73,7 @@ class ProcessRef:
 
 @dataclass(frozen=True)
 class Desired:
-    """What should hold for one uid on one node, and why."""
+    """What should hold for one uid on one node, and why (``override``: the admin override in force, if any)."""
 
     uid: int
     linux_user: str
@@ -81,10 +84,17 @@ class Desired:
     gpu_blocked: bool
     kill_at: datetime | None
     kill: tuple[ProcessRef, ...]
+    gpu_processes: tuple[ProcessRef, ...] = ()
+    override: Override | None = None
 
     @property
     def reason(self) -> str:
-        return f"tier {self.tier}, balance {format_amount(self.available)}"
+        cause = f", {self.override.describe()}" if self.override is not None else ""
+        return f"tier {self.tier}, balance {format_amount(self.available)}{cause}"
+
+    def kill_pending(self, now: datetime) -> bool:
+        """GPU processes here will be killed once the grace is over, and it is not over yet."""
+        return self.kill_at is not None and now < self.kill_at and bool(self.gpu_processes)
 
 
 def percent_to_ppm(percent: Decimal | None) -> int | None:
@@ -100,15 +110,19 @@ def desired_state(
     policy: TierPolicy,
     gpu_processes: tuple[ProcessRef, ...],
     now: datetime,
+    override: Override | None = None,
 ) -> Desired:
-    """The desired state of ``uid`` on one node, given its billing user's tier and GPU processes there."""
-    tier = state.tier
+    """The desired state of ``uid`` on one node, given its billing user's tier, admin override and GPU
+    processes there. A lifted user is enforced as exempt."""
+    tier = EXEMPT if lifts(override, state.since, now) else state.tier
     quota = None
     if tier == Tier.LIMITED.value:
         quota = percent_to_ppm(policy.limited_cpu_percent)
     elif tier == Tier.BLOCKED.value:
         quota = percent_to_ppm(policy.blocked_cpu_percent)
-    kill_at = state.since + timedelta(seconds=policy.kill_grace_s) if tier == Tier.BLOCKED.value else None
+    kill_at = None
+    if tier == Tier.BLOCKED.value:
+        kill_at = grace_start(override, state.since, now) + timedelta(seconds=policy.kill_grace_s)
     return Desired(
         uid=uid,
         linux_user=linux_user,
@@ -119,6 +133,8 @@ def desired_state(
         gpu_blocked=tier in (Tier.LIMITED.value, Tier.BLOCKED.value),
         kill_at=kill_at,
         kill=gpu_processes if kill_at is not None and now >= kill_at else (),
+        gpu_processes=gpu_processes,
+        override=applying(override, now),
     )
 
 
@@ -127,15 +143,46 @@ _NOTICES = {
     "exempt": "You are exempt from gpuledger limits.",
     "warning": "Your balance is low: {balance} {currency}. Please recharge soon.",
     "limited": "Balance {balance} {currency}: new GPU jobs are blocked and CPU is limited. Please recharge.",
-    "blocked": "Balance {balance} {currency}: you are blocked; your GPU processes will be killed at {kill_at}.",
+    "blocked": "Balance {balance} {currency}: you are blocked; new GPU jobs are refused and CPU is limited."
+               " Please recharge.",
 }
+_TIME = "%Y-%m-%d %H:%M:%S %Z"
+# What ``notify`` accepts (docs/node-command.md).
+NOTIFY_MAX_BYTES = 1000
 
 
 def notice(desired: Desired, currency: str) -> str:
     """The one-line message a user sees for their current tier (at most 300 characters)."""
-    kill_at = desired.kill_at.strftime("%Y-%m-%d %H:%M:%S %Z") if desired.kill_at else ""
-    text = _NOTICES[desired.tier].format(balance=format_amount(desired.available), currency=currency, kill_at=kill_at)
+    if desired.override is not None and desired.override.action == "lift":
+        until = desired.override.until
+        text = ("An admin lifted your gpuledger limits"
+                + (f" until {until.strftime(_TIME)}." if until is not None else " for now."))
+    else:
+        text = _NOTICES[desired.tier].format(balance=format_amount(desired.available), currency=currency)
     return text[:300]
+
+
+def _time_left(seconds: float) -> str:
+    minutes = int(seconds // 60)
+    return "in less than a minute" if minutes < 1 else f"in {minutes} min"
+
+
+def terminal_message(
+    desired: Desired, currency: str, now: datetime, *, tier_changed: bool, warn_kill: bool, killed: Sequence[int]
+) -> str | None:
+    """The line written to the user's terminals on a node this tick, or None when there is nothing to say:
+    the new tier, a pending kill with the time left (once), the processes just killed."""
+    parts = [notice(desired, currency)] if tier_changed else []
+    if warn_kill and desired.kill_at is not None:
+        left = _time_left((desired.kill_at - now).total_seconds())
+        parts.append(f"Your GPU processes on this node will be stopped at {desired.kill_at.strftime(_TIME)}"
+                     f" ({left}): save your work.")
+    if killed:
+        parts.append(f"Your GPU processes on this node were stopped (PID {', '.join(map(str, killed))}):"
+                     f" balance {format_amount(desired.available)} {currency}, tier {desired.tier}.")
+    if not parts:
+        return None
+    return " ".join(parts).encode()[:NOTIFY_MAX_BYTES].decode("utf-8", "ignore")
 
 
 def _decimal(value: Decimal) -> str:

@@ -7,6 +7,9 @@ Before each tick the PostgreSQL lease decides whether this process is the active
 does nothing but try again next tick, so it takes over within two ticks of the active one dying. When
 the database cannot be reached the tick is skipped: nothing is enforced blind, and the next good tick
 charges the whole interval from the cumulative counters.
+
+A second job polls for connection tests the API requested (``collector.conntest``), every few seconds so
+"test connection now" answers promptly, but only while the last tick found this process the active one.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from apscheduler.triggers.interval import IntervalTrigger
 from sqlalchemy.exc import DBAPIError
 
+from collector.conntest import ConnectionTests
 from collector.lease import Lease
 from collector.metrics import Metrics
 from collector.tick import Controller, TickSummary
@@ -40,6 +44,8 @@ class TickLoop:
         interval_s: float,
         metrics: Metrics,
         report: Report,
+        connection_tests: ConnectionTests | None = None,
+        connection_test_poll_s: float = 2.0,
     ) -> None:
         self.controller = controller
         self.lease = lease
@@ -47,17 +53,22 @@ class TickLoop:
         self.interval_s = interval_s
         self.metrics = metrics
         self.report = report
+        self.connection_tests = connection_tests
+        self.connection_test_poll_s = connection_test_poll_s
         self.ticks = 0
+        self.active = False
 
     async def run_once(self) -> TickSummary | None:
         """One scheduled run: take or confirm the lease, then tick. Returns the summary, or None if no tick ran."""
         try:
             active = await asyncio.to_thread(self.lease.acquire)
         except DBAPIError as exc:
+            self.active = False
             self.metrics.lease_held.set(0)
             self.metrics.database_up.set(0)
             self.report(None, f"database unreachable, tick skipped: {type(exc.orig).__name__}")
             return None
+        self.active = active
         self.metrics.lease_held.set(1 if active else 0)
         if not active:
             self.report(None, "standby: another controller holds the lease")
@@ -66,6 +77,15 @@ class TickLoop:
         self.ticks += 1
         self.report(summary, "")
         return summary
+
+    async def poll_connection_tests(self) -> None:
+        """Run requested connection tests, on the active controller only; a database error waits for the next poll."""
+        if self.connection_tests is None or not self.active:
+            return
+        try:
+            await self.connection_tests.poll()
+        except DBAPIError as exc:
+            log.warning("connection tests: database unreachable: %s", type(exc.orig).__name__)
 
     def schedule(self, scheduler: AsyncIOScheduler) -> None:
         scheduler.add_job(
@@ -77,6 +97,15 @@ class TickLoop:
             misfire_grace_time=max(1, int(self.interval_s / 2)),
             next_run_time=datetime.now(UTC),
         )
+        if self.connection_tests is not None:
+            scheduler.add_job(
+                self.poll_connection_tests,
+                IntervalTrigger(seconds=self.connection_test_poll_s),
+                id="gpuledger-connection-tests",
+                max_instances=1,
+                coalesce=True,
+                misfire_grace_time=max(1, int(self.connection_test_poll_s)),
+            )
 
     async def run(self, stop: asyncio.Event) -> None:
         """Tick until ``stop`` is set; then give the lease back so a standby can take over at once."""

@@ -15,6 +15,7 @@ from sqlalchemy.engine import Connection
 
 from collector.decisions import Standing, TierState, Transition
 from ledger.service import Ledger
+from ledger.tiers import Thresholds, tier_for
 
 _RESOLVE = text(
     """
@@ -38,9 +39,14 @@ def resolve(conn: Connection, pairs: Iterable[tuple[str, str]]) -> dict[tuple[st
     return {(row.node, row.lu): row.name for row in rows}
 
 
-def standings(ledger: Ledger, users: Sequence[str]) -> dict[str, Standing]:
+def standings(ledger: Ledger, users: Sequence[str], thresholds: Thresholds) -> dict[str, Standing]:
+    """Each user's balance, and the tier it gives under ``thresholds`` (this tick's, which an admin's
+    settings version may have changed from the ledger's configured ones)."""
     balances = ledger.standings(sorted(set(users)))
-    return {name: Standing(name, b.tier, b.available, b.exempt) for name, b in balances.items()}
+    return {
+        name: Standing(name, tier_for(b.available, thresholds, credit_limit=b.credit_limit), b.available, b.exempt)
+        for name, b in balances.items()
+    }
 
 
 def burn_per_hour(conn: Connection, users: Sequence[str], now: datetime) -> dict[str, int]:

@@ -16,25 +16,38 @@ import logging
 import time
 import zlib
 from collections import Counter, defaultdict
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from functools import partial
 from typing import Any, TypeVar
 
 from sqlalchemy import Engine, text
 from sqlalchemy.exc import DBAPIError
 
-from collector import registry, standing
+from collector import registry, retention, standing
+from collector.admin import AdminReader, AdminState
+from collector.config import TierPolicy
 from collector.decisionlog import DecisionLog, outcome_of, restricts
-from collector.decisions import Desired, ProcessRef, Standing, Transition, advance, desired_state, status_document
+from collector.decisions import (
+    Desired,
+    ProcessRef,
+    Standing,
+    Transition,
+    advance,
+    desired_state,
+    status_document,
+    terminal_message,
+)
 from collector.enforcement import Action, Actual, FactError, parse_gpu_state, parse_quota, plan
 from collector.errors import NodeUnavailable
 from collector.logs import node_logger
 from collector.metrics import Metrics
 from collector.notify import Notice, Notifier
+from collector.overrides import Override, override_tier
 from collector.posting import Charged, Charger, Fetched
+from collector.rules import Rules
 from collector.sample import BadSample, Sample, parse_sample
 from collector.transport.abc import NodeSession, Transport
 from collector.types import Node, Outcome
@@ -65,6 +78,7 @@ class TickSettings:
     recharge_hint: str = ""
     db_workers: int = 4
     sample_retention_days: int = 30
+    decision_retention_days: int = 90
 
 
 @dataclass(frozen=True)
@@ -123,7 +137,7 @@ class Controller:
         transports: Callable[[Node], Transport],
         charger: Charger,
         settings: TickSettings,
-        policy: Any,
+        policy: TierPolicy,
         metrics: Metrics,
         notifier: Notifier | None = None,
         name: str = "controller",
@@ -135,7 +149,11 @@ class Controller:
         self.transports = transports
         self.charger = charger
         self.settings = settings
-        self.policy = policy
+        # The environment's rules; each tick runs on them with the newest admin settings laid over them.
+        self.defaults = Rules(ledger_config.thresholds, policy, settings.dry_run)
+        self.rules = self.defaults
+        self.overrides: Mapping[str, Override] = {}
+        self.admin = AdminReader()
         self.metrics = metrics
         self.notifier = notifier
         self.name = name
@@ -145,6 +163,8 @@ class Controller:
         self._status_written: dict[tuple[str, int], tuple[str, float]] = {}
         self._pool = ThreadPoolExecutor(max_workers=settings.db_workers, thread_name_prefix="gpuledger-db")
         self._pruned_at: float | None = None
+        # (node, uid, kill time) whose pending kill the user has been told of.
+        self._kill_warned: set[tuple[str, int, datetime]] = set()
 
     def close(self) -> None:
         self._pool.shutdown(wait=True)
@@ -160,11 +180,13 @@ class Controller:
         listed = [n for n in nodes if n.listed]
         database_ok = True
         tick_id: int | None = None
+        admin = AdminState(self.defaults)
         try:
-            tick_id = await self._db(self._open_tick, nodes, started_at)
+            tick_id, admin = await self._db(self._open_tick, nodes, started_at)
         except (DBAPIError, LedgerError) as exc:
             database_ok = False
             log.warning("database unreachable at tick start: %s", exc)
+        self.rules, self.overrides = admin.rules, admin.overrides
         states = {n.name: _NodeState(n) for n in listed}
         semaphore = asyncio.Semaphore(self.settings.concurrency)
         deadline = started + self.settings.budget_s
@@ -201,43 +223,37 @@ class Controller:
         try:
             await self._db(self._close_tick, tick_id, states, summary)
             if self._pruned_at is None or time.monotonic() - self._pruned_at > PRUNE_EVERY_S:
-                pruned = await self._db(self.prune, self.settings.sample_retention_days)
+                pruned = await self._db(self._prune)
                 self._pruned_at = time.monotonic()
-                log.info("retention: %d samples older than %d days removed", pruned,
-                         self.settings.sample_retention_days)
+                log.info("retention: removed %d samples older than %d days; %d decisions, %d ticks and %d"
+                         " unaccounted gaps older than %d days", pruned.samples, self.settings.sample_retention_days,
+                         pruned.decisions, pruned.ticks, pruned.unaccounted, self.settings.decision_retention_days)
         except (DBAPIError, LedgerError) as exc:
             log.warning("could not record the tick: %s", exc)
         self.metrics.observe_tick(summary, [(s.node, s.outcome, s.sample) for s in states.values()])
         return summary
 
-    def _open_tick(self, nodes: Sequence[Node], at: datetime) -> int:
+    def _open_tick(self, nodes: Sequence[Node], at: datetime) -> tuple[int, AdminState]:
         with self.engine.begin() as conn:
             registry.sync_inventory(conn, nodes)
-            return int(
+            admin = self.admin.read(conn, self.defaults)
+            tick_id = int(
                 conn.execute(
                     text("INSERT INTO collector.tick (controller, dry_run, started_at)"
                          " VALUES (:c, :d, :at) RETURNING id"),
-                    {"c": self.name, "d": self.settings.dry_run, "at": at},
+                    {"c": self.name, "d": admin.rules.dry_run, "at": at},
                 ).scalar_one()
             )
+            return tick_id, admin
 
     def prune(self, days: int) -> int:
-        """Delete evidence older than ``days``, except what charging still needs: each node's baseline and
-        the samples of records not yet posted. Posted kept records go with it."""
+        """Delete samples older than ``days`` that charging no longer needs (``retention.prune_samples``)."""
         with self.engine.begin() as conn:
-            conn.execute(
-                text("DELETE FROM collector.usage_outbox WHERE state = 'posted'"
-                     " AND posted_at < now() - make_interval(days => :d)"),
-                {"d": days},
-            )
-            return int(conn.execute(
-                text(
-                    "DELETE FROM collector.sample s WHERE s.received_at < now() - make_interval(days => :d)"
-                    " AND NOT EXISTS (SELECT 1 FROM collector.node n WHERE n.charged_sample_id = s.id)"
-                    " AND NOT EXISTS (SELECT 1 FROM collector.usage_outbox o WHERE o.sample_id = s.id)"
-                ),
-                {"d": days},
-            ).rowcount)
+            return retention.prune_samples(conn, days)
+
+    def _prune(self) -> retention.Pruned:
+        with self.engine.begin() as conn:
+            return retention.prune(conn, self.settings.sample_retention_days, self.settings.decision_retention_days)
 
     def _close_tick(self, tick_id: int | None, states: dict[str, _NodeState], summary: TickSummary) -> None:
         reports = [registry.NodeReport(s.node.name, s.outcome, summary.started_at, s.error, s.sample)
@@ -270,7 +286,7 @@ class Controller:
             charged=sum(c.amount for c in charged),
             entries=sum(c.entries for c in charged),
             actions=enforcement.actions,
-            dry_run=self.settings.dry_run,
+            dry_run=self.rules.dry_run,
             database_ok=database_ok,
             enforced=database_ok,
             over_budget=duration > self.settings.budget_s,
@@ -347,11 +363,15 @@ class Controller:
         with self.engine.connect() as conn:
             billing = standing.resolve(conn, pairs)
         users = sorted(set(billing.values()))
-        standings = standing.standings(self.ledger, users)
+        standings = standing.standings(self.ledger, users, self.rules.thresholds)
         with self.engine.begin() as conn:
             burn = standing.burn_per_hour(conn, users, now)
             previous = standing.load_tier_states(conn, users)
-            transitions = {u: advance(previous.get(u), standings[u], now) for u in users if u in standings}
+            transitions = {
+                u: advance(previous.get(u), u, override_tier(standings[u].tier_name, standings[u].tier.value,
+                                                             self.overrides.get(u), now), now)
+                for u in users if u in standings
+            }
             standing.save_transitions(conn, list(transitions.values()))
         return billing, standings, transitions, burn
 
@@ -386,13 +406,12 @@ class Controller:
             user = billing.get((node, linux_user))
             if user is None or user not in transitions:
                 continue
-            desired = desired_state(uid, linux_user, transitions[user].current, standings[user], self.policy,
-                                    gpu_holders.get(uid, ()), now)
+            desired = desired_state(uid, linux_user, transitions[user].current, standings[user], self.rules.policy,
+                                    gpu_holders.get(uid, ()), now, self.overrides.get(user))
             try:
-                await self._converge(tick_id, session, node, desired, sample.logical_cpus, result)
+                killed = await self._converge(tick_id, session, node, desired, sample.logical_cpus, result)
                 await self._write_status(session, node, desired, burn.get(user, 0), now)
-                if transitions[user].changed:
-                    await self._notify(tick_id, session, node, desired)
+                if await self._notify(tick_id, session, node, desired, now, transitions[user].changed, killed):
                     result.actions += 1
             except NodeUnavailable as exc:
                 nlog.warning("enforcement stopped: %s: %s", exc.outcome, exc.detail)
@@ -400,22 +419,27 @@ class Controller:
 
     async def _converge(
         self, tick_id: int | None, session: NodeSession, node: str, desired: Desired, cpus: int, result: _Enforcement
-    ) -> None:
+    ) -> list[int]:
+        """Apply the differences; returns the PIDs of the GPU processes it killed."""
         assert self._restricted is not None
         key = (node, desired.uid)
         wants_restriction = desired.cpu_quota_ppm is not None or desired.gpu_blocked or bool(desired.kill)
         if not wants_restriction and key not in self._restricted:
-            return
+            return []
         actual = await self._read_actual(session, desired.uid)
         if actual is None:
-            return
+            return []
+        killed = []
         for action in plan(node, desired, actual, cpus):
-            await self._execute(tick_id, session, action, desired)
+            status, detail = await self._execute(tick_id, session, action, desired)
             result.actions += 1
+            if action.kind == "kill" and status == "applied" and detail.get("outcome") == "killed":
+                killed.append(int(action.verb[2]))
         if wants_restriction:
             self._restricted[key] = desired.linux_user
         else:
             self._restricted.pop(key, None)
+        return killed
 
     async def _read_actual(self, session: NodeSession, uid: int) -> Actual | None:
         timeout = self.settings.command_timeout_s
@@ -427,12 +451,15 @@ class Controller:
             node_logger(session.node.name).warning("cannot read the state of uid %d: %s", uid, exc)
             return None
 
-    async def _execute(self, tick_id: int | None, session: NodeSession, action: Action, desired: Desired) -> None:
-        dry_run = self.settings.dry_run
+    async def _execute(
+        self, tick_id: int | None, session: NodeSession, action: Action, desired: Desired
+    ) -> tuple[str, dict[str, Any]]:
+        """Record, run and complete one verb; returns its outcome and the node's result document."""
+        dry_run = self.rules.dry_run
         decision = await self._db(self.decisions.open, tick_id, action, desired, dry_run)
         self.metrics.action(action.kind, "dry_run" if dry_run else "planned")
         if dry_run:
-            return
+            return "dry_run", {}
         timeout = self.settings.kill_timeout_s if action.kind == "kill" else self.settings.command_timeout_s
         try:
             outcome = await session.run(action.verb, stdin=action.stdin, timeout_s=timeout)
@@ -447,11 +474,12 @@ class Controller:
         if restricts(action) and status in ("applied", "unchanged"):
             assert self._restricted is not None
             self._restricted[(session.node.name, action.uid)] = desired.linux_user
+        return status, detail
 
     async def _write_status(self, session: NodeSession, node: str, desired: Desired, burn: int, now: datetime) -> None:
         document = status_document(
             desired, currency=self.ledger_config.currency, burn_per_hour=burn,
-            blocked_threshold=self.ledger_config.thresholds.blocked, now=now,
+            blocked_threshold=self.rules.thresholds.blocked, now=now,
             recharge_hint=self.settings.recharge_hint,
         )
         fingerprint = json.dumps([document[k] for k in _STATUS_DECISIVE])
@@ -460,7 +488,7 @@ class Controller:
         refresh = STATUS_REFRESH_S + zlib.crc32(f"{node}/{desired.uid}".encode()) % 60
         if last is not None and last[0] == fingerprint and time.monotonic() - last[1] < refresh:
             return
-        if self.settings.dry_run:
+        if self.rules.dry_run:
             return
         result = await session.run(["status-write", str(desired.uid)], stdin=json.dumps(document).encode(),
                                    timeout_s=self.settings.command_timeout_s)
@@ -469,13 +497,27 @@ class Controller:
         else:
             node_logger(node).warning("status-write uid=%d failed: %s", desired.uid, result.stdout[:300])
 
-    async def _notify(self, tick_id: int | None, session: NodeSession, node: str, desired: Desired) -> None:
-        from collector.decisions import notice
-
-        message = notice(desired, self.ledger_config.currency)
-        action = Action(node, desired.uid, ("notify", str(desired.uid)), f"tier is now {desired.tier}",
-                        stdin=message.encode())
+    async def _notify(
+        self, tick_id: int | None, session: NodeSession, node: str, desired: Desired, now: datetime,
+        tier_changed: bool, killed: Sequence[int],
+    ) -> bool:
+        """One line to the user's terminals on this node when there is news: a new tier, a pending kill
+        (once per kill time, even if the node missed the tick the user entered ``blocked``), a kill done.
+        Returns whether a notice was sent; the decision log keeps its text as the reason."""
+        warned = (node, desired.uid, desired.kill_at) if desired.kill_at is not None else None
+        warn_kill = desired.kill_pending(now) and warned not in self._kill_warned
+        if warn_kill and not tier_changed and desired.kill_at is not None:
+            since = desired.kill_at - timedelta(seconds=self.rules.policy.kill_grace_s)
+            warn_kill = not await self._db(self.decisions.notified_since, node, desired.uid, since)
+        message = terminal_message(desired, self.ledger_config.currency, now, tier_changed=tier_changed,
+                                   warn_kill=warn_kill, killed=killed)
+        if warned is not None and desired.kill_pending(now):
+            self._kill_warned.add(warned)
+        if message is None:
+            return False
+        action = Action(node, desired.uid, ("notify", str(desired.uid)), f"notice: {message}", stdin=message.encode())
         await self._execute(tick_id, session, action, desired)
+        return True
 
 
 class _ChargeBatcher:

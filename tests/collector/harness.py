@@ -246,3 +246,38 @@ MICRO_PER_GPU_SECOND = 100
 MICRO_PER_CORE_SECOND = 10
 assert GPU_PRICE[0] * MICRO / GPU_PRICE[1] == MICRO_PER_GPU_SECOND
 assert CPU_PRICE[0] * MICRO / CPU_PRICE[1] == MICRO_PER_CORE_SECOND
+
+
+class SudoNodeCommand:
+    """The node command of ``node`` reached over SSH through ``sudo -n``, as the rollout installs it (one
+    sudoers file, removed by ``close()``), so enforcement verbs over SSH really change this node's cgroups,
+    status files and processes. The root-owned wrapper pins the node's config and NVML fake."""
+
+    def __init__(self, node: SimNode, account: str) -> None:
+        self.wrapper = node.directory / "gpuledger-node"
+        python = "/usr/bin/python3" if Path("/usr/bin/python3").exists() else sys.executable
+        lib = node.forced_command()[1].split(":", 1)[1]   # the PYTHONPATH part after the repository
+        # Over SSH the node command reads only /etc/gpuledger/node.json; this node's config (status directory,
+        # cgroup parent) needs the local form, so the wrapper hands the verb on as words (they hold no spaces).
+        self.wrapper.write_text(
+            "#!/bin/sh\nset -f\n"
+            f"exec env -u SSH_ORIGINAL_COMMAND -u SUDO_USER PYTHONPATH={ROOT}:{lib}"
+            f" GPULEDGER_NVML_FAKE={node.fixture_path} {python} -m tests.probe.fake_node --config {node.config_path}"
+            " $SSH_ORIGINAL_COMMAND\n"
+        )
+        os.chmod(self.wrapper, 0o755)
+        self.sudoers = Path(f"/etc/sudoers.d/glc-{node.name}")
+        rules = (f'Defaults!{self.wrapper} env_keep += "SSH_ORIGINAL_COMMAND"\n'
+                 f'{account} ALL=(root) NOPASSWD: {self.wrapper} ""\n')
+        staged = node.directory / "sudoers"
+        staged.write_text(rules)
+        subprocess.run(["visudo", "-cqf", str(staged)], check=True)
+        os.chmod(staged, 0o440)
+        shutil.move(staged, self.sudoers)
+
+    @property
+    def argv(self) -> list[str]:
+        return ["sudo", "-n", str(self.wrapper)]
+
+    def close(self) -> None:
+        self.sudoers.unlink(missing_ok=True)
