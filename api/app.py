@@ -17,9 +17,9 @@ from dataclasses import dataclass
 from datetime import date
 from typing import Any
 
+from anyio import CapacityLimiter, to_thread
 from jsonschema import Draft202012Validator
 from starlette.applications import Starlette
-from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -64,7 +64,7 @@ def create_app(ledger: Ledger, config: ApiConfig | None = None, *, close_ledger:
     passes its ledger; ``close_ledger`` disposes of it at shutdown."""
     config = config or ApiConfig()
     svc = Services(ledger, config, ApiMetrics(), FailedAuthLimiter(config.auth_failures, config.auth_window_seconds),
-                   TokenCache(config.token_cache_seconds))
+                   TokenCache(config.token_cache_seconds), CapacityLimiter(config.db_threads))
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -156,7 +156,7 @@ async def _handle(op: Operation, svc: Services, validators: _Validators, request
         raise bad_request("idempotency_key_required", "money-moving requests need an Idempotency-Key header "
                           "(1-200 of A-Z a-z 0-9 . _ : -)")
     call = Call(principal, params, body, request_id, key, svc)
-    result = await run_in_threadpool(op.handler, call)
+    result = await to_thread.run_sync(op.handler, call, limiter=svc.threads)
     if isinstance(result, Response):
         return result
     return JSONResponse(result, status_code=op.status)
@@ -175,7 +175,7 @@ async def _authenticate(svc: Services, request: Request) -> tokens.Principal:
     token = token.strip()
     principal = None
     if scheme.lower() == "bearer" and tokens.prefix_of(token) is not None:
-        principal = svc.tokens.get(token) or await run_in_threadpool(_lookup, svc, token)
+        principal = svc.tokens.get(token) or await to_thread.run_sync(_lookup, svc, token, limiter=svc.threads)
     if principal is None:
         svc.limiter.failed(client)
         svc.metrics.auth_failures.inc()

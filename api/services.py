@@ -1,4 +1,5 @@
-"""What handlers share: the ledger, the engine (the API's own tables), limits, metrics, the token cache."""
+"""What handlers share: the ledger, the engine (the API's own tables), limits, metrics, the token cache, and
+the threads handlers run in."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 
+from anyio import CapacityLimiter
 from sqlalchemy.engine import Connection, Engine
 
 from api.config import ApiConfig
@@ -26,6 +28,7 @@ class Services:
     metrics: ApiMetrics
     limiter: FailedAuthLimiter
     tokens: TokenCache
+    threads: CapacityLimiter
 
     @property
     def engine(self) -> Engine:

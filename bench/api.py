@@ -9,6 +9,7 @@ The load comes from a minimal HTTP/1.1 keep-alive client on raw asyncio streams:
 cores with it, and httpx spent more CPU per request than the server did, which measured the client.
 
     .venv/bin/python bench/api.py [--rate 200] [--seconds 10] [--users 50] [--records 20000]
+                                  [--only balance|usage|statement ...] [--runs N]
 """
 
 from __future__ import annotations
@@ -41,6 +42,8 @@ from ledger.records import UsageRecord, UsageTick  # noqa: E402
 from ledger.service import Ledger  # noqa: E402
 
 T0 = datetime(2026, 3, 1, tzinfo=UTC)
+CASES = (("balance", "balance", "/v1/wallets/u1/balance"), ("usage", "usage page (100)", "/v1/usage?limit=100"),
+         ("statement", "statement (month)", "/v1/wallets/u1/statement?from=2026-03-01&to=2026-04-01"))
 
 
 def seed(ledger: Ledger, users: int, records: int) -> None:
@@ -120,6 +123,9 @@ def main() -> int:
     parser.add_argument("--seconds", type=float, default=10)
     parser.add_argument("--users", type=int, default=50)
     parser.add_argument("--records", type=int, default=20_000)
+    parser.add_argument("--only", choices=("balance", "usage", "statement"), action="append",
+                        help="run only these endpoints (repeatable); default all three")
+    parser.add_argument("--runs", type=int, default=1, help="runs of each endpoint, one after the other")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         cluster = EmbeddedPostgres(Path(tmp) / "pg").start()
@@ -157,13 +163,12 @@ def main() -> int:
                     pass
                 assert time.monotonic() < deadline and server.poll() is None, "the API did not start"
                 time.sleep(0.1)
-            cases = [("balance", "/v1/wallets/u1/balance"), ("usage page (100)", "/v1/usage?limit=100"),
-                     ("statement (month)", "/v1/wallets/u1/statement?from=2026-03-01&to=2026-04-01")]
+            cases = [(name, path) for key, name, path in CASES if key in (args.only or [k for k, _, _ in CASES])]
             print(f"\n{args.rate:.0f} req/s offered for {args.seconds:.0f} s each, open loop, one uvicorn worker;"
                   f" load: the 1-minute load average after the row\n")
             print(f"{'endpoint':<20} {'req/s':>8} {'p50 ms':>8} {'p99 ms':>8} {'max ms':>8} {'errors':>7} {'load':>6}")
             asyncio.run(load(port, token, cases[0][1], 50, 1))   # warm-up: connections, caches
-            for name, path in cases:
+            for name, path in [case for case in cases for _ in range(args.runs)]:
                 latencies, errors, achieved = asyncio.run(load(port, token, path, args.rate, args.seconds))
                 print(f"{name:<20} {achieved:>8.1f} {_pct(latencies, 50):>8.1f} {_pct(latencies, 99):>8.1f}"
                       f" {max(latencies) * 1000:>8.1f} {errors:>7} {os.getloadavg()[0]:>6.2f}")
