@@ -89,7 +89,14 @@ class ConnectionTests:
         if not claimed:
             return []
         nodes = {n.name: n for n in self.inventory()}
-        results = await asyncio.gather(*(self._test(test_id, nodes.get(name), name) for test_id, name in claimed))
+        outcomes = await asyncio.gather(*(self._test(test_id, nodes.get(name), name) for test_id, name in claimed),
+                                        return_exceptions=True)
+        results = []
+        for (test_id, name), outcome in zip(claimed, outcomes, strict=True):
+            if isinstance(outcome, BaseException):  # a bug, not the node's fault: finish the request anyway
+                log.error("connection test %d of %s failed unexpectedly", test_id, name, exc_info=outcome)
+                outcome = TestResult(test_id, name, "failed", 0, f"internal error: {type(outcome).__name__}")
+            results.append(outcome)
         for result in results:
             await asyncio.to_thread(self._finish, result)
             log.info("connection test %d of %s: %s", result.id, result.node, result.outcome)
