@@ -5,7 +5,8 @@ hash chain; the deferred balance checks run at our COMMIT), this module
   1. inserts the sample under its idempotency key (a sample already stored means a retry: nothing else runs),
   2. locks the node's registry row and reads its baseline (the last charged sample),
   3. computes the usage between the two (``collector.usage``, pure) and posts it with ``ledger.usage.post_tick``,
-     together with records an earlier tick could not charge (unknown user, missing price),
+     together with records an earlier tick could not charge (unknown user, missing price); memory records
+     only where a memory price exists (memory pricing is optional),
   4. keeps what the ledger rejected in ``collector.usage_outbox``, records unaccounted gaps, and moves the
      baseline to this sample.
 A crash anywhere before COMMIT leaves nothing behind, and the next sample is charged against the old
@@ -29,9 +30,9 @@ from sqlalchemy.engine import Connection
 from collector.records import usage_records
 from collector.sample import Sample, sample_from_document
 from collector.usage import Gap, UsageResult, UsageSettings, compute
-from ledger import prices
+from ledger import prices, rating
 from ledger.db import translated
-from ledger.records import TickResult, UsageRecord, UsageTick
+from ledger.records import PriceVersion, TickResult, UsageRecord, UsageTick
 from ledger.usage import post_ticks
 
 # Records an earlier tick could not charge are retried with each new sample, this many at a time.
@@ -155,13 +156,15 @@ class Charger:
                 retries[row.node].append(_record_from(row.record))
             results: dict[str, Charged] = {}
             work: list[_Prepared] = []
+            versions = self._book.current(conn)
             for node, sample_id in stored.items():
                 fetched = by_node[node]
                 result = compute(self._baseline(conn, node, baselines.get(node)), fetched.sample, self.settings)
                 if not result.advance:
                     results[node] = Charged(node, sample_id, flags=fetched.flags + result.flags)
                     continue
-                records = usage_records(node, fetched.sample, result, fetched.received_at)
+                records = _priced_memory_only(usage_records(node, fetched.sample, result, fetched.received_at),
+                                              versions)
                 work.append(_Prepared(fetched, sample_id, result, records, tuple(retries[node])))
             outcomes = post_ticks(conn, [UsageTick(p.fetched.node, p.records + p.retry) for p in work],
                                   self._book.current, self.currency) if work else []
@@ -263,6 +266,16 @@ class Charger:
                 "seconds": [g[2].seconds for g in gaps], "details": [g[2].detail for g in gaps],
             },
         )
+
+
+def _priced_memory_only(records: tuple[UsageRecord, ...], versions: Sequence[PriceVersion]) -> tuple[UsageRecord, ...]:
+    """``records`` less the memory records no price covers. Memory pricing is optional: the ledger would keep
+    such a record at amount 0, which at a record per user and node every minute fills ``ledger.usage`` with
+    rows that charge nothing; so memory is measured only once the price book has a memory price."""
+    return tuple(
+        r for r in records
+        if r.resource != "memory" or rating.select_price(versions, "memory", r.model, r.interval_start) is not None
+    )
 
 
 def _charged(p: _Prepared, outcome: TickResult) -> Charged:

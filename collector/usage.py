@@ -17,6 +17,12 @@ segments; in each, the users holding the device share it by GPU memory (or equal
 is never billed twice. Shares are whole nanoseconds by largest remainder, summing exactly to the segment.
 Sampled presence is charged for at most ``max_gap_s`` before the new sample; the rest is unaccounted.
 
+Memory (GiB-seconds), per uid, from the sampled resident set sizes (``rss_bytes``, summed over the uid's
+processes) by the trapezoid rule: ``(rss at the baseline + rss now) / 2 x the interval``, where a uid with
+no process at the baseline had 0 then (and every uid had 0 at boot). Integers only: byte-nanoseconds are
+rounded down to whole GiB-nanoseconds (1e-9 GiB-s, so at most that little is dropped per record). It is
+capped by ``max_gap_s`` like sampled GPU presence. Method ``rss-sampled``.
+
 A new boot restarts every counter at 0 (the interval begins at boot); what ran between the last sample
 of the old boot and its end is unaccounted. The first sample of a node is only a baseline.
 """
@@ -30,6 +36,7 @@ from decimal import Decimal
 from collector.sample import GpuProcess, Process, Sample
 
 NS = 1_000_000_000
+GIB = 1 << 30
 SPLITS = ("memory", "equal")
 
 
@@ -41,7 +48,7 @@ class UsageSettings:
 
 @dataclass(frozen=True)
 class Usage:
-    """Resource time one Linux user consumed in the interval (``amount_ns``: core- or GPU-nanoseconds)."""
+    """What one Linux user consumed in the interval (``amount_ns``: core-, GPU- or GiB-nanoseconds)."""
 
     uid: int
     linux_user: str
@@ -100,9 +107,14 @@ def compute(prev: Sample | None, cur: Sample, settings: UsageSettings) -> UsageR
         lost = max(0, boot_wall - prev.wall_time_ns)
         gaps.append(Gap("reboot", _seconds(lost), f"after the last sample of boot {prev.boot_id}"))
     end = cur.boottime_ns
+    floor = max(start, end - settings.max_gap_s * NS)
+    if floor > start:
+        gaps.append(Gap("gap_over_max", _seconds(floor - start),
+                        f"sampled GPU presence and memory are charged for at most {settings.max_gap_s} s"))
     cpu = _cpu(base, cur, flags)
-    gpu = _gpu(base, cur, start, end, settings, gaps)
-    return UsageResult(start, end, tuple(cpu + gpu), tuple(gaps), tuple(flags))
+    gpu = _gpu(base, cur, start, floor, end, settings, gaps)
+    memory = _memory(base, cur, end - floor)
+    return UsageResult(start, end, tuple(cpu + gpu + memory), tuple(gaps), tuple(flags))
 
 
 def _cpu(base: Sample | None, cur: Sample, flags: list[str]) -> list[Usage]:
@@ -184,13 +196,32 @@ def _seconds(ns: int) -> Decimal:
     return Decimal(ns).scaleb(-9)
 
 
+def _memory(base: Sample | None, cur: Sample, duration: int) -> list[Usage]:
+    """Each uid's RSS integrated over ``duration`` by the trapezoid rule, in whole GiB-nanoseconds."""
+    earlier = base.processes if base is not None else ()
+    before, after = _rss_by_uid(earlier), _rss_by_uid(cur.processes)
+    names = {p.uid: _name(p.uid, p.user) for p in (*earlier, *cur.processes)}
+    pids: dict[int, list[int]] = defaultdict(list)
+    for process in cur.processes:
+        pids[process.uid].append(process.pid)
+    usages = []
+    for uid in sorted(names):
+        amount = (before.get(uid, 0) + after.get(uid, 0)) * duration // (2 * GIB)
+        if amount > 0:
+            usages.append(Usage(uid, names[uid], "memory", "", "", amount, "rss-sampled", tuple(sorted(pids[uid]))))
+    return usages
+
+
+def _rss_by_uid(processes: tuple[Process, ...]) -> dict[int, int]:
+    rss: dict[int, int] = defaultdict(int)
+    for process in processes:
+        rss[process.uid] += process.rss_bytes
+    return rss
+
+
 def _gpu(
-    base: Sample | None, cur: Sample, start: int, end: int, settings: UsageSettings, gaps: list[Gap]
+    base: Sample | None, cur: Sample, start: int, floor: int, end: int, settings: UsageSettings, gaps: list[Gap]
 ) -> list[Usage]:
-    floor = max(start, end - settings.max_gap_s * NS)
-    if floor > start:
-        gaps.append(Gap("gap_over_max", _seconds(floor - start),
-                        f"sampled GPU presence is charged for at most {settings.max_gap_s} s"))
     procs = {p.pid: p for p in cur.processes}
     base_procs = {p.pid: p for p in base.processes} if base is not None else {}
     devices: dict[str, _Device] = defaultdict(_Device)

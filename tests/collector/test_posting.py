@@ -109,3 +109,30 @@ def test_baseline_moved_by_another_controller_is_respected(setup: tuple[Charger,
     late = on_gpu(100)  # older than the baseline: kept as evidence, never charged
     assert charger.charge(fetched(late, T0 + timedelta(seconds=100))).records == 0
     assert quantities(engine) == [Decimal(60), Decimal(30)]
+
+
+def in_memory(t: float, rss_bytes: int) -> Sample:
+    return sample(t, processes=(proc(500, UID, 10, 1, user=USER)._replace(rss_bytes=rss_bytes),))
+
+
+def memory_rows(engine: Engine) -> list[tuple[Decimal, int, str]]:
+    with engine.connect() as conn:
+        rows = conn.execute(text("SELECT quantity, amount, method FROM ledger.usage WHERE resource = 'memory'"
+                                 " ORDER BY id"))
+        return [(r.quantity, r.amount, r.method) for r in rows]
+
+
+def test_memory_is_charged_only_where_a_memory_price_exists(setup: tuple[Charger, Ledger, Engine]) -> None:
+    charger, ledger, engine = setup
+    ledger.add_user(USER, actor="t")
+    ledger.recharge(USER, 100 * MICRO, idem_key="r", actor="t")
+    charger.charge(fetched(in_memory(60, 2 << 30), T0))
+    unpriced = charger.charge(fetched(in_memory(120, 4 << 30), T0 + timedelta(seconds=60)))
+    assert (unpriced.records, unpriced.rejected) == (0, ())  # no memory price: no record, and no error
+    assert memory_rows(engine) == []
+    # 0.0036 per 3600 GiB-s = 1 micro per GiB-s, valid from the start of the next interval (prices go by it).
+    ledger.add_price("memory", Decimal("0.0036"), Decimal(3600), actor="t", valid_from=T0 + timedelta(seconds=60))
+    priced = charger.charge(fetched(in_memory(180, 6 << 30), T0 + timedelta(seconds=120)))
+    assert (priced.records, priced.entries, priced.amount, priced.rejected) == (1, 1, 300, ())
+    assert memory_rows(engine) == [(Decimal(300), 300, "rss-sampled")]  # (4 + 6) / 2 GiB for 60 s
+    assert ledger.balance(USER).available == 100 * MICRO - 300

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from collector.sample import Sample
+from collector.sample import Process, Sample
 from collector.usage import Usage, UsageSettings, compute, share_ns
 from tests.collector.samples import BOOT_B, BOOT_WALL, GPU0, GPU1, MIG, S, ended, proc, sample
 
@@ -19,10 +19,12 @@ SETTINGS = UsageSettings()
 Charges = dict[tuple[str, str, str], Decimal]
 
 
-def charged(prev: Sample | None, cur: Sample, settings: UsageSettings = SETTINGS) -> Charges:
+def charged(
+    prev: Sample | None, cur: Sample, settings: UsageSettings = SETTINGS, resources: tuple[str, ...] = ("cpu", "gpu")
+) -> Charges:
     """{(user, resource, device): seconds} of a computation, for compact expectations."""
     result = compute(prev, cur, settings)
-    return {(u.linux_user, u.resource, u.device): u.seconds for u in result.usages}
+    return {(u.linux_user, u.resource, u.device): u.seconds for u in result.usages if u.resource in resources}
 
 
 def gaps(prev: Sample | None, cur: Sample, settings: UsageSettings = SETTINGS) -> dict[str, Decimal]:
@@ -176,8 +178,60 @@ def test_unmetered_and_capped_time_is_reported_not_charged() -> None:
 
 def test_records_carry_model_method_and_pids() -> None:
     prev = sample(60, processes=(P_A,), gpu_processes=((GPU0, 500, GIB),))
-    (usage,) = compute(prev, sample(120, processes=(P_A,), gpu_processes=((GPU0, 500, GIB),)), SETTINGS).usages
+    result = compute(prev, sample(120, processes=(P_A,), gpu_processes=((GPU0, 500, GIB),)), SETTINGS)
+    (usage,) = (u for u in result.usages if u.resource == "gpu")
     assert usage == Usage(A, "u1001", "gpu", GPU0, "NVIDIA A100", 60 * S, "nvml-process-sampling", (500,))
+
+
+def rss(pid: int, uid: int, rss_bytes: int) -> Process:
+    return proc(pid, uid, start_s=10, cpu_s=1)._replace(rss_bytes=rss_bytes)
+
+
+MEMORY_CASES = [
+    pytest.param(
+        sample(60, processes=(rss(500, A, 2 * GIB),)), sample(120, processes=(rss(500, A, 4 * GIB),)),
+        SETTINGS, {("u1001", "memory", ""): Decimal(180)}, id="trapezoid-(2+4)/2-GiB-for-60-s",
+    ),
+    pytest.param(
+        sample(60, processes=(rss(500, A, GIB), rss(501, A, GIB), rss(600, B, 3 * GIB))),
+        sample(120, processes=(rss(500, A, 2 * GIB), rss(700, 1003, GIB))),
+        SETTINGS,
+        {("u1001", "memory", ""): Decimal(120), ("u1002", "memory", ""): Decimal(90),
+         ("u1003", "memory", ""): Decimal(30)},
+        id="per-user-sums-a-user-gone-or-new-had-0-at-the-other-end",
+    ),
+    pytest.param(
+        sample(60, processes=(rss(500, A, 8 * GIB),)),
+        sample(30, boot=BOOT_B, boot_wall=BOOT_WALL + 200 * S, processes=(rss(500, A, 2 * GIB),)),
+        SETTINGS, {("u1001", "memory", ""): Decimal(30)}, id="reboot-ramps-from-0-at-boot",
+    ),
+    pytest.param(
+        sample(60, processes=(rss(500, A, 2 * GIB),)), sample(60 + 7200, processes=(rss(500, A, 2 * GIB),)),
+        UsageSettings(max_gap_s=3600), {("u1001", "memory", ""): Decimal(7200)}, id="capped-at-max-gap",
+    ),
+    pytest.param(
+        sample(60, processes=(rss(500, A, 1000),)), sample(120, processes=(rss(500, A, 3000),)),
+        SETTINGS, {("u1001", "memory", ""): Decimal("0.000111758")},
+        id="rounded-down-to-whole-GiB-nanoseconds",  # 2000 B x 60 s = 111758.709... GiB-ns
+    ),
+    pytest.param(
+        sample(60, processes=(rss(500, A, 1),)), sample(61, processes=(rss(500, A, 1),)), SETTINGS, {},
+        id="less-than-a-GiB-nanosecond-is-no-record",
+    ),
+    pytest.param(None, sample(60, processes=(rss(500, A, GIB),)), SETTINGS, {}, id="first-sample-is-a-baseline"),
+]
+
+
+@pytest.mark.parametrize(("prev", "cur", "settings", "expected"), MEMORY_CASES)
+def test_memory(prev: Sample | None, cur: Sample, settings: UsageSettings, expected: Charges) -> None:
+    assert charged(prev, cur, settings, resources=("memory",)) == expected
+
+
+def test_memory_usage_names_its_method_and_pids() -> None:
+    prev = sample(60, processes=(rss(500, A, GIB), rss(501, A, GIB)))
+    result = compute(prev, sample(120, processes=(rss(501, A, GIB), rss(502, A, GIB))), SETTINGS)
+    (usage,) = (u for u in result.usages if u.resource == "memory")
+    assert usage == Usage(A, "u1001", "memory", "", "", 120 * S, "rss-sampled", (501, 502))
 
 
 @given(
