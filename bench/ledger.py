@@ -2,9 +2,11 @@
 
     .venv/bin/python bench/ledger.py                 # ticks + a full-size year (>= 10 million postings)
     .venv/bin/python bench/ledger.py --year-scale 0.05   # a smaller year, for a quick look
+    .venv/bin/python bench/ledger.py --skip-year --connections 2 4 8   # the tick path, also in parallel
 
 1. Ticks: 1,000 nodes x 5 users x 3 resources through ``Ledger.post_usage`` (the controller's idempotent
-   path, one transaction per node), then the same ticks replayed (must create nothing).
+   path, one transaction per node), then the same ticks replayed (must create nothing); with
+   ``--connections N [N ...]`` another minute's ticks from N threads in parallel, for each N.
 2. A generated year of a 24-node lab loaded with COPY (through the app role's triggers: balance cache and
    checks run as in production), then a user's monthly statement, the trial balance, and full exports
    (CSV, hledger, Beancount) to /dev/null with the process's peak memory.
@@ -21,6 +23,7 @@ import resource
 import sys
 import tempfile
 import time
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
@@ -64,34 +67,49 @@ def tick(node: int, users: list[str], minute: int) -> UsageTick:
     return UsageTick(node=f"n{node:04d}", records=tuple(records))
 
 
-def bench_ticks(ledger: Ledger, nodes: int, batch: int) -> list[tuple[str, str]]:
+def post_in_parallel(ledger: Ledger, ticks: list[UsageTick], connections: int) -> tuple[int, float]:
+    """Post ``ticks`` one transaction per node from ``connections`` threads (each its own pooled connection);
+    returns (postings created, seconds)."""
+    def run(share: list[UsageTick]) -> int:
+        return sum(2 * r.postings_created for r in map(ledger.post_usage, share))
+
+    t = time.perf_counter()
+    with ThreadPoolExecutor(connections) as pool:
+        created = sum(pool.map(run, [ticks[i::connections] for i in range(connections)]))
+    return created, time.perf_counter() - t
+
+
+def bench_ticks(ledger: Ledger, nodes: int, batch: int, connections: list[int]) -> list[tuple[str, str]]:
     users = [f"u{i}" for i in range(5)]
     for u in users:
         ledger.add_user(u, actor="bench")
         ledger.recharge(u, 10_000 * MICRO, idem_key=f"seed/{u}", actor="bench")
     ticks = [tick(n, users, 0) for n in range(nodes)]
-    t = time.perf_counter()
-    created = sum(2 * r.postings_created for r in map(ledger.post_usage, ticks))
-    first = time.perf_counter() - t
+    created, first = post_in_parallel(ledger, ticks, 1)
     t = time.perf_counter()
     replayed = sum(2 * r.postings_created for r in map(ledger.post_usage, ticks))
     replay = time.perf_counter() - t
     assert replayed == 0, "a replay created postings"
-    later = [tick(n, users, 1) for n in range(nodes)]
-    t = time.perf_counter()
-    batched = sum(2 * r.postings_created for i in range(0, nodes, batch)
-                  for r in ledger.post_usage_batch(later[i:i + batch]))
-    in_batches = time.perf_counter() - t
-    return [
+    rows = [
         ("ticks: nodes x users x resources", f"{nodes} x 5 x 3 (gpu, cpu, memory), every record charged"),
         ("ticks, one transaction per node: postings", f"{created:,} in {first:.2f} s"),
         ("ticks, one transaction per node: postings/s", f"{created / first:,.0f} (target >= 20,000)"),
         ("ticks, one transaction per node: transactions/s", f"{nodes / first:,.0f}"),
         ("replay of the same ticks: postings created", f"{replayed}"),
         ("replay of the same ticks: transactions/s", f"{nodes / replay:,.0f}"),
-        (f"ticks, {batch} nodes per transaction: postings/s", f"{batched / in_batches:,.0f}"
-         f" ({batched:,} in {in_batches:.2f} s)"),
     ]
+    for minute, n in enumerate(connections, start=2):
+        created, seconds = post_in_parallel(ledger, [tick(k, users, minute) for k in range(nodes)], n)
+        rows.append((f"ticks, one transaction per node, {n} connections: postings/s",
+                     f"{created / seconds:,.0f} ({nodes / seconds:,.0f} tx/s)"))
+    later = [tick(n, users, 1) for n in range(nodes)]
+    t = time.perf_counter()
+    batched = sum(2 * r.postings_created for i in range(0, nodes, batch)
+                  for r in ledger.post_usage_batch(later[i:i + batch]))
+    in_batches = time.perf_counter() - t
+    rows.append((f"ticks, {batch} nodes per transaction: postings/s", f"{batched / in_batches:,.0f}"
+                 f" ({batched:,} in {in_batches:.2f} s)"))
+    return rows
 
 
 def load_year(ledger: Ledger, postings_target: int) -> tuple[int, float]:
@@ -179,6 +197,9 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--nodes", type=int, default=1000)
     parser.add_argument("--batch", type=int, default=50, help="nodes per transaction in the batched run")
+    parser.add_argument("--connections", type=int, nargs="*", default=[], metavar="N",
+                        help="also post a minute's ticks (one transaction per node) from N connections in parallel,"
+                             " once per N given (at most 10: the engine's pool)")
     parser.add_argument("--year-scale", type=float, default=1.0, help="fraction of the 10-million-posting year")
     parser.add_argument("--skip-year", action="store_true")
     parser.add_argument("--skip-exports", action="store_true")
@@ -192,7 +213,7 @@ def main() -> int:
             engine = create_app_engine(config.database_url.value)
             ledger = Ledger(engine, config)
             setup_prices(ledger)
-            rows = bench_ticks(ledger, args.nodes, args.batch)
+            rows = bench_ticks(ledger, args.nodes, args.batch, args.connections)
             peak_before_year = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
             rows.append(("process peak RSS before the year", f"{peak_before_year:.0f} MiB"))
             if not args.skip_year:

@@ -61,7 +61,9 @@ def validate(draft: Draft) -> list[str]:
     return problems
 
 
-def _plain(value: Any) -> Any:
+def plain(value: Any) -> Any:
+    """A Decimal or datetime as canonical_json writes it (callers on the hot path convert before dumping:
+    json's ``default`` hook is a Python call per value)."""
     if isinstance(value, Decimal):
         return format(value, "f")
     if isinstance(value, datetime):
@@ -72,7 +74,7 @@ def _plain(value: Any) -> Any:
 def canonical_json(value: Any) -> str:
     """JSON with sorted keys and no spaces; Decimal as plain text, datetime as UTC ISO 8601 (TypeError on
     anything else that JSON cannot carry)."""
-    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=_plain)
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=plain)
 
 
 def sha256_of(payload: Mapping[str, Any]) -> bytes:

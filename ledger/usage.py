@@ -50,8 +50,9 @@ def usage_payload(node: str, r: UsageRecord) -> dict[str, Any]:
     """The facts of a record that its idempotency key stands for (what ``audit verify`` re-hashes)."""
     return {
         "node": node, "linux_user": r.linux_user, "resource": r.resource, "model": r.model,
-        "quantity": r.quantity, "unit": r.unit, "interval_start": r.interval_start, "interval_end": r.interval_end,
-        "method": r.method, "evidence": dict(r.evidence), "epoch": r.epoch,
+        "quantity": journal.plain(r.quantity), "unit": r.unit, "interval_start": journal.plain(r.interval_start),
+        "interval_end": journal.plain(r.interval_end), "method": r.method, "evidence": dict(r.evidence),
+        "epoch": r.epoch,
     }
 
 
@@ -261,9 +262,11 @@ class _Plan:
 def _plan(pg: Any, fresh: dict[str, _Item], book: Callable[[Connection, int], Sequence[PriceVersion]],
           currency: str, conn: Connection) -> _Plan:
     users = sorted({(i.node, i.record.linux_user) for i in fresh.values()})
-    stamp, existing, resolved, grants = pg.execute(_READ_SQL, {
-        "keys": _SEP.join(fresh), "users": json.dumps([{"node": n, "lu": lu} for n, lu in users]),
-    }).fetchone()
+    with pg.pipeline():  # the transaction's BEGIN goes out with the read: one round trip
+        read = pg.execute(_READ_SQL, {
+            "keys": _SEP.join(fresh), "users": json.dumps([{"node": n, "lu": lu} for n, lu in users]),
+        })
+    stamp, existing, resolved, grants = read.fetchone()
     plan = _Plan([], [], [], [], {})
     new = dict(fresh)
     for key, stored_hex, usage_id, amount, entry_id, user in existing:
@@ -350,12 +353,13 @@ def _write(pg: Any, charges: list[_Charge], doc: dict[str, Any]) -> list[UsageOu
         usage_rows.append({
             "k": r.idem_key, "h": c.item.digest.hex(), "node": c.item.node, "lu": r.linux_user,
             "uid": c.wallet.user_id, "acc": c.wallet.account_id, "res": r.resource, "model": r.model,
-            "q": r.quantity, "unit": r.unit, "t0": r.interval_start, "t1": r.interval_end, "method": r.method,
-            "ev": dict(r.evidence), "epoch": r.epoch, "pv": c.price.id if c.price else None, "cq": c.cumulative,
-            "amt": c.amount, "eh": entry_hash, "actor": c.item.actor,
+            "q": journal.plain(r.quantity), "unit": r.unit, "t0": journal.plain(r.interval_start),
+            "t1": journal.plain(r.interval_end), "method": r.method, "ev": dict(r.evidence), "epoch": r.epoch,
+            "pv": c.price.id if c.price else None, "cq": journal.plain(c.cumulative), "amt": c.amount,
+            "eh": entry_hash, "actor": c.item.actor,
         })
-    (written,) = pg.execute("SELECT ledger.post_usage(%s::jsonb)", (
-        journal.canonical_json({**doc, "usage": usage_rows, "postings": posting_rows}),)).fetchone()
+    (written,) = pg.execute("SELECT ledger.post_usage(%s::jsonb)", (json.dumps(
+        {**doc, "usage": usage_rows, "postings": posting_rows}, ensure_ascii=False, default=journal.plain),)).fetchone()
     if written is None:
         return None
     by_key = {c.item.record.idem_key: c for c in charges}
