@@ -221,3 +221,18 @@ def test_apply_enforces_on_a_user_the_ledger_exempts(cluster: Cluster, erin: int
         ("quota-set", "applied"), ("gpu-block", "applied"), ("notify", "applied")]
     assert {(r.override_id, r.tier) for r in rows} == {(override, "limited")}
     assert gpu_blocked("a1", erin)
+
+
+def test_without_the_api_schema_the_environment_rules(database: Database, erin: int,
+                                                      caplog: pytest.LogCaptureFixture) -> None:
+    nodes, base = make_nodes(["a2"])
+    cluster = Cluster(database, nodes, policy=NO_KILL)
+    try:
+        cluster.setup_ledger({USER: 150 * MICRO})
+        assert cluster.tick().database_ok and cluster.tick().database_ok
+        said = [r.getMessage() for r in caplog.records if "api.settings_version" in r.getMessage()]
+        assert said == ["api.settings_version does not exist (the api migrations have not run):"
+                        " admin settings and overrides are not applied"]
+    finally:
+        cluster.close()
+        remove_tree(base)
