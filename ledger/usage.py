@@ -1,17 +1,21 @@
-"""The controller's path: node ticks of usage records -> usage rows and rated charge entries, in one
-transaction with three round trips (it is the hot path; bench/ledger.py measures it). A transaction
-normally carries one node's tick; ``post_ticks`` also takes several (a controller catching up).
+"""The controller's path: node ticks of usage records -> usage rows and rated charge entries, in the caller's
+transaction (it is the hot path; bench/ledger.py measures it). A transaction normally carries one node's tick;
+``post_ticks`` also takes several (a controller catching up).
 
 Each record is checked, resolved to the wallet it is charged to, priced, rated (telescoping,
 ledger.rating) and, when its charge is not zero, posted as one ``usage`` entry: debit the wallet's grants
 (earliest expiry first) and then the wallet, credit the resource's revenue account. Records that cannot
 be charged are returned as rejected with a typed error; the rest of the tick is still written.
 
-Round trips: (1) the writer lock, then one statement reading what is already recorded, who the Linux
-users are and the price book's stamp; (2) the epochs' cumulative quantities and the revenue accounts;
-(3) one statement inserting usage rows, entries and postings, then the chain seal; (4) COMMIT. A replay
-(everything already recorded) stops after (1). Rows travel as
-one JSON parameter each way (psycopg's per-element array adaptation cost more than the database work).
+Round trips, none of the first two under the writer lock (so that other writers' transactions overlap
+ours): (1) BEGIN and one statement reading what is already recorded, who the Linux users are, their wallets'
+grants and the price book's stamp; (2) the epochs' cumulative quantities and the revenue accounts; (3) one
+call of ``ledger.post_usage`` (migration 0003) that takes the writer lock, re-checks under it what (1) and (2)
+read, inserts usage rows, entries and postings and seals the chain block; then the caller's COMMIT. If
+another writer changed what we read in between, (3) writes nothing and returns NULL; the lock is ours by
+then, so reading again gives current data and the second call succeeds. A replay (everything already
+recorded) stops after (1) and takes no lock. Rows travel as one JSON parameter each way (psycopg's
+per-element array adaptation cost more than the database work).
 """
 
 from __future__ import annotations
