@@ -38,17 +38,29 @@ class NodeReport:
     sample: Sample | None = None
 
 
-def sync_inventory(conn: Connection, nodes: Sequence[Node]) -> None:
-    """Upsert every inventory node; flag the ones no longer in it."""
-    conn.execute(
+def sync_inventory(conn: Connection, nodes: Sequence[Node]) -> frozenset[str]:
+    """Upsert every inventory node; flag the ones no longer in it. Returns the names of the listed ones.
+
+    The listed flag, region and remarks are also admin fields (``PATCH /v1/nodes/{name}``): the inventory
+    overwrites one only when its own value for it changed since the last sync, so an admin's edit stands
+    until ops edit that field in the inventory.
+    """
+    listed = conn.execute(
         text(
-            "INSERT INTO collector.node (name, address, port, local, region, remarks, listed, in_inventory)"
-            " SELECT * , true FROM unnest(CAST(:names AS text[]), CAST(:addresses AS text[]), CAST(:ports AS int[]),"
-            " CAST(:locals AS boolean[]), CAST(:regions AS text[]), CAST(:remarks AS text[]),"
-            " CAST(:listed AS boolean[]))"
+            "INSERT INTO collector.node (name, address, port, local, region, remarks, listed,"
+            " inventory_region, inventory_remarks, inventory_listed, in_inventory)"
+            " SELECT n, a, p, l, r, m, s, r, m, s, true FROM unnest(CAST(:names AS text[]),"
+            " CAST(:addresses AS text[]), CAST(:ports AS int[]), CAST(:locals AS boolean[]),"
+            " CAST(:regions AS text[]), CAST(:remarks AS text[]), CAST(:listed AS boolean[])) AS i(n, a, p, l, r, m, s)"
             " ON CONFLICT (name) DO UPDATE SET address = EXCLUDED.address, port = EXCLUDED.port,"
-            " local = EXCLUDED.local, region = EXCLUDED.region, remarks = EXCLUDED.remarks,"
-            " listed = EXCLUDED.listed, in_inventory = true, updated_at = now()"
+            " local = EXCLUDED.local,"
+            " region = CASE WHEN node.inventory_region = EXCLUDED.region THEN node.region ELSE EXCLUDED.region END,"
+            " remarks = CASE WHEN node.inventory_remarks = EXCLUDED.remarks THEN node.remarks"
+            " ELSE EXCLUDED.remarks END,"
+            " listed = CASE WHEN node.inventory_listed = EXCLUDED.listed THEN node.listed ELSE EXCLUDED.listed END,"
+            " inventory_region = EXCLUDED.region, inventory_remarks = EXCLUDED.remarks,"
+            " inventory_listed = EXCLUDED.listed, in_inventory = true, updated_at = now()"
+            " RETURNING name, listed"
         ),
         {
             "names": [n.name for n in nodes], "addresses": [n.address for n in nodes], "ports": [n.port for n in nodes],
@@ -61,6 +73,7 @@ def sync_inventory(conn: Connection, nodes: Sequence[Node]) -> None:
              " WHERE in_inventory AND NOT (name = ANY(CAST(:names AS text[])))"),
         {"names": [n.name for n in nodes]},
     )
+    return frozenset(name for name, is_listed in listed if is_listed)
 
 
 def _gpu_rows(report: NodeReport) -> list[dict[str, Any]]:

@@ -177,15 +177,17 @@ class Controller:
     async def tick(self, nodes: Sequence[Node]) -> TickSummary:
         started = time.monotonic()
         started_at = self.clock()
-        listed = [n for n in nodes if n.listed]
         database_ok = True
         tick_id: int | None = None
         admin = AdminState(self.defaults)
+        # The registry decides (an admin may have unlisted a node); the inventory only while it is unreachable.
+        names = frozenset(n.name for n in nodes if n.listed)
         try:
-            tick_id, admin = await self._db(self._open_tick, nodes, started_at)
+            tick_id, admin, names = await self._db(self._open_tick, nodes, started_at)
         except (DBAPIError, LedgerError) as exc:
             database_ok = False
             log.warning("database unreachable at tick start: %s", exc)
+        listed = [n for n in nodes if n.name in names]
         self.rules, self.overrides = admin.rules, admin.overrides
         states = {n.name: _NodeState(n) for n in listed}
         semaphore = asyncio.Semaphore(self.settings.concurrency)
@@ -233,9 +235,9 @@ class Controller:
         self.metrics.observe_tick(summary, [(s.node, s.outcome, s.sample) for s in states.values()])
         return summary
 
-    def _open_tick(self, nodes: Sequence[Node], at: datetime) -> tuple[int, AdminState]:
+    def _open_tick(self, nodes: Sequence[Node], at: datetime) -> tuple[int, AdminState, frozenset[str]]:
         with self.engine.begin() as conn:
-            registry.sync_inventory(conn, nodes)
+            listed = registry.sync_inventory(conn, nodes)
             admin = self.admin.read(conn, self.defaults)
             tick_id = int(
                 conn.execute(
@@ -244,7 +246,7 @@ class Controller:
                     {"c": self.name, "d": admin.rules.dry_run, "at": at},
                 ).scalar_one()
             )
-            return tick_id, admin
+            return tick_id, admin, listed
 
     def prune(self, days: int) -> int:
         """Delete samples older than ``days`` that charging no longer needs (``retention.prune_samples``)."""

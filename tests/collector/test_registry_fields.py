@@ -1,0 +1,64 @@
+"""The registry's admin fields: an admin's edit survives the inventory sync until ops change that field."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+from sqlalchemy import create_engine, text
+
+from collector.registry import sync_inventory
+from collector.types import Node
+from tests.collector.conftest import Database
+
+NODE = Node(name="gpu01", address="127.0.0.1", region="lab-a", remarks="rack 3")
+
+
+def _fields(database: Database) -> tuple[str, str, bool]:
+    engine = create_engine(database.app_url)
+    with engine.connect() as conn:
+        row = conn.execute(text("SELECT region, remarks, listed FROM collector.node WHERE name = 'gpu01'")).one()
+    engine.dispose()
+    return row.region, row.remarks, row.listed
+
+
+def _sync(database: Database, node: Node) -> frozenset[str]:
+    engine = create_engine(database.app_url)
+    with engine.begin() as conn:
+        listed = sync_inventory(conn, [node])
+    engine.dispose()
+    return listed
+
+
+def _admin_edit(database: Database, **changes: object) -> None:
+    # What PATCH /v1/nodes/{name} does, as the app role.
+    engine = create_engine(database.app_url)
+    with engine.begin() as conn:
+        sets = ", ".join(f"{k} = :{k}" for k in changes)
+        conn.execute(text(f"UPDATE collector.node SET {sets} WHERE name = 'gpu01'"), changes)  # noqa: S608
+    engine.dispose()
+
+
+def test_first_sync_takes_the_inventory(database: Database) -> None:
+    assert _sync(database, NODE) == {"gpu01"}
+    assert _fields(database) == ("lab-a", "rack 3", True)
+
+
+def test_admin_edit_survives_syncs_with_an_unchanged_inventory(database: Database) -> None:
+    _sync(database, NODE)
+    _admin_edit(database, region="lab-b", listed=False)
+    assert _sync(database, NODE) == frozenset()
+    assert _sync(database, NODE) == frozenset()
+    assert _fields(database) == ("lab-b", "rack 3", False)
+
+
+def test_an_inventory_change_wins_for_that_field_only(database: Database) -> None:
+    _sync(database, NODE)
+    _admin_edit(database, region="lab-b", remarks="fan replaced")
+    _sync(database, replace(NODE, region="lab-c"))
+    assert _fields(database) == ("lab-c", "fan replaced", True)
+
+
+def test_ops_unlisting_in_the_inventory_takes_effect(database: Database) -> None:
+    _sync(database, NODE)
+    assert _sync(database, replace(NODE, listed=False)) == frozenset()
+    assert _fields(database)[2] is False
