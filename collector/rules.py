@@ -64,6 +64,9 @@ def apply_settings(defaults: Rules, version: int, document: Mapping[str, Any]) -
     dry_run = document.get("dry_run", defaults.dry_run)
     if not isinstance(dry_run, bool):
         raise SettingsError(version, "dry_run", "must be true or false")
+    # An operator who started the controller dry (--dry-run or GPULEDGER_DRY_RUN) is testing it: settings
+    # may make a live controller dry, never a dry one live.
+    dry_run = dry_run or defaults.dry_run
     return Rules(
         thresholds=_thresholds(version, document, defaults.thresholds),
         policy=replace(defaults.policy, kill_grace_s=grace),

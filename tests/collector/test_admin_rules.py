@@ -94,3 +94,9 @@ def test_terminal_messages() -> None:
     done = terminal_message(desired, "CNY", NOW, tier_changed=False, warn_kill=False, killed=(4242, 4243))
     assert done == ("Your GPU processes on this node were stopped (PID 4242, 4243): balance -1.000000 CNY,"
                     " tier blocked.")
+
+
+def test_settings_never_make_a_dry_controller_live() -> None:
+    dry = Rules(Thresholds(), TierPolicy(kill_grace_s=600), dry_run=True)
+    assert apply_settings(dry, 5, {"dry_run": False}).dry_run is True
+    assert apply_settings(ENV, 6, {"dry_run": False}).dry_run is False
