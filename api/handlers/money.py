@@ -6,13 +6,16 @@ same body as the first call."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 from api import render
+from api.handlers.settings import thresholds_in_force
 from api.operation import Call
 from api.services import aware, period, services
 from ledger.money import parse_amount
 from ledger.records import PostResult
+from ledger.tiers import tier_for
 
 
 def _key(call: Call) -> str:
@@ -62,7 +65,10 @@ def reverse(call: Call) -> Any:
 
 
 def balance(call: Call) -> Any:
-    return render.balance(services(call).ledger.balance(call.params["wallet"]))
+    """The wallet's balance, its tier by the thresholds the controller enforces (a settings version's)."""
+    held = services(call).ledger.balance(call.params["wallet"])
+    tier = tier_for(held.available, thresholds_in_force(call), exempt=held.exempt, credit_limit=held.credit_limit)
+    return render.balance(replace(held, tier=tier))
 
 
 def statement(call: Call) -> Any:

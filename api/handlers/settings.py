@@ -38,6 +38,17 @@ def _thresholds(document: dict[str, Any], base: Thresholds) -> dict[str, str]:
     return dict(zip(TIERS, map(format_amount, (warning, limited, blocked)), strict=True))
 
 
+def thresholds_in_force(call: Call) -> Thresholds:
+    """The tier thresholds the controller enforces: the newest version's, else this process's GPULEDGER_TIER_*."""
+    svc = services(call)
+    with svc.read() as conn:
+        _, settings = _current(conn)
+    if not all(k in settings for k in TIERS):
+        return svc.ledger.config.thresholds
+    warning, limited, blocked = (parse_amount(settings[k]) for k in TIERS)
+    return Thresholds(warning=warning, limited=limited, blocked=blocked)
+
+
 def get_settings(call: Call) -> Any:
     with services(call).read() as conn:
         version, settings = _current(conn)

@@ -58,3 +58,19 @@ def test_a_multi_field_patch_is_one_audited_change(client: httpx.Client, issued:
     missing = client.patch("/v1/users/alice", headers=bearer(issued.admin), json={"exempt": False, "project": "nope"})
     assert (missing.status_code, missing.json()["error"]["code"]) == (404, "unknown_project")
     assert client.get("/v1/users/alice", headers=bearer(issued.admin)).json()["exempt"] is True
+
+
+def test_balance_tiers_follow_the_settings_version_in_force(client: httpx.Client, issued: Tokens) -> None:
+    admin = bearer(issued.admin)
+    assert client.post("/v1/wallets/alice/recharge", headers=admin | {"Idempotency-Key": "tiers-1"},
+                       json={"amount": "50", "memo": "m"}).is_success
+
+    def tier() -> str:
+        return str(client.get("/v1/wallets/alice/balance", headers=bearer(issued.alice)).json()["tier"])
+
+    assert tier() == "warning"   # 50 against the process's thresholds (100 / 10 / 0)
+    assert client.put("/v1/settings", headers=admin, json={"tier_warning": "40", "reason": "r"}).is_success
+    assert tier() == "normal"
+    assert client.put("/v1/settings", headers=admin,
+                      json={"tier_warning": "500", "tier_limited": "200", "tier_blocked": "60", "reason": "r"}).is_success
+    assert tier() == "blocked"
