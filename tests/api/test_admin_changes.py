@@ -71,6 +71,6 @@ def test_balance_tiers_follow_the_settings_version_in_force(client: httpx.Client
     assert tier() == "warning"   # 50 against the process's thresholds (100 / 10 / 0)
     assert client.put("/v1/settings", headers=admin, json={"tier_warning": "40", "reason": "r"}).is_success
     assert tier() == "normal"
-    assert client.put("/v1/settings", headers=admin,
-                      json={"tier_warning": "500", "tier_limited": "200", "tier_blocked": "60", "reason": "r"}).is_success
+    strict = {"tier_warning": "500", "tier_limited": "200", "tier_blocked": "60", "reason": "r"}
+    assert client.put("/v1/settings", headers=admin, json=strict).is_success
     assert tier() == "blocked"
