@@ -5,9 +5,7 @@ Revises:
 Create Date: 2026-11-23
 """
 
-from pathlib import Path
-
-from alembic import op
+from ledger.migrate import execute_sql_beside
 
 revision = "c0001"
 down_revision = None
@@ -16,10 +14,7 @@ depends_on = None
 
 
 def upgrade() -> None:
-    # Straight to psycopg: several statements, and SQLAlchemy's text() would read ':' as bind parameters.
-    driver = op.get_bind().connection.driver_connection
-    assert driver is not None, "migrations run on a live psycopg connection"
-    driver.execute(Path(__file__).with_suffix(".sql").read_text(encoding="utf-8"))
+    execute_sql_beside(__file__)
 
 
 def downgrade() -> None:

@@ -6,9 +6,7 @@ Revises: 0002
 Create Date: 2026-11-24
 """
 
-from pathlib import Path
-
-from alembic import op
+from ledger.migrate import execute_sql_beside
 
 revision = "0003"
 down_revision = "0002"
@@ -17,10 +15,7 @@ depends_on = None
 
 
 def upgrade() -> None:
-    # Straight to psycopg, as 0001: several statements with dollar quoting and ':' that text() would misread.
-    driver = op.get_bind().connection.driver_connection
-    assert driver is not None
-    driver.execute(Path(__file__).with_suffix(".sql").read_text(encoding="utf-8"))
+    execute_sql_beside(__file__)
 
 
 def downgrade() -> None:
