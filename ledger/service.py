@@ -12,6 +12,7 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, date, datetime
 from decimal import Decimal
+from enum import Enum
 from typing import IO, Any, TypeVar
 
 from sqlalchemy import text
@@ -45,6 +46,15 @@ from ledger.tiers import tier_for
 
 T = TypeVar("T")
 
+
+
+class Unchanged(Enum):
+    """The default of an ``update_user`` field that is to stay as it is (``None`` is a value there)."""
+
+    UNCHANGED = "unchanged"
+
+
+UNCHANGED = Unchanged.UNCHANGED
 
 class Ledger:
     """Operations on one ledger database. ``Ledger(engine, config)`` borrows the engine; ``from_config``
@@ -134,17 +144,39 @@ class Ledger:
                             request_id=request_id)
             return after
 
+    def update_user(self, name: str, *, actor: str, request_id: str | None = None,
+                    exempt: bool | Unchanged = UNCHANGED, credit_limit: int | None | Unchanged = UNCHANGED,
+                    project: str | None | Unchanged = UNCHANGED) -> User:
+        """Change the fields given, together: one transaction and one ``user.update`` audit row with the
+        before and after of each. ``credit_limit`` is in micro-units; ``None`` clears it or the project."""
+        changes: dict[str, Any] = {}
+        if not isinstance(exempt, Unchanged):
+            changes["exempt"] = exempt
+        if not isinstance(credit_limit, Unchanged):
+            changes["credit_limit"] = self._credit_limit(credit_limit)
+        if not isinstance(project, Unchanged):
+            changes["project_id"] = self._project_id(project)
+        if not changes:
+            return self.get_user(name)
+        return self._update_user(name, "user.update", actor, request_id, **changes)
+
     def set_exempt(self, name: str, exempt: bool, *, actor: str, request_id: str | None = None) -> User:
         return self._update_user(name, "user.exempt", actor, request_id, exempt=exempt)
 
     def set_credit_limit(self, name: str, micro: int | None, *, actor: str, request_id: str | None = None) -> User:
-        if micro is not None and micro < 0:
-            raise NonPositiveAmount(micro)
-        return self._update_user(name, "user.credit_limit", actor, request_id, credit_limit=micro)
+        return self._update_user(name, "user.credit_limit", actor, request_id, credit_limit=self._credit_limit(micro))
 
     def assign_project(self, name: str, project: str | None, *, actor: str, request_id: str | None = None) -> User:
-        project_id = self._read(lambda conn: directory.get_project(conn, project).id) if project else None
-        return self._update_user(name, "user.project", actor, request_id, project_id=project_id)
+        return self._update_user(name, "user.project", actor, request_id, project_id=self._project_id(project))
+
+    @staticmethod
+    def _credit_limit(micro: int | None) -> int | None:
+        if micro is not None and micro < 0:
+            raise NonPositiveAmount(micro)
+        return micro
+
+    def _project_id(self, project: str | None) -> int | None:
+        return self._read(lambda conn: directory.get_project(conn, project).id) if project else None
 
     def add_project(self, name: str, *, display_name: str = "", actor: str, request_id: str | None = None) -> Project:
         with self._write(actor) as conn:

@@ -7,7 +7,6 @@ from typing import Any
 from api import render
 from api.operation import Call
 from api.services import services
-from ledger import directory
 from ledger.money import parse_amount
 
 
@@ -36,14 +35,8 @@ def update_user(call: Call) -> Any:
         limit = body["credit_limit"]
         changes["credit_limit"] = None if limit is None else parse_amount(limit)
     if "project" in body:
-        project = body["project"]
-        with svc.read() as conn:
-            changes["project_id"] = directory.get_project(conn, project).id if project else None  # 404 if unknown
-    if not changes:
-        return render.user(svc.ledger.get_user(name))
-    # Ledger._update_user is the ledger's own one-transaction, one-audit-row update (set_exempt and the other
-    # single-field methods wrap it); a public multi-field Ledger method is asked of the ledger's owner.
-    return render.user(svc.ledger._update_user(name, "user.update", call.actor, call.request_id, **changes))
+        changes["project"] = body["project"]
+    return render.user(svc.ledger.update_user(name, actor=call.actor, request_id=call.request_id, **changes))
 
 
 def list_projects(call: Call) -> Any:

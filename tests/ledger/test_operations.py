@@ -21,6 +21,7 @@ from ledger.errors import (
     NotRefundable,
     RefundExceedsCharge,
     UnknownEntry,
+    UnknownProject,
     UnknownUser,
     UnknownWallet,
 )
@@ -156,3 +157,23 @@ def test_user_settings_are_audited_with_before_and_after(alice: Ledger, superuse
                                        "user.map"]
     standing = alice.standings()["alice"]
     assert (standing.wallet, standing.tier) == ("liabilities:wallet:project:lab1", Tier.NORMAL)
+
+
+def test_update_user_changes_fields_together_in_one_audit_row(alice: Ledger, superuser: Engine) -> None:
+    alice.add_project("lab1", actor="admin")
+    user = alice.update_user("alice", actor="admin", exempt=True, credit_limit=cny("5"), project="lab1")
+    assert (user.exempt, user.credit_limit, user.project) == (True, cny("5"), "lab1")
+    assert alice.update_user("alice", actor="admin") == user   # nothing given: nothing changes, nothing audited
+    cleared = alice.update_user("alice", actor="admin", credit_limit=None, project=None)
+    assert (cleared.exempt, cleared.credit_limit, cleared.project) == (True, None, None)
+    with pytest.raises(NonPositiveAmount):
+        alice.update_user("alice", actor="admin", exempt=False, credit_limit=-1)
+    with pytest.raises(UnknownProject):
+        alice.update_user("alice", actor="admin", exempt=False, project="nope")
+    assert alice.get_user("alice").exempt is True
+    updates = [(r[3], r[4]) for r in audit_rows(superuser) if r[1] == "user.update"]
+    assert updates == [
+        ({"exempt": False, "credit_limit": None, "project": None}, {"exempt": True, "credit_limit": cny("5"),
+                                                                     "project": "lab1"}),
+        ({"credit_limit": cny("5"), "project": "lab1"}, {"credit_limit": None, "project": None}),
+    ]
