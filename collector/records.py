@@ -20,21 +20,27 @@ def usage_records(node: str, sample: Sample, result: UsageResult, received_at: d
     """One ledger record per (Linux user, resource, device) with a non-zero amount."""
     end = received_at
     start = end - timedelta(microseconds=(result.end_ns - result.start_ns) // 1000)
-    return tuple(_record(node, sample, usage, start, end) for usage in result.usages if usage.amount_ns > 0)
-
-
-def _record(node: str, sample: Sample, usage: Usage, start: datetime, end: datetime) -> UsageRecord:
-    device = f"/{usage.device}" if usage.device else ""
-    return UsageRecord(
-        idem_key=f"{node}/{sample.boot_id}/{sample.boottime_ns}/{usage.linux_user}/{usage.resource}{device}",
-        linux_user=usage.linux_user,
-        resource=usage.resource,
-        quantity=usage.seconds,
-        unit=UNITS[usage.resource],
-        interval_start=start,
-        interval_end=end,
-        method=usage.method,
-        epoch=f"{node}/{sample.boot_id}/{usage.linux_user}/{usage.resource}{device}",
-        model=usage.model,
-        evidence={"sample": sample.idem_key, "uid": usage.uid, "pids": list(usage.pids)},
+    epoch = f"{node}/{sample.boot_id}/"
+    key = f"{epoch}{sample.boottime_ns}/"
+    evidence = sample.idem_key
+    return tuple(
+        UsageRecord(
+            idem_key=f"{key}{usage.linux_user}/{usage.resource}{_device(usage)}",
+            linux_user=usage.linux_user,
+            resource=usage.resource,
+            quantity=usage.seconds,
+            unit=UNITS[usage.resource],
+            interval_start=start,
+            interval_end=end,
+            method=usage.method,
+            epoch=f"{epoch}{usage.linux_user}/{usage.resource}{_device(usage)}",
+            model=usage.model,
+            evidence={"sample": evidence, "uid": usage.uid, "pids": list(usage.pids)},
+        )
+        for usage in result.usages
+        if usage.amount_ns > 0
     )
+
+
+def _device(usage: Usage) -> str:
+    return f"/{usage.device}" if usage.device else ""

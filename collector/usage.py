@@ -326,6 +326,8 @@ def share_ns(total: int, weights: dict[int, int], names: dict[int, str]) -> dict
     Largest remainder: everyone gets the floor of their exact share, and the units left over go to the
     largest fractional parts, ties broken by user name then uid, so the shares always sum to ``total``.
     """
+    if len(weights) == 1:  # the usual GPU, held by one user: nothing to share
+        return dict.fromkeys(weights, total)
     weight_sum = sum(weights.values())
     effective = weights if weight_sum > 0 else dict.fromkeys(weights, 1)
     weight_sum = sum(effective.values())
