@@ -2,18 +2,24 @@
 
     .venv/bin/python bench/controller.py [--nodes 24,200,1000] [--ticks 3]
 
-Nodes are simulated by in-process asyncssh servers (in a separate process, so the controller's CPU is its
-own) answering the node-command verbs with realistic samples: 8 GPUs, 40 user processes of 10 users,
-6 of them on GPUs, cumulative CPU counters that advance. The controller is the real one: SSH with pinned
-host keys and persistent connections, one database transaction per node sample through the ledger's
-usage path, standings, convergence and status files. PostgreSQL is a throwaway local cluster. Prints a
-table: the first tick (connections opened, baselines) and the steady ticks after it (charging).
+Nodes are simulated by asyncssh servers in a separate, spawned process (so the controller's CPU figure,
+``time.process_time()`` of the controller's process, all its threads included, is its own: neither the
+simulated fleet's nor PostgreSQL's) answering the node-command verbs with realistic samples: 8 GPUs,
+40 user processes of 10 users, 6 of them on GPUs, cumulative CPU counters that advance. The controller is
+the real one: SSH with pinned host keys and persistent connections, batched database transactions through
+the ledger's usage path, standings, convergence and status files. No memory price is set (memory pricing
+is optional), so each node and tick makes 16 records: 10 CPU and 6 GPU. PostgreSQL is a throwaway local
+cluster. Prints a table: the first tick (connections opened, baselines) and the steady ticks after it
+(charging), with the CPU the garbage collector took in the worst steady tick. ``--gc-threshold N`` runs
+the controller with ``gc.set_threshold(N, 20, 20)`` instead of Python's defaults, to measure what that
+setting saves.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import json
 import multiprocessing
 import os
@@ -138,6 +144,21 @@ def _serve(count: int, host_key_path: str, client_pub: str, ports: Any, started:
     asyncio.run(main())
 
 
+class _GcClock:
+    """CPU seconds the cyclic garbage collector has run (in whichever thread it ran)."""
+
+    def __init__(self) -> None:
+        self.seconds = 0.0
+        self._started = 0.0
+        gc.callbacks.append(self._callback)
+
+    def _callback(self, phase: str, info: dict[str, int]) -> None:
+        if phase == "start":
+            self._started = time.thread_time()
+        else:
+            self.seconds += time.thread_time() - self._started
+
+
 def _database(workdir: Path) -> tuple[EmbeddedPostgres, str]:
     server = EmbeddedPostgres(workdir / "pg").start()
     admin = bootstrap(server.url(), "gpuledger_bench")
@@ -146,7 +167,7 @@ def _database(workdir: Path) -> tuple[EmbeddedPostgres, str]:
     return server, server.url(user="gpuledger_app", database="gpuledger_bench")
 
 
-async def _sweep(count: int, ticks: int, workdir: Path, app_url: str) -> dict[str, float]:
+async def _sweep(count: int, ticks: int, workdir: Path, app_url: str, collector: _GcClock) -> dict[str, float]:
     client_key = asyncssh.generate_private_key("ssh-ed25519")
     host_key = asyncssh.generate_private_key("ssh-ed25519")
     (workdir / "client").write_bytes(client_key.export_private_key())
@@ -176,7 +197,7 @@ async def _sweep(count: int, ticks: int, workdir: Path, app_url: str) -> dict[st
         for n in range(ticks + 1):
             if n:
                 await asyncio.sleep(1.0)
-            cpu, wall = time.process_time(), time.monotonic()
+            cpu, wall, collected = time.process_time(), time.monotonic(), collector.seconds
             summary = await controller.tick(nodes)
             cpu, wall = time.process_time() - cpu, time.monotonic() - wall
             assert summary.outcomes == {"ok": count} and summary.database_ok, summary
@@ -185,6 +206,7 @@ async def _sweep(count: int, ticks: int, workdir: Path, app_url: str) -> dict[st
             rows[f"{key}_cpu"] = max(rows.get(f"{key}_cpu", 0.0), cpu)
             if n:
                 rows["entries"] = summary.entries
+                rows["steady_gc"] = max(rows.get("steady_gc", 0.0), collector.seconds - collected)
     finally:
         await transport.aclose()
         controller.close()
@@ -198,7 +220,11 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--nodes", default="24,200,1000")
     parser.add_argument("--ticks", type=int, default=3, help="steady ticks per size (the worst one is reported)")
+    parser.add_argument("--gc-threshold", type=int, help="the garbage collector's first-generation threshold")
     args = parser.parse_args()
+    if args.gc_threshold is not None:
+        gc.set_threshold(args.gc_threshold, 20, 20)
+    collector = _GcClock()
     with tempfile.TemporaryDirectory(prefix="gpuledger-bench-", dir="/var/tmp") as tmp:
         workdir = Path(tmp)
         os.chmod(workdir, 0o755)
@@ -214,11 +240,11 @@ def main() -> int:
                 setup.recharge(user, 10**9 * MICRO, idem_key=f"bench-{user}", actor="bench")
             setup.engine.dispose()
             print(f"{'nodes':>6} {'first tick s':>13} {'first CPU s':>12} {'steady tick s':>14} {'steady CPU s':>13}"
-                  f" {'entries/tick':>13}")
+                  f" {'of it GC s':>11} {'entries/tick':>13}")
             for count in (int(n) for n in args.nodes.split(",")):
-                r = asyncio.run(_sweep(count, args.ticks, workdir, app_url))
+                r = asyncio.run(_sweep(count, args.ticks, workdir, app_url, collector))
                 print(f"{count:>6} {r['first_wall']:>13.2f} {r['first_cpu']:>12.2f} {r['steady_wall']:>14.2f}"
-                      f" {r['steady_cpu']:>13.2f} {int(r['entries']):>13}", flush=True)
+                      f" {r['steady_cpu']:>13.2f} {r['steady_gc']:>11.2f} {int(r['entries']):>13}", flush=True)
         finally:
             server.stop(mode="immediate")
     return 0
