@@ -10,9 +10,9 @@ the real one: SSH with pinned host keys and persistent connections, batched data
 the ledger's usage path, standings, convergence and status files. No memory price is set (memory pricing
 is optional), so each node and tick makes 16 records: 10 CPU and 6 GPU. PostgreSQL is a throwaway local
 cluster. Prints a table: the first tick (connections opened, baselines) and the steady ticks after it
-(charging), with the CPU the garbage collector took in the worst steady tick. ``--gc-threshold N`` runs
-the controller with ``gc.set_threshold(N, 20, 20)`` instead of Python's defaults, to measure what that
-setting saves.
+(charging), with the CPU the garbage collector took in the worst steady tick. The controller tunes the
+garbage collector as ``gpuledger controller run`` does (``collector.app.tune_gc``); ``--gc-threshold N``
+sets another first-generation threshold (700 is Python's default) to measure what the tuning saves.
 """
 
 from __future__ import annotations
@@ -38,6 +38,7 @@ import asyncssh  # noqa: E402
 from prometheus_client import CollectorRegistry  # noqa: E402
 from sqlalchemy import create_engine  # noqa: E402
 
+from collector.app import tune_gc  # noqa: E402
 from collector.config import TierPolicy  # noqa: E402
 from collector.metrics import Metrics  # noqa: E402
 from collector.migrations import upgrade_collector  # noqa: E402
@@ -220,8 +221,11 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--nodes", default="24,200,1000")
     parser.add_argument("--ticks", type=int, default=3, help="steady ticks per size (the worst one is reported)")
-    parser.add_argument("--gc-threshold", type=int, help="the garbage collector's first-generation threshold")
+    parser.add_argument("--gc-threshold", type=int,
+                        help="the garbage collector's first-generation threshold instead of the controller's"
+                             " (collector.app.tune_gc); 700 is Python's default")
     args = parser.parse_args()
+    tune_gc()
     if args.gc_threshold is not None:
         gc.set_threshold(args.gc_threshold, 20, 20)
     collector = _GcClock()

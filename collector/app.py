@@ -7,6 +7,7 @@ only when the inventory has SSH nodes, so the embedded default (one local node) 
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import os
 import signal
@@ -150,6 +151,18 @@ def printer(currency: str, out: Callable[[str], None] = print) -> Callable[[Tick
     return report
 
 
+# Measured with bench/controller.py at 1,000 nodes: Python's default (700) ran the collector 1.1-2 s of a
+# tick's 9 s of CPU; at 20,000 it takes about 0.3 s. A tick's objects are short-lived, so little is kept.
+GC_FIRST_GENERATION = 20_000
+
+
+def tune_gc() -> None:
+    """Fewer, larger first-generation collections, and none of startup's objects scanned again: a tick
+    allocates hundreds of thousands of short-lived objects (parsed samples, records, rows)."""
+    gc.freeze()
+    gc.set_threshold(GC_FIRST_GENERATION, 20, 20)
+
+
 async def serve(runtime: Runtime, report: Callable[[TickSummary | None, str], None], *, ticks: int | None = None,
                 stop: asyncio.Event | None = None) -> int:
     """Run the loop until SIGINT/SIGTERM (or ``stop``, or ``ticks`` ticks ran); returns the exit status."""
@@ -199,4 +212,5 @@ def run_controller(
     if ledger_config.database_url.value != database_url:
         ledger_config = replace(ledger_config, database_url=Secret(database_url))
     runtime = Runtime(config, ledger_config)
+    tune_gc()
     return asyncio.run(serve(runtime, printer(ledger_config.currency, out), ticks=ticks))

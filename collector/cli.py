@@ -15,7 +15,7 @@ from typing import Any
 from sqlalchemy import create_engine
 from sqlalchemy.exc import DBAPIError
 
-from collector.app import Runtime, printer, serve
+from collector.app import Runtime, printer, serve, tune_gc
 from collector.config import ControllerConfig
 from collector.errors import CollectorError, ConfigError, HostKeyError, NodeUnavailable
 from collector.inventory import load_inventory
@@ -80,6 +80,7 @@ def _run(args: argparse.Namespace) -> int:
         return _fail(str(exc), 2)
     configure()
     runtime = Runtime(config, ledger_config)
+    tune_gc()
     return asyncio.run(serve(runtime, printer(ledger_config.currency), ticks=args.ticks))
 
 

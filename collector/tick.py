@@ -64,7 +64,11 @@ log = logging.getLogger("gpuledger.controller")
 STATUS_REFRESH_S = 120
 CHARGE_BATCH = 64
 PRUNE_EVERY_S = 3600
-_STATUS_DECISIVE = ("tier", "gpu_blocked", "cpu_quota_percent", "kill_at", "user", "billing_user")
+
+def _status_fingerprint(desired: Desired) -> tuple[object, ...]:
+    """What, when it changes, makes a status file due at once (the balance alone waits for the refresh)."""
+    return (desired.tier, desired.gpu_blocked, desired.cpu_quota_ppm, desired.kill_at, desired.linux_user,
+            desired.billing_user)
 
 
 @dataclass(frozen=True)
@@ -160,7 +164,7 @@ class Controller:
         self.clock = clock
         self.decisions = DecisionLog(engine)
         self._restricted: dict[tuple[str, int], str] | None = None
-        self._status_written: dict[tuple[str, int], tuple[str, float]] = {}
+        self._status_written: dict[tuple[str, int], tuple[tuple[object, ...], float]] = {}
         self._pool = ThreadPoolExecutor(max_workers=settings.db_workers, thread_name_prefix="gpuledger-db")
         self._pruned_at: float | None = None
         # (node, uid, kill time) whose pending kill the user has been told of.
@@ -479,12 +483,7 @@ class Controller:
         return status, detail
 
     async def _write_status(self, session: NodeSession, node: str, desired: Desired, burn: int, now: datetime) -> None:
-        document = status_document(
-            desired, currency=self.ledger_config.currency, burn_per_hour=burn,
-            blocked_threshold=self.rules.thresholds.blocked, now=now,
-            recharge_hint=self.settings.recharge_hint,
-        )
-        fingerprint = json.dumps([document[k] for k in _STATUS_DECISIVE])
+        fingerprint = _status_fingerprint(desired)
         last = self._status_written.get((node, desired.uid))
         # A per-file offset spreads the refreshes over a minute instead of rewriting every file in one tick.
         refresh = STATUS_REFRESH_S + zlib.crc32(f"{node}/{desired.uid}".encode()) % 60
@@ -492,6 +491,11 @@ class Controller:
             return
         if self.rules.dry_run:
             return
+        document = status_document(
+            desired, currency=self.ledger_config.currency, burn_per_hour=burn,
+            blocked_threshold=self.rules.thresholds.blocked, now=now,
+            recharge_hint=self.settings.recharge_hint,
+        )
         result = await session.run(["status-write", str(desired.uid)], stdin=json.dumps(document).encode(),
                                    timeout_s=self.settings.command_timeout_s)
         if result.ok:
