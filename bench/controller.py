@@ -41,16 +41,15 @@ from sqlalchemy import create_engine  # noqa: E402
 from collector.app import tune_gc  # noqa: E402
 from collector.config import TierPolicy  # noqa: E402
 from collector.metrics import Metrics  # noqa: E402
-from collector.migrations import upgrade_collector  # noqa: E402
 from collector.posting import Charger  # noqa: E402
 from collector.tick import Controller, TickSettings  # noqa: E402
 from collector.transport.ssh import SshSettings, SshTransport  # noqa: E402
 from collector.types import Node  # noqa: E402
 from collector.usage import UsageSettings  # noqa: E402
+from gpuledger.main import upgrade_all  # noqa: E402
 from ledger.bootstrap import bootstrap  # noqa: E402
 from ledger.config import LedgerConfig, Secret  # noqa: E402
 from ledger.embedded import EmbeddedPostgres  # noqa: E402
-from ledger.migrate import upgrade_ledger  # noqa: E402
 from ledger.money import MICRO  # noqa: E402
 from ledger.service import Ledger  # noqa: E402
 
@@ -163,8 +162,7 @@ class _GcClock:
 def _database(workdir: Path) -> tuple[EmbeddedPostgres, str]:
     server = EmbeddedPostgres(workdir / "pg").start()
     admin = bootstrap(server.url(), "gpuledger_bench")
-    upgrade_ledger(admin)
-    upgrade_collector(admin)
+    upgrade_all(admin, out=lambda line: None)   # every chain, as deployed: each tick reads the api's settings
     return server, server.url(user="gpuledger_app", database="gpuledger_bench")
 
 

@@ -118,16 +118,21 @@ def record_tick(conn: Connection, reports: Sequence[NodeReport]) -> None:
             "hardware": [json.dumps(dict(r.sample.hardware), default=str) if r.sample else None for r in reports],
         },
     )
-    rows = [row for report in reports for row in _gpu_rows(report)]
+    # One row per (node, uuid): one statement may not upsert the same row twice.
+    rows = list({(row["node"], row["uuid"]): row for report in reports for row in _gpu_rows(report)}.values())
     if rows:
+        # Columns as arrays in one statement: an executemany of 8,000 GPUs' rows was about 0.5 s of a
+        # 1,000-node tick's CPU (bench/controller.py).
         conn.execute(
             text(
                 "INSERT INTO collector.gpu (node, uuid, index, name, memory_total_bytes, state, seen_at)"
-                " VALUES (:node, :uuid, :index, :name, :total, CAST(:state AS jsonb), :seen)"
+                " SELECT n, u, i, m, t, CAST(s AS jsonb), a FROM unnest(CAST(:node AS text[]),"
+                " CAST(:uuid AS text[]), CAST(:index AS int[]), CAST(:name AS text[]), CAST(:total AS bigint[]),"
+                " CAST(:state AS text[]), CAST(:seen AS timestamptz[])) AS x(n, u, i, m, t, s, a)"
                 " ON CONFLICT (node, uuid) DO UPDATE SET index = EXCLUDED.index, name = EXCLUDED.name,"
                 " memory_total_bytes = EXCLUDED.memory_total_bytes, state = EXCLUDED.state, seen_at = EXCLUDED.seen_at"
             ),
-            rows,
+            {column: [row[column] for row in rows] for column in rows[0]},
         )
 
 

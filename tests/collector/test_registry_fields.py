@@ -1,14 +1,17 @@
-"""The registry's admin fields: an admin's edit survives the inventory sync until ops change that field."""
+"""The node registry: an admin's edit survives the inventory sync until ops change that field; each tick
+records every node's status and its GPUs' latest state."""
 
 from __future__ import annotations
 
 from dataclasses import replace
+from datetime import UTC, datetime
 
 from sqlalchemy import create_engine, text
 
-from collector.registry import sync_inventory
-from collector.types import Node
+from collector.registry import NodeReport, record_tick, sync_inventory
+from collector.types import Node, Outcome
 from tests.collector.conftest import Database
+from tests.collector.samples import GPU0, GPU1, sample
 
 NODE = Node(name="gpu01", address="127.0.0.1", region="lab-a", remarks="rack 3")
 
@@ -62,3 +65,26 @@ def test_ops_unlisting_in_the_inventory_takes_effect(database: Database) -> None
     _sync(database, NODE)
     assert _sync(database, replace(NODE, listed=False)) == frozenset()
     assert _fields(database)[2] is False
+
+
+def test_a_tick_records_status_and_each_gpus_latest_state(database: Database) -> None:
+    _sync(database, NODE)
+    other = replace(NODE, name="gpu02")
+    _sync(database, other)
+    engine = create_engine(database.app_url)
+    first, later = datetime(2026, 3, 1, tzinfo=UTC), datetime(2026, 3, 1, 0, 1, tzinfo=UTC)
+    with engine.begin() as conn:
+        record_tick(conn, [NodeReport("gpu01", Outcome.OK, first, sample=sample(60)),
+                           NodeReport("gpu02", Outcome.UNREACHABLE, first, error="connection refused")])
+    hot = sample(120)
+    hot = replace(hot, gpus=(replace(hot.gpus[0], temperature_c=91), *hot.gpus[1:]))
+    with engine.begin() as conn:
+        record_tick(conn, [NodeReport("gpu01", Outcome.OK, later, sample=hot)])
+        gpus = conn.execute(text("SELECT node, uuid, index, state ->> 'temperature_c', seen_at FROM collector.gpu"
+                                 " ORDER BY index")).all()
+        nodes = conn.execute(text("SELECT name, status, last_error, machine_id FROM collector.node"
+                                  " ORDER BY name")).all()
+    engine.dispose()
+    assert [tuple(g) for g in gpus] == [("gpu01", GPU0, 0, "91", later), ("gpu01", GPU1, 1, "40", later)]
+    assert [tuple(n) for n in nodes] == [("gpu01", "connected", None, "m1"),
+                                         ("gpu02", "failed", "connection refused", None)]
