@@ -67,12 +67,13 @@ def decisions(call: Call) -> Any:
     with services(call).read() as conn:
         rows = conn.execute(text(
             "SELECT id, tick_id, at, node, uid, linux_user, billing_user, tier, balance, verb, reason, dry_run,"  # noqa: S608 (constant column lists and clauses)
-            f" outcome, exit_status, detail, finished_at FROM collector.decision WHERE {' AND '.join(clauses)}"
+            f" outcome, exit_status, detail, finished_at, override_id, override_reason FROM collector.decision"
+            f" WHERE {' AND '.join(clauses)}"
             " ORDER BY id LIMIT :limit"),
             {"after": p.get("cursor", 0), "node": p.get("node"), "billing_user": p.get("billing_user"),
              "limit": limit + 1}).all()
     keys = ("id", "tick_id", "at", "node", "uid", "linux_user", "billing_user", "tier", "balance", "verb", "reason",
-            "dry_run", "outcome", "exit_status", "detail", "finished_at")
+            "dry_run", "outcome", "exit_status", "detail", "finished_at", "override_id", "override_reason")
     items = [{k: (v.isoformat() if hasattr(v, "isoformat") else v) for k, v in zip(keys, r, strict=True)}
              for r in rows[:limit]]
     return {"items": items, "next_cursor": rows[limit - 1][0] if len(rows) > limit else None}
