@@ -15,6 +15,8 @@ from api.operation import Call
 from api.services import services
 
 _COLUMNS = "id, node, requested_by, request_id, requested_at, started_at, finished_at, outcome, detail"
+# Results are for the admin who asked; the request itself stays in api.audit. Pruned as new requests come.
+RETENTION_DAYS = 30
 
 
 def location(test_id: int) -> str:
@@ -38,6 +40,8 @@ def request_test(call: Call) -> Any:
     with services(call).write() as conn:
         if conn.execute(text("SELECT 1 FROM collector.node WHERE name = :n"), {"n": name}).first() is None:
             raise not_found("node", name)
+        conn.execute(text("DELETE FROM api.connection_test WHERE finished_at < now() - make_interval(days => :d)"),
+                     {"d": RETENTION_DAYS})
         out = _test(conn.execute(text(
             f"INSERT INTO api.connection_test (node, requested_by, request_id) VALUES (:n, :by, :r)"  # noqa: S608 (constant column list)
             f" RETURNING {_COLUMNS}"), {"n": name, "by": call.actor, "r": call.request_id}).one())

@@ -68,3 +68,22 @@ def test_a_request_is_audited_and_unknown_nodes_refused(client: httpx.Client, is
     assert [tuple(r) for r in rows] == [("node.connection_test", "node:gpu02", {"id": requested.json()["id"]},
                                          requested.headers["X-Request-Id"])]
     assert tests == 1
+
+
+def test_finished_tests_past_retention_go_when_a_new_one_comes(client: httpx.Client, issued: Tokens,
+                                                                api_db: ApiDatabase) -> None:
+    _add_node(api_db, "gpu03")
+    engine = create_engine(api_db.admin_url, poolclass=NullPool)
+    with engine.begin() as conn:
+        for age_days, finished in ((31, True), (29, True), (40, False)):
+            conn.execute(text(
+                "INSERT INTO api.connection_test (node, requested_by, request_id, requested_at, finished_at, outcome)"
+                " VALUES ('gpu03', 'api:admin', :r, now() - make_interval(days => :a),"
+                " CASE WHEN :f THEN now() - make_interval(days => :a) END, CASE WHEN :f THEN 'ok' END)"),
+                {"r": f"old-{age_days}", "a": age_days, "f": finished})
+    assert client.post("/v1/nodes/gpu03/connection-tests", headers=bearer(issued.admin)).status_code == 202
+    with engine.connect() as conn:
+        kept = conn.execute(text("SELECT request_id FROM api.connection_test WHERE node = 'gpu03'"
+                                 " AND request_id LIKE 'old-%' ORDER BY request_id")).scalars().all()
+    engine.dispose()
+    assert kept == ["old-29", "old-40"]   # a test never finished is the controller's to finish, never pruned
