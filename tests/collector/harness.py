@@ -16,6 +16,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -23,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 import pynvml
+import pytest
 from prometheus_client import CollectorRegistry
 from sqlalchemy import Engine, create_engine, text
 
@@ -38,12 +40,23 @@ from ledger.config import LedgerConfig, Secret
 from ledger.money import MICRO
 from ledger.service import Ledger
 from tests.collector.conftest import Database
+from tests.harness.sshd import ensure_user, remove_user
 
 ROOT = Path(__file__).resolve().parents[2]
 GPU_MODEL = "NVIDIA A100-SXM4-80GB"
 # 0.36 per GPU-hour = 100 micro per GPU-second; 0.036 per core-hour = 10 micro per core-second: exact rates.
 GPU_PRICE = (Decimal("0.36"), Decimal(3600))
 CPU_PRICE = (Decimal("0.036"), Decimal(3600))
+
+def linux_user_fixture(name: str) -> Callable[[], Iterator[int]]:
+    """A module-scoped fixture giving the uid of the test user ``name``, created first and removed after."""
+    @pytest.fixture(scope="module")
+    def user() -> Iterator[int]:
+        uid = ensure_user(name).pw_uid
+        yield uid
+        remove_user(name)
+    return user
+
 
 
 @dataclass

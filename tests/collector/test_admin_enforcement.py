@@ -20,8 +20,8 @@ from collector.transport.ssh import SshSettings, SshTransport
 from collector.types import Node
 from ledger.money import MICRO
 from tests.collector.conftest import Database, forced_command_line
-from tests.collector.harness import Cluster, SudoNodeCommand, make_nodes, remove_tree, spawn_as
-from tests.harness.sshd import SshdNode, ensure_user, remove_user, sshd_available
+from tests.collector.harness import Cluster, SudoNodeCommand, linux_user_fixture, make_nodes, remove_tree, spawn_as
+from tests.harness.sshd import SshdNode, sshd_available
 
 pytestmark = [pytest.mark.root, pytest.mark.skipif(not sshd_available(), reason="needs root")]
 USER = "glc-erin"
@@ -30,11 +30,7 @@ GIB = 1 << 30
 NO_KILL = TierPolicy(kill_grace_s=3600)
 
 
-@pytest.fixture(scope="module")
-def erin() -> Iterator[int]:
-    uid = ensure_user(USER).pw_uid
-    yield uid
-    remove_user(USER)
+erin = linux_user_fixture(USER)
 
 
 @pytest.fixture

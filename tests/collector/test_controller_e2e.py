@@ -18,19 +18,15 @@ from sqlalchemy import text
 from collector.tick import TickSummary
 from ledger.money import MICRO
 from tests.collector.conftest import Database
-from tests.collector.harness import MICRO_PER_GPU_SECOND, Cluster, make_nodes, remove_tree, spawn_as
-from tests.harness.sshd import ensure_user, remove_user, sshd_available
+from tests.collector.harness import MICRO_PER_GPU_SECOND, Cluster, linux_user_fixture, make_nodes, remove_tree, spawn_as
+from tests.harness.sshd import sshd_available
 
 pytestmark = [pytest.mark.root, pytest.mark.skipif(not sshd_available(), reason="needs root")]
 ALICE = "glc-alice"
 GIB = 1 << 30
 
 
-@pytest.fixture(scope="module")
-def alice() -> Iterator[int]:
-    uid = ensure_user(ALICE).pw_uid
-    yield uid
-    remove_user(ALICE)
+alice = linux_user_fixture(ALICE)
 
 
 @pytest.fixture

@@ -14,20 +14,16 @@ import pytest
 
 from ledger.money import MICRO
 from tests.collector.conftest import Database
-from tests.collector.harness import MICRO_PER_GPU_SECOND, Cluster, make_nodes, remove_tree, spawn_as
+from tests.collector.harness import MICRO_PER_GPU_SECOND, Cluster, linux_user_fixture, make_nodes, remove_tree, spawn_as
 from tests.collector.processes import controller_env, start_controller, write_inventory
-from tests.harness.sshd import ensure_user, remove_user, sshd_available
+from tests.harness.sshd import sshd_available
 
 pytestmark = [pytest.mark.root, pytest.mark.slow, pytest.mark.skipif(not sshd_available(), reason="needs root")]
 USER = "glc-carol"
 GIB = 1 << 30
 
 
-@pytest.fixture(scope="module")
-def carol() -> Iterator[int]:
-    uid = ensure_user(USER).pw_uid
-    yield uid
-    remove_user(USER)
+carol = linux_user_fixture(USER)
 
 
 @pytest.fixture

@@ -12,8 +12,8 @@ import pytest
 from collector.config import TierPolicy
 from ledger.money import MICRO
 from tests.collector.conftest import Database
-from tests.collector.harness import Cluster, make_nodes, remove_tree, spawn_as
-from tests.harness.sshd import ensure_user, remove_user, sshd_available
+from tests.collector.harness import Cluster, linux_user_fixture, make_nodes, remove_tree, spawn_as
+from tests.harness.sshd import sshd_available
 
 pytestmark = [pytest.mark.root, pytest.mark.skipif(not sshd_available(), reason="needs root")]
 USER = "glc-frank"
@@ -21,11 +21,7 @@ GIB = 1 << 30
 GRACE_S = 6
 
 
-@pytest.fixture(scope="module")
-def frank() -> Iterator[int]:
-    uid = ensure_user(USER).pw_uid
-    yield uid
-    remove_user(USER)
+frank = linux_user_fixture(USER)
 
 
 @pytest.fixture

@@ -16,19 +16,15 @@ from collector.transport.ssh import SshSettings, SshTransport
 from collector.types import Node
 from ledger.money import MICRO
 from tests.collector.conftest import Database, forced_command_line
-from tests.collector.harness import MICRO_PER_GPU_SECOND, Cluster, make_nodes, remove_tree, spawn_as
-from tests.harness.sshd import SshdNode, ensure_user, remove_user
+from tests.collector.harness import MICRO_PER_GPU_SECOND, Cluster, linux_user_fixture, make_nodes, remove_tree, spawn_as
+from tests.harness.sshd import SshdNode
 
 pytestmark = [pytest.mark.root, pytest.mark.slow]
 USER = "glc-dave"
 GIB = 1 << 30
 
 
-@pytest.fixture(scope="module")
-def dave() -> Iterator[int]:
-    uid = ensure_user(USER).pw_uid
-    yield uid
-    remove_user(USER)
+dave = linux_user_fixture(USER)
 
 
 @pytest.fixture
