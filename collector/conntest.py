@@ -100,7 +100,7 @@ class ConnectionTests:
         for result in results:
             await asyncio.to_thread(self._finish, result)
             log.info("connection test %d of %s: %s", result.id, result.node, result.outcome)
-        return list(results)
+        return results
 
     async def _test(self, test_id: int, node: Node | None, name: str) -> TestResult:
         if node is None:

@@ -18,8 +18,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
-ACTIONS = ("exempt", "lift", "apply")
-
 
 @dataclass(frozen=True)
 class Override:

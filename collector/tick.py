@@ -252,11 +252,6 @@ class Controller:
             )
             return tick_id, admin, listed
 
-    def prune(self, days: int) -> int:
-        """Delete samples older than ``days`` that charging no longer needs (``retention.prune_samples``)."""
-        with self.engine.begin() as conn:
-            return retention.prune_samples(conn, days)
-
     def _prune(self) -> retention.Pruned:
         with self.engine.begin() as conn:
             return retention.prune(conn, self.settings.sample_retention_days, self.settings.decision_retention_days)

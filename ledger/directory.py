@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 from sqlalchemy import text
 from sqlalchemy.engine import Connection
@@ -33,13 +33,20 @@ def _project(row: Any) -> Project:
                    created_at=row.created_at)
 
 
+def _add_wallet_holder(conn: Connection, kind: Literal["user", "project"], name: str, display_name: str,
+                       currency: str) -> None:
+    """A user or project row with its own new wallet account."""
+    check_name(kind, name)
+    table = "billing_user" if kind == "user" else "project"
+    if conn.execute(text(f"SELECT 1 FROM ledger.{table} WHERE name = :n"), {"n": name}).first():  # noqa: S608
+        raise DuplicateName(kind, name)
+    wallet = ensure_account(conn, wallet_code(kind, name), currency)
+    conn.execute(text(f"INSERT INTO ledger.{table} (name, display_name, wallet_account_id)"  # noqa: S608
+                      " VALUES (:n, :d, :w)"), {"n": name, "d": display_name, "w": wallet})
+
+
 def add_user(conn: Connection, name: str, display_name: str, currency: str) -> User:
-    check_name("user", name)
-    if conn.execute(text("SELECT 1 FROM ledger.billing_user WHERE name = :n"), {"n": name}).first():
-        raise DuplicateName("user", name)
-    wallet = ensure_account(conn, wallet_code("user", name), currency)
-    conn.execute(text("INSERT INTO ledger.billing_user (name, display_name, wallet_account_id) VALUES (:n, :d, :w)"),
-                 {"n": name, "d": display_name, "w": wallet})
+    _add_wallet_holder(conn, "user", name, display_name, currency)
     return get_user(conn, name)
 
 
@@ -63,12 +70,7 @@ def update_user(conn: Connection, name: str, **changes: Any) -> tuple[User, User
 
 
 def add_project(conn: Connection, name: str, display_name: str, currency: str) -> Project:
-    check_name("project", name)
-    if conn.execute(text("SELECT 1 FROM ledger.project WHERE name = :n"), {"n": name}).first():
-        raise DuplicateName("project", name)
-    wallet = ensure_account(conn, wallet_code("project", name), currency)
-    conn.execute(text("INSERT INTO ledger.project (name, display_name, wallet_account_id) VALUES (:n, :d, :w)"),
-                 {"n": name, "d": display_name, "w": wallet})
+    _add_wallet_holder(conn, "project", name, display_name, currency)
     return get_project(conn, name)
 
 

@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import text
 
+from collector import retention
 from collector.tick import TickSummary
 from ledger.money import MICRO
 from tests.collector.conftest import Database
@@ -124,7 +125,8 @@ def test_retention_keeps_what_charging_needs(cluster: Cluster) -> None:
         "SELECT count(*) FROM collector.sample s WHERE s.id IN (SELECT charged_sample_id FROM collector.node)"
         " OR s.id IN (SELECT sample_id FROM collector.usage_outbox)"
     )
-    assert cluster.controller.prune(30) == 3 - needed
+    with cluster.controller.engine.begin() as conn:   # as the app role, like the controller
+        assert retention.prune_samples(conn, 30) == 3 - needed
     assert cluster.scalar("SELECT count(*) FROM collector.sample") == needed
     assert cluster.scalar(
         "SELECT count(*) FROM collector.node n JOIN collector.sample s ON s.id = n.charged_sample_id"
