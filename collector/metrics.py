@@ -55,6 +55,9 @@ class Metrics:
         self._gpu_children: dict[tuple[str, str, str, str], tuple[Gauge, ...]] = {}
         self.gpu_user_mem = Gauge("gpuledger_gpu_user_memory_bytes", "GPU memory a user's processes hold",
                                   ["node", "gpu", "user"], registry=r)
+        # Children kept from tick to tick for the same reason; a (node, GPU, user) not seen in a tick is removed.
+        self._user_mem_children: dict[tuple[str, str, str], Gauge] = {}
+        self._node_children: dict[str, tuple[Gauge, Gauge]] = {}
 
     def action(self, kind: str, outcome: str) -> None:
         self.actions.labels(kind, outcome).inc()
@@ -68,21 +71,31 @@ class Metrics:
         self.database_up.set(1 if summary.database_ok else 0)
         self.entries.inc(summary.entries)
         self.charged.inc(summary.charged)
-        self.gpu_user_mem.clear()
+        seen: set[tuple[str, str, str]] = set()
         for node, outcome, sample in nodes:
-            self.node_up.labels(node.name).set(1 if outcome is Outcome.OK else 0)
+            self._node(node.name)[0].set(1 if outcome is Outcome.OK else 0)
             if sample is not None:
                 self.samples.inc()
-                self._gpus(node.name, sample)
+                self._gpus(node.name, sample, seen)
+        for gone in self._user_mem_children.keys() - seen:
+            del self._user_mem_children[gone]
+            self.gpu_user_mem.remove(*gone)
 
     def observe_skew(self, node: str, skew_ms: int) -> None:
-        self.skew.labels(node).set(skew_ms / 1000)
+        self._node(node)[1].set(skew_ms / 1000)
+
+    def _node(self, node: str) -> tuple[Gauge, Gauge]:
+        """The node's up and clock-skew children."""
+        children = self._node_children.get(node)
+        if children is None:
+            children = self._node_children[node] = (self.node_up.labels(node), self.skew.labels(node))
+        return children
 
     def observe_gaps(self, gaps: Sequence[tuple[str, float]]) -> None:
         for reason, seconds in gaps:
             self.unaccounted.labels(reason).inc(seconds)
 
-    def _gpus(self, node: str, sample: Sample) -> None:
+    def _gpus(self, node: str, sample: Sample, seen: set[tuple[str, str, str]]) -> None:
         owners = {p.pid: p.user or str(p.uid) for p in sample.processes}
         holders: dict[str, dict[str, int]] = {}
         for gp in sample.gpu_processes:
@@ -102,4 +115,9 @@ class Metrics:
                 if value is not None:
                     child.set(value)
             for user, memory in holders.get(gpu.uuid, {}).items():
-                self.gpu_user_mem.labels(node, gpu.uuid, user).set(memory)
+                key = (node, gpu.uuid, user)
+                user_child = self._user_mem_children.get(key)
+                if user_child is None:
+                    user_child = self._user_mem_children[key] = self.gpu_user_mem.labels(*key)
+                user_child.set(memory)
+                seen.add(key)

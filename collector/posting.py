@@ -157,9 +157,11 @@ class Charger:
             results: dict[str, Charged] = {}
             work: list[_Prepared] = []
             versions = self._book.current(conn)
+            memory_priced = any(v.resource == "memory" for v in versions)
             for node, sample_id in stored.items():
                 fetched = by_node[node]
-                result = compute(self._baseline(conn, node, baselines.get(node)), fetched.sample, self.settings)
+                result = compute(self._baseline(conn, node, baselines.get(node)), fetched.sample, self.settings,
+                                 memory=memory_priced)
                 if not result.advance:
                     results[node] = Charged(node, sample_id, flags=fetched.flags + result.flags)
                     continue

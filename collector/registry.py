@@ -76,64 +76,61 @@ def sync_inventory(conn: Connection, nodes: Sequence[Node]) -> frozenset[str]:
     return frozenset(name for name, is_listed in listed if is_listed)
 
 
-def _gpu_rows(report: NodeReport) -> list[dict[str, Any]]:
+def _gpu_rows(report: NodeReport, seen: str) -> list[list[Any]]:
     if report.sample is None:
         return []
     return [
-        {
-            "node": report.node, "uuid": g.uuid, "index": g.index, "name": g.name, "total": g.memory_total_bytes,
-            "state": json.dumps({"memory_used_bytes": g.memory_used_bytes, "utilization_percent": g.utilization_percent,
-                                 "temperature_c": g.temperature_c, "power_mw": g.power_mw}),
-            "seen": report.attempted_at,
-        }
+        [report.node, g.uuid, g.index, g.name, g.memory_total_bytes,
+         {"memory_used_bytes": g.memory_used_bytes, "utilization_percent": g.utilization_percent,
+          "temperature_c": g.temperature_c, "power_mw": g.power_mw}, seen]
         for g in report.sample.gpus
     ]
+
+
+def _text(value: str | None) -> str | None:
+    """A string PostgreSQL can store: an error message may carry a NUL from a node's stderr."""
+    return None if value is None else value.replace("\x00", "\\0")
+
+
+# Rows travel as one JSON parameter per statement: psycopg adapts a text array element by element in Python,
+# which cost 0.3-0.5 s of a 1,000-node tick's CPU (bench/controller.py); json.dumps does it in C.
+_RECORD_NODES = """
+    UPDATE collector.node AS n SET status = x.status, last_outcome = x.outcome, last_error = x.error,
+           last_attempt_at = x.at, last_seen_at = CASE WHEN x.ok THEN x.at ELSE n.last_seen_at END,
+           machine_id = coalesce(x.machine, n.machine_id), boot_id = coalesce(x.boot, n.boot_id),
+           hardware = coalesce(x.hardware, n.hardware), updated_at = now()
+      FROM json_to_recordset(CAST(:rows AS json))
+           AS x(name text, status text, outcome text, error text, at timestamptz, ok boolean, machine text,
+                boot text, hardware jsonb)
+     WHERE n.name = x.name
+"""
+_RECORD_GPUS = """
+    INSERT INTO collector.gpu (node, uuid, index, name, memory_total_bytes, state, seen_at)
+    SELECT x->>0, x->>1, (x->>2)::int, x->>3, (x->>4)::bigint, x->5, (x->>6)::timestamptz
+      FROM jsonb_array_elements(CAST(:rows AS jsonb)) AS r(x)
+    ON CONFLICT (node, uuid) DO UPDATE SET index = EXCLUDED.index, name = EXCLUDED.name,
+        memory_total_bytes = EXCLUDED.memory_total_bytes, state = EXCLUDED.state, seen_at = EXCLUDED.seen_at
+"""
 
 
 def record_tick(conn: Connection, reports: Sequence[NodeReport]) -> None:
     """Each node's status after a tick, in one round of statements."""
     if not reports:
         return
-    conn.execute(
-        text(
-            "UPDATE collector.node AS n SET status = x.status, last_outcome = x.outcome, last_error = x.error,"
-            " last_attempt_at = x.at, last_seen_at = CASE WHEN x.ok THEN x.at ELSE n.last_seen_at END,"
-            " machine_id = coalesce(x.machine, n.machine_id), boot_id = coalesce(x.boot, n.boot_id),"
-            " hardware = coalesce(CAST(x.hardware AS jsonb), n.hardware), updated_at = now()"
-            " FROM unnest(CAST(:names AS text[]), CAST(:statuses AS text[]), CAST(:outcomes AS text[]),"
-            " CAST(:errors AS text[]), CAST(:ats AS timestamptz[]), CAST(:oks AS boolean[]),"
-            " CAST(:machines AS text[]), CAST(:boots AS text[]), CAST(:hardware AS text[]))"
-            " AS x(name, status, outcome, error, at, ok, machine, boot, hardware)"
-            " WHERE n.name = x.name"
-        ),
-        {
-            "names": [r.node for r in reports],
-            "statuses": [status_of(r.outcome) for r in reports],
-            "outcomes": [r.outcome.value for r in reports],
-            "errors": [r.error for r in reports],
-            "ats": [r.attempted_at for r in reports],
-            "oks": [r.outcome is Outcome.OK for r in reports],
-            "machines": [r.sample.machine_id if r.sample else None for r in reports],
-            "boots": [r.sample.boot_id if r.sample else None for r in reports],
-            "hardware": [json.dumps(dict(r.sample.hardware), default=str) if r.sample else None for r in reports],
-        },
-    )
+    nodes = []
+    for r in reports:
+        ok, sample = r.outcome is Outcome.OK, r.sample
+        nodes.append({
+            "name": r.node, "status": status_of(r.outcome), "outcome": r.outcome.value, "error": _text(r.error),
+            "at": r.attempted_at.isoformat(), "ok": ok, "machine": sample.machine_id if sample else None,
+            "boot": sample.boot_id if sample else None, "hardware": dict(sample.hardware) if sample else None,
+        })
+    conn.execute(text(_RECORD_NODES), {"rows": json.dumps(nodes, default=str)})
     # One row per (node, uuid): one statement may not upsert the same row twice.
-    rows = list({(row["node"], row["uuid"]): row for report in reports for row in _gpu_rows(report)}.values())
+    rows = list({(row[0], row[1]): row for report in reports
+                 for row in _gpu_rows(report, report.attempted_at.isoformat())}.values())
     if rows:
-        # Columns as arrays in one statement: an executemany of 8,000 GPUs' rows was about 0.5 s of a
-        # 1,000-node tick's CPU (bench/controller.py).
-        conn.execute(
-            text(
-                "INSERT INTO collector.gpu (node, uuid, index, name, memory_total_bytes, state, seen_at)"
-                " SELECT n, u, i, m, t, CAST(s AS jsonb), a FROM unnest(CAST(:node AS text[]),"
-                " CAST(:uuid AS text[]), CAST(:index AS int[]), CAST(:name AS text[]), CAST(:total AS bigint[]),"
-                " CAST(:state AS text[]), CAST(:seen AS timestamptz[])) AS x(n, u, i, m, t, s, a)"
-                " ON CONFLICT (node, uuid) DO UPDATE SET index = EXCLUDED.index, name = EXCLUDED.name,"
-                " memory_total_bytes = EXCLUDED.memory_total_bytes, state = EXCLUDED.state, seen_at = EXCLUDED.seen_at"
-            ),
-            {column: [row[column] for row in rows] for column in rows[0]},
-        )
+        conn.execute(text(_RECORD_GPUS), {"rows": json.dumps(rows)})
 
 
 @dataclass(frozen=True)

@@ -163,6 +163,7 @@ class Controller:
         self.name = name
         self.clock = clock
         self.decisions = DecisionLog(engine)
+        self._burn = standing.BurnRates()
         self._restricted: dict[tuple[str, int], str] | None = None
         self._status_written: dict[tuple[str, int], tuple[tuple[object, ...], float]] = {}
         self._pool = ThreadPoolExecutor(max_workers=settings.db_workers, thread_name_prefix="gpuledger-db")
@@ -366,7 +367,7 @@ class Controller:
         users = sorted(set(billing.values()))
         standings = standing.standings(self.ledger, users, self.rules.thresholds)
         with self.engine.begin() as conn:
-            burn = standing.burn_per_hour(conn, users, now)
+            burn = self._burn.get(conn, users, now)
             previous = standing.load_tier_states(conn, users)
             transitions = {
                 u: advance(previous.get(u), u, override_tier(standings[u].tier_name, standings[u].tier.value,

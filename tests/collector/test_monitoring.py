@@ -81,3 +81,20 @@ def test_gpu_metrics_carry_node_and_user_and_escape_remote_strings() -> None:
     assert 'gpuledger_gpu_temperature_celsius{gpu="GPU-00000000-0000-0000-0000-000000000000",index="0",' in text
     assert 'user="eve\\"\\n{x}"' in text  # the exposition format escapes what the node sent
     assert 'gpuledger_node_up{node="gpu01"} 1.0' in text
+
+
+def test_a_user_who_let_go_of_a_gpu_leaves_its_memory_metric_at_the_next_tick() -> None:
+    registry = CollectorRegistry()
+    metrics = Metrics(registry)
+    summary = TickSummary(1, datetime.now(UTC), 1.0, {"ok": 1}, 1, 10, 1, 0, False, True, True, False)
+    node = Node("gpu01", "10.0.0.1")
+    holding = sample(60, processes=(proc(500, 1001, 1, 1, user="eve"),), gpu_processes=((GPU0, 500, 1 << 30),))
+    metrics.observe_tick(summary, [(node, Outcome.OK, holding)])
+    assert 'gpuledger_gpu_user_memory_bytes{gpu="GPU-00000000-0000-0000-0000-000000000000",node="gpu01",user="eve"}' \
+        in generate_latest(registry).decode()
+    metrics.observe_tick(summary, [(node, Outcome.OK, sample(120, processes=(proc(500, 1001, 1, 1, user="eve"),)))])
+    text = generate_latest(registry).decode()
+    assert 'user="eve"' not in text
+    assert 'gpuledger_node_up{node="gpu01"} 1.0' in text
+    metrics.observe_tick(summary, [(node, Outcome.UNREACHABLE, None)])
+    assert 'gpuledger_node_up{node="gpu01"} 0.0' in generate_latest(registry).decode()

@@ -13,6 +13,7 @@ from sqlalchemy import Engine, create_engine, text
 
 from collector.posting import Charger, Fetched
 from collector.sample import Sample, parse_sample
+from collector.standing import burn_per_hour
 from collector.usage import UsageSettings
 from ledger.config import LedgerConfig, Secret
 from ledger.money import MICRO
@@ -136,3 +137,18 @@ def test_memory_is_charged_only_where_a_memory_price_exists(setup: tuple[Charger
     assert (priced.records, priced.entries, priced.amount, priced.rejected) == (1, 1, 300, ())
     assert memory_rows(engine) == [(Decimal(300), 300, "rss-sampled")]  # (4 + 6) / 2 GiB for 60 s
     assert ledger.balance(USER).available == 100 * MICRO - 300
+
+
+def test_burn_per_hour_sums_the_charges_of_the_hour_before_now(setup: tuple[Charger, Ledger, Engine]) -> None:
+    charger, ledger, engine = setup
+    ledger.add_user(USER, actor="t")
+    ledger.add_user("glc-idle", actor="t")
+    ledger.recharge(USER, 100 * MICRO, idem_key="r", actor="t")
+    charger.charge(fetched(on_gpu(60), T0))
+    charger.charge(fetched(on_gpu(120), T0 + timedelta(seconds=60)))
+    charger.charge(fetched(on_gpu(180), T0 + timedelta(seconds=120)))
+    with engine.connect() as conn:
+        assert burn_per_hour(conn, [USER, "glc-idle"], T0 + timedelta(seconds=120)) == {USER: 12000}
+        assert burn_per_hour(conn, [USER], T0 + timedelta(seconds=3660)) == {USER: 6000}  # the first hour is over
+        assert burn_per_hour(conn, [USER], T0 + timedelta(hours=2)) == {}
+        assert burn_per_hour(conn, [], T0) == {}
