@@ -175,6 +175,31 @@ def parse_sample(stdout: bytes) -> Sample:
     return sample_from_document(document, hashlib.sha256(stdout).hexdigest())
 
 
+def _process(row: Mapping[str, Any]) -> Process | None:
+    """A well-formed process row in one pass (the common case: hundreds per sample, a thousand samples a tick),
+    or None, and then ``_checked_process`` names the problem."""
+    pid, start, uid, user = row.get("pid"), row.get("start_ticks"), row.get("uid"), row.get("user")
+    user_ticks, system_ticks, rss = row.get("cpu_user_ticks"), row.get("cpu_system_ticks"), row.get("rss_bytes")
+    if (type(pid) is int and type(start) is int and type(uid) is int and type(user_ticks) is int
+            and type(system_ticks) is int and type(rss) is int
+            and 1 <= pid < _MAX_INT and 0 <= start < _MAX_INT and 0 <= uid < _MAX_INT and 0 <= user_ticks < _MAX_INT
+            and 0 <= system_ticks < _MAX_INT and 0 <= rss < _MAX_INT
+            and (user is None or (type(user) is str and len(user) <= 256))):
+        return Process(pid, start, uid, user, user_ticks + system_ticks, rss)
+    return None
+
+
+def _checked_process(row: Mapping[str, Any], n: int) -> Process:
+    return Process(
+        pid=_int(row, "pid", "processes", n, low=1),
+        start_ticks=_int(row, "start_ticks", "processes", n),
+        uid=_int(row, "uid", "processes", n),
+        user=_str(row, "user", "processes", n, optional=True, limit=256),
+        cpu_ticks=_int(row, "cpu_user_ticks", "processes", n) + _int(row, "cpu_system_ticks", "processes", n),
+        rss_bytes=_int(row, "rss_bytes", "processes", n),
+    )
+
+
 # Keys the node section must have, even where their value may be null (a missing key is a broken probe).
 _NODE_KEYS = ("machine_id", "boot_id", "hostname", "kernel", "wall_time_ns", "boottime_ns", "clock_ticks_per_second")
 
@@ -190,17 +215,7 @@ def sample_from_document(document: Mapping[str, Any], sha256: str) -> Sample:
     cpu = hardware.get("cpu")
     if not isinstance(cpu, Mapping) or "logical_cpus" not in cpu:
         raise BadSample("hardware.cpu.logical_cpus", "missing")
-    processes = tuple(
-        Process(
-            pid=_int(row, "pid", "processes", n, low=1),
-            start_ticks=_int(row, "start_ticks", "processes", n),
-            uid=_int(row, "uid", "processes", n),
-            user=_str(row, "user", "processes", n, optional=True, limit=256),
-            cpu_ticks=_int(row, "cpu_user_ticks", "processes", n) + _int(row, "cpu_system_ticks", "processes", n),
-            rss_bytes=_int(row, "rss_bytes", "processes", n),
-        )
-        for n, row in enumerate(_rows(document, "processes"))
-    )
+    processes = tuple(_process(row) or _checked_process(row, n) for n, row in enumerate(_rows(document, "processes")))
     gpu_rows = _rows(document, "gpus")
     gpus = tuple(
         Gpu(
