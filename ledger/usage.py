@@ -281,12 +281,15 @@ def _plan(pg: Any, fresh: dict[str, _Item], book: Callable[[Connection, int], Se
             plan.rejected.append((item.tick, RejectedUsage(item.record, IdempotencyConflict(key, stored_hex,
                                                                                             item.digest.hex()))))
             plan.conflicts.append((key, bytes.fromhex(stored_hex), item.digest, item.actor))
-    wallets = {
-        (node, lu): _Wallet(uid, name, wid, code, [
-            _Grant(g[0], g[1], None if g[2] is None else datetime.fromisoformat(g[2]), int(g[3]))
-            for g in grants.get(str(wid), ())])
-        for node, lu, uid, name, wid, code in resolved
+    # One list of grants per wallet, shared by every (node, Linux user) charged to it: a user on several nodes of
+    # a batch, or a project's members, spend the same grants, and each split must see what the others took.
+    spending = {
+        str(wid): [_Grant(g[0], g[1], None if g[2] is None else datetime.fromisoformat(g[2]), int(g[3]))
+                   for g in grants.get(str(wid), ())]
+        for *_, wid, _ in resolved
     }
+    wallets = {(node, lu): _Wallet(uid, name, wid, code, spending[str(wid)])
+               for node, lu, uid, name, wid, code in resolved}
     versions = book(conn, int(stamp))
     priced: list[tuple[_Item, _Wallet, PriceVersion | None]] = []
     for item in new.values():

@@ -152,3 +152,16 @@ def test_a_read_gone_stale_before_the_lock_is_read_again_under_it(lab: Ledger, s
     assert grant_left == cny("0.1")  # both charges came out of the grant, the second from what the first left
     assert lab.balance("alice").available == cny("0.1")
     assert lab.verify().ok
+
+
+def test_a_users_grant_is_spent_once_across_the_nodes_of_a_batch(lab: Ledger) -> None:
+    """Two nodes' ticks in one call charge the same wallet: the second split sees what the first took from the
+    grant (each used to start from the grant's whole balance, and the batch failed the grant's floor)."""
+    lab.grant("alice", cny("0.6"), expires_at=None, idem_key="g1", actor="admin")
+    results = lab.post_usage_batch([UsageTick("n1", (gpu("a"),)),
+                                    UsageTick("n2", (gpu("b", epoch="n2/boot/alice/gpu0"),))])
+    entries = [lab.entry(o.entry_id) for r in results for o in r.posted if o.entry_id is not None]
+    assert [[p.amount for p in e.postings] for e in entries] == [
+        [cny("0.5"), -cny("0.5")], [cny("0.1"), cny("0.4"), -cny("0.5")]]
+    assert lab.balance("alice").available == -cny("0.4")
+    assert lab.verify().ok
