@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -71,24 +71,32 @@ def plain(value: Any) -> Any:
     raise TypeError(f"{type(value).__name__} is not JSON data")
 
 
+# One encoder for every call: json.dumps with options builds a new one each time, about a fifth of the time it
+# takes to encode a usage record's payload (the tick path encodes two per record, 32,000 a 1,000-node tick).
+_CANONICAL = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=plain)
+
+
 def canonical_json(value: Any) -> str:
     """JSON with sorted keys and no spaces; Decimal as plain text, datetime as UTC ISO 8601 (TypeError on
     anything else that JSON cannot carry)."""
-    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=plain)
+    return _CANONICAL.encode(value)
 
 
 def sha256_of(payload: Mapping[str, Any]) -> bytes:
     return hashlib.sha256(canonical_json(payload).encode("utf-8")).digest()
 
 
+def payload(kind: str, postings: Iterable[tuple[str, int]], ref_entry_id: int | None,
+            facts: Mapping[str, Any]) -> dict[str, Any]:
+    """What makes two posts "the same": kind, postings (account code, amount), referenced entry and facts; not
+    memo, actor or time. The tick path hashes it without building a Draft (ledger.usage.entry_sha256)."""
+    return {"kind": kind, "postings": [[account, amount] for account, amount in postings], "ref": ref_entry_id,
+            "facts": dict(facts)}
+
+
 def payload_sha256(draft: Draft) -> bytes:
-    """What makes two posts "the same": kind, postings, referenced entry and facts; not memo, actor or time."""
-    return sha256_of({
-        "kind": draft.kind,
-        "postings": [[p.account, p.amount] for p in draft.postings],
-        "ref": draft.ref_entry_id,
-        "facts": dict(draft.facts),
-    })
+    return sha256_of(payload(draft.kind, ((p.account, p.amount) for p in draft.postings), draft.ref_entry_id,
+                             draft.facts))
 
 
 def account_ids(conn: Connection, codes: Sequence[str]) -> dict[str, int]:

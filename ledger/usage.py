@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
 from decimal import Decimal
@@ -36,7 +36,6 @@ from ledger.errors import IdempotencyConflict, InvalidUsage, LedgerError, Missin
 from ledger.money import Side, signed
 from ledger.records import (
     UNITS,
-    PostingLine,
     PriceVersion,
     RejectedUsage,
     TickResult,
@@ -86,12 +85,11 @@ def check_record(node: str, r: UsageRecord) -> LedgerError | None:
     return None
 
 
-def entry_draft(record: UsageRecord, digest: bytes, postings: Sequence[PostingLine], actor: str) -> journal.Draft:
-    """The journal entry of a charged usage record (its payload hash covers the usage record's hash)."""
-    return journal.Draft(
-        kind="usage", idem_key=USAGE_ENTRY_PREFIX + record.idem_key, effective_at=record.interval_end,
-        postings=tuple(postings), actor=actor, facts={"usage_sha256": digest.hex()},
-    )
+def entry_sha256(digest: bytes, postings: Iterable[tuple[str, int]]) -> bytes:
+    """The payload hash of a charged usage record's entry, which covers the usage record's hash ``digest``:
+    ``journal.payload_sha256`` of that entry, without building its Draft (the entry itself is written by
+    ledger.post_usage: key USAGE_ENTRY_PREFIX + the record's key, effective at the interval's end)."""
+    return journal.sha256_of(journal.payload("usage", postings, None, {"usage_sha256": digest.hex()}))
 
 
 @dataclass
@@ -352,9 +350,7 @@ def _write(pg: Any, charges: list[_Charge], doc: dict[str, Any]) -> list[UsageOu
         r = c.item.record
         entry_hash = ""
         if c.amount:
-            draft = entry_draft(r, c.item.digest, [PostingLine(code, amount) for _, code, amount in c.lines],
-                                c.item.actor)
-            entry_hash = journal.payload_sha256(draft).hex()
+            entry_hash = entry_sha256(c.item.digest, ((code, amount) for _, code, amount in c.lines)).hex()
             posting_rows += [{"k": r.idem_key, "line": n, "acc": acc, "amt": amount}
                              for n, (acc, _, amount) in enumerate(c.lines, start=1)]
         usage_rows.append({

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from dataclasses import replace
 from datetime import UTC, datetime
@@ -11,11 +12,12 @@ import pytest
 from sqlalchemy import text
 from sqlalchemy.engine import Connection, Engine
 
+from ledger import journal
 from ledger.db import create_app_engine
 from ledger.errors import IdempotencyConflict, InvalidUsage, MissingPrice, UnitMismatch, UnknownUser
 from ledger.records import PriceVersion, UsageRecord, UsageTick
 from ledger.service import Ledger
-from ledger.usage import post_ticks
+from ledger.usage import entry_sha256, post_ticks, usage_payload
 from tests.ledger.conftest import cny
 from tests.ledger.helpers import T0, cpu, gpu, priced
 
@@ -165,3 +167,27 @@ def test_a_users_grant_is_spent_once_across_the_nodes_of_a_batch(lab: Ledger) ->
         [cny("0.5"), -cny("0.5")], [cny("0.1"), cny("0.4"), -cny("0.5")]]
     assert lab.balance("alice").available == -cny("0.4")
     assert lab.verify().ok
+
+
+def test_a_usage_entrys_hash_is_its_drafts_payload_hash(lab: Ledger) -> None:
+    """The tick path hashes a charged record's entry payload without building a Draft: the same bytes as
+    journal.payload_sha256 of the entry that post_usage writes, for the entry the database holds."""
+    lab.grant("alice", cny("0.2"), expires_at=None, idem_key="g1", actor="admin")
+    [outcome] = lab.post_usage(UsageTick("n1", (gpu("k1"),))).posted
+    assert outcome.entry_id is not None
+    entry = lab.entry(outcome.entry_id)
+    digest = journal.sha256_of(usage_payload("n1", gpu("k1")))
+    draft = journal.Draft(kind="usage", idem_key=entry.idem_key, effective_at=entry.effective_at,
+                          postings=entry.postings, actor=entry.actor, facts={"usage_sha256": digest.hex()})
+    assert len(entry.postings) == 3
+    assert entry_sha256(digest, ((p.account, p.amount) for p in entry.postings)) == journal.payload_sha256(draft)
+    assert entry.payload_sha256 == journal.payload_sha256(draft).hex()
+
+
+def test_canonical_json_is_json_dumps_with_its_options() -> None:
+    value = {"b": [Decimal("1.50"), datetime(2026, 3, 1, 8, tzinfo=UTC)], "a": {"z": "李伟", "y": None}, "c": 1.5}
+    expected = json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=journal.plain)
+    assert journal.canonical_json(value) == expected == (
+        '{"a":{"y":null,"z":"李伟"},"b":["1.50","2026-03-01T08:00:00+00:00"],"c":1.5}')
+    with pytest.raises(TypeError):
+        journal.canonical_json({"x": object()})
