@@ -9,13 +9,15 @@ be charged are returned as rejected with a typed error; the rest of the tick is 
 
 Round trips, none of the first two under the writer lock (so that other writers' transactions overlap
 ours): (1) BEGIN and one statement reading what is already recorded, who the Linux users are, their wallets'
-grants and the price book's stamp; (2) the epochs' cumulative quantities and the revenue accounts; (3) one
-call of ``ledger.post_usage`` (migration 0003) that takes the writer lock, re-checks under it what (1) and (2)
-read, inserts usage rows, entries and postings and seals the chain block; then the caller's COMMIT. If
-another writer changed what we read in between, (3) writes nothing and returns NULL; the lock is ours by
-then, so reading again gives current data and the second call succeeds. A replay (everything already
-recorded) stops after (1) and takes no lock. Rows travel as one JSON parameter each way (psycopg's
-per-element array adaptation cost more than the database work).
+grants, the price book's stamp and the newest usage and entry ids (high-water marks); (2) the epochs'
+cumulative quantities and the revenue accounts; (3) one call of ``ledger.post_usage`` (migrations 0003, 0004)
+that takes the writer lock, checks under it that the price book and both marks are unchanged (nothing was
+written since (1), so nothing (1) and (2) read has moved: the argument is in 0004's SQL), inserts usage rows,
+entries and postings and seals the chain block; then the caller's COMMIT. If another writer committed in
+between, (3) writes nothing and returns NULL; the lock is ours by then, so reading again gives current data
+and the second call succeeds. A replay (everything already recorded) stops after (1) and takes no lock. Rows
+travel as one JSON parameter each way (psycopg's per-element array adaptation cost more than the database
+work).
 """
 
 from __future__ import annotations
@@ -138,6 +140,8 @@ WITH resolved AS (
     JOIN ledger.account w ON w.id = coalesce(p.wallet_account_id, bu.wallet_account_id)
 )
 SELECT (SELECT coalesce(max(id), 0) FROM ledger.price_version),
+       (SELECT coalesce(max(id), 0) FROM ledger.usage),
+       (SELECT coalesce(max(id), 0) FROM ledger.journal_entry),
        (SELECT coalesce(jsonb_agg(jsonb_build_array(u.idem_key, encode(u.payload_sha256, 'hex'), u.id, u.amount,
                                                     (SELECT e.id FROM ledger.journal_entry e WHERE e.usage_id = u.id),
                                                     (SELECT bu.name FROM ledger.billing_user bu WHERE bu.id = u.user_id)
@@ -268,7 +272,7 @@ def _plan(pg: Any, fresh: dict[str, _Item], book: Callable[[Connection, int], Se
         read = pg.execute(_READ_SQL, {
             "keys": _SEP.join(fresh), "users": json.dumps([{"node": n, "lu": lu} for n, lu in users]),
         })
-    stamp, existing, resolved, grants = read.fetchone()
+    stamp, usage_mark, entry_mark, existing, resolved, grants = read.fetchone()
     plan = _Plan([], [], [], [], {})
     new = dict(fresh)
     for key, stored_hex, usage_id, amount, entry_id, user in existing:
@@ -302,16 +306,13 @@ def _plan(pg: Any, fresh: dict[str, _Item], book: Callable[[Connection, int], Se
         else:
             priced.append((item, wallet, price))
     if priced:
-        plan.charges, pairs, epochs = _rate(pg, priced, currency)
-        plan.doc = {"stamp": int(stamp), "prefix": USAGE_ENTRY_PREFIX, "pairs": pairs, "epochs": epochs,
-                    "wallets": sorted({w.account_id for w in wallets.values()}), "grants": grants}
+        plan.charges = _rate(pg, priced, currency)
+        plan.doc = {"stamp": int(stamp), "usage_mark": int(usage_mark), "entry_mark": int(entry_mark),
+                    "prefix": USAGE_ENTRY_PREFIX}
     return plan
 
 
-def _rate(pg: Any, priced: list[tuple[_Item, _Wallet, PriceVersion | None]],
-          currency: str) -> tuple[list[_Charge], list[dict[str, Any]], list[Any]]:
-    """The charges, the (epoch, price version) pairs and their cumulative quantities they were rated from (for
-    post_usage to re-check)."""
+def _rate(pg: Any, priced: list[tuple[_Item, _Wallet, PriceVersion | None]], currency: str) -> list[_Charge]:
     pairs = sorted({(i.record.epoch, p.id) for i, _, p in priced if p is not None})
     codes = sorted({revenue_code(i.record.resource, i.record.model) for i, _, p in priced if p is not None})
     pair_rows = [{"epoch": e, "pv": pv} for e, pv in pairs]
@@ -340,11 +341,12 @@ def _rate(pg: Any, priced: list[tuple[_Item, _Wallet, PriceVersion | None]],
             lines = [*wallet.split(rated.amount, r.interval_start),
                      (revenue_ids[code], code, signed(Side.CREDIT, rated.amount))]
         charges.append(_Charge(item, wallet, price, rated.cumulative_quantity, rated.amount, lines))
-    return charges, pair_rows, state_json
+    return charges
 
 
 def _write(pg: Any, charges: list[_Charge], doc: dict[str, Any]) -> list[UsageOutcome] | None:
-    """One round trip: ledger.post_usage takes the writer lock, re-checks, inserts, seals. None: stale read."""
+    """One round trip: ledger.post_usage takes the writer lock, checks that nothing was written since the read,
+    inserts, seals. None: stale read."""
     usage_rows, posting_rows = [], []
     for c in charges:
         r = c.item.record

@@ -202,3 +202,31 @@ def test_the_app_role_cannot_touch_the_balance_markers(seeded: Ledger, ledger_db
                 conn.execute(text(statement))
     finally:
         engine.dispose()
+
+
+def test_reference_checks_look_up_each_new_row_by_key(seeded: Ledger, superuser: Engine) -> None:
+    """usage_refs and journal_entry_refs must not scan (or hash) a whole referenced table per statement: the
+    plans auto_explain gives for their checks use index lookups only."""
+    with superuser.connect() as conn:
+        conn = conn.execution_options(isolation_level="READ COMMITTED")  # the lock and the rows, rolled back
+        notices: list[str] = []
+        driver = conn.connection.driver_connection
+        assert driver is not None
+        driver.add_notice_handler(lambda diag: notices.append(diag.message_primary or ""))
+        conn.execute(text("LOAD 'auto_explain'"))
+        for setting in ("auto_explain.log_min_duration = 0", "auto_explain.log_nested_statements = on",
+                        "auto_explain.log_level = notice", "client_min_messages = notice"):
+            conn.execute(text(f"SET {setting}"))
+        conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": WRITER_LOCK})
+        usage_id = conn.execute(text(
+            "INSERT INTO ledger.usage (idem_key, payload_sha256, node, linux_user, user_id, account_id, resource,"
+            " quantity, unit, interval_start, interval_end, method, epoch, cumulative_quantity, amount)"
+            " SELECT 'k', sha256(''), 'n1', 'alice', b.id, b.wallet_account_id, 'cpu', 1, 'core-second', now(),"
+            " now(), 'test', 'e', 1, 0 FROM ledger.billing_user b RETURNING id")).scalar_one()
+        conn.execute(text("INSERT INTO ledger.journal_entry (idem_key, payload_sha256, kind, effective_at, usage_id,"
+                          " actor) VALUES ('usage:k', sha256(''), 'usage', now(), :u, 'test')"), {"u": usage_id})
+        conn.rollback()
+    checks = [n for n in notices if "NOT EXISTS" in n and "FROM new_rows" in n]
+    assert len(checks) == 2, notices
+    for plan in checks:
+        assert "Nested Loop Anti Join" in plan and "Hash" not in plan and "Seq Scan" not in plan, plan

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import replace
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -15,7 +15,7 @@ from sqlalchemy.engine import Connection, Engine
 from ledger import journal
 from ledger.db import create_app_engine
 from ledger.errors import IdempotencyConflict, InvalidUsage, MissingPrice, UnitMismatch, UnknownUser
-from ledger.records import PriceVersion, UsageRecord, UsageTick
+from ledger.records import PriceVersion, TickResult, UsageRecord, UsageTick
 from ledger.service import Ledger
 from ledger.usage import entry_sha256, post_ticks, usage_payload
 from tests.ledger.conftest import cny
@@ -124,26 +124,35 @@ def test_several_ticks_in_one_transaction(lab: Ledger) -> None:
     assert lab.balance("alice").available == -cny("0.5")
 
 
-def test_a_read_gone_stale_before_the_lock_is_read_again_under_it(lab: Ledger, superuser: Engine) -> None:
-    """The tick path reads and rates without the writer lock; ledger.post_usage re-checks under it. Here another
-    writer commits between our read and our write (from inside the price-book lookup, which runs in between):
-    the same epoch moves on and the same grant is spent. Our post must rate after it, not beside it."""
-    lab.grant("alice", cny("0.6"), expires_at=None, idem_key="g1", actor="admin")
+def post_racing(lab: Ledger, tick: UsageTick, other_writes: Callable[[Ledger], object]) -> tuple[TickResult, int]:
+    """Post ``tick`` while another connection's ``other_writes`` commits between our read and our write (from
+    inside the price-book lookup, which runs in between); returns our result and how many reads it took."""
     other_engine = create_app_engine(lab.config.database_url.value)
     other = Ledger(other_engine, lab.config)
-    interleaved = []
+    reads = []
 
     def book(conn: Connection, stamp: int) -> Sequence[PriceVersion]:
-        if not interleaved:
-            interleaved.append(other.post_usage(UsageTick("n1", (gpu("first", seconds="1"),))))
+        if not reads:
+            other_writes(other)
+        reads.append(stamp)
         return lab._book.current(conn, stamp)
 
     try:
         with lab.engine.begin() as conn:
-            [result] = post_ticks(conn, [UsageTick("n1", (gpu("second", seconds="59"),))], book, "CNY")
+            [result] = post_ticks(conn, [tick], book, "CNY")
     finally:
         other_engine.dispose()
-    assert interleaved[0].posted[0].created and result.posted[0].created
+    return result, len(reads)
+
+
+def test_a_read_gone_stale_before_the_lock_is_read_again_under_it(lab: Ledger, superuser: Engine) -> None:
+    """The tick path reads and rates without the writer lock; ledger.post_usage checks under it that nothing was
+    written since. Here another writer's record moves the same epoch on and spends the same grant in between: our
+    post must rate after it, not beside it."""
+    lab.grant("alice", cny("0.6"), expires_at=None, idem_key="g1", actor="admin")
+    result, reads = post_racing(lab, UsageTick("n1", (gpu("second", seconds="59"),)),
+                                lambda other: other.post_usage(UsageTick("n1", (gpu("first", seconds="1"),))))
+    assert reads == 2 and result.posted[0].created
     with superuser.connect() as conn:
         rows = conn.execute(text("SELECT idem_key, cumulative_quantity, amount FROM ledger.usage ORDER BY id")).all()
         grant_left = conn.execute(text("SELECT credits - debits FROM ledger.account_balance b JOIN ledger.account a"
@@ -153,6 +162,45 @@ def test_a_read_gone_stale_before_the_lock_is_read_again_under_it(lab: Ledger, s
     assert [(k, Decimal(q), a) for k, q, a in rows] == [("first", Decimal(1), 8333), ("second", Decimal(60), 491667)]
     assert grant_left == cny("0.1")  # both charges came out of the grant, the second from what the first left
     assert lab.balance("alice").available == cny("0.1")
+    assert lab.verify().ok
+
+
+@pytest.mark.parametrize("kind", ["recharge", "grant"])
+def test_a_racing_entry_without_usage_makes_the_post_read_again(lab: Ledger, kind: str) -> None:
+    """A recharge or a grant is an entry with postings and no usage row: the entries' high-water mark moves, the
+    first write is refused, and the second read sees the new money (a new grant is spent before the wallet)."""
+    def other_writes(other: Ledger) -> object:
+        if kind == "recharge":
+            return other.recharge("alice", cny("5"), idem_key="r1", actor="admin")
+        return other.grant("alice", cny("0.3"), expires_at=None, idem_key="g1", actor="admin")
+
+    result, reads = post_racing(lab, UsageTick("n1", (gpu("k1"),)), other_writes)
+    [outcome] = result.posted
+    assert reads == 2 and outcome.created and outcome.amount == cny("0.5")
+    assert outcome.entry_id is not None
+    lines = [(p.account, p.amount) for p in lab.entry(outcome.entry_id).postings]
+    if kind == "recharge":
+        assert lines == [("liabilities:wallet:user:alice", cny("0.5")),
+                         ("revenues:gpu:nvidia-a100-sxm4-80gb", -cny("0.5"))]
+        assert lab.balance("alice").available == cny("4.5")
+    else:
+        grant = lines[0][0]
+        assert grant.startswith("liabilities:wallet:user:alice:grant:")
+        assert lines == [(grant, cny("0.3")), ("liabilities:wallet:user:alice", cny("0.2")),
+                         ("revenues:gpu:nvidia-a100-sxm4-80gb", -cny("0.5"))]
+        assert lab.balance("alice").available == -cny("0.2")
+    assert lab.verify().ok
+
+
+def test_racing_usage_of_another_user_makes_the_post_read_again(lab: Ledger, superuser: Engine) -> None:
+    """Another user's usage changes nothing we rated from, but the marks cannot tell: one more read, same result."""
+    result, reads = post_racing(lab, UsageTick("n1", (gpu("alice-1"), cpu("alice-2"))),
+                                lambda other: other.post_usage(UsageTick("n2", (gpu("bob-1", user="bob"),))))
+    assert reads == 2
+    assert [(o.idem_key, o.user, o.amount, o.created) for o in result.posted] == [
+        ("alice-1", "alice", cny("0.5"), True), ("alice-2", "alice", cny("0.01"), True)]
+    assert count(superuser, "usage") == 3 and count(superuser, "journal_entry") == 3
+    assert lab.balance("alice").available == -cny("0.51") and lab.balance("bob").available == -cny("0.5")
     assert lab.verify().ok
 
 
