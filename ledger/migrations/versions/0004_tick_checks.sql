@@ -53,13 +53,16 @@ END $$;
 -- I7 per key. An OR of NOT EXISTS subplans cannot become an anti-join, so PostgreSQL hashed each referenced
 -- table's whole primary key once per statement; one anti-join per reference looks up each new row's key.
 -- Hash and merge joins are off for the same reason as seqscan: the planner guesses a transition table's size.
+-- A tick's usage rows name a few users, wallets and price versions many times over: each is looked up once.
 CREATE OR REPLACE FUNCTION ledger.usage_refs() RETURNS trigger LANGUAGE plpgsql
 SET enable_seqscan = off SET enable_hashjoin = off SET enable_mergejoin = off SET jit = off AS $$
 BEGIN
-    IF EXISTS (SELECT 1 FROM new_rows n WHERE NOT EXISTS (SELECT 1 FROM ledger.billing_user b WHERE b.id = n.user_id))
-       OR EXISTS (SELECT 1 FROM new_rows n WHERE NOT EXISTS (SELECT 1 FROM ledger.account a WHERE a.id = n.account_id))
-       OR EXISTS (SELECT 1 FROM new_rows n WHERE n.price_version_id IS NOT NULL
-                     AND NOT EXISTS (SELECT 1 FROM ledger.price_version v WHERE v.id = n.price_version_id)) THEN
+    IF EXISTS (SELECT 1 FROM (SELECT DISTINCT user_id FROM new_rows) n
+                WHERE NOT EXISTS (SELECT 1 FROM ledger.billing_user b WHERE b.id = n.user_id))
+       OR EXISTS (SELECT 1 FROM (SELECT DISTINCT account_id FROM new_rows) n
+                   WHERE NOT EXISTS (SELECT 1 FROM ledger.account a WHERE a.id = n.account_id))
+       OR EXISTS (SELECT 1 FROM (SELECT DISTINCT price_version_id FROM new_rows WHERE price_version_id IS NOT NULL) n
+                   WHERE NOT EXISTS (SELECT 1 FROM ledger.price_version v WHERE v.id = n.price_version_id)) THEN
         RAISE EXCEPTION 'usage row refers to a missing user, account or price version' USING ERRCODE = '23503';
     END IF;
     RETURN NULL;
