@@ -167,12 +167,34 @@ def parse_sample(stdout: bytes) -> Sample:
     if b"\\u0000" in stdout:
         raise BadSample("$", "contains a NUL character, which the evidence store (jsonb) cannot keep")
     try:
-        document = json.loads(stdout)
+        document = json.loads(stdout, parse_constant=_refuse_constant)
     except (ValueError, UnicodeDecodeError) as exc:
         raise BadSample("$", f"not JSON: {exc}") from None
     if not isinstance(document, Mapping):
         raise BadSample("$", "not a JSON object")
+    # json.loads lets a lone UTF-16 surrogate through (escaped, or raw: it decodes bytes with surrogatepass);
+    # PostgreSQL refuses it, and one such sample would fail the whole batch it is stored with.
+    if (b"\\ud" in stdout or b"\\uD" in stdout or b"\xed" in stdout) and _has_lone_surrogate(document):
+        raise BadSample("$", "contains a lone UTF-16 surrogate, which the evidence store (jsonb) cannot keep")
     return sample_from_document(document, hashlib.sha256(stdout).hexdigest())
+
+
+def _refuse_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a JSON number")
+
+
+def _has_lone_surrogate(value: Any) -> bool:
+    if isinstance(value, str):
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            return True
+        return False
+    if isinstance(value, dict):
+        return any(_has_lone_surrogate(k) or _has_lone_surrogate(v) for k, v in value.items())
+    if isinstance(value, list):
+        return any(_has_lone_surrogate(v) for v in value)
+    return False
 
 
 def _process(row: Mapping[str, Any]) -> Process | None:

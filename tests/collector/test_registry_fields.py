@@ -75,7 +75,7 @@ def test_a_tick_records_status_and_each_gpus_latest_state(database: Database) ->
     first, later = datetime(2026, 3, 1, tzinfo=UTC), datetime(2026, 3, 1, 0, 1, tzinfo=UTC)
     with engine.begin() as conn:
         record_tick(conn, [NodeReport("gpu01", Outcome.OK, first, sample=sample(60)),
-                           NodeReport("gpu02", Outcome.UNREACHABLE, first, error="connection refused")])
+                           NodeReport("gpu02", Outcome.NONZERO_EXIT, first, error="exit 1: bad\x00byte")])
     hot = sample(120)
     hot = replace(hot, gpus=(replace(hot.gpus[0], temperature_c=91), *hot.gpus[1:]))
     with engine.begin() as conn:
@@ -87,4 +87,4 @@ def test_a_tick_records_status_and_each_gpus_latest_state(database: Database) ->
     engine.dispose()
     assert [tuple(g) for g in gpus] == [("gpu01", GPU0, 0, "91", later), ("gpu01", GPU1, 1, "40", later)]
     assert [tuple(n) for n in nodes] == [("gpu01", "connected", None, "m1"),
-                                         ("gpu02", "failed", "connection refused", None)]
+                                         ("gpu02", "failed", "exit 1: bad\\0byte", None)]  # text keeps no NUL

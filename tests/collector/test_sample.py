@@ -70,3 +70,22 @@ def test_optional_facts_may_be_null() -> None:
     document = _set(_set(to_document(GOOD), ("node", "machine_id"), None), ("hardware", "cpu", "logical_cpus"), None)
     got = parsed(document)
     assert (got.machine_id, got.logical_cpus) == (None, 1)
+
+
+def _with_user(raw_user: bytes) -> bytes:
+    return json.dumps(to_document(GOOD)).encode().replace(b'"user": "u1001"', b'"user": ' + raw_user, 1)
+
+
+@pytest.mark.parametrize("raw_user", [b'"\\ud800"', b'"x\\udc00"', b'"\xed\xa0\x80"', b"NaN", b"Infinity",
+                                      b"-Infinity"])
+def test_what_postgresql_cannot_store_is_refused(raw_user: bytes) -> None:
+    raw = _with_user(raw_user)
+    assert raw != json.dumps(to_document(GOOD)).encode()
+    with pytest.raises(BadSample) as caught:
+        parse_sample(raw)
+    assert caught.value.path == "$"
+
+
+@pytest.mark.parametrize(("raw_user", "user"), [(b'"\\ud83d\\ude00"', "\U0001f600"), (b'"\xed\x95\x9c"', "\ud55c")])
+def test_surrogate_pairs_and_hangul_are_kept(raw_user: bytes, user: str) -> None:
+    assert parse_sample(_with_user(raw_user)).processes[0].user == user

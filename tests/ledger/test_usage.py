@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Callable, Sequence
 from dataclasses import replace
@@ -11,6 +12,7 @@ from decimal import Decimal
 import pytest
 from sqlalchemy import text
 from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.exc import DBAPIError
 
 from ledger import journal
 from ledger.db import create_app_engine
@@ -230,6 +232,32 @@ def test_a_usage_entrys_hash_is_its_drafts_payload_hash(lab: Ledger) -> None:
     assert len(entry.postings) == 3
     assert entry_sha256(digest, ((p.account, p.amount) for p in entry.postings)) == journal.payload_sha256(draft)
     assert entry.payload_sha256 == journal.payload_sha256(draft).hex()
+
+
+def test_the_hashed_shapes_are_pinned() -> None:
+    """audit verify re-hashes stored usage rows and entries: the bytes hashed must never drift (literal JSON
+    here, not the functions under test)."""
+    digest = bytes(range(32))
+    entry = ('{"facts":{"usage_sha256":"' + digest.hex() + '"},"kind":"usage",'
+             '"postings":[["user:alice",-500000],["revenue:gpu:A100",500000]],"ref":null}')
+    assert entry_sha256(digest, [("user:alice", -500000), ("revenue:gpu:A100", 500000)]) == \
+        hashlib.sha256(entry.encode()).digest()
+    record = UsageRecord(idem_key="k", linux_user="alice", resource="gpu", quantity=Decimal("1.50"), unit="gpu-second",
+                         interval_start=datetime(2026, 1, 1, tzinfo=UTC), interval_end=datetime(2026, 1, 1, 0, 1,
+                                                                                                 tzinfo=UTC),
+                         method="m", epoch="n1/b/alice/gpu/0", model="A100", evidence={"sample": "s", "pids": [2, 1]})
+    usage = ('{"epoch":"n1/b/alice/gpu/0","evidence":{"pids":[2,1],"sample":"s"},"interval_end":'
+             '"2026-01-01T00:01:00+00:00","interval_start":"2026-01-01T00:00:00+00:00","linux_user":"alice",'
+             '"method":"m","model":"A100","node":"n1","quantity":"1.50","resource":"gpu","unit":"gpu-second"}')
+    assert journal.sha256_of(usage_payload("n1", record)) == hashlib.sha256(usage.encode()).digest()
+
+
+def test_a_post_without_high_water_marks_is_refused(lab: Ledger) -> None:
+    """A client older than migration 0004 sends no marks; its write must not go through unchecked."""
+    with lab.engine.begin() as conn:
+        with pytest.raises(DBAPIError, match="usage_mark"):
+            conn.execute(text("SELECT ledger.post_usage(CAST(:d AS jsonb))"),
+                         {"d": json.dumps({"stamp": 0, "prefix": "usage:", "usage": [], "postings": []})})
 
 
 def test_canonical_json_is_json_dumps_with_its_options() -> None:

@@ -16,10 +16,16 @@
 CREATE OR REPLACE FUNCTION ledger.post_usage(doc jsonb) RETURNS jsonb LANGUAGE plpgsql SET jit = off AS $$
 DECLARE written jsonb;
 BEGIN
+    -- A client older than this migration sends no marks: a NULL in the comparison below would let its write
+    -- through unchecked, so it is refused (its samples stay uncharged until the controller is upgraded).
+    IF NOT (doc ? 'stamp' AND doc ? 'usage_mark' AND doc ? 'entry_mark') THEN
+        RAISE EXCEPTION 'ledger.post_usage needs stamp, usage_mark and entry_mark (a client older than migration 0004?)'
+            USING ERRCODE = '22023';
+    END IF;
     PERFORM pg_advisory_xact_lock(1735420007);
-    IF (SELECT coalesce(max(id), 0) FROM ledger.price_version) <> (doc->>'stamp')::bigint
-       OR (SELECT coalesce(max(id), 0) FROM ledger.usage) <> (doc->>'usage_mark')::bigint
-       OR (SELECT coalesce(max(id), 0) FROM ledger.journal_entry) <> (doc->>'entry_mark')::bigint THEN
+    IF (SELECT coalesce(max(id), 0) FROM ledger.price_version) IS DISTINCT FROM (doc->>'stamp')::bigint
+       OR (SELECT coalesce(max(id), 0) FROM ledger.usage) IS DISTINCT FROM (doc->>'usage_mark')::bigint
+       OR (SELECT coalesce(max(id), 0) FROM ledger.journal_entry) IS DISTINCT FROM (doc->>'entry_mark')::bigint THEN
         RETURN NULL;
     END IF;
     WITH x AS (
