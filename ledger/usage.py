@@ -294,10 +294,13 @@ def _plan(pg: Any, fresh: dict[str, _Item], book: Callable[[Connection, int], Se
                for node, lu, uid, name, wid, code in resolved}
     versions = book(conn, int(stamp))
     priced: list[tuple[_Item, _Wallet, PriceVersion | None]] = []
+    chosen: dict[tuple[str, str, datetime], PriceVersion | None] = {}  # a node's records share their start
     for item in new.values():
         r = item.record
         wallet = wallets.get((item.node, r.linux_user))
-        price = rating.select_price(versions, r.resource, r.model, r.interval_start)
+        at = (r.resource, r.model, r.interval_start)
+        price = chosen[at] if at in chosen else chosen.setdefault(
+            at, rating.select_price(versions, r.resource, r.model, r.interval_start))
         if wallet is None:
             plan.rejected.append((item.tick, RejectedUsage(r, UnknownUser(r.linux_user, item.node))))
         elif price is None and r.resource != "memory":
