@@ -76,13 +76,13 @@ def sync_inventory(conn: Connection, nodes: Sequence[Node]) -> frozenset[str]:
     return frozenset(name for name, is_listed in listed if is_listed)
 
 
-def _gpu_rows(report: NodeReport, seen: str) -> list[list[Any]]:
+def _gpu_rows(report: NodeReport, seen: str) -> list[dict[str, Any]]:
     if report.sample is None:
         return []
     return [
-        [report.node, g.uuid, g.index, g.name, g.memory_total_bytes,
-         {"memory_used_bytes": g.memory_used_bytes, "utilization_percent": g.utilization_percent,
-          "temperature_c": g.temperature_c, "power_mw": g.power_mw}, seen]
+        {"node": report.node, "uuid": g.uuid, "index": g.index, "name": g.name, "total": g.memory_total_bytes,
+         "state": {"memory_used_bytes": g.memory_used_bytes, "utilization_percent": g.utilization_percent,
+                   "temperature_c": g.temperature_c, "power_mw": g.power_mw}, "seen": seen}
         for g in report.sample.gpus
     ]
 
@@ -106,8 +106,9 @@ _RECORD_NODES = """
 """
 _RECORD_GPUS = """
     INSERT INTO collector.gpu (node, uuid, index, name, memory_total_bytes, state, seen_at)
-    SELECT x->>0, x->>1, (x->>2)::int, x->>3, (x->>4)::bigint, x->5, (x->>6)::timestamptz
-      FROM jsonb_array_elements(CAST(:rows AS jsonb)) AS r(x)
+    SELECT node, uuid, index, name, total, state, seen
+      FROM json_to_recordset(CAST(:rows AS json))
+           AS x(node text, uuid text, index int, name text, total bigint, state jsonb, seen timestamptz)
     ON CONFLICT (node, uuid) DO UPDATE SET index = EXCLUDED.index, name = EXCLUDED.name,
         memory_total_bytes = EXCLUDED.memory_total_bytes, state = EXCLUDED.state, seen_at = EXCLUDED.seen_at
 """
@@ -127,7 +128,7 @@ def record_tick(conn: Connection, reports: Sequence[NodeReport]) -> None:
         })
     conn.execute(text(_RECORD_NODES), {"rows": json.dumps(nodes, default=str)})
     # One row per (node, uuid): one statement may not upsert the same row twice.
-    rows = list({(row[0], row[1]): row for report in reports
+    rows = list({(row["node"], row["uuid"]): row for report in reports
                  for row in _gpu_rows(report, report.attempted_at.isoformat())}.values())
     if rows:
         conn.execute(text(_RECORD_GPUS), {"rows": json.dumps(rows)})

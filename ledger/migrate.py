@@ -63,15 +63,15 @@ def upgrade_ledger(admin_url: str) -> None:
     upgrade(admin_url, LEDGER_MIGRATIONS, LEDGER_VERSION_TABLE)
 
 
-def execute_sql_beside(migration_file: str, suffix: str = ".sql") -> None:
-    """Run the SQL file named like ``migration_file`` (a migration's ``__file__``) with ``suffix`` on its connection.
+def execute_sql_beside(migration_file: str) -> None:
+    """Run the SQL file named like ``migration_file`` (a migration's ``__file__``) on the migration's connection.
 
     Straight to psycopg, not SQLAlchemy's ``text()``: the files hold several statements, dollar-quoted
     function bodies and ``:`` that ``text()`` would read as bind parameters.
     """
     driver = context.get_bind().connection.driver_connection
     assert driver is not None, "migrations run on a live psycopg connection"
-    driver.execute(Path(migration_file).with_suffix(suffix).read_text(encoding="utf-8"))
+    driver.execute(Path(migration_file).with_suffix(".sql").read_text(encoding="utf-8"))
 
 
 def run_env() -> None:

@@ -8,7 +8,7 @@ from decimal import Decimal
 from zoneinfo import ZoneInfo
 
 import pytest
-from sqlalchemy import bindparam, create_engine, text
+from sqlalchemy import create_engine, text
 from sqlalchemy.pool import NullPool
 
 from ledger.bootstrap import bootstrap
@@ -117,35 +117,6 @@ def test_a_new_migration_applies_to_a_populated_ledger(pg_cluster: EmbeddedPostg
         finally:
             engine.dispose()
     finally:
-        with create_engine(pg_cluster.url(), poolclass=NullPool, isolation_level="AUTOCOMMIT").connect() as conn:
-            conn.execute(text(f'DROP DATABASE "{name}" WITH (FORCE)'))
-
-
-_CHANGED_BY_0004 = ("post_usage", "usage_refs", "journal_entry_refs")
-
-
-def test_0004_goes_back_to_0003s_definitions(pg_cluster: EmbeddedPostgres) -> None:
-    """0004 changes functions only, so its downgrade SQL can put back exactly what 0003 left."""
-    name = "lt_migrate_0004_down"
-    admin = bootstrap(pg_cluster.url(), name)
-    definitions = text("SELECT p.proname, pg_get_functiondef(p.oid) FROM pg_proc p"
-                       " WHERE p.pronamespace = 'ledger'::regnamespace AND p.proname IN :names ORDER BY 1"
-                       ).bindparams(bindparam("names", expanding=True))
-    engine = create_engine(admin, poolclass=NullPool)
-    try:
-        upgrade(admin, LEDGER_MIGRATIONS, LEDGER_VERSION_TABLE, "0003")
-        with engine.connect() as conn:
-            at_0003 = conn.execute(definitions, {"names": _CHANGED_BY_0004}).all()
-        upgrade_ledger(admin)
-        with engine.begin() as conn:
-            assert conn.execute(definitions, {"names": _CHANGED_BY_0004}).all() != at_0003
-            conn.execute(text("SET LOCAL ROLE gpuledger_owner"))
-            driver = conn.connection.driver_connection
-            assert driver is not None
-            driver.execute((LEDGER_MIGRATIONS / "versions" / "0004_tick_checks.down.sql").read_text(encoding="utf-8"))
-            assert len(at_0003) == 3 and conn.execute(definitions, {"names": _CHANGED_BY_0004}).all() == at_0003
-    finally:
-        engine.dispose()
         with create_engine(pg_cluster.url(), poolclass=NullPool, isolation_level="AUTOCOMMIT").connect() as conn:
             conn.execute(text(f'DROP DATABASE "{name}" WITH (FORCE)'))
 

@@ -1,12 +1,9 @@
 """Cheaper checks on the tick path (issue #4): ledger.post_usage compares high-water marks instead of re-reading
 keys, epochs and grants; the per-statement reference triggers look rows up by key instead of scanning a table.
 
-Functions only, no data, so unlike the earlier migrations this one can go back: downgrade puts back the
-definitions 0003 left (0004_tick_checks.down.sql).
-
 Revision ID: 0004
 Revises: 0003
-Create Date: 2026-11-24
+Create Date: 2026-11-23
 """
 
 from ledger.migrate import execute_sql_beside
@@ -22,4 +19,4 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
-    execute_sql_beside(__file__, ".down.sql")
+    raise NotImplementedError("the ledger is append-only: its migrations only go forward")
