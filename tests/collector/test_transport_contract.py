@@ -76,7 +76,8 @@ async def test_timeout_is_bounded_and_the_next_session_works(reach: Reach) -> No
     started = time.monotonic()
     with pytest.raises(NodeUnavailable) as caught:
         await session.run(["sleep", "30"], timeout_s=1)
-    assert time.monotonic() - started < 2.5
+    # Bounded by the 1 s timeout, not by the 30 s command: a third of that leaves a busy machine room.
+    assert time.monotonic() - started < 10
     assert (caught.value.outcome, caught.value.node) == (Outcome.TIMEOUT, "n1")
     fresh = await reach.transport.session(reach.node)
     assert (await fresh.run(["args"], timeout_s=10)).ok

@@ -108,9 +108,9 @@ class HookNode:
         self.status = StatusWriter(self.status_dir)
         self.profile_d = self.root / "profile.d"
         shutil.copytree("/etc/profile.d", self.profile_d, symlinks=True)
-        settings = {"status_dir": str(self.status_dir), "exempt_users": exempt_users}
+        settings = {"__gl_status_dir": str(self.status_dir), "__gl_exempt_users": exempt_users}
         if wrapped_commands is not None:
-            settings["wrapped_commands"] = wrapped_commands
+            settings["__gl_wrapped_commands"] = wrapped_commands
         installed = self.profile_d / "gpuledger.sh"
         installed.write_text(configure(HOOK.read_text(), **settings))
         os.chmod(installed, 0o644)

@@ -110,12 +110,36 @@ def test_user_rc_with_set_e_keeps_its_session(node: HookNode, alice: pwd.struct_
         assert shell_ok(terminal(alice), "python3 -c 'print(1)' 2>/dev/null") == "1\n"
     node.status.clear()
     assert shell_ok(terminal(alice), "python3 -c 'print(1)' 2>/dev/null") == "1\n"
-    # A refusal is a failing command: under the user's own set -e it ends the shell like any other.
+    # A refusal under the user's own set -e says so and returns 0: a status of 126 would end the session.
     node.status.write(alice.pw_uid, status_fields(alice, tier="limited"))
+    assert shell_ok(terminal(alice), "python3 -c 'print(\"ran\")'; echo status=$? errexit=${-//[^e]/}") == (
+        "gpuledger: python3 not started: balance 123.45 CNY, tier limited; new GPU jobs are refused until you "
+        "recharge.\n"
+        "gpuledger: Ask your PI or write to gpu-admin@lab.example to recharge. Details: gpuledger-balance\n"
+        "status=0 errexit=e\n")
+    # The command's own failure still ends the shell under set -e, exactly as without the wrapper.
+    node.status.write(alice.pw_uid, status_fields(alice, tier="normal"))
     shell = terminal(alice)
     shell.login()
-    status, _ = shell.exit("python3 -c 'print(1)'")
-    assert status == 126
+    status, _ = shell.exit("python3 -c 'raise SystemExit(3)'")
+    assert status == 3
+
+
+def test_users_readonly_variables_do_not_break_the_hook(node: HookNode, alice: pwd.struct_passwd,
+                                                        terminal: Callable[..., Terminal]) -> None:
+    # The names an unprefixed hook used for its locals and status fields; bash refuses `local` of a
+    # readonly name, which aborted the whole command line.
+    names = ("mode path file name line key value now field want i me shown rate left when whole fraction "
+             "problem version user uid tier balance currency notice status_dir wrapped_commands exempt_users")
+    write_rc(alice, SKEL + f"PS1='{PROMPT}'\n" + "".join(f"readonly {n}=mine\n" for n in names.split()))
+    node.status.write(alice.pw_uid, status_fields(alice, tier="warning", balance="8.420000",
+                                                  time_to_empty_hours="7.0"))
+    shell = terminal(alice)
+    assert shell.login().startswith("gpuledger: balance 8.42 CNY, tier warning")
+    assert shell.type("python3 -c 'print(6 * 7)'; echo status=$?") == WARNING + "42\nstatus=0\n"
+    node.status.write(alice.pw_uid, status_fields(alice, tier="limited"))
+    assert shell.type("python3 -c 'print(1)' 2>/dev/null; echo status=$?") == "status=126\n"
+    assert shell.type("echo $mode $tier $exempt_users") == "mine mine mine\n"
 
 
 def test_strict_shell_loading_the_hook_keeps_options_and_traps(node: HookNode, alice: pwd.struct_passwd,
@@ -133,12 +157,13 @@ def test_strict_shell_loading_the_hook_keeps_options_and_traps(node: HookNode, a
     assert "gpuledger: balance" in outputs[0]
     outputs.append(shell.type("python3 -c 'print(1)' 2>/dev/null"))
     node.status.write(alice.pw_uid, status_fields(alice, tier="blocked"))
-    outputs.append(shell.type("python3 -c 'print(1)' 2>/dev/null || echo refused=$?"))
+    # Refused under errexit: status 0 (the reason went to stderr), and nothing ran.
+    outputs.append(shell.type("python3 -c 'print(1)' 2>/dev/null; echo status=$?"))
     node.status.write(alice.pw_uid, status_fields(alice, version=9))
     outputs.append(shell.type("python3 -c 'print(1)' 2>/dev/null"))
     node.status.clear()
     outputs.append(shell.type("python3 -c 'print(1)' 2>/dev/null"))
-    assert outputs[1:] == ["1\n", "refused=126\n", "1\n", "1\n"]
+    assert outputs[1:] == ["1\n", "status=0\n", "1\n", "1\n"]
     assert "ERR-TRAP" not in "".join(outputs)
     assert shell.type("echo $-; set +o; trap -p") == before
     # A command's own failure reaches the user's ERR trap exactly as often as without the wrapper.

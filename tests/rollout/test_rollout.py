@@ -118,7 +118,7 @@ def test_controller_units_are_hardened_and_hold_no_secrets(lab: Lab, rolled_out:
 def test_hook_is_configured_for_the_node(lab: Lab, rolled_out: Recap) -> None:
     etc = lab.node_root("node-b") / "etc"
     hook = (etc / "profile.d" / "gpuledger.sh").read_text()
-    assert f"    status_dir={lab.node_root('node-b')}/run/status\n" in hook
+    assert f"    __gl_status_dir={lab.node_root('node-b')}/run/status\n" in hook
     balance = (lab.node_root("node-b") / "usr" / "local" / "bin" / "gpuledger-balance").read_text()
     assert f"hook={etc}/profile.d/gpuledger.sh\n" in balance
     assert f". {etc}/profile.d/gpuledger.sh; fi" in (etc / "bash.bashrc").read_text()
