@@ -67,7 +67,7 @@ def _shares_of_one_cpu(pids, seconds=2.0):
     before, started = [_cpu_ticks(pid) for pid in pids], time.monotonic()
     time.sleep(seconds)
     after, elapsed = [_cpu_ticks(pid) for pid in pids], time.monotonic() - started
-    return [(b - a) / os.sysconf("SC_CLK_TCK") / elapsed for a, b in zip(before, after)]
+    return [(b - a) / os.sysconf("SC_CLK_TCK") / elapsed for a, b in zip(before, after, strict=True)]
 
 
 def _throttled(group):
