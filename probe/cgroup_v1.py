@@ -1,7 +1,7 @@
 """cgroup v1 without systemd: our own groups ``<root>/{cpu,devices}/<parent>/user-UID``.
 
 On v1 in default-allow mode ``devices.list`` cannot show deny exceptions, so the group's existence is
-the block state. It is created under a staging name, denied, then renamed, so a crash can never leave a
+the block state; ``outside`` says how many of the user's processes the group does not hold (yet). It is created under a staging name, denied, then renamed, so a crash can never leave a
 group that looks blocked without its deny rules.
 """
 
@@ -11,8 +11,10 @@ import os
 from probe import abc, cgroupfs, cpuquota, processes
 from probe.plan import DrainAndRemove, MakeDir, Plan, Rename, WriteFile
 
-QuotaObserved = collections.namedtuple("QuotaObserved", "quota_ppm raw exists quota_us period_us members user_pids")
-GpuObserved = collections.namedtuple("GpuObserved", "blocked majors staging members user_pids")
+QuotaObserved = collections.namedtuple(
+    "QuotaObserved", "quota_ppm raw outside exists quota_us period_us members user_pids"
+)
+GpuObserved = collections.namedtuple("GpuObserved", "blocked majors outside staging members user_pids")
 
 
 def _read_int(path):
@@ -43,14 +45,17 @@ class CgroupV1(abc.Backend):
         quota_us = _read_int(group + "/cpu.cfs_quota_us") if exists else None
         period_us = _read_int(group + "/cpu.cfs_period_us") if exists else None
         limited = quota_us is not None and quota_us >= 0
+        members = cgroupfs.members(group)
+        user_pids = tuple(processes.pids_of_uid(self.proc_root, uid))
         return QuotaObserved(
             quota_ppm=cpuquota.from_quota_us(quota_us, period_us, self.cpus) if limited else None,
             raw="%s %s" % (quota_us, period_us) if exists else "",
+            outside=cgroupfs.outside(members, user_pids) if limited else 0,
             exists=exists,
             quota_us=quota_us,
             period_us=period_us,
-            members=cgroupfs.members(group),
-            user_pids=tuple(processes.pids_of_uid(self.proc_root, uid)),
+            members=members,
+            user_pids=user_pids,
         )
 
     def plan_quota(self, uid, ppm, observed):
@@ -73,12 +78,16 @@ class CgroupV1(abc.Backend):
 
     def observe_gpu(self, uid):
         group = self._group(self.devices_root, uid)
+        blocked = os.path.isdir(group)
+        members = cgroupfs.members(group)
+        user_pids = tuple(processes.pids_of_uid(self.proc_root, uid))
         return GpuObserved(
-            blocked=os.path.isdir(group),
+            blocked=blocked,
             majors=cgroupfs.nvidia_majors(self.proc_root),
+            outside=cgroupfs.outside(members, user_pids) if blocked else 0,
             staging=os.path.isdir(group + ".staging"),
-            members=cgroupfs.members(group),
-            user_pids=tuple(processes.pids_of_uid(self.proc_root, uid)),
+            members=members,
+            user_pids=user_pids,
         )
 
     def plan_gpu(self, uid, blocked, observed):

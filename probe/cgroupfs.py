@@ -27,6 +27,11 @@ def members(group):
         return frozenset()
 
 
+def outside(group_members, user_pids):
+    """How many of ``user_pids`` are not in the group: the processes a restriction does not reach yet."""
+    return sum(1 for pid in user_pids if pid not in group_members)
+
+
 def controllers(path):
     """The controller names in a ``cgroup.controllers``/``cgroup.subtree_control`` file."""
     line = read_first_line(path)

@@ -157,3 +157,34 @@ def test_enforcement_on_protected_identities_is_refused(test_users, parent, node
             assert (status, result["error"]["reason"]) == (2, "protected_identity"), (uid, words, result)
             assert "refused protected_identity" in stderr
     assert not os.path.exists(f"{V1}/cpu/{name}")
+
+
+def test_gpu_state_and_quota_get_count_processes_outside_the_groups_and_a_re_apply_moves_them(
+    test_users, parent, node_script, spawn, device
+):
+    """The read verbs say what is true: a process of a blocked and throttled user that is not in the groups
+    (a session started by other means than a child of a member) is counted, and the next apply moves it."""
+    name, config = parent
+    user = test_users[0]
+    uid = str(user.pw_uid)
+    for words in (["gpu-block", uid], ["quota-set", uid, "100000"]):
+        status, result, _ = run_node(node_script, ["--config", str(config)] + words)
+        assert (status, result["after"]["outside"]) == (0, 0), result
+    stray = spawn(user, ["/usr/bin/python3", "-c", PROBE_OPEN], ready=True, stdin=subprocess.PIPE)
+    stray.stdin.write(device + "\n")
+    stray.stdin.flush()
+    assert stray.stdout.readline().strip() == os.strerror(6)  # ENXIO: outside the devices group, the open got through
+    status, state, _ = run_node(node_script, ["--config", str(config), "gpu-state", uid])
+    assert (status, state["blocked"], state["outside"]) == (0, True, 1), state
+    status, quota, _ = run_node(node_script, ["--config", str(config), "quota-get", uid])
+    assert (status, quota["quota_ppm"], quota["outside"]) == (0, 100000, 1), quota
+    for words in (["gpu-block", uid], ["quota-set", uid, "100000"]):
+        status, result, _ = run_node(node_script, ["--config", str(config)] + words)
+        assert (status, result["changed"], result["before"]["outside"], result["after"]["outside"]) == (0, True, 1, 0)
+        status, again, _ = run_node(node_script, ["--config", str(config)] + words)
+        assert (status, again["changed"], again["actions"]) == (0, False, [])
+    stray.stdin.write(device + "\n")
+    stray.stdin.flush()
+    assert stray.stdout.readline().strip() == os.strerror(1)  # EPERM now
+    for words in (["gpu-unblock", uid], ["quota-clear", uid]):
+        assert run_node(node_script, ["--config", str(config)] + words)[0] == 0
