@@ -15,6 +15,7 @@ QuotaObserved = collections.namedtuple(
     "QuotaObserved", "quota_ppm raw outside exists quota_us period_us members user_pids"
 )
 GpuObserved = collections.namedtuple("GpuObserved", "blocked majors outside staging members user_pids")
+SessionObserved = collections.namedtuple("SessionObserved", "quota_group device_group accounting_group")
 
 
 def _read_int(path):
@@ -32,6 +33,7 @@ class CgroupV1(abc.Backend):
     def __init__(self, cgroup_root, parent, proc_root, cpus):
         self.cpu_root = cgroup_root + "/cpu"
         self.devices_root = cgroup_root + "/devices"
+        self.cpuacct_root = cgroup_root + "/cpuacct"
         self.parent = parent
         self.proc_root = proc_root
         self.cpus = cpus
@@ -89,6 +91,26 @@ class CgroupV1(abc.Backend):
             members=members,
             user_pids=user_pids,
         )
+
+    def observe_session(self, uid):
+        return SessionObserved(
+            quota_group=os.path.isdir(self._group(self.cpu_root, uid)),
+            device_group=os.path.isdir(self._group(self.devices_root, uid)),
+            accounting_group=os.path.isdir(self._group(self.cpuacct_root, uid)),
+        )
+
+    def plan_session(self, uid, pid, metered, observed):
+        # The accounting group has no limits: it only counts (cpuacct.usage), so CPU of a process that starts
+        # and exits between two samples is charged. Where cpu and cpuacct share a mount it is the quota group.
+        steps = []
+        if metered:
+            if not observed.accounting_group:
+                steps += [MakeDir("%s/%s" % (self.cpuacct_root, self.parent)), MakeDir(self._group(self.cpuacct_root, uid))]
+            steps += _moves(self._group(self.cpuacct_root, uid), (), (pid,))
+        for hierarchy, exists in ((self.cpu_root, observed.quota_group), (self.devices_root, observed.device_group)):
+            if exists:
+                steps += _moves(self._group(hierarchy, uid), (), (pid,))
+        return Plan(steps, "uid %d is neither metered nor restricted here" % uid)
 
     def plan_gpu(self, uid, blocked, observed):
         group = self._group(self.devices_root, uid)

@@ -16,6 +16,7 @@ QuotaObserved = collections.namedtuple(
     "quota_ppm raw outside root_subtree parent_subtree parent_exists exists quota_us period_us members user_pids",
 )
 GpuObserved = collections.namedtuple("GpuObserved", "blocked majors outside")
+SessionObserved = collections.namedtuple("SessionObserved", "quota_group")
 
 
 def parse_cpu_max(line):
@@ -82,6 +83,16 @@ class CgroupV2(abc.Backend):
             if pid not in observed.members
         ]
         return Plan(steps, "cpu.max already %d %d, every process in the group" % (want, cpuquota.PERIOD_US))
+
+    def observe_session(self, uid):
+        return SessionObserved(quota_group=os.path.isdir(self._group(uid)))
+
+    def plan_session(self, uid, pid, metered, observed):
+        # One cgroup per process on v2: the quota group is the only place a session can go; there is no
+        # separate accounting group (without systemd's user slices CPU is charged per process).
+        if not observed.quota_group:
+            return Plan([], "uid %d has no quota group" % uid)
+        return Plan([WriteFile(self._group(uid) + "/cgroup.procs", str(pid), ("ESRCH",))], "")
 
     def observe_gpu(self, uid):
         return GpuObserved(blocked=False, majors=cgroupfs.nvidia_majors(self.proc_root), outside=0)

@@ -134,6 +134,12 @@ class Systemd(abc.Backend):
             return Plan([], "%s already has CPUQuota=%d%%" % (self._slice(uid), percent))
         return Plan([self._set(uid, "CPUQuota=%d%%" % percent)], "")
 
+    def observe_session(self, uid):
+        return None
+
+    def plan_session(self, uid, pid, metered, observed):
+        return Plan([], "pam_systemd puts every session in %s, whose CPUQuota= and DevicePolicy= hold for it" % self._slice(uid))
+
     def observe_gpu(self, uid):
         values = self._properties(uid, "DevicePolicy", "DeviceAllow")
         devices = procfs.parse_devices(procfs.read_text(self.proc_root + "/devices"))

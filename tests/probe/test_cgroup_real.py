@@ -2,10 +2,7 @@
 
 import json
 import os
-import secrets
-import shutil
 import subprocess
-import tempfile
 import time
 from pathlib import Path
 
@@ -34,27 +31,6 @@ PROBE_OPEN = (
     "    except OSError as error:\n"
     "        print(os.strerror(error.errno), flush=True)\n"
 )
-
-
-@pytest.fixture
-def parent(tmp_path):
-    """A ``gpuledger-test-*`` cgroup parent and a node config using it; both hierarchies cleaned afterwards."""
-    name = "gpuledger-test-" + secrets.token_hex(4)
-    config = tmp_path / "node.json"
-    config.write_text(json.dumps({"cgroup_parent": name}))
-    yield name, config
-    for hierarchy in ("cpu", "devices"):
-        path = f"{V1}/{hierarchy}/{name}"
-        if not os.path.isdir(path):
-            continue
-        for child in os.listdir(path):
-            group = os.path.join(path, child)
-            if os.path.isdir(group):
-                for pid in Path(group, "cgroup.procs").read_text().split():
-                    with open(f"{V1}/{hierarchy}/cgroup.procs", "w") as procs:
-                        procs.write(pid)
-                os.rmdir(group)
-        os.rmdir(path)
 
 
 def _cpu_ticks(pid):
@@ -100,18 +76,6 @@ def test_a_busy_loop_is_throttled_near_the_quota_and_runs_free_after_clear(test_
     assert status == 0 and cleared["changed"] is True and cleared["after"]["quota_ppm"] is None
     assert not os.path.exists(group)
     assert _share_of_one_cpu(busy.pid, 1.0) > 0.5  # free again (two cores shared with the rest of the suite)
-
-
-@pytest.fixture
-def device():
-    """A character device node major 195 (like /dev/nvidia0; no driver here) that test users can reach."""
-    directory = tempfile.mkdtemp(prefix="gpuledger-test-dev-")
-    os.chmod(directory, 0o755)
-    path = os.path.join(directory, "nvidia0")
-    os.mknod(path, 0o20666, os.makedev(195, 0))
-    os.chmod(path, 0o666)  # mknod applies the umask
-    yield path
-    shutil.rmtree(directory)
 
 
 def test_a_blocked_user_cannot_open_an_nvidia_device_and_can_after_unblock(
