@@ -1,7 +1,8 @@
 """cgroup v1 without systemd: our own groups ``<root>/{cpu,devices}/<parent>/user-UID``.
 
 On v1 in default-allow mode ``devices.list`` cannot show deny exceptions, so the group's existence is
-the block state; ``outside`` says how many of the user's processes the group does not hold (yet). It is created under a staging name, denied, then renamed, so a crash can never leave a
+the block state; ``outside`` says how many of the user's processes the group does not hold (yet). It is
+created under a staging name, denied, then renamed, so a crash can never leave a
 group that looks blocked without its deny rules.
 """
 
@@ -105,7 +106,8 @@ class CgroupV1(abc.Backend):
         steps = []
         if metered:
             if not observed.accounting_group:
-                steps += [MakeDir("%s/%s" % (self.cpuacct_root, self.parent)), MakeDir(self._group(self.cpuacct_root, uid))]
+                parent = "%s/%s" % (self.cpuacct_root, self.parent)
+                steps += [MakeDir(parent), MakeDir(self._group(self.cpuacct_root, uid))]
             steps += _moves(self._group(self.cpuacct_root, uid), (), (pid,))
         for hierarchy, exists in ((self.cpu_root, observed.quota_group), (self.devices_root, observed.device_group)):
             if exists:

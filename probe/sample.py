@@ -45,6 +45,8 @@ def build(config, nvml_loader=nvml.load_pynvml, accounts=None):
         "gpu_accounting": gpu["accounting"],
         "process_count": process_count,
         "processes": user_processes,
-        "user_cpu": cgroupfs.user_cpu_counters(config.cgroup_root, config.cgroup_parent, accounts, degraded, pids_by_uid),
+        "user_cpu": cgroupfs.user_cpu_counters(
+            config.cgroup_root, config.cgroup_parent, accounts, degraded, pids_by_uid
+        ),
         "degraded": degraded.as_list(),
     }

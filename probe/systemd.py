@@ -138,7 +138,8 @@ class Systemd(abc.Backend):
         return None
 
     def plan_session(self, uid, pid, metered, observed):
-        return Plan([], "pam_systemd puts every session in %s, whose CPUQuota= and DevicePolicy= hold for it" % self._slice(uid))
+        reason = "pam_systemd puts every session in %s, whose CPUQuota= and DevicePolicy= hold for it"
+        return Plan([], reason % self._slice(uid))
 
     def observe_gpu(self, uid):
         values = self._properties(uid, "DevicePolicy", "DeviceAllow")

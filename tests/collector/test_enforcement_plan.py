@@ -24,7 +24,8 @@ def _desired(quota: int | None, blocked: bool) -> Desired:
 def _actual(quota: dict[str, object], gpu: dict[str, object]) -> Actual:
     """An ``Actual`` from the two documents, exactly as ``Tick._read_actual`` builds it."""
     q = json.dumps({"ok": True, "verb": "quota-get", "uid": UID, "backend": "cgroup-v1", **quota}).encode()
-    g = json.dumps({"ok": True, "verb": "gpu-state", "uid": UID, "backend": "cgroup-v1", "majors": [195], **gpu}).encode()
+    g = json.dumps({"ok": True, "verb": "gpu-state", "uid": UID, "backend": "cgroup-v1", "majors": [195],
+                    **gpu}).encode()
     return Actual(UID, parse_quota(q), parse_gpu_state(g), parse_outside("quota-get", q), parse_outside("gpu-state", g))
 
 

@@ -99,7 +99,7 @@ def _in_namespace(tmp_path, binds, argv, **kwargs):
         copy.write_text(Path(target).read_text() + extra)
         args += [str(copy), target]
         script.append(f'mount --bind "${len(args) - 1}" "${len(args)}"')
-    shell = " && ".join(script + ['shift %d' % len(args), 'exec "$@"'])
+    shell = " && ".join(script + [f"shift {len(args)}", 'exec "$@"'])
     return subprocess.run(["unshare", "--mount", "--propagation", "private", "--", "sh", "-c", shell, "sh",
                            *args, *argv], capture_output=True, text=True, timeout=120, **kwargs)
 
@@ -193,7 +193,8 @@ def test_a_short_lived_burner_is_charged_from_the_accounting_group_within_2_perc
     assert done.returncode == 0, done.stderr
     measured_ns = json.loads(done.stdout)["cpu_s"] * 1e9
     after = sample()
-    charged = [u for u in compute(before, after, UsageSettings()).usages if u.uid == user.pw_uid and u.resource == "cpu"]
+    usages = compute(before, after, UsageSettings()).usages
+    charged = [u for u in usages if u.uid == user.pw_uid and u.resource == "cpu"]
     charged_ns = sum(u.amount_ns for u in charged)
     print(f"short-lived burner: measured {measured_ns / 1e9:.2f} s CPU, charged {charged_ns / 1e9:.2f} s")
     assert [u.method for u in charged] == ["cgroup-cpu-counter"]
