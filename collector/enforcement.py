@@ -4,6 +4,8 @@ Facts come from the node command's read verbs (``quota-get``, ``gpu-state``) thr
 here; the plan is a tuple of ``Action``s (node-command verbs) or empty, which is the declared no-op. A
 second plan against the state the first one produced is empty: the quota comparison allows for the
 node's documented downward rounding (docs/node-command.md), so a quota the node rounded is not re-set.
+A restriction in place but with processes of the user outside it (a session the node's PAM hook missed)
+is applied again, which moves them in: the miss is closed within one tick.
 """
 
 from __future__ import annotations
@@ -23,6 +25,8 @@ class Actual:
     uid: int
     cpu_quota_ppm: int | None
     gpu_blocked: bool
+    quota_outside: int = 0  # the uid's processes outside the quota group (0 without a quota)
+    gpu_outside: int = 0  # ... outside the device block (0 when not blocked)
 
 
 @dataclass(frozen=True)
@@ -79,6 +83,16 @@ def parse_gpu_state(stdout: bytes) -> bool:
     return blocked
 
 
+def parse_outside(verb: str, stdout: bytes) -> int:
+    """How many of the uid's processes the restriction a read verb reports does not hold (0 from a node
+    command older than the field, which could not say)."""
+    document = _document(verb, stdout)
+    value = document.get("outside", 0)
+    if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+        raise FactError(verb, f"outside {value!r} is not a non-negative integer", stdout)
+    return value
+
+
 def quota_matches(desired_ppm: int, actual_ppm: int, cpus: int) -> bool:
     """Whether the node's read-back equals what a ``quota-set`` of ``desired_ppm`` leaves behind.
 
@@ -99,9 +113,15 @@ def plan(node: str, desired: Desired, actual: Actual, cpus: int) -> tuple[Action
             actions.append(Action(node, desired.uid, ("quota-clear", uid), reason))
     elif actual.cpu_quota_ppm is None or not quota_matches(desired.cpu_quota_ppm, actual.cpu_quota_ppm, cpus):
         actions.append(Action(node, desired.uid, ("quota-set", uid, str(desired.cpu_quota_ppm)), reason))
+    elif actual.quota_outside:
+        actions.append(Action(node, desired.uid, ("quota-set", uid, str(desired.cpu_quota_ppm)),
+                              f"{reason}, {actual.quota_outside} process(es) outside the quota"))
     if desired.gpu_blocked != actual.gpu_blocked:
         verb = "gpu-block" if desired.gpu_blocked else "gpu-unblock"
         actions.append(Action(node, desired.uid, (verb, uid), reason))
+    elif desired.gpu_blocked and actual.gpu_outside:
+        actions.append(Action(node, desired.uid, ("gpu-block", uid),
+                              f"{reason}, {actual.gpu_outside} process(es) outside the GPU block"))
     for process in desired.kill:
         kill = ("kill", process.boot_id, str(process.pid), str(process.start_ticks), uid)
         actions.append(Action(node, desired.uid, kill, f"{reason}, kill grace over"))

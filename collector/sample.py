@@ -80,6 +80,7 @@ class UserCpu(NamedTuple):
     uid: int
     user: str | None
     usage_ns: int
+    outside: int = 0  # the uid's processes outside the counted group (accounting groups; slices: not reported)
 
 
 @dataclass(frozen=True)
@@ -285,6 +286,7 @@ def sample_from_document(document: Mapping[str, Any], sha256: str) -> Sample:
                 uid=_int(row, "uid", "user_cpu", n),
                 user=_str(row, "user", "user_cpu", n, optional=True, limit=256),
                 usage_ns=_int(row, "usage_ns", "user_cpu", n),
+                outside=_int(row, "outside", "user_cpu", n, optional=True) or 0,
             )
             for n, row in enumerate(_rows(document, "user_cpu"))
         )

@@ -40,7 +40,7 @@ from collector.decisions import (
     status_document,
     terminal_message,
 )
-from collector.enforcement import Action, Actual, FactError, parse_gpu_state, parse_quota, plan
+from collector.enforcement import Action, Actual, FactError, parse_gpu_state, parse_outside, parse_quota, plan
 from collector.errors import NodeUnavailable
 from collector.logs import node_logger
 from collector.metrics import Metrics
@@ -448,7 +448,8 @@ class Controller:
         quota = await session.run(["quota-get", str(uid)], timeout_s=timeout)
         gpu = await session.run(["gpu-state", str(uid)], timeout_s=timeout)
         try:
-            return Actual(uid, parse_quota(quota.stdout), parse_gpu_state(gpu.stdout))
+            return Actual(uid, parse_quota(quota.stdout), parse_gpu_state(gpu.stdout),
+                          parse_outside("quota-get", quota.stdout), parse_outside("gpu-state", gpu.stdout))
         except FactError as exc:
             node_logger(session.node.name).warning("cannot read the state of uid %d: %s", uid, exc)
             return None

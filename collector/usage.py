@@ -125,7 +125,13 @@ def _cpu(base: Sample | None, cur: Sample, flags: list[str]) -> list[Usage]:
     if use_cgroup:
         assert cur.user_cpu is not None
         before = {row.uid: row.usage_ns for row in base.user_cpu or ()} if base is not None else {}
+        # A counter covers an interval only if its group held every process of the uid at both ends; else
+        # (a session the hook missed, until the controller moves it in) the uid is charged per process.
+        strays = {row.uid for row in (*(base.user_cpu or () if base is not None else ()), *cur.user_cpu) if row.outside}
         for row in cur.user_cpu:
+            if row.uid in strays:
+                flags.append(f"cpu_outside_counter:{row.uid}")
+                continue
             covered.add(row.uid)
             previous = before.get(row.uid, 0)
             if row.usage_ns < previous:

@@ -27,6 +27,16 @@ class Backend(abc.ABC):
         """Whether new GPU use is blocked for the user: an object with ``blocked`` (bool) and ``majors``."""
 
     @abc.abstractmethod
+    def observe_session(self, uid):
+        """Which of the user's groups exist now (the restrictions in force, the accounting group)."""
+
+    @abc.abstractmethod
+    def plan_session(self, uid, pid, metered, observed):
+        """The plan that puts the new session process ``pid`` into every restriction group of ``uid`` that
+        exists, and into the user's accounting group when ``metered``; pure. Children inherit the groups, so
+        everything the session starts is inside them from its first instruction."""
+
+    @abc.abstractmethod
     def plan_gpu(self, uid, blocked, observed):
         """The plan that makes the block state ``blocked`` from ``observed``; pure.
 

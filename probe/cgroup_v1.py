@@ -1,7 +1,8 @@
 """cgroup v1 without systemd: our own groups ``<root>/{cpu,devices}/<parent>/user-UID``.
 
 On v1 in default-allow mode ``devices.list`` cannot show deny exceptions, so the group's existence is
-the block state. It is created under a staging name, denied, then renamed, so a crash can never leave a
+the block state; ``outside`` says how many of the user's processes the group does not hold (yet). It is
+created under a staging name, denied, then renamed, so a crash can never leave a
 group that looks blocked without its deny rules.
 """
 
@@ -11,8 +12,11 @@ import os
 from probe import abc, cgroupfs, cpuquota, processes
 from probe.plan import DrainAndRemove, MakeDir, Plan, Rename, WriteFile
 
-QuotaObserved = collections.namedtuple("QuotaObserved", "quota_ppm raw exists quota_us period_us members user_pids")
-GpuObserved = collections.namedtuple("GpuObserved", "blocked majors staging members user_pids")
+QuotaObserved = collections.namedtuple(
+    "QuotaObserved", "quota_ppm raw outside exists quota_us period_us members user_pids"
+)
+GpuObserved = collections.namedtuple("GpuObserved", "blocked majors outside staging members user_pids")
+SessionObserved = collections.namedtuple("SessionObserved", "quota_group device_group accounting_group")
 
 
 def _read_int(path):
@@ -30,6 +34,7 @@ class CgroupV1(abc.Backend):
     def __init__(self, cgroup_root, parent, proc_root, cpus):
         self.cpu_root = cgroup_root + "/cpu"
         self.devices_root = cgroup_root + "/devices"
+        self.cpuacct_root = cgroup_root + "/cpuacct"
         self.parent = parent
         self.proc_root = proc_root
         self.cpus = cpus
@@ -43,14 +48,17 @@ class CgroupV1(abc.Backend):
         quota_us = _read_int(group + "/cpu.cfs_quota_us") if exists else None
         period_us = _read_int(group + "/cpu.cfs_period_us") if exists else None
         limited = quota_us is not None and quota_us >= 0
+        members = cgroupfs.members(group)
+        user_pids = tuple(processes.pids_of_uid(self.proc_root, uid))
         return QuotaObserved(
             quota_ppm=cpuquota.from_quota_us(quota_us, period_us, self.cpus) if limited else None,
             raw="%s %s" % (quota_us, period_us) if exists else "",
+            outside=cgroupfs.outside(members, user_pids) if limited else 0,
             exists=exists,
             quota_us=quota_us,
             period_us=period_us,
-            members=cgroupfs.members(group),
-            user_pids=tuple(processes.pids_of_uid(self.proc_root, uid)),
+            members=members,
+            user_pids=user_pids,
         )
 
     def plan_quota(self, uid, ppm, observed):
@@ -73,13 +81,38 @@ class CgroupV1(abc.Backend):
 
     def observe_gpu(self, uid):
         group = self._group(self.devices_root, uid)
+        blocked = os.path.isdir(group)
+        members = cgroupfs.members(group)
+        user_pids = tuple(processes.pids_of_uid(self.proc_root, uid))
         return GpuObserved(
-            blocked=os.path.isdir(group),
+            blocked=blocked,
             majors=cgroupfs.nvidia_majors(self.proc_root),
+            outside=cgroupfs.outside(members, user_pids) if blocked else 0,
             staging=os.path.isdir(group + ".staging"),
-            members=cgroupfs.members(group),
-            user_pids=tuple(processes.pids_of_uid(self.proc_root, uid)),
+            members=members,
+            user_pids=user_pids,
         )
+
+    def observe_session(self, uid):
+        return SessionObserved(
+            quota_group=os.path.isdir(self._group(self.cpu_root, uid)),
+            device_group=os.path.isdir(self._group(self.devices_root, uid)),
+            accounting_group=os.path.isdir(self._group(self.cpuacct_root, uid)),
+        )
+
+    def plan_session(self, uid, pid, metered, observed):
+        # The accounting group has no limits: it only counts (cpuacct.usage), so CPU of a process that starts
+        # and exits between two samples is charged. Where cpu and cpuacct share a mount it is the quota group.
+        steps = []
+        if metered:
+            if not observed.accounting_group:
+                parent = "%s/%s" % (self.cpuacct_root, self.parent)
+                steps += [MakeDir(parent), MakeDir(self._group(self.cpuacct_root, uid))]
+            steps += _moves(self._group(self.cpuacct_root, uid), (), (pid,))
+        for hierarchy, exists in ((self.cpu_root, observed.quota_group), (self.devices_root, observed.device_group)):
+            if exists:
+                steps += _moves(self._group(hierarchy, uid), (), (pid,))
+        return Plan(steps, "uid %d is neither metered nor restricted here" % uid)
 
     def plan_gpu(self, uid, blocked, observed):
         group = self._group(self.devices_root, uid)

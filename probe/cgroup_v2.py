@@ -13,9 +13,10 @@ from probe.plan import DrainAndRemove, MakeDir, Plan, WriteFile
 
 QuotaObserved = collections.namedtuple(
     "QuotaObserved",
-    "quota_ppm raw root_subtree parent_subtree parent_exists exists quota_us period_us members user_pids",
+    "quota_ppm raw outside root_subtree parent_subtree parent_exists exists quota_us period_us members user_pids",
 )
-GpuObserved = collections.namedtuple("GpuObserved", "blocked majors")
+GpuObserved = collections.namedtuple("GpuObserved", "blocked majors outside")
+SessionObserved = collections.namedtuple("SessionObserved", "quota_group")
 
 
 def parse_cpu_max(line):
@@ -41,17 +42,20 @@ class CgroupV2(abc.Backend):
         exists = os.path.isdir(group)
         line = cgroupfs.read_first_line(group + "/cpu.max") if exists else None
         quota_us, period_us = parse_cpu_max(line) if line else (None, None)
+        members = cgroupfs.members(group)
+        user_pids = tuple(processes.pids_of_uid(self.proc_root, uid))
         return QuotaObserved(
             quota_ppm=None if quota_us is None else cpuquota.from_quota_us(quota_us, period_us, self.cpus),
             raw=line or "",
+            outside=0 if quota_us is None else cgroupfs.outside(members, user_pids),
             root_subtree=cgroupfs.controllers(self.root + "/cgroup.subtree_control"),
             parent_subtree=cgroupfs.controllers(self.parent_dir + "/cgroup.subtree_control"),
             parent_exists=os.path.isdir(self.parent_dir),
             exists=exists,
             quota_us=quota_us,
             period_us=period_us,
-            members=cgroupfs.members(group),
-            user_pids=tuple(processes.pids_of_uid(self.proc_root, uid)),
+            members=members,
+            user_pids=user_pids,
         )
 
     def plan_quota(self, uid, ppm, observed):
@@ -80,8 +84,18 @@ class CgroupV2(abc.Backend):
         ]
         return Plan(steps, "cpu.max already %d %d, every process in the group" % (want, cpuquota.PERIOD_US))
 
+    def observe_session(self, uid):
+        return SessionObserved(quota_group=os.path.isdir(self._group(uid)))
+
+    def plan_session(self, uid, pid, metered, observed):
+        # One cgroup per process on v2: the quota group is the only place a session can go; there is no
+        # separate accounting group (without systemd's user slices CPU is charged per process).
+        if not observed.quota_group:
+            return Plan([], "uid %d has no quota group" % uid)
+        return Plan([WriteFile(self._group(uid) + "/cgroup.procs", str(pid), ("ESRCH",))], "")
+
     def observe_gpu(self, uid):
-        return GpuObserved(blocked=False, majors=cgroupfs.nvidia_majors(self.proc_root))
+        return GpuObserved(blocked=False, majors=cgroupfs.nvidia_majors(self.proc_root), outside=0)
 
     def plan_gpu(self, uid, blocked, observed):
         if blocked:

@@ -57,6 +57,7 @@ VERBS = collections.OrderedDict(
         ("kill", ("boot_id", "pid", "start_ticks", "uid")),
         ("status-write", ("uid",)),
         ("notify", ("uid",)),
+        ("session-open", ()),
     ]
 )
 

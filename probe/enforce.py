@@ -8,11 +8,11 @@ from probe.verbs import account_of, ok
 
 
 def _quota_view(observed):
-    return {"quota_ppm": observed.quota_ppm, "raw": observed.raw}
+    return {"quota_ppm": observed.quota_ppm, "raw": observed.raw, "outside": observed.outside}
 
 
 def _gpu_view(observed):
-    return {"blocked": observed.blocked, "majors": list(observed.majors)}
+    return {"blocked": observed.blocked, "majors": list(observed.majors), "outside": observed.outside}
 
 
 def _enforce(context, command, observe, plan_for, view):

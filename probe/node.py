@@ -7,6 +7,7 @@ comes from argv. Both go through ``probe.command.parse``. One JSON document goes
 import importlib
 import json
 import os
+import signal
 import sys
 
 from probe import command as grammar
@@ -30,17 +31,25 @@ HANDLERS = {
     "kill": ("probe.enforce", "kill_process"),
     "status-write": ("probe.enforce", "status_write"),
     "notify": ("probe.enforce", "notify_user"),
+    "session-open": ("probe.session", "session_open"),
 }
+# A login waits for the PAM session hook; past this it is killed (SIGALRM) and the login goes on without it.
+SESSION_OPEN_SECONDS = 2
 
 
 def _request(argv, environ):
     """``(words, config_path)`` for this invocation."""
-    if any(marker in environ for marker in SSH_MARKERS):
+    # pam_exec hands the hook the PAM environment, which holds sshd's SSH_CONNECTION: the hook's words come from
+    # its root-owned PAM line. Over SSH argv cannot carry them (sudo allows exactly no arguments, and resets
+    # the environment but for SSH_ORIGINAL_COMMAND, so PAM_TYPE cannot arrive that way either).
+    pam_hook = "PAM_TYPE" in environ and "session-open" in argv
+    if not pam_hook and any(marker in environ for marker in SSH_MARKERS):
         if argv:
             raise Refused("arguments_over_ssh", "the forced command takes no arguments")
         return grammar.split_ssh_command(environ.get("SSH_ORIGINAL_COMMAND")), DEFAULT_CONFIG_PATH
     argv = list(argv)
-    path = environ.get("GPULEDGER_NODE_CONFIG") or DEFAULT_CONFIG_PATH
+    # The PAM hook's environment is the PAM environment, which pam_env may fill from files a user writes.
+    path = DEFAULT_CONFIG_PATH if pam_hook else environ.get("GPULEDGER_NODE_CONFIG") or DEFAULT_CONFIG_PATH
     if argv[:1] == ["--config"] and len(argv) >= 2:
         path, argv = argv[1], argv[2:]
     elif argv and argv[0].startswith("--config="):
@@ -65,9 +74,11 @@ def main(argv=None, environ=None, stdin=None, stdout=None, nvml_loader=nvml.load
         words, config_path = _request(argv, environ)
         command = grammar.parse(words)
         verb = command.verb
+        if verb == "session-open":
+            signal.alarm(SESSION_OPEN_SECONDS)
         config = node_config.load(config_path)
         policy = Policy(resolve_uid_min(config.uid_min), config.exempt_users, config.exempt_groups)
-        context = Context(config, Accounts(), policy, _stdin_reader(stdin or sys.stdin.buffer), nvml_loader)
+        context = Context(config, Accounts(), policy, _stdin_reader(stdin or sys.stdin.buffer), nvml_loader, environ)
         module, function = HANDLERS[verb]
         result, status = getattr(importlib.import_module(module), function)(context, command)
     except ProbeError as error:

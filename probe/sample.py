@@ -26,6 +26,10 @@ def build(config, nvml_loader=nvml.load_pynvml, accounts=None):
     node.update(boot_time=clock[0], clock_ticks_per_second=clock[1], page_size=clock[2], uid_min=uid_min)
     user_processes, process_count = processes.scan(proc_root, accounts, uid_min, clock, config.collect_cmdline)
     gpu = nvml.read(nvml_loader(proc_root, degraded), degraded)
+    pids_by_uid = {}
+    for row in user_processes:
+        if row["state"] != "Z":
+            pids_by_uid.setdefault(row["uid"], []).append(row["pid"])
     return {
         "schema_version": SCHEMA_VERSION,
         "probe_version": PROBE_VERSION,
@@ -41,6 +45,8 @@ def build(config, nvml_loader=nvml.load_pynvml, accounts=None):
         "gpu_accounting": gpu["accounting"],
         "process_count": process_count,
         "processes": user_processes,
-        "user_cpu": cgroupfs.user_cpu_counters(config.cgroup_root, accounts, degraded),
+        "user_cpu": cgroupfs.user_cpu_counters(
+            config.cgroup_root, config.cgroup_parent, accounts, degraded, pids_by_uid
+        ),
         "degraded": degraded.as_list(),
     }

@@ -8,7 +8,7 @@ import collections
 import os
 import re
 
-from probe import abc, cgroupfs, cpuquota, procfs
+from probe import abc, cgroupfs, cpuquota, processes, procfs
 from probe.plan import Plan, Run, run_argv
 
 SYSTEMD_RUN_DIR = "/run/systemd/system"
@@ -17,8 +17,8 @@ _UNITS_USEC = {"us": 1, "ms": 1000, "s": 10**6, "min": 60 * 10**6, "h": 3600 * 1
 _SPAN = re.compile(r"([0-9]+)(?:\.([0-9]+))?(us|ms|s|min|h|d)\Z")
 _DEVICE_NAME = re.compile(r"[A-Za-z0-9_.:+-]+\Z")
 
-QuotaObserved = collections.namedtuple("QuotaObserved", "quota_ppm raw usec_per_sec")
-GpuObserved = collections.namedtuple("GpuObserved", "blocked majors policy allow_groups")
+QuotaObserved = collections.namedtuple("QuotaObserved", "quota_ppm raw outside usec_per_sec")
+GpuObserved = collections.namedtuple("GpuObserved", "blocked majors outside policy allow_groups")
 
 
 def is_systemd_host(run_dir=SYSTEMD_RUN_DIR):
@@ -52,6 +52,15 @@ def parse_timespan_usec(text):
         if fraction:
             total += int(fraction) * scale // 10 ** len(fraction)
     return total
+
+
+def in_slice(cgroup_text, slice_name):
+    """Whether a /proc/PID/cgroup text places the process in ``slice_name`` (or below it) in any hierarchy."""
+    for line in cgroup_text.splitlines():
+        path = line.split(":", 2)[-1]
+        if ("/" + slice_name + "/") in path + "/":
+            return True
+    return False
 
 
 def device_allow_list(devices):
@@ -93,11 +102,26 @@ class Systemd(abc.Backend):
         argv = [self.systemctl, "show"] + ["--property=" + name for name in names] + [self._slice(uid)]
         return parse_show(self._show(argv))
 
+    def _outside(self, uid):
+        """The user's processes outside user-UID.slice (started by a system service, not a session): systemd
+        cannot adopt them into the slice, so they are reported, not moved."""
+        count = 0
+        for pid in processes.pids_of_uid(self.proc_root, uid):
+            try:
+                text = procfs.read_text("%s/%d/cgroup" % (self.proc_root, pid))
+            except OSError:
+                continue  # it exited
+            count += not in_slice(text, self._slice(uid))
+        return count
+
     def observe_quota(self, uid):
         raw = self._properties(uid, "CPUQuotaPerSecUSec").get("CPUQuotaPerSecUSec", "infinity")
         usec = parse_timespan_usec(raw)
         return QuotaObserved(
-            quota_ppm=None if usec is None else cpuquota.from_usec_per_sec(usec, self.cpus), raw=raw, usec_per_sec=usec
+            quota_ppm=None if usec is None else cpuquota.from_usec_per_sec(usec, self.cpus),
+            raw=raw,
+            outside=0 if usec is None else self._outside(uid),
+            usec_per_sec=usec,
         )
 
     def plan_quota(self, uid, ppm, observed):
@@ -110,13 +134,24 @@ class Systemd(abc.Backend):
             return Plan([], "%s already has CPUQuota=%d%%" % (self._slice(uid), percent))
         return Plan([self._set(uid, "CPUQuota=%d%%" % percent)], "")
 
+    def observe_session(self, uid):
+        return None
+
+    def plan_session(self, uid, pid, metered, observed):
+        reason = "pam_systemd puts every session in %s, whose CPUQuota= and DevicePolicy= hold for it"
+        return Plan([], reason % self._slice(uid))
+
     def observe_gpu(self, uid):
         values = self._properties(uid, "DevicePolicy", "DeviceAllow")
         devices = procfs.parse_devices(procfs.read_text(self.proc_root + "/devices"))
         policy = values.get("DevicePolicy", "auto")
+        blocked = policy == "closed"
         return GpuObserved(
-            blocked=policy == "closed",
-            majors=cgroupfs.nvidia_majors_of(devices), policy=policy, allow_groups=tuple(device_allow_list(devices))
+            blocked=blocked,
+            majors=cgroupfs.nvidia_majors_of(devices),
+            outside=self._outside(uid) if blocked else 0,
+            policy=policy,
+            allow_groups=tuple(device_allow_list(devices)),
         )
 
     def plan_gpu(self, uid, blocked, observed):

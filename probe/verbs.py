@@ -14,8 +14,8 @@ from probe.command import VERBS
 from probe.constants import EXIT_OK, PROBE_VERSION, SCHEMA_VERSION
 from probe.errors import Refused
 
-Context = collections.namedtuple("Context", "config accounts policy read_stdin nvml_loader")
-Context.__doc__ = "Everything a handler may use: config, account cache, protection policy, stdin, NVML loader."
+Context = collections.namedtuple("Context", "config accounts policy read_stdin nvml_loader environ")
+Context.__doc__ = "Everything a handler may use: config, accounts, protection policy, stdin, NVML loader, environ."
 
 
 def account_of(context, uid, mutating, include_exemptions=True):

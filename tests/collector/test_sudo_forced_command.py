@@ -162,3 +162,47 @@ async def test_sample_and_quota_over_the_sudo_forced_command(installed: Installe
         assert not refused.ok and not group.exists()
     finally:
         await transport.aclose()
+
+
+def _render_sshd_dropin(account: str, authorized_keys: Path, command: Path) -> str:
+    """roles/gpuledger_node/templates/sshd-dropin.conf.j2 with the role's variables for this test's layout."""
+    import jinja2
+
+    template = (ROOT / "roles" / "gpuledger_node" / "templates" / "sshd-dropin.conf.j2").read_text()
+    return jinja2.Template(template, undefined=jinja2.StrictUndefined).render(
+        ansible_managed="test", gpuledger_node_account=account, __gpuledger_node_authorized_keys=str(authorized_keys),
+        __gpuledger_node_command=str(command),
+    )
+
+
+def test_a_key_line_without_options_still_gets_only_the_node_command(
+    tmp_path: Path, node_user: str, client_key: Path
+) -> None:
+    """The role's sshd drop-in alone confines the account: a bare key line (no restrict, no command=) opens
+    no shell and runs nothing but the node command, which refuses what the client asked for."""
+    prefix = Path(tempfile.mkdtemp(prefix="glc-node-prefix-", dir="/run"))
+    os.chmod(prefix, 0o755)
+    try:
+        command = _install_node_command(prefix)
+        _install_sudoers(prefix, node_user, command)
+        sshd = SshdNode(tmp_path / "sshd")
+        keys = sshd.keys_dir / node_user
+        dropin = tmp_path / "50-gpuledger.conf"
+        dropin.write_text(_render_sshd_dropin(node_user, keys, command))
+        sshd.extra_config.append(f"Include {dropin}")
+        sshd.set_authorized_keys(node_user, [client_key.with_name(client_key.name + ".pub").read_text().strip()])
+        with sshd:
+            base = ["ssh", "-F", "/dev/null", "-i", str(client_key), "-o", "IdentitiesOnly=yes", "-o", "BatchMode=yes",
+                    "-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null", "-p", str(sshd.port),
+                    f"{node_user}@127.0.0.1"]
+            for asked in (["echo shell-$((6*7))"], []):
+                done = subprocess.run([*base, "-T", *asked], capture_output=True, text=True, timeout=60,
+                                      stdin=subprocess.DEVNULL)
+                assert "shell-42" not in done.stdout, done.stdout + done.stderr + sshd.log()[-2000:]
+                assert done.returncode == 2 and json.loads(done.stdout)["error"]["kind"] == "refused", done.stdout
+            version = subprocess.run([*base, "version"], capture_output=True, text=True, timeout=60,
+                                     stdin=subprocess.DEVNULL)
+            assert version.returncode == 0 and json.loads(version.stdout)["verb"] == "version", version.stderr
+    finally:
+        DROP_IN.unlink(missing_ok=True)
+        shutil.rmtree(prefix, ignore_errors=True)

@@ -66,6 +66,10 @@ class SshdNode:
     extra_config: list[str] = field(default_factory=list)
     port: int = 0
     host_key_type: str = "ed25519"
+    # PAM's service name is sshd's program name: a link to sshd named ``sshd-X`` reads /etc/pam.d/sshd-X, so a
+    # test can give its sshd a PAM stack of its own without touching the system's /etc/pam.d/sshd.
+    binary: Path = SSHD
+    use_pam: bool = False
     _process: subprocess.Popen[bytes] | None = field(default=None, init=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -122,7 +126,7 @@ class SshdNode:
             "PasswordAuthentication no",
             "KbdInteractiveAuthentication no",
             "PermitRootLogin no",
-            "UsePAM no",
+            f"UsePAM {'yes' if self.use_pam else 'no'}",
             "StrictModes yes",
             "PrintMotd no",
             "PrintLastLog no",
@@ -140,13 +144,13 @@ class SshdNode:
         Path("/run/sshd").mkdir(mode=0o755, exist_ok=True)  # privilege-separation directory
         self._write_authorized_keys()
         self._write_config()
-        check = subprocess.run([str(SSHD), "-t", "-f", str(self.config_path)], capture_output=True, text=True)
+        check = subprocess.run([str(self.binary), "-t", "-f", str(self.config_path)], capture_output=True, text=True)
         if check.returncode != 0:
             raise SshdError("sshd -t rejected the test configuration", check.stderr)
         log = open(self.log_path, "ab")
         try:
             self._process = subprocess.Popen(
-                [str(SSHD), "-D", "-e", "-f", str(self.config_path)],
+                [str(self.binary), "-D", "-e", "-f", str(self.config_path)],
                 stdout=log,
                 stderr=log,
                 stdin=subprocess.DEVNULL,

@@ -1,9 +1,13 @@
 """Fixtures of the probe tests: test users (``glp-`` prefix), node configs, the NVML fake, the node command."""
 
 import json
+import os
 import pwd
 import secrets
+import shutil
 import subprocess
+import tempfile
+from pathlib import Path
 
 import pytest
 
@@ -82,3 +86,36 @@ def spawn():
         for stream in (child.stdin, child.stdout):
             if stream:
                 stream.close()
+
+
+@pytest.fixture
+def parent(tmp_path):
+    """A ``gpuledger-test-*`` cgroup parent and a node config using it; both hierarchies cleaned afterwards."""
+    name = "gpuledger-test-" + secrets.token_hex(4)
+    config = tmp_path / "node.json"
+    config.write_text(json.dumps({"cgroup_parent": name}))
+    yield name, config
+    for hierarchy in ("cpu", "devices", "cpuacct"):
+        path = f"/sys/fs/cgroup/{hierarchy}/{name}"
+        if not os.path.isdir(path):
+            continue
+        for child in os.listdir(path):
+            group = os.path.join(path, child)
+            if os.path.isdir(group):
+                for pid in Path(group, "cgroup.procs").read_text().split():
+                    with open(f"/sys/fs/cgroup/{hierarchy}/cgroup.procs", "w") as procs:
+                        procs.write(pid)
+                os.rmdir(group)
+        os.rmdir(path)
+
+
+@pytest.fixture
+def device():
+    """A character device node major 195 (like /dev/nvidia0; no driver here) that test users can reach."""
+    directory = tempfile.mkdtemp(prefix="gpuledger-test-dev-")
+    os.chmod(directory, 0o755)
+    path = os.path.join(directory, "nvidia0")
+    os.mknod(path, 0o20666, os.makedev(195, 0))
+    os.chmod(path, 0o666)  # mknod applies the umask
+    yield path
+    shutil.rmtree(directory)

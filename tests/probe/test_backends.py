@@ -172,15 +172,19 @@ def _systemd(output):
 
 
 def test_systemd_quota_plans(tmp_path):
+    proc = str(tmp_path / "proc")
+    proctree.build(proc, [])
     backend, calls = _systemd("CPUQuotaPerSecUSec=infinity\n")
+    backend.proc_root = proc
     observed = backend.observe_quota(1001)
     assert calls[0][-2:] == ["--property=CPUQuotaPerSecUSec", "user-1001.slice"]
     (step,) = backend.plan_quota(1001, 100000, observed).steps
     assert step.argv[1:] == ("set-property", "--runtime", "user-1001.slice", "CPUQuota=640%")
     assert backend.plan_quota(1001, None, observed).steps == []
     backend, _ = _systemd("CPUQuotaPerSecUSec=6.400000s\n")
+    backend.proc_root = proc
     observed = backend.observe_quota(1001)
-    assert observed.quota_ppm == 100000
+    assert (observed.quota_ppm, observed.outside) == (100000, 0)
     assert backend.plan_quota(1001, 100000, observed).steps == []
     assert backend.plan_quota(1001, None, observed).steps[0].argv[-1] == "CPUQuota="
 
@@ -197,3 +201,18 @@ def test_systemd_gpu_plans_allow_every_device_group_but_nvidias(tmp_path):
     assert not [arg for arg in step.argv if "nvidia" in arg]
     assert not [arg for arg in step.argv if "/dev/" in arg]  # /dev/tty etc.: closed still allows the pseudo devices
     assert backend.plan_gpu(1001, False, observed).steps == []
+
+
+def test_systemd_counts_the_users_processes_outside_the_user_slice(tmp_path):
+    """A process of the uid in a system service's cgroup is outside user-UID.slice: reported, not moved."""
+    proc = str(tmp_path / "proc")
+    proctree.build(proc, [{"pid": 10, "comm": "bash", "uid": 1001}, {"pid": 11, "comm": "job", "uid": 1001},
+                          {"pid": 12, "comm": "other", "uid": 1002}])
+    proctree.write(proc, "10/cgroup", "0::/user.slice/user-1001.slice/session-3.scope\n")
+    proctree.write(proc, "11/cgroup", "1:name=systemd:/system.slice/cron.service\n0::/system.slice/cron.service\n")
+    proctree.write(proc, "12/cgroup", "0::/user.slice/user-1002.slice/session-4.scope\n")
+    backend, _ = _systemd("DevicePolicy=closed\nDeviceAllow=\nCPUQuotaPerSecUSec=6.400000s\n")
+    backend.proc_root = proc
+    assert (backend.observe_gpu(1001).outside, backend.observe_quota(1001).outside) == (1, 1)
+    assert not systemd.in_slice("0::/user.slice/user-10011.slice/x.scope\n", "user-1001.slice")
+    assert systemd.in_slice("4:cpu,cpuacct:/user.slice/user-1001.slice\n", "user-1001.slice")

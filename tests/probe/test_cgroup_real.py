@@ -2,10 +2,7 @@
 
 import json
 import os
-import secrets
-import shutil
 import subprocess
-import tempfile
 import time
 from pathlib import Path
 
@@ -34,27 +31,6 @@ PROBE_OPEN = (
     "    except OSError as error:\n"
     "        print(os.strerror(error.errno), flush=True)\n"
 )
-
-
-@pytest.fixture
-def parent(tmp_path):
-    """A ``gpuledger-test-*`` cgroup parent and a node config using it; both hierarchies cleaned afterwards."""
-    name = "gpuledger-test-" + secrets.token_hex(4)
-    config = tmp_path / "node.json"
-    config.write_text(json.dumps({"cgroup_parent": name}))
-    yield name, config
-    for hierarchy in ("cpu", "devices"):
-        path = f"{V1}/{hierarchy}/{name}"
-        if not os.path.isdir(path):
-            continue
-        for child in os.listdir(path):
-            group = os.path.join(path, child)
-            if os.path.isdir(group):
-                for pid in Path(group, "cgroup.procs").read_text().split():
-                    with open(f"{V1}/{hierarchy}/cgroup.procs", "w") as procs:
-                        procs.write(pid)
-                os.rmdir(group)
-        os.rmdir(path)
 
 
 def _cpu_ticks(pid):
@@ -109,18 +85,6 @@ def test_a_busy_loop_is_throttled_near_the_quota_and_runs_free_after_clear(test_
     assert share >= 0.6 * free, (share, free)
 
 
-@pytest.fixture
-def device():
-    """A character device node major 195 (like /dev/nvidia0; no driver here) that test users can reach."""
-    directory = tempfile.mkdtemp(prefix="gpuledger-test-dev-")
-    os.chmod(directory, 0o755)
-    path = os.path.join(directory, "nvidia0")
-    os.mknod(path, 0o20666, os.makedev(195, 0))
-    os.chmod(path, 0o666)  # mknod applies the umask
-    yield path
-    shutil.rmtree(directory)
-
-
 def test_a_blocked_user_cannot_open_an_nvidia_device_and_can_after_unblock(
     test_users, parent, node_script, spawn, device
 ):
@@ -164,3 +128,34 @@ def test_enforcement_on_protected_identities_is_refused(test_users, parent, node
             assert (status, result["error"]["reason"]) == (2, "protected_identity"), (uid, words, result)
             assert "refused protected_identity" in stderr
     assert not os.path.exists(f"{V1}/cpu/{name}")
+
+
+def test_gpu_state_and_quota_get_count_processes_outside_the_groups_and_a_re_apply_moves_them(
+    test_users, parent, node_script, spawn, device
+):
+    """The read verbs say what is true: a process of a blocked and throttled user that is not in the groups
+    (a session started by other means than a child of a member) is counted, and the next apply moves it."""
+    name, config = parent
+    user = test_users[0]
+    uid = str(user.pw_uid)
+    for words in (["gpu-block", uid], ["quota-set", uid, "100000"]):
+        status, result, _ = run_node(node_script, ["--config", str(config)] + words)
+        assert (status, result["after"]["outside"]) == (0, 0), result
+    stray = spawn(user, ["/usr/bin/python3", "-c", PROBE_OPEN], ready=True, stdin=subprocess.PIPE)
+    stray.stdin.write(device + "\n")
+    stray.stdin.flush()
+    assert stray.stdout.readline().strip() == os.strerror(6)  # ENXIO: outside the devices group, the open got through
+    status, state, _ = run_node(node_script, ["--config", str(config), "gpu-state", uid])
+    assert (status, state["blocked"], state["outside"]) == (0, True, 1), state
+    status, quota, _ = run_node(node_script, ["--config", str(config), "quota-get", uid])
+    assert (status, quota["quota_ppm"], quota["outside"]) == (0, 100000, 1), quota
+    for words in (["gpu-block", uid], ["quota-set", uid, "100000"]):
+        status, result, _ = run_node(node_script, ["--config", str(config)] + words)
+        assert (status, result["changed"], result["before"]["outside"], result["after"]["outside"]) == (0, True, 1, 0)
+        status, again, _ = run_node(node_script, ["--config", str(config)] + words)
+        assert (status, again["changed"], again["actions"]) == (0, False, [])
+    stray.stdin.write(device + "\n")
+    stray.stdin.flush()
+    assert stray.stdout.readline().strip() == os.strerror(1)  # EPERM now
+    for words in (["gpu-unblock", uid], ["quota-clear", uid]):
+        assert run_node(node_script, ["--config", str(config)] + words)[0] == 0

@@ -107,8 +107,10 @@ class Lab:
             sudoers_dir = self.node_root(node) / "etc" / "sudoers.d"
             sudoers_dir.mkdir(parents=True, mode=0o755)
             # Directories every Debian node has, which the role therefore does not create.
-            for path in ("etc/ssh/sshd_config.d", "etc/profile.d", "usr/local/bin"):
+            for path in ("etc/ssh/sshd_config.d", "etc/profile.d", "usr/local/bin", "etc/pam.d"):
                 (self.node_root(node) / path).mkdir(parents=True, mode=0o755)
+            for name in ("common-session", "common-session-noninteractive"):
+                (self.node_root(node) / "etc" / "pam.d" / name).write_text("session required pam_unix.so\n")
             includes.append(f"@includedir {sudoers_dir}")
         (self.root / "controller" / "etc" / "systemd" / "system").mkdir(parents=True)
         rules = "\n".join([f"{DEPLOY_USER} ALL=(ALL) NOPASSWD: ALL", *includes]) + "\n"
