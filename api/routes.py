@@ -9,6 +9,7 @@ from __future__ import annotations
 from api import schemas as s
 from api.handlers import access, cluster, connections, exports, money, people, reports, settings, system
 from api.operation import Operation, Own, Param
+from control.settings import MAX_KILL_GRACE_S
 
 ADMIN = frozenset({"admin"})
 READERS = frozenset({"admin", "auditor"})
@@ -165,13 +166,18 @@ OPERATIONS: tuple[Operation, ...] = (
                                       "reason": s.REASON, "until": s.DATETIME}, ("user", "action", "reason"))),
     # -- settings
     Operation("GET", "/v1/settings", "get_settings", "Settings in force (keys left out: the controller's environment)",
-              settings.get_settings, s.out({"version": {"type": ["integer", "null"]}, "settings": s.SETTINGS}),
-              roles=OPS_READERS),
+              settings.get_settings, s.out({"version": {"type": ["integer", "null"]}, "settings": s.SETTINGS,
+                                            **s.SETTINGS_STANDING}), roles=OPS_READERS),
     Operation("GET", "/v1/settings/history", "settings_history", "Every settings version", settings.history,
-              s.array({"type": "object"}), roles=OPS_READERS),
-    Operation("PUT", "/v1/settings", "put_settings", "A new settings version", settings.put_settings,
-              s.out({"version": {"type": "integer"}, "settings": s.SETTINGS}), roles=ADMIN,
+              s.array(s.out({"version": {"type": "integer"}, "settings": s.SETTINGS, "reason": {"type": "string"},
+                             "actor": {"type": "string"}, "at": {"type": "string"}, **s.SETTINGS_STANDING})),
+              roles=OPS_READERS),
+    Operation("PUT", "/v1/settings", "put_settings", "A new settings version (stored keys the controller refuses are"
+              " dropped and listed in 'dropped')", settings.put_settings,
+              s.out({"version": {"type": "integer"}, "settings": s.SETTINGS, **s.SETTINGS_STANDING,
+                     "dropped": {"type": "object"}}), roles=ADMIN,
               body=s.obj({"tier_warning": s.AMOUNT, "tier_limited": s.AMOUNT, "tier_blocked": s.SIGNED_AMOUNT,
-                          "kill_grace_seconds": {"type": "integer", "minimum": 0, "maximum": 86400 * 30},
+                          "kill_grace_seconds": {"type": "integer", "minimum": 0, "maximum": MAX_KILL_GRACE_S,
+                                                 "description": "a JSON integer: 60, not 60.0 or 6e1 (422)"},
                           "dry_run": {"type": "boolean"}, "reason": s.REASON}, ("reason",))),
 )

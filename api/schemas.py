@@ -96,6 +96,10 @@ CONNECTION_TEST = out({"id": {"type": "integer"}, "node": {"type": "string"},
 SETTINGS = {"type": "object", "properties": {"tier_warning": MONEY_OUT, "tier_limited": MONEY_OUT,
                                              "tier_blocked": MONEY_OUT, "kill_grace_seconds": {"type": "integer"},
                                              "dry_run": {"type": "boolean"}}}
+# Whether the controller applies a version (control.settings.parse); when not, it runs on its own configuration.
+SETTINGS_STANDING = {"in_force": {"type": "boolean"},
+                     "problem": {"anyOf": [out({"key": {"type": "string"}, "message": {"type": "string"}}),
+                                           {"type": "null"}]}}
 OVERRIDE = out({"id": {"type": "integer"}, "user": {"type": "string"}, "action": {"enum": ["exempt", "lift", "apply"]},
                 "reason": {"type": "string"}, "until": NULLABLE_STR, "actor": {"type": "string"},
                 "at": {"type": "string"}})
