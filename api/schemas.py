@@ -52,9 +52,12 @@ USER = out({"name": {"type": "string"}, "display_name": {"type": "string"}, "wal
 PROJECT = out({"name": {"type": "string"}, "display_name": {"type": "string"}, "wallet": {"type": "string"},
                "created_at": {"type": "string"}})
 MAPPING = out({"node": {"type": "string"}, "linux_user": {"type": "string"}, "user": {"type": "string"}})
-BALANCE = out({"wallet": {"type": "string"}, "available": MONEY_OUT,
+BALANCE = out({"wallet": {"type": "string", "description": "the wallet shown: for a user, the one charged"},
+               "available": MONEY_OUT,
                "tier": {"enum": ["normal", "warning", "limited", "blocked"]}, "exempt": {"type": "boolean"},
-               "credit_limit": NULLABLE_MONEY})
+               "credit_limit": NULLABLE_MONEY,
+               "own_available": {**NULLABLE_MONEY, "description": "a user charged to a project: what their own "
+                                 "wallet holds (it pays for nothing meanwhile); else null"}})
 POSTING = out({"account": {"type": "string"}, "amount": MONEY_OUT})
 ENTRY = out({"id": {"type": "integer"}, "kind": {"type": "string"}, "idem_key": {"type": "string"},
              "payload_sha256": {"type": "string"}, "effective_at": {"type": "string"},
