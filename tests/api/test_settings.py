@@ -100,5 +100,6 @@ def test_every_stored_version_is_applied_by_the_controller_as_stored(
                 assert parse_amount(stored[key]) == parse_amount(value)
             else:
                 assert (type(stored[key]), stored[key]) == (type(value), value)
-        assert client.get("/v1/settings", headers=bearer(issued.operator)).json()["in_force"] is True
+        shown = client.get("/v1/settings", headers=bearer(issued.operator)).json()
+        assert (shown["settings"], shown["in_force"]) == (stored, True)
 
