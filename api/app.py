@@ -36,8 +36,9 @@ from api.schemas import IDEMPOTENCY_KEY
 from api.services import Services
 from api.tokencache import TokenCache
 from ledger.config import LedgerConfig
-from ledger.errors import LedgerError
+from ledger.errors import InvalidCharacters, LedgerError
 from ledger.service import Ledger
+from ledger.text import check_text
 
 log = logging.getLogger("gpuledger.api")
 VERSION = "1.0.0"
@@ -229,10 +230,11 @@ def _parse(param: Param, validator: Draft202012Validator, text: str | None) -> A
 
 
 def _check_text(text: str, where: str) -> None:
-    """Control characters and lone surrogates are refused everywhere (PostgreSQL cannot store NUL, and the
-    others end up in journals, exports and terminals)."""
-    if any(ord(c) < 0x20 or ord(c) == 0x7F or 0xD800 <= ord(c) <= 0xDFFF for c in text):
-        raise unprocessable("invalid_characters", f"{where}: control characters are not allowed", field=where)
+    """The ledger's text rule (ledger.text) holds for every string a request carries, whatever table it goes to."""
+    try:
+        check_text(where, text)
+    except InvalidCharacters as exc:
+        raise from_ledger(exc) from None
 
 
 def _walk(value: Any, where: str) -> None:

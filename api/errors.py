@@ -8,6 +8,21 @@ from typing import Any
 
 from ledger.errors import LedgerError
 
+# Messages and details name the values they refuse, and a value can be as long as the body: an answer
+# shows at most this much of each (a 200 MB field gave a 200 MB 422).
+MAX_MESSAGE = 500
+MAX_DETAIL = 200
+
+
+def clip(text: str, limit: int) -> str:
+    """``text`` if at most ``limit`` characters, else its start and end around a note of what was left out
+    (the end of a message says what was wrong with the value at its start)."""
+    if len(text) <= limit:
+        return text
+    head, tail = limit * 3 // 4, limit // 8
+    return f"{text[:head]}... ({len(text) - head - tail} characters left out) ...{text[len(text) - tail:]}"
+
+
 # Ledger error code -> HTTP status; anything not listed is a refused operation on valid input (409).
 _LEDGER_STATUS = {
     "unknown_user": 404,
@@ -15,6 +30,7 @@ _LEDGER_STATUS = {
     "unknown_wallet": 404,
     "unknown_entry": 404,
     "invalid_name": 422,
+    "invalid_characters": 422,
     "malformed_amount": 422,
     "non_positive_amount": 422,
     "invalid_price": 422,
@@ -29,11 +45,12 @@ class ApiError(Exception):
 
     def __init__(self, status: int, code: str, message: str, details: dict[str, Any] | None = None,
                  headers: dict[str, str] | None = None) -> None:
+        message = clip(message, MAX_MESSAGE)
         super().__init__(message)
         self.status = status
         self.code = code
         self.message = message
-        self.details = details or {}
+        self.details = {k: clip(v, MAX_DETAIL) if isinstance(v, str) else v for k, v in (details or {}).items()}
         self.headers = headers or {}
 
     def body(self, request_id: str) -> dict[str, Any]:

@@ -31,7 +31,8 @@ def _operation(op: Operation) -> dict[str, Any]:
         params.append({"name": "Idempotency-Key", "in": "header", "required": True, "schema": s.IDEMPOTENCY_KEY,
                        "description": "a replay with the same key returns the original result; other content: 409"})
     roles = sorted(op.roles) + (["user (own objects only)"] if op.own else [])
-    success: dict[str, Any] = {"description": "success", "content": {op.media_type: {"schema": dict(op.response)}}}
+    success: dict[str, Any] = {"description": "success",
+                               "content": {media: {"schema": dict(op.response)} for media in op.media_types}}
     if op.response_headers:
         success["headers"] = {name: {"description": text, "schema": {"type": "string"}}
                               for name, text in op.response_headers}

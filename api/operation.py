@@ -26,10 +26,13 @@ class Param:
 @dataclass(frozen=True)
 class Own:
     """Ownership rule for role ``user``: the parameter ``param`` must name the token's billing user
-    (as ``NAME`` or, for ``wallet=True``, ``user:NAME``). A query parameter left out is filled in with it."""
+    (as ``NAME`` or, for ``wallet=True``, ``user:NAME``). A query parameter left out is filled in with it.
+    ``charged=True`` also lets a ``project:NAME`` wallet through, which the handler must then refuse unless
+    it is the wallet the user is charged to (that takes the database, which binding does not read)."""
 
     param: str
     wallet: bool = False
+    charged: bool = False
 
     def bind(self, principal: Principal, params: dict[str, str]) -> dict[str, str] | None:
         """The parameters to use, or None when the principal does not own the object."""
@@ -40,7 +43,9 @@ class Own:
         if value is None:
             return {**params, self.param: own}
         allowed = {own, f"user:{own}"} if self.wallet else {own}
-        return params if value in allowed else None
+        if value in allowed or (self.charged and value.startswith("project:")):
+            return params
+        return None
 
 
 @dataclass(frozen=True)
@@ -75,7 +80,8 @@ class Operation:
     body: Schema | None = None
     status: int = 200
     money: bool = False
-    media_type: str = "application/json"
+    # The success response's content types, for the OpenAPI document (an export's depends on its format).
+    media_types: tuple[str, ...] = ("application/json",)
     # Headers of the success response the handler sets itself (name, description), for the OpenAPI document.
     response_headers: tuple[tuple[str, str], ...] = ()
     tags: tuple[str, ...] = field(default=())

@@ -41,9 +41,9 @@ def mapping(m: NodeUserMapping) -> dict[str, Any]:
     return {"node": m.node, "linux_user": m.linux_user, "user": m.user}
 
 
-def balance(b: Balance) -> dict[str, Any]:
+def balance(b: Balance, own_available: int | None = None) -> dict[str, Any]:
     return {"wallet": b.wallet, "available": money(b.available), "tier": b.tier.value, "exempt": b.exempt,
-            "credit_limit": money(b.credit_limit)}
+            "credit_limit": money(b.credit_limit), "own_available": money(own_available)}
 
 
 def entry(e: Entry) -> dict[str, Any]:

@@ -9,15 +9,22 @@ from __future__ import annotations
 from api import schemas as s
 from api.handlers import access, cluster, connections, exports, money, people, reports, settings, system
 from api.operation import Operation, Own, Param
+from control.settings import MAX_KILL_GRACE_S
 
 ADMIN = frozenset({"admin"})
 READERS = frozenset({"admin", "auditor"})
 OPS_READERS = frozenset({"admin", "operator", "auditor"})
 OPS = frozenset({"admin", "operator"})
 
-_FROM = Param("from", s.DATE, description="first local day (inclusive)")
-_TO = Param("to", s.DATE, description="last local day (exclusive)")
-_PERIOD = (Param("from", s.DATE, True, "first local day (inclusive)"), Param("to", s.DATE, True, "exclusive"))
+# A period is checked as a whole (api.services.period), which a parameter's schema cannot say: the
+# descriptions do (422 invalid_range, range_too_long).
+_RANGE = ("; 'to' must be after 'from' (422 invalid_range) and at most GPULEDGER_API_MAX_REPORT_DAYS (exports:"
+          " _EXPORT_DAYS) later (422 range_too_long)")
+_FROM = Param("from", s.DATE, description="first local day (inclusive); give 'to' with it, or neither (422"
+              " invalid_range)")
+_TO = Param("to", s.DATE, description="last local day (exclusive); give 'from' with it, or neither" + _RANGE)
+_PERIOD = (Param("from", s.DATE, True, "first local day (inclusive)"),
+           Param("to", s.DATE, True, "last local day (exclusive)" + _RANGE))
 _PAGE = (Param("cursor", s.CURSOR, description="next_cursor of the previous page"),
          Param("limit", {"type": "integer", "minimum": 1, "maximum": 500, "default": 100}))
 _NAME = (Param("name", s.NAME, True),)
@@ -32,7 +39,7 @@ OPERATIONS: tuple[Operation, ...] = (
               system.healthz, s.out({"status": {"type": "string"}, "database": {"type": "string"},
                                      "last_tick_age_seconds": {"type": ["number", "null"]}}), public=True),
     Operation("GET", "/metrics", "metrics", "Prometheus metrics", system.metrics, {"type": "string"},
-              public=True, media_type="text/plain"),
+              public=True, media_types=("text/plain",)),
     Operation("GET", "/v1/me", "me", "The calling token", access.me,
               s.out({"token_id": {"type": "integer"}, "name": {"type": "string"}, "role": {"type": "string"},
                      "user": s.NULLABLE_STR}), roles=frozenset({"admin", "operator", "auditor", "user"})),
@@ -73,9 +80,8 @@ OPERATIONS: tuple[Operation, ...] = (
     # -- money (Idempotency-Key required)
     Operation("POST", "/v1/wallets/{wallet}/recharge", "recharge", "Add money to a wallet", money.recharge,
               _POSTED, roles=ADMIN, status=201, money=True, path_params=_WALLET,
-              body=s.obj({"amount": s.AMOUNT, **_MEMO, "channel": {"type": "string",
-                                                                   "pattern": "^[a-z0-9_][a-z0-9_.-]{0,63}$"}},
-                         ("amount",))),
+              body=s.obj({"amount": s.AMOUNT, **_MEMO,
+                          "channel": {**s.NAME, "description": "funding channel (default bank)"}}, ("amount",))),
     Operation("POST", "/v1/wallets/{wallet}/grant", "grant", "Grant money, optionally expiring", money.grant,
               _POSTED, roles=ADMIN, status=201, money=True, path_params=_WALLET,
               body=s.obj({"amount": s.AMOUNT, "expires_at": {"anyOf": [s.DATETIME, {"type": "null"}]}, **_MEMO},
@@ -90,8 +96,10 @@ OPERATIONS: tuple[Operation, ...] = (
     Operation("POST", "/v1/entries/{entry_id}/reverse", "reverse", "Reverse an entry (once)", money.reverse,
               _POSTED, roles=ADMIN, status=201, money=True, path_params=_ENTRY,
               body=s.obj({"reason": s.REASON}, ("reason",))),
-    Operation("GET", "/v1/wallets/{wallet}/balance", "balance", "Balance and tier", money.balance, s.BALANCE,
-              roles=READERS, own=Own("wallet", wallet=True), path_params=_WALLET),
+    Operation("GET", "/v1/wallets/{wallet}/balance", "balance",
+              "Balance and tier; for a user, of the wallet they are charged to (their project's, if any)",
+              money.balance, s.BALANCE, roles=READERS, own=Own("wallet", wallet=True, charged=True),
+              path_params=_WALLET),
     Operation("GET", "/v1/wallets/{wallet}/statement", "statement", "Statement over local days", money.statement,
               s.STATEMENT, roles=READERS, own=Own("wallet", wallet=True), path_params=_WALLET, query=_PERIOD),
     # -- ledger reads
@@ -115,7 +123,7 @@ OPERATIONS: tuple[Operation, ...] = (
     Operation("GET", "/v1/reports/revenue", "revenue", "Revenue by resource account", reports.revenue,
               s.array(s.out({"account": {"type": "string"}, "amount": s.MONEY_OUT})), roles=READERS, query=_PERIOD),
     Operation("GET", "/v1/exports/{format}", "export", "Stream the ledger of a period as CSV, hledger or Beancount",
-              exports.export, {"type": "string"}, roles=READERS, media_type="text/plain",
+              exports.export, {"type": "string"}, roles=READERS, media_types=("text/csv", "text/plain"),
               path_params=(Param("format", {"enum": ["csv", "hledger", "beancount"]}, True),), query=_PERIOD),
     # -- prices
     Operation("GET", "/v1/prices", "list_prices", "Price versions", reports.list_prices, s.array(s.PRICE),
@@ -165,13 +173,18 @@ OPERATIONS: tuple[Operation, ...] = (
                                       "reason": s.REASON, "until": s.DATETIME}, ("user", "action", "reason"))),
     # -- settings
     Operation("GET", "/v1/settings", "get_settings", "Settings in force (keys left out: the controller's environment)",
-              settings.get_settings, s.out({"version": {"type": ["integer", "null"]}, "settings": s.SETTINGS}),
-              roles=OPS_READERS),
+              settings.get_settings, s.out({"version": {"type": ["integer", "null"]}, "settings": s.SETTINGS,
+                                            **s.SETTINGS_STANDING}), roles=OPS_READERS),
     Operation("GET", "/v1/settings/history", "settings_history", "Every settings version", settings.history,
-              s.array({"type": "object"}), roles=OPS_READERS),
-    Operation("PUT", "/v1/settings", "put_settings", "A new settings version", settings.put_settings,
-              s.out({"version": {"type": "integer"}, "settings": s.SETTINGS}), roles=ADMIN,
+              s.array(s.out({"version": {"type": "integer"}, "settings": s.SETTINGS, "reason": {"type": "string"},
+                             "actor": {"type": "string"}, "at": {"type": "string"}, **s.SETTINGS_STANDING})),
+              roles=OPS_READERS),
+    Operation("PUT", "/v1/settings", "put_settings", "A new settings version (stored keys the controller refuses are"
+              " dropped and listed in 'dropped')", settings.put_settings,
+              s.out({"version": {"type": "integer"}, "settings": s.SETTINGS, **s.SETTINGS_STANDING,
+                     "dropped": {"type": "object"}}), roles=ADMIN,
               body=s.obj({"tier_warning": s.AMOUNT, "tier_limited": s.AMOUNT, "tier_blocked": s.SIGNED_AMOUNT,
-                          "kill_grace_seconds": {"type": "integer", "minimum": 0, "maximum": 86400 * 30},
+                          "kill_grace_seconds": {"type": "integer", "minimum": 0, "maximum": MAX_KILL_GRACE_S,
+                                                 "description": "a JSON integer: 60, not 60.0 or 6e1 (422)"},
                           "dry_run": {"type": "boolean"}, "reason": s.REASON}, ("reason",))),
 )

@@ -52,9 +52,12 @@ USER = out({"name": {"type": "string"}, "display_name": {"type": "string"}, "wal
 PROJECT = out({"name": {"type": "string"}, "display_name": {"type": "string"}, "wallet": {"type": "string"},
                "created_at": {"type": "string"}})
 MAPPING = out({"node": {"type": "string"}, "linux_user": {"type": "string"}, "user": {"type": "string"}})
-BALANCE = out({"wallet": {"type": "string"}, "available": MONEY_OUT,
+BALANCE = out({"wallet": {"type": "string", "description": "the wallet shown: for a user, the one charged"},
+               "available": MONEY_OUT,
                "tier": {"enum": ["normal", "warning", "limited", "blocked"]}, "exempt": {"type": "boolean"},
-               "credit_limit": NULLABLE_MONEY})
+               "credit_limit": NULLABLE_MONEY,
+               "own_available": {**NULLABLE_MONEY, "description": "a user charged to a project: what their own "
+                                 "wallet holds (it pays for nothing meanwhile); else null"}})
 POSTING = out({"account": {"type": "string"}, "amount": MONEY_OUT})
 ENTRY = out({"id": {"type": "integer"}, "kind": {"type": "string"}, "idem_key": {"type": "string"},
              "payload_sha256": {"type": "string"}, "effective_at": {"type": "string"},
@@ -96,6 +99,10 @@ CONNECTION_TEST = out({"id": {"type": "integer"}, "node": {"type": "string"},
 SETTINGS = {"type": "object", "properties": {"tier_warning": MONEY_OUT, "tier_limited": MONEY_OUT,
                                              "tier_blocked": MONEY_OUT, "kill_grace_seconds": {"type": "integer"},
                                              "dry_run": {"type": "boolean"}}}
+# Whether the controller applies a version (control.settings.parse); when not, it runs on its own configuration.
+SETTINGS_STANDING = {"in_force": {"type": "boolean"},
+                     "problem": {"anyOf": [out({"key": {"type": "string"}, "message": {"type": "string"}}),
+                                           {"type": "null"}]}}
 OVERRIDE = out({"id": {"type": "integer"}, "user": {"type": "string"}, "action": {"enum": ["exempt", "lift", "apply"]},
                 "reason": {"type": "string"}, "until": NULLABLE_STR, "actor": {"type": "string"},
                 "at": {"type": "string"}})

@@ -19,7 +19,8 @@ from sqlalchemy import text
 from sqlalchemy.engine import Connection
 
 from collector.overrides import Override
-from collector.rules import KNOWN_KEYS, Rules, SettingsError, apply_settings
+from collector.rules import Rules, lay_over
+from control.settings import SettingsError, parse
 
 log = logging.getLogger("gpuledger.controller")
 
@@ -94,16 +95,12 @@ class AdminReader:
         number, document = int(version["id"]), version["settings"]
         report = number not in self._reported
         self._reported.add(number)
-        if not isinstance(document, dict):
-            if report:
-                log.error("settings version %d is not a JSON object; the environment's settings apply", number)
-            return defaults
-        unknown = sorted(set(document) - KNOWN_KEYS)
-        if unknown and report:
-            log.warning("settings version %d: unknown keys ignored: %s", number, ", ".join(unknown))
         try:
-            return apply_settings(defaults, number, document)
+            settings = parse(document, defaults.thresholds, number)
         except SettingsError as exc:
             if report:
                 log.error("%s; the environment's settings apply instead", exc)
             return defaults
+        if settings.ignored and report:
+            log.warning("settings version %d: unknown keys ignored: %s", number, ", ".join(settings.ignored))
+        return lay_over(defaults, number, settings)

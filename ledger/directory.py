@@ -10,6 +10,7 @@ from sqlalchemy.engine import Connection
 from ledger.accounts import check_name, ensure_account, wallet_code
 from ledger.errors import DuplicateName, UnknownProject, UnknownUser, UnknownWallet
 from ledger.records import NodeUserMapping, Project, User
+from ledger.text import check_text
 
 _USER_SQL = """
 SELECT u.id, u.name, u.display_name, a.code AS wallet, p.name AS project, u.exempt, u.credit_limit, u.created_at
@@ -37,6 +38,7 @@ def _add_wallet_holder(conn: Connection, kind: Literal["user", "project"], name:
                        currency: str) -> None:
     """A user or project row with its own new wallet account."""
     check_name(kind, name)
+    check_text("display_name", display_name)
     table = "billing_user" if kind == "user" else "project"
     if conn.execute(text(f"SELECT 1 FROM ledger.{table} WHERE name = :n"), {"n": name}).first():  # noqa: S608
         raise DuplicateName(kind, name)
@@ -113,10 +115,16 @@ def list_mappings(conn: Connection) -> list[NodeUserMapping]:
     return [NodeUserMapping(r.node, r.linux_user, r.name) for r in rows]
 
 
+def wallet_ref(ref: str) -> tuple[str, str]:
+    """``(owner, name)`` of ``user:NAME``, ``project:NAME`` or a bare user name (owner ``user``)."""
+    owner, _, name = ref.partition(":") if ":" in ref else ("user", "", ref)
+    return owner, name
+
+
 def wallet_owner(conn: Connection, ref: str) -> tuple[str, User | None]:
     """The wallet account code named by ``user:NAME``, ``project:NAME`` or a bare user name, with the user
     who holds it (None for a project's), read once."""
-    owner, _, name = ref.partition(":") if ":" in ref else ("user", "", ref)
+    owner, name = wallet_ref(ref)
     if owner == "user":
         user = get_user(conn, name)
         return user.wallet, user

@@ -49,6 +49,15 @@ class InvalidName(LedgerError):
         super().__init__(f"invalid {kind} name {name!r}: {rule}", kind=kind, name=name, rule=rule)
 
 
+class InvalidCharacters(LedgerError):
+    code = "invalid_characters"
+
+    def __init__(self, field: str, character: str) -> None:
+        point = f"U+{ord(character):04X}"
+        super().__init__(f"{field}: control and format characters (Unicode Cc, Cf) are not allowed, found {point}",
+                         field=field, character=point)
+
+
 class DuplicateName(LedgerError):
     code = "duplicate_name"
 

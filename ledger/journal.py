@@ -21,6 +21,7 @@ from sqlalchemy.engine import Connection
 from ledger.errors import IdempotencyConflict, LedgerError, UnknownEntry
 from ledger.money import MAX_MICRO
 from ledger.records import ENTRY_KINDS, Entry, PostingLine, PostResult
+from ledger.text import check_text
 
 
 @dataclass(frozen=True)
@@ -119,6 +120,8 @@ def account_ids(conn: Connection, codes: Sequence[str]) -> dict[str, int]:
 def post(conn: Connection, draft: Draft) -> PostResult:
     """Post ``draft`` once: an identical earlier post is returned unchanged; a different one under the same
     key raises IdempotencyConflict. Accounts must exist. Raises LedgerError when the draft is invalid."""
+    check_text("memo", draft.memo)
+    check_text("actor", draft.actor)
     problems = validate(draft)
     if problems:
         raise LedgerError(f"entry {draft.idem_key!r} is invalid: " + "; ".join(problems), problems=problems)

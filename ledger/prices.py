@@ -12,6 +12,7 @@ from sqlalchemy.engine import Connection
 
 from ledger.errors import InvalidPrice
 from ledger.records import UNITS, PriceVersion
+from ledger.text import check_text
 
 _COLUMNS = "id, resource, model_pattern, match, priority, amount, per, unit, valid_from, actor, memo"
 
@@ -46,6 +47,8 @@ def check_version(resource: str, amount: Decimal, per: Decimal, model_pattern: s
 def insert(conn: Connection, *, resource: str, amount: Decimal, per: Decimal, model_pattern: str, match: str,
            priority: int, valid_from: datetime, actor: str, memo: str) -> PriceVersion:
     check_version(resource, amount, per, model_pattern, match)
+    for field, value in (("model_pattern", model_pattern), ("memo", memo), ("actor", actor)):
+        check_text(field, value)
     row = conn.execute(
         text(f"INSERT INTO ledger.price_version (resource, model_pattern, match, priority, amount, per, unit,"  # noqa: S608
              f" valid_from, actor, memo) VALUES (:resource, :pattern, :match, :priority, :amount, :per, :unit,"

@@ -292,21 +292,23 @@ class Ledger:
                            exempt, limit)
         return self._read(run)
 
+    def _standing(self, conn: Connection, user: User) -> Balance:
+        code = directory.charged_wallet(conn, user)
+        held = available(reports.wallet_sum(conn, code))
+        return Balance(code, held, tier_for(held, self.config.thresholds, exempt=user.exempt,
+                                            credit_limit=user.credit_limit), user.exempt, user.credit_limit)
+
     def standings(self, users: Sequence[str] | None = None) -> dict[str, Balance]:
         """Per billing user: the balance and tier of the wallet their usage is charged to (the controller's
         and the hooks' input). All users when ``users`` is None."""
         def run(conn: Connection) -> dict[str, Balance]:
-            out = {}
-            for user in directory.list_users(conn):
-                if users is not None and user.name not in users:
-                    continue
-                code = directory.charged_wallet(conn, user)
-                held = available(reports.wallet_sum(conn, code))
-                out[user.name] = Balance(code, held, tier_for(held, self.config.thresholds, exempt=user.exempt,
-                                                                credit_limit=user.credit_limit),
-                                         user.exempt, user.credit_limit)
-            return out
+            return {user.name: self._standing(conn, user) for user in directory.list_users(conn)
+                    if users is None or user.name in users}
         return self._read(run)
+
+    def standing(self, name: str) -> Balance:
+        """One billing user's standing (as ``standings``): their project's wallet when they are charged to one."""
+        return self._read(lambda conn: self._standing(conn, directory.get_user(conn, name)))
 
     def statement(self, wallet: str, start: date, end: date) -> Statement:
         return self._read(lambda conn: reports.statement(

@@ -29,7 +29,7 @@ def create_token(call: Call) -> Any:
         raise unprocessable("invalid_token_request", "a 'user' token needs 'user'; other roles take none")
     if user is not None:
         svc.ledger.get_user(user)   # UnknownUser -> 404 before anything is written
-    expires = aware(b["expires_at"], "expires_at") if b.get("expires_at") else None
+    expires = aware(b["expires_at"], "expires_at") if b.get("expires_at") is not None else None
     with svc.write() as conn:
         issued = tokens.issue(conn, name=b["name"], role=role, billing_user=user, expires_at=expires,
                               created_by=call.actor)

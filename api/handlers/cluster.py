@@ -94,7 +94,7 @@ def _override(r: Any) -> dict[str, Any]:
 def create_override(call: Call) -> Any:
     svc, b = services(call), call.body
     svc.ledger.get_user(b["user"])   # UnknownUser -> 404
-    until = aware(b["until"], "until") if b.get("until") else None
+    until = aware(b["until"], "until") if b.get("until") is not None else None
     if until is not None and until <= datetime.now(UTC):
         # It would be over before the controller's next tick reads it: nothing it could apply.
         raise unprocessable("invalid_time", "until: must be in the future", field="until")

@@ -10,9 +10,12 @@ from dataclasses import replace
 from typing import Any
 
 from api import render
+from api.errors import FORBIDDEN
 from api.handlers.settings import thresholds_in_force
 from api.operation import Call
 from api.services import aware, period, services
+from ledger.accounts import wallet_code
+from ledger.directory import wallet_ref
 from ledger.money import parse_amount
 from ledger.records import PostResult
 from ledger.tiers import tier_for
@@ -65,10 +68,20 @@ def reverse(call: Call) -> Any:
 
 
 def balance(call: Call) -> Any:
-    """The wallet's balance, its tier by the thresholds the controller enforces (a settings version's)."""
-    held = services(call).ledger.balance(call.params["wallet"])
+    """For a user, their standing: the wallet their usage is charged to (their project's, if any), what it
+    holds and the tier the controller enforces on them; for a project, its wallet. Tiers are by the
+    thresholds the controller enforces (a settings version's)."""
+    ledger, p = services(call).ledger, call.principal
+    owner, name = wallet_ref(call.params["wallet"])
+    if owner == "project" and p is not None and p.role == "user":
+        # A member reads the balance and tier of the wallet they spend from (not its other members' usage).
+        assert p.billing_user is not None
+        if ledger.get_user(p.billing_user).project != name:
+            raise FORBIDDEN
+    held = ledger.standing(name) if owner == "user" else ledger.balance(call.params["wallet"])
+    own = ledger.balance(f"user:{name}") if owner == "user" and held.wallet != wallet_code("user", name) else None
     tier = tier_for(held.available, thresholds_in_force(call), exempt=held.exempt, credit_limit=held.credit_limit)
-    return render.balance(replace(held, tier=tier))
+    return render.balance(replace(held, tier=tier), None if own is None else own.available)
 
 
 def statement(call: Call) -> Any:

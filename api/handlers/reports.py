@@ -78,7 +78,7 @@ def list_prices(call: Call) -> Any:
 
 def add_price(call: Call) -> Any:
     b = call.body
-    valid_from = aware(b["valid_from"], "valid_from") if b.get("valid_from") else datetime.now(UTC)
+    valid_from = aware(b["valid_from"], "valid_from") if b.get("valid_from") is not None else datetime.now(UTC)
     return render.price(services(call).ledger.add_price(
         b["resource"], Decimal(b["amount"]), Decimal(b["per"]), model_pattern=b.get("model_pattern", ""),
         match=b.get("match", "exact"), priority=b.get("priority", 0), valid_from=valid_from, actor=call.actor,

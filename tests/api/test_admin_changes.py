@@ -14,7 +14,8 @@ from tests.api.conftest import Tokens, bearer
 
 def test_settings_are_versioned_and_hold_only_keys_set(client: httpx.Client, issued: Tokens) -> None:
     admin = bearer(issued.admin)
-    assert client.get("/v1/settings", headers=admin).json() == {"version": None, "settings": {}}
+    assert client.get("/v1/settings", headers=admin).json() == {"version": None, "settings": {}, "in_force": True,
+                                                                "problem": None}
     first = client.put("/v1/settings", headers=admin, json={"kill_grace_seconds": 300, "reason": "pilot"})
     assert first.status_code == 200 and first.json()["settings"] == {"kill_grace_seconds": 300}
     # One threshold given: all three are stored, the others from the GPULEDGER_TIER_* in force (100/10/0).
@@ -25,7 +26,9 @@ def test_settings_are_versioned_and_hold_only_keys_set(client: httpx.Client, iss
     assert (bad.status_code, bad.json()["error"]["code"]) == (422, "invalid_settings")
     unknown = client.put("/v1/settings", headers=admin, json={"grace_period_seconds": 5, "reason": "old key"})
     assert (unknown.status_code, unknown.json()["error"]["code"]) == (422, "unknown_field")
-    assert client.get("/v1/settings", headers=bearer(issued.operator)).json() == second.json()
+    assert second.json().pop("dropped") == {}
+    shown = client.get("/v1/settings", headers=bearer(issued.operator)).json()
+    assert shown == {k: v for k, v in second.json().items() if k != "dropped"}
     history = client.get("/v1/settings/history", headers=admin).json()
     assert [v["version"] for v in history] == [second.json()["version"], first.json()["version"]]
 

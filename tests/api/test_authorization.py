@@ -8,11 +8,14 @@ import pytest
 
 from api.app import all_operations
 from api.operation import Operation
+from ledger.service import Ledger
 from tests.api.conftest import Tokens, bearer
 
 # Path values for the caller's own objects (alice) and someone else's (bob).
 OWN = {"name": "alice", "wallet": "user:alice", "user": "alice"}
 OTHER = {"name": "bob", "wallet": "bob", "user": "bob"}
+# alice is charged to project lab (bob too): its wallet is hers to read where the rule says so (Own.charged).
+CHARGED = {"name": "alice", "wallet": "project:lab", "user": "alice"}
 FIXED = {"entry_id": "1", "token_id": "999", "format": "csv", "test_id": "1"}
 QUERY = {"from": "2026-01-01", "to": "2026-02-01"}
 
@@ -40,6 +43,8 @@ def _expected(op: Operation, who: str) -> str:
         return "pass"
     if who == "alice-own":
         return "pass" if op.own else "forbidden"
+    if who == "alice-charged":
+        return "pass" if op.own and (op.own.param != "wallet" or op.own.charged) else "forbidden"
     if who == "alice-other":
         return "forbidden"
     return "pass" if who in op.roles else "forbidden"
@@ -50,12 +55,16 @@ def _outcome(status: int) -> str:
 
 
 @pytest.mark.slow
-def test_authorization_matrix(client: httpx.Client, issued: Tokens) -> None:
+def test_authorization_matrix(client: httpx.Client, issued: Tokens, ledger: Ledger) -> None:
+    ledger.add_project("lab", actor="test")
+    for member in ("alice", "bob"):
+        ledger.assign_project(member, "lab", actor="test")
     callers: dict[str, tuple[str | None, dict[str, str]]] = {
         "anonymous": (None, OTHER), "expired": (issued.expired, OTHER), "revoked": (issued.revoked, OTHER),
         "garbage": ("glt_000000000000_" + "A" * 43, OTHER),
         "admin": (issued.admin, OTHER), "operator": (issued.operator, OTHER), "auditor": (issued.auditor, OTHER),
         "alice-own": (issued.alice, OWN), "alice-other": (issued.alice, OTHER),
+        "alice-charged": (issued.alice, CHARGED),
     }
     checked, mismatches = 0, []
     # Reads before writes, so a mutation (e.g. revoking) cannot change a later row's answer.
@@ -84,3 +93,36 @@ def test_user_sees_only_own_usage(client: httpx.Client, issued: Tokens) -> None:
     assert client.get("/v1/usage", params={"user": "bob"}, headers=bearer(issued.alice)).status_code == 403
     assert client.get("/v1/entries", headers=bearer(issued.alice)).status_code == 403
     assert client.get("/v1/wallets/project:x/balance", headers=bearer(issued.alice)).status_code == 403
+
+
+def test_a_member_sees_the_tier_enforced_on_them(client: httpx.Client, issued: Tokens, ledger: Ledger) -> None:
+    """alice and bob are charged to project lab, which holds 50 (tier warning by 100 / 10 / 0); alice's
+    own wallet holds 500, which pays for nothing while she is in the project."""
+    ledger.add_project("lab", actor="test")
+    ledger.add_project("other", actor="test")
+    for member in ("alice", "bob"):
+        ledger.assign_project(member, "lab", actor="test")
+    admin, alice = bearer(issued.admin), bearer(issued.alice)
+    for wallet, amount in (("project:lab", "50"), ("alice", "500")):
+        assert client.post(f"/v1/wallets/{wallet}/recharge", headers=admin | {"Idempotency-Key": f"m-{wallet}"},
+                           json={"amount": amount}).status_code == 201
+    enforced = ledger.standings(["alice"])["alice"]
+    for ref in ("alice", "user:alice"):
+        seen = client.get(f"/v1/wallets/{ref}/balance", headers=alice).json()
+        assert (seen["wallet"], seen["available"], seen["tier"], seen["own_available"]) == (
+            enforced.wallet, "50.000000", enforced.tier.value, "500.000000")
+    assert client.get("/v1/wallets/alice/balance", headers=admin).json()["tier"] == "warning"
+    lab = client.get("/v1/wallets/project:lab/balance", headers=alice)
+    assert (lab.status_code, lab.json()["available"], lab.json()["tier"]) == (200, "50.000000", "warning")
+    # Not the project's other wallets' or members' data: another project, bob's balance, usage, statement.
+    assert client.get("/v1/wallets/project:other/balance", headers=alice).status_code == 403
+    assert client.get("/v1/wallets/bob/balance", headers=alice).status_code == 403
+    assert client.get("/v1/usage", params={"user": "bob"}, headers=alice).status_code == 403
+    assert client.get("/v1/wallets/project:lab/statement", headers=alice,
+                      params={"from": "2026-01-01", "to": "2026-02-01"}).status_code == 403
+    assert client.get("/v1/wallets/bob/balance", headers=admin).json()["own_available"] == "0.000000"
+    ledger.assign_project("alice", None, actor="test")
+    back = client.get("/v1/wallets/alice/balance", headers=alice).json()
+    assert (back["wallet"], back["available"], back["own_available"]) == ("liabilities:wallet:user:alice",
+                                                                          "500.000000", None)
+    assert client.get("/v1/wallets/project:lab/balance", headers=alice).status_code == 403

@@ -11,7 +11,8 @@ import pytest
 from collector.config import TierPolicy
 from collector.decisions import ProcessRef, Standing, TierState, desired_state, terminal_message
 from collector.overrides import Override, grace_start, lifts, override_tier
-from collector.rules import Rules, SettingsError, apply_settings
+from collector.rules import Rules, lay_over
+from control.settings import SettingsError, parse
 from ledger.money import MICRO
 from ledger.tiers import Thresholds, Tier
 
@@ -22,6 +23,11 @@ JOB = ProcessRef("boot", 4242, 99)
 
 def override(action: str, *, until: datetime | None = None, at: datetime = NOW - timedelta(minutes=5)) -> Override:
     return Override(7, "alice", action, "deadline", until, at)
+
+
+def apply_settings(defaults: Rules, version: int, document: dict[str, object]) -> Rules:
+    """What the controller does with a stored version (collector.admin.AdminReader)."""
+    return lay_over(defaults, version, parse(document, defaults.thresholds, version))
 
 
 def test_a_settings_version_overrides_only_the_keys_it_holds() -> None:
@@ -38,12 +44,21 @@ def test_a_settings_version_overrides_only_the_keys_it_holds() -> None:
     ({"tier_blocked": 5}, "tier_blocked"),
     ({"kill_grace_seconds": -1}, "kill_grace_seconds"),
     ({"kill_grace_seconds": True}, "kill_grace_seconds"),
+    ({"kill_grace_seconds": 60.0}, "kill_grace_seconds"),     # what json gives for 60.0 and 6e1
+    ({"kill_grace_seconds": 30 * 86400 + 1}, "kill_grace_seconds"),
     ({"dry_run": "yes"}, "dry_run"),
 ])
 def test_a_bad_settings_version_is_refused_naming_the_key(document: dict[str, object], key: str) -> None:
     with pytest.raises(SettingsError) as caught:
         apply_settings(ENV, 9, document)
     assert (caught.value.version, caught.value.key) == (9, key)
+    assert str(caught.value).startswith(f"settings version 9: {key}: ")
+
+
+def test_a_settings_document_must_be_an_object() -> None:
+    with pytest.raises(SettingsError) as caught:
+        apply_settings(ENV, 2, ["dry_run"])  # type: ignore[arg-type]
+    assert caught.value.key == "settings"
 
 
 def test_override_tiers() -> None:

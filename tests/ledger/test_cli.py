@@ -72,6 +72,10 @@ def test_a_session_at_the_command_line(gl, tmp_path: Path) -> None:  # type: ign
     (("recharge", "alice", "5.0000001"), "more than 6 decimal places"),
     (("recharge", "alice", "1e3"), "plain decimal"),
     (("reverse", "42", "--reason", "x"), "unknown journal entry 42"),
+    # Text the CLI prints back must not carry C1 controls or bidi overrides (issue #12, item 15).
+    (("recharge", "alice", "5", "--memo", "cash\u202egnp.exe"), "memo: control and format characters"),
+    (("adjust", "alice", "1", "--reason", "fix\u009b31m"), "found U+009B"),
+    (("users", "add", "bob", "--display-name", "Bob\u0085"), "display_name: control and format characters"),
 ])
 def test_bad_input_exits_2_with_a_clear_message(gl, argv: tuple[str, ...], message: str) -> None:  # type: ignore[no-untyped-def]
     gl("users", "add", "alice")
