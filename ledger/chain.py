@@ -25,10 +25,11 @@ GENESIS = b"\x00"
 _ENTRIES_SQL = """
 SELECT e.id, e.idem_key, e.payload_sha256, e.kind, e.effective_at, e.recorded_at, e.ref_entry_id, e.usage_id,
        e.actor, e.memo, u.payload_sha256 AS usage_sha, u.price_version_id, u.cumulative_quantity, u.amount,
-       u.account_id,
+       u.account_id, g.expires_at AS grant_expires_at,
        (SELECT array_agg(ARRAY[p.line::text, a.code, p.amount::text] ORDER BY p.line)
           FROM ledger.posting p JOIN ledger.account a ON a.id = p.account_id WHERE p.entry_id = e.id) AS postings
   FROM ledger.journal_entry e LEFT JOIN ledger.usage u ON u.id = e.usage_id
+  LEFT JOIN ledger.grant_account g ON g.entry_id = e.id
  ORDER BY e.id
 """
 
@@ -94,5 +95,6 @@ def head(conn: Connection) -> ChainHead | None:
 
 
 def entries(conn: Connection) -> Result[Any]:
-    """Every entry in id order with what its canonical text needs, streamed; the caller closes the result."""
+    """Every entry in id order with what its canonical text and its payload hash need (a grant's expiry is in
+    the payload, not in the text), streamed; the caller closes the result."""
     return conn.execution_options(yield_per=1000).execute(text(_ENTRIES_SQL))

@@ -1,8 +1,8 @@
 """``audit verify``: the ledger's invariants as a list of checks, each yielding problems as data.
 
 It trusts nothing it can recompute: entry balance and the trial balance from postings, the balance cache
-from postings, the hash chain in Python (not the SQL that sealed it), and every usage charge re-rated
-from its stored facts and price version, with each epoch's cumulative quantities re-added.
+from postings, the hash chain in Python (not the SQL that sealed it), every entry's payload hash, and every
+usage charge re-rated from its stored facts and price version, with each epoch's cumulative quantities re-added.
 """
 
 from __future__ import annotations
@@ -14,10 +14,11 @@ from typing import Any
 from sqlalchemy import text
 from sqlalchemy.engine import Connection
 
-from ledger import chain, prices, rating
+from ledger import chain, journal, prices, rating
+from ledger.accounts import COUNTERS
 from ledger.journal import sha256_of
 from ledger.records import PriceVersion, Problem, UsageRecord, VerifyReport
-from ledger.usage import usage_payload
+from ledger.usage import entry_sha256, usage_payload
 
 Check = Callable[[Connection], Iterator[Problem]]
 
@@ -69,7 +70,32 @@ def reversals(conn: Connection) -> Iterator[Problem]:
         yield Problem("reversal", f"entry {entry_id}", f"postings are not the exact negation of entry {ref}'s")
 
 
+def entry_payload_sha256(row: Any) -> bytes:
+    """An entry's payload hash recomputed from what is stored (``journal.payload``): its kind, postings and
+    referenced entry, and the facts each kind was posted with: a charge's usage record hash
+    (``ledger.usage.entry_sha256``), a grant's expiry and an adjustment's counter (``ledger.operations``)."""
+    postings = [(code, int(amount)) for _, code, amount in row.postings or ()]
+    if row.kind == "usage":
+        return entry_sha256(b"" if row.usage_sha is None else bytes(row.usage_sha), postings)
+    facts: dict[str, Any] = {}
+    if row.kind == "grant":
+        facts = {"expires_at": row.grant_expires_at}
+    elif row.kind == "adjustment":
+        accounts = {code for code, _ in postings}
+        facts = {"counter": next((name for name, code in COUNTERS.items() if code in accounts), None)}
+    return sha256_of(journal.payload(row.kind, postings, row.ref_entry_id, facts))
+
+
+def _entries_of(block: chain.Block) -> str:
+    if block.first_entry_id == block.last_entry_id:
+        return f"block {block.seq} (entry {block.first_entry_id})"
+    return f"block {block.seq} (entries {block.first_entry_id}-{block.last_entry_id})"
+
+
 def hash_chain(conn: Connection) -> Iterator[Problem]:
+    """The chain block by block, and in the same pass every entry's payload hash: a block's hash says only that
+    one of its entries changed; the payload names the entry when what changed is money (kind, postings,
+    reference, facts). A block of one entry (every admin operation is one) names it either way."""
     with chain.entries(conn) as entry_rows, chain.blocks(conn) as block_rows:
         stream = iter(entry_rows)
         pending = next(stream, None)
@@ -79,14 +105,19 @@ def hash_chain(conn: Connection) -> Iterator[Problem]:
             texts = []
             while pending is not None and pending.id <= block.last_entry_id:
                 texts.append(chain.canonical_entry(pending))
+                if entry_payload_sha256(pending) != bytes(pending.payload_sha256):
+                    yield Problem("entry-payload", f"entry {pending.id} ({pending.kind}, {pending.idem_key})"
+                                  f" in block {block.seq}", "kind, postings, reference or facts do not match the"
+                                  " stored payload hash")
                 pending = next(stream, None)
+            subject = _entries_of(block)
             if block.prev_hash != prev_hash:
-                yield Problem("hash-chain", f"block {block.seq}", "does not link to the previous block's hash")
+                yield Problem("hash-chain", subject, "does not link to the previous block's hash")
             if len(texts) != block.entry_count or block.first_entry_id <= prev_last:
-                yield Problem("hash-chain", f"block {block.seq}",
+                yield Problem("hash-chain", subject,
                               f"covers {block.entry_count} entries after {prev_last}, found {len(texts)}")
             if chain.block_hash(block.prev_hash, texts) != block.block_hash:
-                yield Problem("hash-chain", f"block {block.seq}", "hash mismatch: an entry in it was changed")
+                yield Problem("hash-chain", subject, "hash mismatch: an entry in it was changed")
             prev_hash, prev_last = block.block_hash, block.last_entry_id
         if pending is not None:
             yield Problem("hash-chain", f"entry {pending.id}", "not sealed into any block")
@@ -143,7 +174,7 @@ CHECKS: tuple[tuple[str, Check], ...] = (
     ("balance cache = postings", balance_cache),
     ("posting times = entry times", effective_copies),
     ("reversals negate their entry", reversals),
-    ("hash chain", hash_chain),
+    ("hash chain and entry payloads", hash_chain),
     ("usage re-rated", usage_rerated),
 )
 

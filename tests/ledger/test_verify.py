@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 import pytest
 from sqlalchemy import text
 from sqlalchemy.engine import Engine
@@ -9,7 +11,7 @@ from sqlalchemy.engine import Engine
 from ledger.records import UsageTick
 from ledger.service import Ledger
 from tests.ledger.conftest import cny
-from tests.ledger.helpers import cpu, gpu, priced
+from tests.ledger.helpers import T0, cpu, gpu, priced
 
 
 @pytest.fixture
@@ -28,7 +30,8 @@ def busy(ledger: Ledger) -> Ledger:
 def tamper(superuser: Engine, *statements: str) -> None:
     with superuser.begin() as conn:
         conn.execute(text("SET session_replication_role = replica"))
-        for table in ("posting", "journal_entry", "usage", "account_balance", "chain_block", "price_version"):
+        for table in ("posting", "journal_entry", "usage", "account_balance", "chain_block", "price_version",
+                      "grant_account"):
             conn.execute(text(f"ALTER TABLE ledger.{table} DISABLE TRIGGER ALL"))
         for statement in statements:
             conn.execute(text(statement))
@@ -73,3 +76,36 @@ def test_a_rewritten_chain_is_caught_by_the_anchor(busy: Ledger, superuser: Engi
     assert busy.verify().ok  # internally consistent again...
     report = busy.verify(anchor=(head.seq, head.sha256))
     assert [p.check for p in report.problems] == ["anchor"]  # ...but not what the auditor saw
+
+
+def _entry_id(busy: Ledger, kind: str) -> int:
+    with busy.engine.connect() as conn:
+        return int(conn.execute(text("SELECT min(id) FROM ledger.journal_entry WHERE kind = :k"), {"k": kind}).scalar_one())
+
+
+@pytest.mark.parametrize("kind", ["recharge", "adjustment", "reversal", "usage"])
+def test_a_changed_entry_is_named_not_only_its_block(busy: Ledger, superuser: Engine, kind: str) -> None:
+    entry = _entry_id(busy, kind)
+    # both postings moved by the same amount: still balanced, so only the hashes can tell
+    tamper(superuser, f"UPDATE ledger.posting SET amount = amount + sign(amount) * 1000 WHERE entry_id = {entry}")
+    problems = busy.verify().problems
+    named = [p for p in problems if p.check == "entry-payload"]
+    assert [p.subject.split(" (")[0] for p in named] == [f"entry {entry}"], problems
+    assert kind in named[0].subject
+    block = next(p for p in problems if p.check == "hash-chain")
+    assert f"entry {entry}" in block.subject or f"entries" in block.subject
+
+
+def test_a_grant_s_expiry_is_part_of_its_payload(busy: Ledger, superuser: Engine) -> None:
+    grant = busy.grant("alice", cny("3"), expires_at=T0 + timedelta(days=30), idem_key="g1", actor="ops").entry.id
+    assert busy.verify().ok
+    tamper(superuser, f"UPDATE ledger.grant_account SET expires_at = expires_at + interval '1 year'"
+                      f" WHERE entry_id = {grant}")
+    assert [p.subject.split(" (")[0] for p in busy.verify().problems if p.check == "entry-payload"] == [f"entry {grant}"]
+
+
+def test_a_block_of_one_entry_names_it(busy: Ledger, superuser: Engine) -> None:
+    entry = _entry_id(busy, "recharge")
+    tamper(superuser, f"UPDATE ledger.journal_entry SET memo = 'nothing to see' WHERE id = {entry}")
+    (problem,) = busy.verify().problems
+    assert problem.check == "hash-chain" and f"(entry {entry})" in problem.subject, problem
