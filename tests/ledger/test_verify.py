@@ -80,32 +80,37 @@ def test_a_rewritten_chain_is_caught_by_the_anchor(busy: Ledger, superuser: Engi
 
 def _entry_id(busy: Ledger, kind: str) -> int:
     with busy.engine.connect() as conn:
-        return int(conn.execute(text("SELECT min(id) FROM ledger.journal_entry WHERE kind = :k"), {"k": kind}).scalar_one())
+        return int(conn.execute(text("SELECT min(id) FROM ledger.journal_entry WHERE kind = :k"),
+                                {"k": kind}).scalar_one())
+
+
+def _named(busy: Ledger) -> list[str]:
+    return [p.subject.split(" (")[0] for p in busy.verify().problems if p.check == "entry-payload"]
 
 
 @pytest.mark.parametrize("kind", ["recharge", "adjustment", "reversal", "usage"])
 def test_a_changed_entry_is_named_not_only_its_block(busy: Ledger, superuser: Engine, kind: str) -> None:
     entry = _entry_id(busy, kind)
     # both postings moved by the same amount: still balanced, so only the hashes can tell
-    tamper(superuser, f"UPDATE ledger.posting SET amount = amount + sign(amount) * 1000 WHERE entry_id = {entry}")
+    tamper(superuser, f"UPDATE ledger.posting SET amount = amount + sign(amount) * 1000 WHERE entry_id = {entry}")  # noqa: S608
     problems = busy.verify().problems
     named = [p for p in problems if p.check == "entry-payload"]
     assert [p.subject.split(" (")[0] for p in named] == [f"entry {entry}"], problems
     assert kind in named[0].subject
     block = next(p for p in problems if p.check == "hash-chain")
-    assert f"entry {entry}" in block.subject or f"entries" in block.subject
+    assert f"entry {entry})" in block.subject or "entries" in block.subject
 
 
 def test_a_grant_s_expiry_is_part_of_its_payload(busy: Ledger, superuser: Engine) -> None:
     grant = busy.grant("alice", cny("3"), expires_at=T0 + timedelta(days=30), idem_key="g1", actor="ops").entry.id
     assert busy.verify().ok
-    tamper(superuser, f"UPDATE ledger.grant_account SET expires_at = expires_at + interval '1 year'"
-                      f" WHERE entry_id = {grant}")
-    assert [p.subject.split(" (")[0] for p in busy.verify().problems if p.check == "entry-payload"] == [f"entry {grant}"]
+    later = f"UPDATE ledger.grant_account SET expires_at = expires_at + interval '1 year' WHERE entry_id = {grant}"  # noqa: S608
+    tamper(superuser, later)
+    assert _named(busy) == [f"entry {grant}"]
 
 
 def test_a_block_of_one_entry_names_it(busy: Ledger, superuser: Engine) -> None:
     entry = _entry_id(busy, "recharge")
-    tamper(superuser, f"UPDATE ledger.journal_entry SET memo = 'nothing to see' WHERE id = {entry}")
+    tamper(superuser, f"UPDATE ledger.journal_entry SET memo = 'nothing to see' WHERE id = {entry}")  # noqa: S608
     (problem,) = busy.verify().problems
     assert problem.check == "hash-chain" and f"(entry {entry})" in problem.subject, problem
