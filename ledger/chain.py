@@ -9,15 +9,18 @@ being one zero byte.
 from __future__ import annotations
 
 import hashlib
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
+from pathlib import Path
 from typing import Any
 
 from sqlalchemy import text
 from sqlalchemy.engine import Connection, Result
 
+from ledger.errors import LedgerError
 from ledger.records import ChainHead
 
 GENESIS = b"\x00"
@@ -98,3 +101,40 @@ def entries(conn: Connection) -> Result[Any]:
     """Every entry in id order with what its canonical text and its payload hash need (a grant's expiry is in
     the payload, not in the text), streamed; the caller closes the result."""
     return conn.execution_options(yield_per=1000).execute(text(_ENTRIES_SQL))
+
+
+@dataclass(frozen=True)
+class Anchor:
+    """A chain head saved earlier, away from the database (an export's header, a line of the controller's
+    anchor file), and where it was found: ``audit verify`` checks that the chain still has it."""
+
+    seq: int
+    sha256: str
+    source: str
+
+
+_ANCHOR_LINE = re.compile(r"(\S+) ([0-9]+) ([0-9a-f]{64})")
+
+
+def anchor_line(head: ChainHead, at: datetime) -> str:
+    """One line of an anchor file, ``<UTC time> <seq> <sha256>`` (the controller appends one per new head)."""
+    return f"{_utc(at)} {head.seq} {head.sha256}"
+
+
+def read_anchors(path: Path) -> list[Anchor]:
+    """Every anchor line of ``path`` (blank lines and ``#`` comments skipped); anything else is a LedgerError
+    naming the line, as is a file that cannot be read."""
+    anchors = []
+    try:
+        with path.open(encoding="utf-8") as lines:
+            for n, line in enumerate(lines, start=1):
+                if not line.strip() or line.lstrip().startswith("#"):
+                    continue
+                match = _ANCHOR_LINE.fullmatch(line.strip())
+                if match is None:
+                    raise LedgerError(f"{path}:{n} is not an anchor line (<time> <seq> <sha256>):"
+                                      f" {line.strip()[:100]!r}", file=str(path), line=n)
+                anchors.append(Anchor(int(match[2]), match[3], f"{path}:{n} ({match[1]})"))
+    except (OSError, UnicodeDecodeError) as exc:
+        raise LedgerError(f"cannot read the anchor file {path}: {exc}", file=str(path)) from exc
+    return anchors

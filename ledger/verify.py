@@ -7,14 +7,14 @@ usage charge re-rated from its stored facts and price version, with each epoch's
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from decimal import Decimal
 from typing import Any
 
 from sqlalchemy import text
 from sqlalchemy.engine import Connection
 
-from ledger import chain, journal, prices, rating
+from ledger import chain, journal, periods, prices, rating
 from ledger.accounts import COUNTERS
 from ledger.journal import sha256_of
 from ledger.records import PriceVersion, Problem, UsageRecord, VerifyReport
@@ -168,6 +168,51 @@ def _rerate(rows: Any, book: dict[int, PriceVersion]) -> Iterator[Problem]:
                           f"charge {u.amount} but entry {u.entry_id} credits {-(u.revenue or 0)}")
 
 
+def anchors_held(conn: Connection, anchors: Sequence[chain.Anchor], check: str = "anchor") -> Iterator[Problem]:
+    """Every anchor must still be a block of the chain with the same hash, in one query however many there are
+    (an anchor file gains a line a minute). A block that is gone means the chain lost its tail (truncated), a
+    different hash that it was rewritten from there."""
+    if not anchors:
+        return
+    end = chain.head(conn)
+    rows = conn.execute(text(
+        "SELECT a.n, encode(b.block_hash, 'hex') FROM unnest(CAST(:seqs AS bigint[]), CAST(:shas AS text[]))"
+        " WITH ORDINALITY AS a(seq, sha, n) LEFT JOIN ledger.chain_block b ON b.seq = a.seq"
+        " WHERE b.block_hash IS DISTINCT FROM decode(a.sha, 'hex') ORDER BY a.n"),
+        {"seqs": [a.seq for a in anchors], "shas": [a.sha256.lower() for a in anchors]})
+    for n, stored in rows:
+        a = anchors[n - 1]
+        if stored is None:
+            yield Problem(check, f"block {a.seq}", f"gone: the chain ends at seq {end.seq if end else 0}, but"
+                                                   f" {a.source} saw {a.sha256} there (the chain was truncated)")
+        else:
+            yield Problem(check, f"block {a.seq}", f"{a.source} saw {a.sha256}, the chain has {stored} (rewritten)")
+
+
+_LATE_SQL = """
+WITH c AS (SELECT through_day, closed_before, at, lead(at, 1, 'infinity') OVER (ORDER BY id) AS next_at
+             FROM ledger.period_close)
+SELECT 'entry' AS what, e.id, e.effective_at AS dated, c.through_day FROM c JOIN ledger.journal_entry e
+    ON e.recorded_at >= c.at AND e.recorded_at < c.next_at AND e.effective_at < c.closed_before
+UNION ALL
+SELECT 'usage', u.id, u.interval_end, c.through_day FROM c JOIN ledger.usage u
+    ON u.recorded_at >= c.at AND u.recorded_at < c.next_at AND u.interval_end < c.closed_before
+ORDER BY 1, 2
+"""
+
+
+def closed_periods(conn: Connection) -> Iterator[Problem]:
+    """Closed periods never changed: the chain still has the head each close saw, and nothing recorded after a
+    close is dated before it (the schema refuses both; only a superuser with triggers disabled gets there).
+    Closes only move forward, so each row is held to the newest close before it was recorded (``next_at``)."""
+    closes = periods.closes(conn)
+    yield from anchors_held(conn, [chain.Anchor(c.head.seq, c.head.sha256, f"the close through {c.through}")
+                                   for c in closes if c.head is not None], "period-close")
+    for what, row_id, dated, through in conn.execute(text(_LATE_SQL)):
+        yield Problem("period-close", f"{what} {row_id}", f"dated {dated.isoformat()}, in the period closed through"
+                                                          f" {through}, but recorded after the close")
+
+
 CHECKS: tuple[tuple[str, Check], ...] = (
     ("entries balanced", entries_balanced),
     ("trial balance is zero", trial_balance_zero),
@@ -176,22 +221,22 @@ CHECKS: tuple[tuple[str, Check], ...] = (
     ("reversals negate their entry", reversals),
     ("hash chain and entry payloads", hash_chain),
     ("usage re-rated", usage_rerated),
+    ("closed periods unchanged", closed_periods),
 )
 
 
-def run(conn: Connection, anchor: tuple[int, str] | None = None) -> VerifyReport:
-    """All checks; ``anchor`` (seq, hex) is a chain head saved earlier (from an export) that must still match."""
+def run(conn: Connection, anchors: Sequence[chain.Anchor] = ()) -> VerifyReport:
+    """All checks; ``anchors`` are chain heads saved earlier, away from the database (an export's, the lines of
+    the controller's anchor file), that must still match: the only thing that catches a chain rewritten or cut
+    short consistently, since what is gone leaves nothing behind to recompute."""
     problems: list[Problem] = []
     counts: dict[str, Any] = {}
     for name, check in CHECKS:
         found = list(check(conn))
         counts[name] = len(found)
         problems.extend(found)
-    if anchor is not None:
-        seq, expected = anchor
-        stored = conn.execute(text("SELECT block_hash FROM ledger.chain_block WHERE seq = :s"), {"s": seq}).scalar()
-        if stored is None or bytes(stored).hex() != expected.lower():
-            problems.append(Problem("anchor", f"block {seq}", f"expected {expected}, found "
-                                    f"{'nothing' if stored is None else bytes(stored).hex()}"))
-        counts["anchor"] = 0 if stored is not None and bytes(stored).hex() == expected.lower() else 1
+    if anchors:
+        found = list(anchors_held(conn, anchors))
+        counts["anchor"] = len(found)
+        problems.extend(found)
     return VerifyReport(tuple(problems), counts, chain.head(conn))

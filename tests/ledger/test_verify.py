@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+import argparse
 from datetime import timedelta
+from pathlib import Path
 
 import pytest
 from sqlalchemy import text
 from sqlalchemy.engine import Engine
 
-from ledger.records import UsageTick
+from ledger import chain, cli
+from ledger.records import ChainHead, UsageTick
 from ledger.service import Ledger
 from tests.ledger.conftest import cny
-from tests.ledger.helpers import T0, cpu, gpu, priced
+from tests.ledger.helpers import T0, cpu, gpu, priced, tamper, truncate_last_block
 
 
 @pytest.fixture
@@ -25,16 +28,6 @@ def busy(ledger: Ledger) -> Ledger:
     adj = ledger.adjust("bob", cny("5"), idem_key="a1", actor="ops", reason="credit")
     ledger.reverse(adj.entry.id, idem_key="rv1", actor="ops", reason="typo")
     return ledger
-
-
-def tamper(superuser: Engine, *statements: str) -> None:
-    with superuser.begin() as conn:
-        conn.execute(text("SET session_replication_role = replica"))
-        for table in ("posting", "journal_entry", "usage", "account_balance", "chain_block", "price_version",
-                      "grant_account"):
-            conn.execute(text(f"ALTER TABLE ledger.{table} DISABLE TRIGGER ALL"))
-        for statement in statements:
-            conn.execute(text(statement))
 
 
 def test_a_clean_ledger_verifies(busy: Ledger) -> None:
@@ -114,3 +107,36 @@ def test_a_block_of_one_entry_names_it(busy: Ledger, superuser: Engine) -> None:
     tamper(superuser, f"UPDATE ledger.journal_entry SET memo = 'nothing to see' WHERE id = {entry}")  # noqa: S608
     (problem,) = busy.verify().problems
     assert problem.check == "hash-chain" and f"(entry {entry})" in problem.subject, problem
+
+
+def test_a_cut_tail_is_caught_only_by_an_anchor_file(busy: Ledger, superuser: Engine, tmp_path: Path,
+                                                     monkeypatch: pytest.MonkeyPatch,
+                                                     capsys: pytest.CaptureFixture[str]) -> None:
+    head = busy.chain_head()
+    assert head is not None
+    anchors = tmp_path / "chain-anchors"
+    anchors.write_text("# the controller's anchor file\n" + chain.anchor_line(ChainHead(1, _block_hash(busy, 1)), T0)
+                       + "\n\n" + chain.anchor_line(head, T0 + timedelta(minutes=1)) + "\n")
+    assert busy.verify(anchors=chain.read_anchors(anchors)).ok
+    truncate_last_block(superuser)
+    assert busy.verify().ok  # what is gone leaves nothing behind to recompute...
+    report = busy.verify(anchors=chain.read_anchors(anchors))
+    (problem,) = report.problems  # ...but the anchor file saw it
+    assert (problem.check, problem.subject) == ("anchor", f"block {head.seq}")
+    assert "truncated" in problem.detail and f"{anchors}:4" in problem.detail
+
+    monkeypatch.setenv("GPULEDGER_DATABASE_URL", busy.config.database_url.value)
+    parser = argparse.ArgumentParser(prog="gpuledger")
+    cli.register(parser.add_subparsers(dest="command", required=True))
+    args = parser.parse_args(["audit", "verify", "--anchor-file", str(anchors)])
+    assert args.func(args) == 1
+    assert f"anchor: block {head.seq}: gone" in capsys.readouterr().out
+    anchors.write_text(anchors.read_text() + "not an anchor\n")
+    assert args.func(args) == 2
+    assert f"{anchors}:5 is not an anchor line" in capsys.readouterr().err
+
+
+def _block_hash(busy: Ledger, seq: int) -> str:
+    with busy.engine.connect() as conn:
+        return bytes(conn.execute(text("SELECT block_hash FROM ledger.chain_block WHERE seq = :s"),
+                                  {"s": seq}).scalar_one()).hex()
