@@ -19,6 +19,7 @@ from pathlib import Path
 from prometheus_client import CollectorRegistry, start_http_server
 from sqlalchemy import Engine, create_engine
 
+from collector.anchor import AnchorLog
 from collector.config import ControllerConfig
 from collector.conntest import ConnectionTests
 from collector.inventory import load_inventory
@@ -103,6 +104,7 @@ class Runtime:
                 admin_emails=self.config.admin_emails, user_email_template=self.config.user_email_template,
             ),
             name=self.name,
+            anchors=AnchorLog(self.config.anchor_file, self.metrics.anchor_failures),
         )
         self.lease = Lease(self.lease_engine)
         self.connection_tests = ConnectionTests(self.engine, self.inventory, self.test_transport,
