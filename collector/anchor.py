@@ -14,6 +14,7 @@ import logging
 import os
 from datetime import datetime
 from pathlib import Path
+from typing import TextIO
 
 from prometheus_client import Counter
 from sqlalchemy.exc import DBAPIError
@@ -26,6 +27,16 @@ from ledger.service import Ledger
 log = logging.getLogger("gpuledger.anchor")
 # Enough for the last line (a time, a seq, 64 hex digits) with room to spare.
 _TAIL_BYTES = 512
+
+
+def log_to(stream: TextIO) -> None:
+    """Write the anchor lines to ``stream`` (the service's journal, and from there a remote syslog) at INFO,
+    however the rest of the process logs: the controller configures no logging of its own."""
+    if not log.handlers:
+        handler = logging.StreamHandler(stream)
+        handler.setFormatter(logging.Formatter("%(name)s: %(message)s"))
+        log.addHandler(handler)
+        log.setLevel(logging.INFO)
 
 
 class AnchorLog:

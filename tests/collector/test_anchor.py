@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import io
 import logging
 import stat
 from collections.abc import Iterator
@@ -12,6 +13,7 @@ import pytest
 from sqlalchemy import create_engine
 from sqlalchemy.pool import NullPool
 
+from collector import anchor
 from collector.anchor import AnchorLog
 from collector.config import ControllerConfig
 from ledger import chain
@@ -90,3 +92,20 @@ def test_the_anchor_file_defaults_to_the_service_s_state_directory() -> None:
     assert ControllerConfig.from_env(state).anchor_file == Path("/var/lib/gpuledger-controller/chain-anchors")
     assert ControllerConfig.from_env({**state, "GPULEDGER_ANCHOR_FILE": "/srv/a"}).anchor_file == Path("/srv/a")
     assert ControllerConfig.from_env({**state, "GPULEDGER_ANCHOR_FILE": ""}).anchor_file is None
+
+
+def test_the_anchor_line_reaches_the_service_s_stderr(cluster: Cluster) -> None:
+    """The controller configures no logging; its journal (and a remote syslog behind it) still gets the line."""
+    stream = io.StringIO()
+    anchor.log_to(stream)
+    try:
+        cluster.setup_ledger({"glc-anchor": 10 * MICRO})
+        AnchorLog(None).publish(cluster.ledger, cluster.controller.clock())
+    finally:
+        for handler in list(anchor.log.handlers):
+            anchor.log.removeHandler(handler)
+        anchor.log.setLevel(logging.NOTSET)
+    head = cluster.ledger.chain_head()
+    assert head is not None
+    assert stream.getvalue().startswith("gpuledger.anchor: chain anchor ")
+    assert stream.getvalue().endswith(f" {head.seq} {head.sha256}\n")
