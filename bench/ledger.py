@@ -8,8 +8,9 @@
    path, one transaction per node), then the same ticks replayed (must create nothing); with
    ``--connections N [N ...]`` another minute's ticks from N threads in parallel, for each N.
 2. A generated year of a 24-node lab loaded with COPY (through the app role's triggers: balance cache and
-   checks run as in production), then a user's monthly statement, the trial balance, and full exports
-   (CSV, hledger, Beancount) to /dev/null with the process's peak memory.
+   checks run as in production), then a user's monthly statement, the trial balance, ``audit verify`` (every
+   check, each entry's payload hash included), and full exports (CSV, hledger, Beancount) to /dev/null with the
+   process's peak memory.
 
 It starts its own throwaway PostgreSQL (ledger.embedded) under a temporary directory.
 """
@@ -17,7 +18,6 @@ It starts its own throwaway PostgreSQL (ledger.embedded) under a temporary direc
 from __future__ import annotations
 
 import argparse
-import hashlib
 import io
 import resource
 import sys
@@ -33,6 +33,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from sqlalchemy import create_engine, text
 from sqlalchemy.pool import NullPool
 
+from ledger import journal
 from ledger.bootstrap import APP_ROLE, bootstrap
 from ledger.config import LedgerConfig, Secret
 from ledger.db import WRITER_LOCK, create_app_engine
@@ -124,10 +125,20 @@ def load_year(ledger: Ledger, postings_target: int) -> tuple[int, float]:
         conn.execute(text("INSERT INTO ledger.account (code, kind, currency) VALUES"
                           " ('revenues:gpu:nvidia-a100-sxm4-80gb', 'revenue', 'CNY') ON CONFLICT DO NOTHING"))
         ids = dict(conn.execute(text("SELECT code, id FROM ledger.account")).all())
-    wallets = [ids[f"liabilities:wallet:user:{u}"] for u in users]
-    revenue = ids["revenues:gpu:nvidia-a100-sxm4-80gb"]
+    codes = [f"liabilities:wallet:user:{u}" for u in users]
+    wallets = [ids[code] for code in codes]
+    revenue_code = "revenues:gpu:nvidia-a100-sxm4-80gb"
+    revenue = ids[revenue_code]
     per_day = max(1, postings_target // 2 // 365)
-    digest = hashlib.sha256(b"bench").digest()
+
+    def amount_of(n: int) -> int:
+        return 1000 + n % 997
+
+    def digest(n: int) -> bytes:
+        # the payload hash audit verify recomputes: an adjustment's (with no counter account: counter None)
+        return journal.sha256_of(journal.payload("adjustment", [(codes[n % len(codes)], amount_of(n)),
+                                                                (revenue_code, -amount_of(n))], None,
+                                                 {"counter": None}))
     t = time.perf_counter()
     raw = ledger.engine.raw_connection()
     try:
@@ -141,14 +152,14 @@ def load_year(ledger: Ledger, postings_target: int) -> tuple[int, float]:
             with cur.copy("COPY ledger.journal_entry (idem_key, payload_sha256, kind, effective_at, actor, memo)"
                           " FROM STDIN") as copy:
                 for k in range(per_day):
-                    copy.write_row((f"year/{day * per_day + k}", digest, "adjustment",
+                    copy.write_row((f"year/{day * per_day + k}", digest(day * per_day + k), "adjustment",
                                     start + timedelta(seconds=86400 * k // per_day), "bench", "generated charge"))
             rows = cur.execute("SELECT id, idem_key, effective_at FROM ledger.journal_entry WHERE id > %s",
                                (last,)).fetchall()
             with cur.copy("COPY ledger.posting (entry_id, line, account_id, amount, effective_at) FROM STDIN") as copy:
                 for entry_id, key, when in rows:
                     n = int(key.split("/")[1])
-                    amount = 1000 + n % 997
+                    amount = amount_of(n)
                     copy.write_row((entry_id, 1, wallets[n % len(wallets)], amount, when))
                     copy.write_row((entry_id, 2, revenue, -amount, when))
             cur.execute("SELECT ledger.seal_block()")
@@ -185,6 +196,10 @@ def bench_year(ledger: Ledger, admin_url: str, scale: float, exports: bool) -> l
     rows.append(("year: trial balance (now)", f"{timed(ledger.trial_balance):.3f} s (target <= 1 s)"))
     rows.append(("year: trial balance at a date",
                  f"{timed(lambda: ledger.trial_balance(date(2026, 7, 1))):.3f} s"))
+    t = time.perf_counter()
+    report = ledger.verify()
+    rows.append(("year: audit verify (every check)", f"{time.perf_counter() - t:.1f} s,"
+                 f" {len(report.problems)} problems"))
     for fmt in ("csv", "hledger", "beancount") if exports else ():
         seconds = timed(lambda fmt=fmt: ledger.export(fmt, _Null()))
         peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024

@@ -19,6 +19,8 @@ from pathlib import Path
 from prometheus_client import CollectorRegistry, start_http_server
 from sqlalchemy import Engine, create_engine
 
+from collector import anchor
+from collector.anchor import AnchorLog
 from collector.config import ControllerConfig
 from collector.conntest import ConnectionTests
 from collector.inventory import load_inventory
@@ -103,6 +105,7 @@ class Runtime:
                 admin_emails=self.config.admin_emails, user_email_template=self.config.user_email_template,
             ),
             name=self.name,
+            anchors=AnchorLog(self.config.anchor_file, self.metrics.anchor_failures),
         )
         self.lease = Lease(self.lease_engine)
         self.connection_tests = ConnectionTests(self.engine, self.inventory, self.test_transport,
@@ -212,5 +215,6 @@ def run_controller(
     if ledger_config.database_url.value != database_url:
         ledger_config = replace(ledger_config, database_url=Secret(database_url))
     runtime = Runtime(config, ledger_config)
+    anchor.log_to(sys.stderr)
     tune_gc()
     return asyncio.run(serve(runtime, printer(ledger_config.currency, out), ticks=ticks))

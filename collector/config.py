@@ -69,6 +69,7 @@ class ControllerConfig:
     user_email_template: str | None = None
     recharge_hint: str = "Ask your lab's gpuledger admin to recharge."
     metrics_port: int | None = None
+    anchor_file: Path | None = None
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str]) -> ControllerConfig:
@@ -130,6 +131,7 @@ class ControllerConfig:
             user_email_template=template,
             recharge_hint=env.get("RECHARGE_HINT", str, cls.recharge_hint),
             metrics_port=env.get("METRICS_PORT", _port, None),
+            anchor_file=env.get("ANCHOR_FILE", _optional_path, _state_file(environ, "chain-anchors")),
         )
 
 
@@ -157,6 +159,16 @@ class _Env:
             except OSError as exc:
                 raise ConfigError(file_key, f"cannot read the file it names: {exc.strerror}") from None
         return None
+
+
+def _optional_path(text: str) -> Path | None:
+    return Path(text) if text.strip() else None
+
+
+def _state_file(environ: Mapping[str, str], name: str) -> Path | None:
+    """``name`` in the service's state directory (systemd's StateDirectory= sets STATE_DIRECTORY), else None."""
+    state = environ.get("STATE_DIRECTORY", "").split(":")[0]
+    return Path(state) / name if state else None
 
 
 def _bool(text: str) -> bool:

@@ -40,6 +40,8 @@ class Metrics:
         self.unaccounted = Counter("gpuledger_unaccounted_seconds", "Usage time that could not be measured",
                                    ["reason"], registry=r)
         self.database_up = Gauge("gpuledger_database_up", "1 if the last tick reached the database", registry=r)
+        self.anchor_failures = Counter("gpuledger_anchor_failures", "Chain heads that could not be read or appended"
+                                       " to the anchor file", registry=r)
         self.lease_held = Gauge("gpuledger_lease_held", "1 if this controller is the active one", registry=r)
         self.skew = Gauge("gpuledger_node_clock_skew_seconds", "Node wall clock minus controller clock", ["node"],
                           registry=r)

@@ -8,7 +8,8 @@ hash chain; the deferred balance checks run at our COMMIT), this module
      together with records an earlier tick could not charge (unknown user, missing price); memory records
      only where a memory price exists (memory pricing is optional),
   4. keeps what the ledger rejected in ``collector.usage_outbox``, records unaccounted gaps, and moves the
-     baseline to this sample.
+     baseline to this sample. Kept records are retried with later samples, except those dated in a period
+     closed since (the ledger refuses them for good: ``PeriodClosed``).
 A crash anywhere before COMMIT leaves nothing behind, and the next sample is charged against the old
 baseline, so the usage is charged once; a crash after COMMIT is a retry of a stored sample: a no-op.
 """
@@ -149,7 +150,12 @@ class Charger:
                 text(
                     "SELECT node, record FROM (SELECT node, record, row_number() OVER (PARTITION BY node"
                     " ORDER BY created_at, idem_key) AS n FROM collector.usage_outbox"
-                    " WHERE node = ANY(:nodes) AND state <> 'posted') AS o WHERE n <= :limit"
+                    " WHERE node = ANY(:nodes) AND state <> 'posted'"
+                    # A record of a closed period is refused for good (docs/ledger.md, "Period close"): kept and
+                    # reported, but no longer retried, where it would take a retry slot from one that can be charged.
+                    " AND CAST(record->>'interval_end' AS timestamptz)"
+                    "     >= coalesce((SELECT max(closed_before) FROM ledger.period_close), '-infinity')"
+                    ") AS o WHERE n <= :limit"
                 ),
                 {"nodes": sorted(stored), "limit": RETRY_BATCH},
             ):

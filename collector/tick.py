@@ -28,6 +28,7 @@ from sqlalchemy.exc import DBAPIError
 
 from collector import registry, retention, standing
 from collector.admin import AdminReader, AdminState
+from collector.anchor import AnchorLog
 from collector.config import TierPolicy
 from collector.decisionlog import DecisionLog, outcome_of, restricts
 from collector.decisions import (
@@ -146,6 +147,7 @@ class Controller:
         notifier: Notifier | None = None,
         name: str = "controller",
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        anchors: AnchorLog | None = None,
     ) -> None:
         self.engine = engine
         self.ledger = ledger
@@ -162,6 +164,7 @@ class Controller:
         self.notifier = notifier
         self.name = name
         self.clock = clock
+        self.anchors = anchors
         self.decisions = DecisionLog(engine)
         self._burn = standing.BurnRates()
         self._restricted: dict[tuple[str, int], str] | None = None
@@ -237,6 +240,8 @@ class Controller:
                          pruned.decisions, pruned.ticks, pruned.unaccounted, self.settings.decision_retention_days)
         except (DBAPIError, LedgerError) as exc:
             log.warning("could not record the tick: %s", exc)
+        if self.anchors is not None and database_ok:  # the head after this tick's charges (collector/anchor.py)
+            await self._db(self.anchors.publish, self.ledger, self.clock())
         self.metrics.observe_tick(summary, [(s.node, s.outcome, s.sample) for s in states.values()])
         return summary
 

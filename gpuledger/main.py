@@ -122,6 +122,8 @@ def run(args: argparse.Namespace) -> int:
     environ = dict(os.environ)
     var_dir = Path(args.var).resolve()
     var_dir.mkdir(parents=True, exist_ok=True)
+    # the controller's chain anchors (collector/anchor.py) stay with the rest of this run's state
+    environ.setdefault("GPULEDGER_ANCHOR_FILE", str(var_dir / "chain-anchors"))
     out = print
     with database(var_dir, environ, out) as db:
         upgrade_all(db.admin_url, out)

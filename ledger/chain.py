@@ -9,15 +9,18 @@ being one zero byte.
 from __future__ import annotations
 
 import hashlib
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
+from pathlib import Path
 from typing import Any
 
 from sqlalchemy import text
 from sqlalchemy.engine import Connection, Result
 
+from ledger.errors import LedgerError
 from ledger.records import ChainHead
 
 GENESIS = b"\x00"
@@ -25,10 +28,11 @@ GENESIS = b"\x00"
 _ENTRIES_SQL = """
 SELECT e.id, e.idem_key, e.payload_sha256, e.kind, e.effective_at, e.recorded_at, e.ref_entry_id, e.usage_id,
        e.actor, e.memo, u.payload_sha256 AS usage_sha, u.price_version_id, u.cumulative_quantity, u.amount,
-       u.account_id,
+       u.account_id, g.expires_at AS grant_expires_at,
        (SELECT array_agg(ARRAY[p.line::text, a.code, p.amount::text] ORDER BY p.line)
           FROM ledger.posting p JOIN ledger.account a ON a.id = p.account_id WHERE p.entry_id = e.id) AS postings
   FROM ledger.journal_entry e LEFT JOIN ledger.usage u ON u.id = e.usage_id
+  LEFT JOIN ledger.grant_account g ON g.entry_id = e.id
  ORDER BY e.id
 """
 
@@ -94,5 +98,43 @@ def head(conn: Connection) -> ChainHead | None:
 
 
 def entries(conn: Connection) -> Result[Any]:
-    """Every entry in id order with what its canonical text needs, streamed; the caller closes the result."""
+    """Every entry in id order with what its canonical text and its payload hash need (a grant's expiry is in
+    the payload, not in the text), streamed; the caller closes the result."""
     return conn.execution_options(yield_per=1000).execute(text(_ENTRIES_SQL))
+
+
+@dataclass(frozen=True)
+class Anchor:
+    """A chain head saved earlier, away from the database (an export's header, a line of the controller's
+    anchor file), and where it was found: ``audit verify`` checks that the chain still has it."""
+
+    seq: int
+    sha256: str
+    source: str
+
+
+_ANCHOR_LINE = re.compile(r"(\S+) ([0-9]+) ([0-9a-f]{64})")
+
+
+def anchor_line(head: ChainHead, at: datetime) -> str:
+    """One line of an anchor file, ``<UTC time> <seq> <sha256>`` (the controller appends one per new head)."""
+    return f"{_utc(at)} {head.seq} {head.sha256}"
+
+
+def read_anchors(path: Path) -> list[Anchor]:
+    """Every anchor line of ``path`` (blank lines and ``#`` comments skipped); anything else is a LedgerError
+    naming the line, as is a file that cannot be read."""
+    anchors = []
+    try:
+        with path.open(encoding="utf-8") as lines:
+            for n, line in enumerate(lines, start=1):
+                if not line.strip() or line.lstrip().startswith("#"):
+                    continue
+                match = _ANCHOR_LINE.fullmatch(line.strip())
+                if match is None:
+                    raise LedgerError(f"{path}:{n} is not an anchor line (<time> <seq> <sha256>):"
+                                      f" {line.strip()[:100]!r}", file=str(path), line=n)
+                anchors.append(Anchor(int(match[2]), match[3], f"{path}:{n} ({match[1]})"))
+    except (OSError, UnicodeDecodeError) as exc:
+        raise LedgerError(f"cannot read the anchor file {path}: {exc}", file=str(path)) from exc
+    return anchors

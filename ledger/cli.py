@@ -1,6 +1,6 @@
 """The ledger's subcommands of ``gpuledger``: users, projects, money operations, prices, reports, exports,
-``audit verify``. Exit status: 0 ok, 1 audit found discrepancies, 2 bad input or a ledger error (message
-on stderr), 3 the database is unreachable or not configured."""
+``period close|list``, ``audit verify``. Exit status: 0 ok, 1 audit found discrepancies, 2 bad input or a ledger
+error (message on stderr), 3 the database is unreachable or not configured."""
 
 from __future__ import annotations
 
@@ -11,8 +11,10 @@ import uuid
 from collections.abc import Callable, Sequence
 from datetime import date, datetime
 from decimal import Decimal
+from pathlib import Path
 from typing import Any
 
+from ledger import chain
 from ledger.accounts import FUNDING_DEFAULT
 from ledger.config import LedgerConfig
 from ledger.errors import ConfigError, LedgerError, LedgerUnavailable
@@ -42,7 +44,7 @@ def _run(action: Action) -> Callable[[argparse.Namespace], int]:
             return UNAVAILABLE
         try:
             return action(ledger, args)
-        except LedgerUnavailable as exc:
+        except (ConfigError, LedgerUnavailable) as exc:
             print(f"gpuledger: {exc.message}", file=sys.stderr)
             return UNAVAILABLE
         except LedgerError as exc:
@@ -273,6 +275,22 @@ def export(lg: Ledger, a: argparse.Namespace) -> int:
     return OK
 
 
+def period_close(lg: Ledger, a: argparse.Namespace) -> int:
+    c = lg.close_period(a.through, actor=a.actor, reason=a.reason)
+    print(f"closed through {c.through} ({c.time_zone}): nothing may be dated before"
+          f" {c.closed_before.astimezone(lg.config.timezone).isoformat()}"
+          + ("" if c.head is None else f"; chain head seq {c.head.seq} sha256 {c.head.sha256}"))
+    return OK
+
+
+def period_list(lg: Ledger, a: argparse.Namespace) -> int:
+    tz = lg.config.timezone
+    _table([(c.through, c.time_zone, c.closed_before.astimezone(tz).isoformat(), c.at.astimezone(tz).isoformat(
+        timespec="seconds"), c.actor, c.reason, "-" if c.head is None else f"{c.head.seq}:{c.head.sha256}")
+        for c in lg.period_closes()], ("through", "zone", "closed before", "at", "by", "reason", "chain head"))
+    return OK
+
+
 def audit_verify(lg: Ledger, a: argparse.Namespace) -> int:
     anchor = None
     if a.anchor:
@@ -280,7 +298,7 @@ def audit_verify(lg: Ledger, a: argparse.Namespace) -> int:
         if not seq.isdigit() or len(digest) != 64:
             raise LedgerError(f"--anchor must be SEQ:SHA256HEX, got {a.anchor!r}", anchor=a.anchor)
         anchor = (int(seq), digest)
-    report = lg.verify(anchor)
+    report = lg.verify(anchor, [] if a.anchor_file is None else chain.read_anchors(Path(a.anchor_file)))
     for check, problems in report.counts.items():
         print(f"{'ok  ' if problems == 0 else 'FAIL'}  {check}" + (f" ({problems} problems)" if problems else ""))
     for p in report.problems:
@@ -402,6 +420,14 @@ def register(subparsers: Any) -> None:
     _period(p, required=False)
     p.add_argument("-o", "--output", help="file (default: standard output)")
 
+    period = _group(subparsers, "period", "period close: closed periods never change")
+    p = _command(period, "close", period_close, "close every day up to --through (needs GPULEDGER_ADMIN_DATABASE_URL)")
+    p.add_argument("--through", type=_date, required=True, help="the last local day to close (it must be over)")
+    p.add_argument("--reason", required=True)
+    _command(period, "list", period_list, "every close, oldest first")
+
     audit = _group(subparsers, "audit", "checks an auditor can run")
     p = _command(audit, "verify", audit_verify, "recompute balances, entries, the hash chain and every charge")
     p.add_argument("--anchor", help="SEQ:SHA256 of a chain head saved earlier (from an export)")
+    p.add_argument("--anchor-file", help="every chain head in this file (the controller's anchor file, or lines"
+                                         " '<time> <seq> <sha256>' from its log) must still be in the chain")

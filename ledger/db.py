@@ -4,6 +4,7 @@ the deferred balance checks run). Driver errors that mean "no database" become L
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -11,7 +12,7 @@ from sqlalchemy import create_engine, text
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 
-from ledger.errors import LedgerUnavailable
+from ledger.errors import InvalidClose, LedgerError, LedgerUnavailable, PeriodClosed
 
 # pg_advisory_xact_lock key of the ledger writer; the schema's require_writer_lock() checks for it.
 WRITER_LOCK = 1735420007
@@ -25,6 +26,10 @@ def create_app_engine(url: str) -> Engine:
     return create_engine(url, pool_size=5, max_overflow=5, pool_recycle=3600)
 
 
+# The schema's own refusals (migration 0005): SQLSTATE -> the error, built from the JSON the SQL puts in DETAIL.
+_REFUSALS: dict[str, type[LedgerError]] = {"GL001": PeriodClosed, "GL002": InvalidClose}
+
+
 def _unavailable(exc: DBAPIError) -> bool:
     sqlstate = getattr(exc.orig, "sqlstate", None)
     return isinstance(exc, InterfaceError) or (
@@ -34,12 +39,16 @@ def _unavailable(exc: DBAPIError) -> bool:
 
 @contextmanager
 def translated() -> Iterator[None]:
-    """Turn connection-level driver failures into LedgerUnavailable; everything else passes through."""
+    """Turn connection-level driver failures into LedgerUnavailable and the schema's refusals into their
+    typed errors; everything else passes through."""
     try:
         yield
     except DBAPIError as exc:
         if _unavailable(exc):
             raise LedgerUnavailable(str(exc.orig).strip() or type(exc.orig).__name__) from exc
+        refusal = _REFUSALS.get(getattr(exc.orig, "sqlstate", None) or "")
+        if refusal is not None:
+            raise refusal(**json.loads(exc.orig.diag.message_detail)) from exc  # type: ignore[union-attr]
         raise
 
 

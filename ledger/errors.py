@@ -179,3 +179,18 @@ class LedgerUnavailable(LedgerError):
 
     def __init__(self, reason: str) -> None:
         super().__init__(f"ledger database unavailable: {reason}", reason=reason)
+
+
+class PeriodClosed(LedgerError):
+    code = "period_closed"
+
+    def __init__(self, at: str, closed_before: str) -> None:
+        super().__init__(f"{at} is in a closed period (the ledger is closed before {closed_before}); closed periods"
+                         " never change: book a correction in the open period", at=at, closed_before=closed_before)
+
+
+class InvalidClose(LedgerError):
+    code = "invalid_close"
+
+    def __init__(self, through: str, reason: str) -> None:
+        super().__init__(f"cannot close the period through {through}: {reason}", through=through, reason=reason)

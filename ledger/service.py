@@ -18,11 +18,11 @@ from typing import IO, Any, TypeVar
 from sqlalchemy import text
 from sqlalchemy.engine import Connection, Engine
 
-from ledger import auditlog, directory, journal, operations, prices, reports, usage, verify
+from ledger import auditlog, chain, directory, journal, operations, periods, prices, reports, usage, verify
 from ledger.accounts import FUNDING_DEFAULT
 from ledger.config import LedgerConfig
 from ledger.db import create_app_engine, reading, translated, writing
-from ledger.errors import IdempotencyConflict, LedgerError, NonPositiveAmount
+from ledger.errors import ConfigError, IdempotencyConflict, LedgerError, NonPositiveAmount
 from ledger.exports import EXPORTERS
 from ledger.money import available
 from ledger.records import (
@@ -332,6 +332,26 @@ class Ledger:
         with reading(self.engine) as conn:
             return exporter.write(conn, out, start, end)
 
-    def verify(self, anchor: tuple[int, str] | None = None) -> VerifyReport:
+    # -- period close ----------------------------------------------------------------------------------------------
+
+    def close_period(self, through: date, *, actor: str, reason: str) -> periods.PeriodClose:
+        """Close every day up to ``through`` (local, ``GPULEDGER_TIMEZONE``): from then on nothing may be dated
+        before the next day starts. The owner role's act: needs ``GPULEDGER_ADMIN_DATABASE_URL``."""
+        if self.config.admin_database_url is None:
+            raise ConfigError("GPULEDGER_ADMIN_DATABASE_URL", "closing a period is the owner role's act: set it to"
+                                                              " a role that may SET ROLE gpuledger_owner")
+        return periods.close(self.config.admin_database_url.value, through, self.config.timezone, actor=actor,
+                             reason=reason)
+
+    def period_closes(self) -> list[periods.PeriodClose]:
+        return self._read(periods.closes)
+
+    def chain_head(self) -> ChainHead | None:
+        """The newest block (None: nothing sealed yet): what the controller publishes as its anchor each tick."""
+        return self._read(chain.head)
+
+    def verify(self, anchor: tuple[int, str] | None = None, anchors: Sequence[chain.Anchor] = ()) -> VerifyReport:
+        """Every check; ``anchor`` (seq, hex) and ``anchors`` are chain heads saved earlier that must still match."""
+        saved = [*anchors, *([] if anchor is None else [chain.Anchor(anchor[0], anchor[1], "the anchor given")])]
         with reading(self.engine) as conn:
-            return verify.run(conn, anchor)
+            return verify.run(conn, saved)

@@ -9,9 +9,10 @@ be charged are returned as rejected with a typed error; the rest of the tick is 
 
 Round trips, none of the first two under the writer lock (so that other writers' transactions overlap
 ours): (1) BEGIN and one statement reading what is already recorded, who the Linux users are, their wallets'
-grants, the price book's stamp and the newest usage and entry ids (high-water marks); (2) the epochs'
-cumulative quantities and the revenue accounts; (3) one call of ``ledger.post_usage`` (migrations 0003, 0004)
-that takes the writer lock, checks under it that the price book and both marks are unchanged (nothing was
+grants, the price book's stamp, the newest usage and entry ids (high-water marks) and the newest period close
+(records dated before it are rejected: ``PeriodClosed``); (2) the epochs' cumulative quantities and the revenue
+accounts; (3) one call of ``ledger.post_usage`` (migrations 0003-0005) that takes the writer lock, checks under
+it that the price book, both marks and the close are unchanged (nothing was
 written since (1), so nothing (1) and (2) read has moved: the argument is in 0004's SQL), inserts usage rows,
 entries and postings and seals the chain block; then the caller's COMMIT. If another writer committed in
 between, (3) writes nothing and returns NULL; the lock is ours by then, so reading again gives current data
@@ -34,7 +35,15 @@ from sqlalchemy.engine import Connection
 
 from ledger import journal, rating
 from ledger.accounts import revenue_code
-from ledger.errors import IdempotencyConflict, InvalidUsage, LedgerError, MissingPrice, UnitMismatch, UnknownUser
+from ledger.errors import (
+    IdempotencyConflict,
+    InvalidUsage,
+    LedgerError,
+    MissingPrice,
+    PeriodClosed,
+    UnitMismatch,
+    UnknownUser,
+)
 from ledger.money import Side, signed
 from ledger.records import (
     UNITS,
@@ -150,7 +159,8 @@ SELECT (SELECT coalesce(max(id), 0) FROM ledger.price_version),
           FROM unnest(string_to_array(%(keys)s, E'\\x1f')) AS k(key)
           JOIN LATERAL (SELECT * FROM ledger.usage WHERE idem_key = k.key) u ON true),
        (SELECT coalesce(jsonb_agg(jsonb_build_array(node, lu, uid, name, wid, code)), '[]') FROM resolved),
-       ledger.wallet_grants(ARRAY(SELECT DISTINCT wid FROM resolved ORDER BY wid))
+       ledger.wallet_grants(ARRAY(SELECT DISTINCT wid FROM resolved ORDER BY wid)),
+       (SELECT max(closed_before) FROM ledger.period_close)
 """
 
 _STATE_SQL = """
@@ -272,7 +282,7 @@ def _plan(pg: Any, fresh: dict[str, _Item], book: Callable[[Connection, int], Se
         read = pg.execute(_READ_SQL, {
             "keys": _SEP.join(fresh), "users": json.dumps([{"node": n, "lu": lu} for n, lu in users]),
         })
-    stamp, usage_mark, entry_mark, existing, resolved, grants = read.fetchone()
+    stamp, usage_mark, entry_mark, existing, resolved, grants, closed_before = read.fetchone()
     plan = _Plan([], [], [], [], {})
     new = dict(fresh)
     for key, stored_hex, usage_id, amount, entry_id, user in existing:
@@ -301,7 +311,10 @@ def _plan(pg: Any, fresh: dict[str, _Item], book: Callable[[Connection, int], Se
         at = (r.resource, r.model, r.interval_start)
         price = chosen[at] if at in chosen else chosen.setdefault(
             at, rating.select_price(versions, r.resource, r.model, r.interval_start))
-        if wallet is None:
+        if closed_before is not None and r.interval_end < closed_before:
+            plan.rejected.append((item.tick, RejectedUsage(r, PeriodClosed(r.interval_end.isoformat(),
+                                                                           closed_before.isoformat()))))
+        elif wallet is None:
             plan.rejected.append((item.tick, RejectedUsage(r, UnknownUser(r.linux_user, item.node))))
         elif price is None and r.resource != "memory":
             plan.rejected.append((item.tick, RejectedUsage(r, MissingPrice(r.resource, r.model or None,
@@ -311,7 +324,7 @@ def _plan(pg: Any, fresh: dict[str, _Item], book: Callable[[Connection, int], Se
     if priced:
         plan.charges = _rate(pg, priced, currency)
         plan.doc = {"stamp": int(stamp), "usage_mark": int(usage_mark), "entry_mark": int(entry_mark),
-                    "prefix": USAGE_ENTRY_PREFIX}
+                    "closed_before": closed_before, "prefix": USAGE_ENTRY_PREFIX}
     return plan
 
 

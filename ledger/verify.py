@@ -1,23 +1,24 @@
 """``audit verify``: the ledger's invariants as a list of checks, each yielding problems as data.
 
 It trusts nothing it can recompute: entry balance and the trial balance from postings, the balance cache
-from postings, the hash chain in Python (not the SQL that sealed it), and every usage charge re-rated
-from its stored facts and price version, with each epoch's cumulative quantities re-added.
+from postings, the hash chain in Python (not the SQL that sealed it), every entry's payload hash, and every
+usage charge re-rated from its stored facts and price version, with each epoch's cumulative quantities re-added.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from decimal import Decimal
 from typing import Any
 
 from sqlalchemy import text
 from sqlalchemy.engine import Connection
 
-from ledger import chain, prices, rating
+from ledger import chain, journal, periods, prices, rating
+from ledger.accounts import COUNTERS
 from ledger.journal import sha256_of
 from ledger.records import PriceVersion, Problem, UsageRecord, VerifyReport
-from ledger.usage import usage_payload
+from ledger.usage import entry_sha256, usage_payload
 
 Check = Callable[[Connection], Iterator[Problem]]
 
@@ -69,7 +70,32 @@ def reversals(conn: Connection) -> Iterator[Problem]:
         yield Problem("reversal", f"entry {entry_id}", f"postings are not the exact negation of entry {ref}'s")
 
 
+def entry_payload_sha256(row: Any) -> bytes:
+    """An entry's payload hash recomputed from what is stored (``journal.payload``): its kind, postings and
+    referenced entry, and the facts each kind was posted with: a charge's usage record hash
+    (``ledger.usage.entry_sha256``), a grant's expiry and an adjustment's counter (``ledger.operations``)."""
+    postings = [(code, int(amount)) for _, code, amount in row.postings or ()]
+    if row.kind == "usage":
+        return entry_sha256(b"" if row.usage_sha is None else bytes(row.usage_sha), postings)
+    facts: dict[str, Any] = {}
+    if row.kind == "grant":
+        facts = {"expires_at": row.grant_expires_at}
+    elif row.kind == "adjustment":
+        accounts = {code for code, _ in postings}
+        facts = {"counter": next((name for name, code in COUNTERS.items() if code in accounts), None)}
+    return sha256_of(journal.payload(row.kind, postings, row.ref_entry_id, facts))
+
+
+def _entries_of(block: chain.Block) -> str:
+    if block.first_entry_id == block.last_entry_id:
+        return f"block {block.seq} (entry {block.first_entry_id})"
+    return f"block {block.seq} (entries {block.first_entry_id}-{block.last_entry_id})"
+
+
 def hash_chain(conn: Connection) -> Iterator[Problem]:
+    """The chain block by block, and in the same pass every entry's payload hash: a block's hash says only that
+    one of its entries changed; the payload names the entry when what changed is money (kind, postings,
+    reference, facts). A block of one entry (every admin operation is one) names it either way."""
     with chain.entries(conn) as entry_rows, chain.blocks(conn) as block_rows:
         stream = iter(entry_rows)
         pending = next(stream, None)
@@ -79,14 +105,19 @@ def hash_chain(conn: Connection) -> Iterator[Problem]:
             texts = []
             while pending is not None and pending.id <= block.last_entry_id:
                 texts.append(chain.canonical_entry(pending))
+                if entry_payload_sha256(pending) != bytes(pending.payload_sha256):
+                    yield Problem("entry-payload", f"entry {pending.id} ({pending.kind}, {pending.idem_key})"
+                                  f" in block {block.seq}", "kind, postings, reference or facts do not match the"
+                                  " stored payload hash")
                 pending = next(stream, None)
+            subject = _entries_of(block)
             if block.prev_hash != prev_hash:
-                yield Problem("hash-chain", f"block {block.seq}", "does not link to the previous block's hash")
+                yield Problem("hash-chain", subject, "does not link to the previous block's hash")
             if len(texts) != block.entry_count or block.first_entry_id <= prev_last:
-                yield Problem("hash-chain", f"block {block.seq}",
+                yield Problem("hash-chain", subject,
                               f"covers {block.entry_count} entries after {prev_last}, found {len(texts)}")
             if chain.block_hash(block.prev_hash, texts) != block.block_hash:
-                yield Problem("hash-chain", f"block {block.seq}", "hash mismatch: an entry in it was changed")
+                yield Problem("hash-chain", subject, "hash mismatch: an entry in it was changed")
             prev_hash, prev_last = block.block_hash, block.last_entry_id
         if pending is not None:
             yield Problem("hash-chain", f"entry {pending.id}", "not sealed into any block")
@@ -137,30 +168,75 @@ def _rerate(rows: Any, book: dict[int, PriceVersion]) -> Iterator[Problem]:
                           f"charge {u.amount} but entry {u.entry_id} credits {-(u.revenue or 0)}")
 
 
+def anchors_held(conn: Connection, anchors: Sequence[chain.Anchor], check: str = "anchor") -> Iterator[Problem]:
+    """Every anchor must still be a block of the chain with the same hash, in one query however many there are
+    (an anchor file gains a line a minute). A block that is gone means the chain lost its tail (truncated), a
+    different hash that it was rewritten from there."""
+    if not anchors:
+        return
+    end = chain.head(conn)
+    rows = conn.execute(text(
+        "SELECT a.n, encode(b.block_hash, 'hex') FROM unnest(CAST(:seqs AS bigint[]), CAST(:shas AS text[]))"
+        " WITH ORDINALITY AS a(seq, sha, n) LEFT JOIN ledger.chain_block b ON b.seq = a.seq"
+        " WHERE b.block_hash IS DISTINCT FROM decode(a.sha, 'hex') ORDER BY a.n"),
+        {"seqs": [a.seq for a in anchors], "shas": [a.sha256.lower() for a in anchors]})
+    for n, stored in rows:
+        a = anchors[n - 1]
+        if stored is None:
+            yield Problem(check, f"block {a.seq}", f"gone: the chain ends at seq {end.seq if end else 0}, but"
+                                                   f" {a.source} saw {a.sha256} there (the chain was truncated)")
+        else:
+            yield Problem(check, f"block {a.seq}", f"{a.source} saw {a.sha256}, the chain has {stored} (rewritten)")
+
+
+_LATE_SQL = """
+WITH c AS (SELECT through_day, closed_before, at, lead(at, 1, 'infinity') OVER (ORDER BY id) AS next_at
+             FROM ledger.period_close)
+SELECT 'entry' AS what, e.id, e.effective_at AS dated, c.through_day FROM c JOIN ledger.journal_entry e
+    ON e.recorded_at >= c.at AND e.recorded_at < c.next_at AND e.effective_at < c.closed_before
+UNION ALL
+SELECT 'usage', u.id, u.interval_end, c.through_day FROM c JOIN ledger.usage u
+    ON u.recorded_at >= c.at AND u.recorded_at < c.next_at AND u.interval_end < c.closed_before
+ORDER BY 1, 2
+"""
+
+
+def closed_periods(conn: Connection) -> Iterator[Problem]:
+    """Closed periods never changed: the chain still has the head each close saw, and nothing recorded after a
+    close is dated before it (the schema refuses both; only a superuser with triggers disabled gets there).
+    Closes only move forward, so each row is held to the newest close before it was recorded (``next_at``)."""
+    closes = periods.closes(conn)
+    yield from anchors_held(conn, [chain.Anchor(c.head.seq, c.head.sha256, f"the close through {c.through}")
+                                   for c in closes if c.head is not None], "period-close")
+    for what, row_id, dated, through in conn.execute(text(_LATE_SQL)):
+        yield Problem("period-close", f"{what} {row_id}", f"dated {dated.isoformat()}, in the period closed through"
+                                                          f" {through}, but recorded after the close")
+
+
 CHECKS: tuple[tuple[str, Check], ...] = (
     ("entries balanced", entries_balanced),
     ("trial balance is zero", trial_balance_zero),
     ("balance cache = postings", balance_cache),
     ("posting times = entry times", effective_copies),
     ("reversals negate their entry", reversals),
-    ("hash chain", hash_chain),
+    ("hash chain and entry payloads", hash_chain),
     ("usage re-rated", usage_rerated),
+    ("closed periods unchanged", closed_periods),
 )
 
 
-def run(conn: Connection, anchor: tuple[int, str] | None = None) -> VerifyReport:
-    """All checks; ``anchor`` (seq, hex) is a chain head saved earlier (from an export) that must still match."""
+def run(conn: Connection, anchors: Sequence[chain.Anchor] = ()) -> VerifyReport:
+    """All checks; ``anchors`` are chain heads saved earlier, away from the database (an export's, the lines of
+    the controller's anchor file), that must still match: the only thing that catches a chain rewritten or cut
+    short consistently, since what is gone leaves nothing behind to recompute."""
     problems: list[Problem] = []
     counts: dict[str, Any] = {}
     for name, check in CHECKS:
         found = list(check(conn))
         counts[name] = len(found)
         problems.extend(found)
-    if anchor is not None:
-        seq, expected = anchor
-        stored = conn.execute(text("SELECT block_hash FROM ledger.chain_block WHERE seq = :s"), {"s": seq}).scalar()
-        if stored is None or bytes(stored).hex() != expected.lower():
-            problems.append(Problem("anchor", f"block {seq}", f"expected {expected}, found "
-                                    f"{'nothing' if stored is None else bytes(stored).hex()}"))
-        counts["anchor"] = 0 if stored is not None and bytes(stored).hex() == expected.lower() else 1
+    if anchors:
+        found = list(anchors_held(conn, anchors))
+        counts["anchor"] = len(found)
+        problems.extend(found)
     return VerifyReport(tuple(problems), counts, chain.head(conn))

@@ -28,6 +28,7 @@ import pytest
 from prometheus_client import CollectorRegistry
 from sqlalchemy import Engine, create_engine, text
 
+from collector.anchor import AnchorLog
 from collector.config import TierPolicy
 from collector.metrics import Metrics
 from collector.posting import Charger
@@ -192,13 +193,13 @@ class Cluster:
         self.reach[name] = node
         self.transports[name] = transport
 
-    def make_controller(self, name: str = "test-controller") -> Controller:
+    def make_controller(self, name: str = "test-controller", anchors: AnchorLog | None = None) -> Controller:
         return Controller(
             engine=self.engine, ledger=self.ledger, ledger_config=self.ledger_config,
             transports=lambda node: self.transports[node.name],
             charger=Charger(self.engine, self.ledger_config.currency, UsageSettings()),
             settings=TickSettings(budget_s=30, command_timeout_s=10, kill_timeout_s=20, dry_run=self.dry_run),
-            policy=self.policy, metrics=self.metrics, name=name,
+            policy=self.policy, metrics=self.metrics, name=name, anchors=anchors,
         )
 
     @property

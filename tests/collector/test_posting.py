@@ -152,3 +152,22 @@ def test_burn_per_hour_sums_the_charges_of_the_hour_before_now(setup: tuple[Char
         assert burn_per_hour(conn, [USER], T0 + timedelta(seconds=3660)) == {USER: 6000}  # the first hour is over
         assert burn_per_hour(conn, [USER], T0 + timedelta(hours=2)) == {}
         assert burn_per_hour(conn, [], T0) == {}
+
+
+def test_usage_of_a_closed_period_is_kept_and_no_longer_retried(database: Database,
+                                                                setup: tuple[Charger, Ledger, Engine]) -> None:
+    charger, ledger, engine = setup
+    charger.charge(fetched(on_gpu(60), T0))
+    assert [code for _, code in charger.charge(fetched(on_gpu(120), T0 + timedelta(seconds=60))).rejected] == [
+        "unknown_user"]
+    ledger.add_user(USER, actor="t")
+    admin = Ledger(engine, LedgerConfig(database_url=Secret(database.app_url),
+                                        admin_database_url=Secret(database.admin_url)))
+    admin.close_period(T0.date(), actor="auditor", reason="November books")  # closed before 16:00Z that day
+    late = charger.charge(fetched(on_gpu(180), T0 + timedelta(seconds=120)))
+    assert [code for _, code in late.rejected] == ["period_closed"] and late.entries == 0
+    with engine.connect() as conn:
+        kept = conn.execute(text("SELECT state, attempts, error FROM collector.usage_outbox ORDER BY created_at")).all()
+    assert [(k.state, k.attempts, k.error.split(":")[0]) for k in kept] == [
+        ("rejected", 1, "unknown_user"), ("rejected", 1, "period_closed")]  # the first one was not tried again
+    assert quantities(engine) == []

@@ -22,7 +22,7 @@ from ledger.service import Ledger
 from tests.ledger.conftest import LedgerDatabase, cny
 from tests.ledger.helpers import cpu, gpu, priced
 
-HEAD = "0004"
+HEAD = "0005"
 _GRANTS = """
 SELECT grantee, table_name, privilege_type, NULL AS column_name FROM information_schema.role_table_grants
  WHERE table_schema = 'ledger'
@@ -103,7 +103,11 @@ def test_a_new_migration_applies_to_a_populated_ledger(pg_cluster: EmbeddedPostg
             upgrade_ledger(admin)
             assert current(admin, LEDGER_VERSION_TABLE) == HEAD
             with engine.connect() as conn:
-                assert conn.execute(text(_GRANTS)).all() == grants
+                after = conn.execute(text(_GRANTS)).all()
+                # the app role only reads 0005's table (closing is the owner's); nothing else changed
+                assert [g for g in after if g.table_name != "period_close"] == grants
+                assert {(g.grantee, g.privilege_type) for g in after if g.table_name == "period_close"} == {
+                    ("gpuledger_app", "SELECT")}
                 assert conn.execute(text(entries)).all() == before
                 index = conn.execute(text("SELECT indexdef FROM pg_indexes WHERE indexname = 'usage_user_id'")).scalar()
                 assert index == "CREATE INDEX usage_user_id ON ledger.usage USING btree (user_id, id)"
