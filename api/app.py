@@ -27,7 +27,15 @@ from starlette.routing import Route
 
 from api import openapi, tokens
 from api.config import ApiConfig
-from api.errors import FORBIDDEN, UNAUTHENTICATED, ApiError, bad_request, from_ledger, unprocessable
+from api.errors import (
+    ApiError,
+    bad_request,
+    forbidden,
+    from_ledger,
+    payload_too_large,
+    unauthenticated,
+    unprocessable,
+)
 from api.metrics import ApiMetrics
 from api.operation import Call, Operation, Param
 from api.ratelimit import FailedAuthLimiter
@@ -36,7 +44,7 @@ from api.schemas import IDEMPOTENCY_KEY
 from api.services import Services
 from api.tokencache import TokenCache
 from ledger.config import LedgerConfig
-from ledger.errors import InvalidCharacters, LedgerError
+from ledger.errors import InvalidCharacters, LedgerError, LedgerUnavailable
 from ledger.service import Ledger
 from ledger.text import check_text
 
@@ -64,8 +72,9 @@ def create_app(ledger: Ledger, config: ApiConfig | None = None, *, close_ledger:
     """The app over a ``Ledger`` (whose engine also serves the API's own tables). The lead's ``gpuledger run``
     passes its ledger; ``close_ledger`` disposes of it at shutdown."""
     config = config or ApiConfig()
-    svc = Services(ledger, config, ApiMetrics(), FailedAuthLimiter(config.auth_failures, config.auth_window_seconds),
-                   TokenCache(config.token_cache_seconds), CapacityLimiter(config.db_threads))
+    limiter = FailedAuthLimiter(config.auth_failures, config.auth_window_seconds, config.auth_table_size)
+    svc = Services(ledger, config, ApiMetrics(), limiter, TokenCache(config.token_cache_seconds),
+                   CapacityLimiter(config.db_threads))
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -89,7 +98,9 @@ def create_app(ledger: Ledger, config: ApiConfig | None = None, *, close_ledger:
 
 def create_app_from_env(environ: Mapping[str, str] | None = None) -> Starlette:
     env = os.environ if environ is None else environ
-    return create_app(Ledger.from_config(LedgerConfig.from_env(env)), ApiConfig.from_env(env), close_ledger=True)
+    config = ApiConfig.from_env(env)
+    return create_app(Ledger.from_config(LedgerConfig.from_env(env), config.session_settings()), config,
+                      close_ledger=True)
 
 
 def _error(err: ApiError, request_id: str) -> Response:
@@ -130,6 +141,8 @@ def _endpoint(op: Operation, svc: Services) -> Any:
         except ApiError as err:
             response = _error(err, request_id)
         except LedgerError as exc:
+            if isinstance(exc, LedgerUnavailable):
+                log.warning("request %s %s: %s (request id %s)", op.method, op.path, exc.message, request_id)
             response = _error(from_ledger(exc), request_id)
         except Exception:
             log.exception("request %s %s failed (request id %s)", op.method, op.path, request_id)
@@ -147,11 +160,11 @@ async def _handle(op: Operation, svc: Services, validators: _Validators, request
     if principal is not None and principal.role not in op.roles:
         bound = op.own.bind(principal, raw) if op.own and principal.role == "user" else None
         if bound is None:
-            raise FORBIDDEN
+            raise forbidden()
         raw = bound
     params = {p.name: v for p in (*op.path_params, *op.query)
               if (v := _parse(p, validators.params[p.name], raw.get(p.name))) is not None}
-    body = await _body(validators.body, request)
+    body = await _body(validators.body, request, svc.config.max_body_bytes)
     key = request.headers.get("idempotency-key") if op.money else None
     if op.money and (key is None or not _KEY.is_valid(key)):
         raise bad_request("idempotency_key_required", "money-moving requests need an Idempotency-Key header "
@@ -164,24 +177,23 @@ async def _handle(op: Operation, svc: Services, validators: _Validators, request
 
 
 async def _authenticate(svc: Services, request: Request) -> tokens.Principal:
+    """The token is checked before the limit: a valid one is accepted from an address that is over it. Anything
+    else (no header, another scheme, a malformed or unknown token) is a failure of the address, which
+    uvicorn gives as the TCP peer unless a trusted proxy forwarded it (``ApiConfig.uvicorn_options``)."""
+    scheme, _, token = request.headers.get("authorization", "").partition(" ")
+    token = token.strip()
+    if scheme.lower() == "bearer" and tokens.prefix_of(token) is not None:
+        principal = svc.tokens.get(token) or await to_thread.run_sync(_lookup, svc, token, limiter=svc.threads)
+        if principal is not None:
+            return principal
     client = request.client.host if request.client else "unknown"
     wait = svc.limiter.retry_after(client)
     if wait is not None:
         raise ApiError(429, "too_many_failures", "too many failed authentications; retry later",
                        {"retry_after": wait}, {"Retry-After": str(wait)})
-    header = request.headers.get("authorization")
-    if header is None:
-        raise UNAUTHENTICATED
-    scheme, _, token = header.partition(" ")
-    token = token.strip()
-    principal = None
-    if scheme.lower() == "bearer" and tokens.prefix_of(token) is not None:
-        principal = svc.tokens.get(token) or await to_thread.run_sync(_lookup, svc, token, limiter=svc.threads)
-    if principal is None:
-        svc.limiter.failed(client)
-        svc.metrics.auth_failures.inc()
-        raise UNAUTHENTICATED
-    return principal
+    svc.limiter.failed(client)
+    svc.metrics.auth_failures.inc()
+    raise unauthenticated()
 
 
 def _lookup(svc: Services, token: str) -> tokens.Principal | None:
@@ -253,10 +265,26 @@ def _reject_constant(name: str) -> Any:
     raise ValueError(f"{name} is not JSON")
 
 
-async def _body(validator: Draft202012Validator | None, request: Request) -> dict[str, Any]:
+async def _read_limited(request: Request, limit: int) -> bytes:
+    """The body, refused with 413 as soon as it is known to exceed ``limit``: by its Content-Length before a
+    byte is read, else (chunked) once that much has arrived."""
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise payload_too_large(limit)
+    parts: list[bytes] = []
+    size = 0
+    async for part in request.stream():
+        size += len(part)
+        if size > limit:
+            raise payload_too_large(limit)
+        parts.append(part)
+    return b"".join(parts)
+
+
+async def _body(validator: Draft202012Validator | None, request: Request, limit: int) -> dict[str, Any]:
     if validator is None:
         return {}
-    raw = await request.body()
+    raw = await _read_limited(request, limit)
     try:
         body = json.loads(raw, parse_constant=_reject_constant)
     except (ValueError, RecursionError) as exc:

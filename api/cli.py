@@ -50,7 +50,7 @@ def _serve(args: argparse.Namespace) -> int:
     except LedgerError as exc:
         print(f"gpuledger api: {exc.message}", file=sys.stderr)
         return 3
-    uvicorn.run(app, host=config.host, port=config.port, log_level="info")
+    uvicorn.run(app, **config.uvicorn_options(), log_level="info")
     return 0
 
 

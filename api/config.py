@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import ipaddress
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 from ledger.errors import ConfigError
 
@@ -14,9 +16,24 @@ PREFIX = "GPULEDGER_API_"
 class ApiConfig:
     host: str = "127.0.0.1"
     port: int = 8470
-    # Failed authentications per client address within the window before it gets 429.
+    # Failed authentications (a missing, malformed or unknown token) per client address within the window before
+    # it gets 429; a valid token is still accepted from such an address (api.ratelimit).
     auth_failures: int = 10
     auth_window_seconds: int = 60
+    # Addresses the limiter tracks at most; past that the one that failed longest ago is forgotten, so a flood
+    # from many addresses costs bounded memory (~1 KiB an address).
+    auth_table_size: int = 10_000
+    # Addresses (or networks) of the reverse proxies whose X-Forwarded-For/-Proto uvicorn honours; empty: none,
+    # the TCP peer is the client. uvicorn's own default trusts 127.0.0.1, so any local process could pose as any
+    # address and dodge the failed-authentication limit.
+    trusted_proxies: tuple[str, ...] = ()
+    # A request body over this many bytes is refused with 413 before it is read whole (JSON bodies here are a
+    # few hundred bytes; a 200 MB one cost 1.7 GB of memory to parse and validate).
+    max_body_bytes: int = 1024 * 1024
+    # PostgreSQL ends an API session idle inside a transaction this long (idle_in_transaction_session_timeout),
+    # and an export whose client has not taken the next chunk for this long is cut: a stalled download must not
+    # hold a snapshot (which holds back vacuum) and one of the db_threads forever. 0 turns both off.
+    idle_in_transaction_seconds: int = 60
     # A token found valid is trusted this long without asking the database again (0: ask every time); a
     # revocation made outside this process takes effect within it (api.tokencache).
     token_cache_seconds: int = 5
@@ -29,14 +46,30 @@ class ApiConfig:
     max_report_days: int = 366
     max_export_days: int = 366
 
+    def uvicorn_options(self) -> dict[str, Any]:
+        """What every uvicorn serving the API gets (``gpuledger api serve``, ``gpuledger run``, the tests):
+        forwarded headers only from the named proxies, else uvicorn's proxy handling off altogether."""
+        return {"host": self.host, "port": self.port, "proxy_headers": bool(self.trusted_proxies),
+                "forwarded_allow_ips": ",".join(self.trusted_proxies)}
+
+    def session_settings(self) -> dict[str, str]:
+        """PostgreSQL settings for the API's own engine. Per connection, not ``ALTER ROLE``: the controller and
+        the CLI log in as the same app role, and a limit chosen for HTTP clients is not theirs to live with."""
+        return {"idle_in_transaction_session_timeout": f"{self.idle_in_transaction_seconds}s"}
+
     @classmethod
     def from_env(cls, environ: Mapping[str, str]) -> ApiConfig:
         defaults = cls()
         return cls(
             host=environ.get(PREFIX + "HOST", defaults.host),
             port=_int(environ, "PORT", defaults.port, 1, 65535),
-            auth_failures=_int(environ, "AUTH_FAILURES", defaults.auth_failures, 1, 10_000),
+            auth_failures=_int(environ, "AUTH_FAILURES", defaults.auth_failures, 1, 1_000_000),
             auth_window_seconds=_int(environ, "AUTH_WINDOW_SECONDS", defaults.auth_window_seconds, 1, 86_400),
+            auth_table_size=_int(environ, "AUTH_TABLE_SIZE", defaults.auth_table_size, 1, 10_000_000),
+            trusted_proxies=_addresses(environ, "TRUSTED_PROXIES"),
+            max_body_bytes=_int(environ, "MAX_BODY_BYTES", defaults.max_body_bytes, 1024, 1024**3),
+            idle_in_transaction_seconds=_int(environ, "IDLE_IN_TRANSACTION_SECONDS",
+                                             defaults.idle_in_transaction_seconds, 0, 86_400),
             token_cache_seconds=_int(environ, "TOKEN_CACHE_SECONDS", defaults.token_cache_seconds, 0, 300),
             db_threads=_int(environ, "DB_THREADS", defaults.db_threads, 1, 64),
             max_page=_int(environ, "MAX_PAGE", defaults.max_page, 1, 10_000),
@@ -53,3 +86,16 @@ def _int(environ: Mapping[str, str], name: str, default: int, lo: int, hi: int) 
     if not raw.isdigit() or not lo <= int(raw) <= hi:
         raise ConfigError(key, f"must be an integer in [{lo}, {hi}], got {raw!r}")
     return int(raw)
+
+
+def _addresses(environ: Mapping[str, str], name: str) -> tuple[str, ...]:
+    """Comma-separated IP addresses or networks; a name or ``*`` is refused (the proxy must be named)."""
+    key = PREFIX + name
+    items = tuple(item.strip() for item in environ.get(key, "").split(",") if item.strip())
+    for item in items:
+        try:
+            ipaddress.ip_network(item, strict=False)
+        except ValueError as exc:
+            raise ConfigError(key, f"must list IP addresses or networks (e.g. 10.0.0.5,10.1.0.0/16), got {item!r}"
+                              ) from exc
+    return items

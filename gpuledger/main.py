@@ -102,7 +102,7 @@ def _serve_api(app_url: str, environ: dict[str, str], out: Callable[[str], None]
 
     env = {**environ, "GPULEDGER_DATABASE_URL": app_url}
     config = ApiConfig.from_env(env)
-    server = uvicorn.Server(uvicorn.Config(create_app_from_env(env), host=config.host, port=config.port,
+    server = uvicorn.Server(uvicorn.Config(create_app_from_env(env), **config.uvicorn_options(),
                                            log_level="warning", lifespan="on"))
     thread = threading.Thread(target=server.run, name="gpuledger-api", daemon=True)
     thread.start()

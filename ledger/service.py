@@ -8,7 +8,7 @@ raised to the caller.
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import UTC, date, datetime
 from decimal import Decimal
@@ -67,8 +67,9 @@ class Ledger:
         self._owns_engine = False
 
     @classmethod
-    def from_config(cls, config: LedgerConfig) -> Ledger:
-        ledger = cls(create_app_engine(config.database_url.value), config)
+    def from_config(cls, config: LedgerConfig, session_settings: Mapping[str, str] | None = None) -> Ledger:
+        """``session_settings``: PostgreSQL settings for every connection (``create_app_engine``)."""
+        ledger = cls(create_app_engine(config.database_url.value, session_settings), config)
         ledger._owns_engine = True
         return ledger
 

@@ -1,28 +1,42 @@
-"""Exports streamed for a capped date range: the ledger writes into a bounded queue from a worker thread
-and the response sends what it gets, so memory stays flat whatever the size of the period."""
+"""Exports streamed for a capped date range: the ledger writes from a handler thread into a small bounded
+channel and the response sends what it gets, so memory stays flat whatever the size of the period.
+
+The export holds a REPEATABLE READ transaction (and a pooled connection) from start to end, so it runs like
+any handler, under the ``db_threads`` limiter, and it ends with its client: a disconnect closes the channel,
+the writer's next chunk raises, the transaction rolls back. A client that stops reading without going away is
+cut after ``idle_in_transaction_seconds`` without taking a chunk (PostgreSQL would end that idle transaction
+at the same moment anyway)."""
 
 from __future__ import annotations
 
-import queue
-import threading
-from collections.abc import Iterator
+import logging
+from collections.abc import Callable
 from typing import Any
 
-from starlette.responses import StreamingResponse
+import anyio
+from anyio import CapacityLimiter, from_thread, to_thread
+from anyio.streams.memory import MemoryObjectSendStream
+from starlette.responses import Response
+from starlette.types import Receive, Scope, Send
 
 from api.operation import Call
 from api.services import period, services
 
+log = logging.getLogger("gpuledger.api")
 MEDIA = {"csv": "text/csv; charset=utf-8", "hledger": "text/plain; charset=utf-8",
          "beancount": "text/plain; charset=utf-8"}
 _CHUNK = 64 * 1024
-_DONE = object()
+_QUEUED = 16
 
 
-class _QueueWriter:
-    """A text sink that hands ~64 KiB chunks to the response; blocks when the client reads slowly."""
+class _ClientGone(Exception):
+    """Raised in the export thread when the response stopped taking chunks; it aborts the export."""
 
-    def __init__(self, chunks: queue.Queue[object]) -> None:
+
+class _ChannelWriter:
+    """A text sink that hands ~64 KiB chunks to the response; blocks while the client reads slowly."""
+
+    def __init__(self, chunks: MemoryObjectSendStream[bytes]) -> None:
         self._chunks = chunks
         self._buffer: list[str] = []
         self._size = 0
@@ -36,32 +50,76 @@ class _QueueWriter:
 
     def flush(self) -> None:
         if self._buffer:
-            self._chunks.put("".join(self._buffer).encode())
+            data = "".join(self._buffer).encode()
             self._buffer, self._size = [], 0
+            try:
+                from_thread.run(self._chunks.send, data)
+            except (anyio.BrokenResourceError, anyio.ClosedResourceError) as exc:
+                raise _ClientGone from exc
+
+
+class ExportResponse(Response):
+    """Runs ``produce(writer)`` in a handler thread while the chunks it writes go to the client."""
+
+    def __init__(self, produce: Callable[[_ChannelWriter], object], threads: CapacityLimiter, stall_seconds: int,
+                 media_type: str, headers: dict[str, str]) -> None:
+        self._produce = produce
+        self._threads = threads
+        self._stall = stall_seconds or None
+        self.status_code = 200
+        self.media_type = media_type
+        self.background = None
+        self.init_headers(headers)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        sender, chunks = anyio.create_memory_object_stream[bytes](_QUEUED)
+        completed = False
+
+        async def produce() -> None:
+            nonlocal completed
+            with sender:
+                try:
+                    await to_thread.run_sync(self._produce, _ChannelWriter(sender), limiter=self._threads)
+                    completed = True
+                except _ClientGone:
+                    pass
+                except Exception:
+                    # The status is sent: the body is cut short without its last chunk, so the client sees
+                    # an incomplete transfer rather than a shorter file.
+                    log.exception("export failed mid-stream")
+
+        async def until_disconnect() -> None:
+            while (await receive())["type"] != "http.disconnect":
+                pass
+            tg.cancel_scope.cancel()
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(produce)
+            tg.start_soon(until_disconnect)
+            with chunks:
+                await send({"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers})
+                async for chunk in chunks:
+                    with anyio.move_on_after(self._stall) as wait:
+                        await send({"type": "http.response.body", "body": chunk, "more_body": True})
+                    if wait.cancelled_caught:
+                        log.warning("export cut: the client took no data for %s s", self._stall)
+                        break
+            # Leaving ``with chunks`` made the writer's next send raise; wait for the thread to roll back.
+            tg.cancel_scope.cancel()
+        if completed:
+            await send({"type": "http.response.body", "body": b"", "more_body": False})
 
 
 def export(call: Call) -> Any:
     svc = services(call)
     fmt = call.params["format"]
     start, end = period(call, svc.config.max_export_days)
-    chunks: queue.Queue[object] = queue.Queue(maxsize=16)
 
-    def produce() -> None:
-        writer = _QueueWriter(chunks)
-        try:
-            svc.ledger.export(fmt, writer, start, end)  # type: ignore[arg-type]
-            writer.flush()
-        finally:
-            # A failure mid-stream can only cut the body short (the status is sent): the client sees a
-            # truncated file, which the closing balance assertions of every format make evident.
-            chunks.put(_DONE)
-
-    def stream() -> Iterator[bytes]:
-        threading.Thread(target=produce, name="gpuledger-export", daemon=True).start()
-        while (chunk := chunks.get()) is not _DONE:
-            assert isinstance(chunk, bytes)
-            yield chunk
+    def produce(writer: _ChannelWriter) -> object:
+        result = svc.ledger.export(fmt, writer, start, end)  # type: ignore[arg-type]
+        writer.flush()
+        return result
 
     filename = f"gpuledger-{start}-{end}.{ 'csv' if fmt == 'csv' else 'journal' if fmt == 'hledger' else 'beancount'}"
-    return StreamingResponse(stream(), media_type=MEDIA[fmt],
-                             headers={"Content-Disposition": f'attachment; filename="{filename}"'})
+    return ExportResponse(produce, svc.threads, svc.config.idle_in_transaction_seconds, MEDIA[fmt],
+                          {"Content-Disposition": f'attachment; filename="{filename}"'})

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
@@ -12,6 +13,8 @@ from api.operation import Call
 from api.services import services
 from ledger.errors import LedgerUnavailable
 
+log = logging.getLogger("gpuledger.api")
+
 
 def healthz(call: Call) -> Any:
     try:
@@ -21,8 +24,10 @@ def healthz(call: Call) -> Any:
             age = conn.execute(text("SELECT extract(epoch FROM now() - max(started_at)) FROM collector.tick")
                                ).scalar() if has_ticks else None
     except LedgerUnavailable as exc:
-        return JSONResponse({"status": "unavailable", "database": exc.message, "last_tick_age_seconds": None},
-                            status_code=503)
+        # The driver's message names the database host and port: the log gets it, the (public) body does not.
+        log.warning("healthz: %s (request id %s)", exc.message, call.request_id)
+        return JSONResponse({"status": "unavailable", "database": "unavailable", "last_tick_age_seconds": None},
+                            status_code=503, headers={"Retry-After": "5"})
     return {"status": "ok", "database": "ok", "last_tick_age_seconds": None if age is None else float(age)}
 
 

@@ -109,7 +109,9 @@ def serving(app: Starlette) -> Iterator[str]:
     """uvicorn on a free loopback port in a thread; yields the base URL."""
     sock = socket.socket()
     sock.bind(("127.0.0.1", 0))
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="on"))
+    # As served in production (ApiConfig.uvicorn_options): no proxy configured, X-Forwarded-For ignored.
+    options = {k: v for k, v in ApiConfig().uvicorn_options().items() if k not in ("host", "port")}
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="on", **options))
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()
     deadline = time.monotonic() + 10

@@ -52,10 +52,13 @@ def test_failed_authentication_is_rate_limited(ledger: Ledger, issued: Tokens) -
             httpx.Client(base_url=url) as c:
         bad = bearer("glt_000000000000_" + "B" * 43)
         assert [c.get("/v1/me", headers=bad).status_code for _ in range(3)] == [401, 401, 401]
-        limited = c.get("/v1/me", headers=bearer(issued.admin))
+        limited = c.get("/v1/me", headers=bad)
         assert limited.status_code == 429
         assert 1 <= int(limited.headers["Retry-After"]) <= 60
         assert limited.json()["error"]["code"] == "too_many_failures"
+        # A valid token is checked first and still works from the address; no token at all is a failure too.
+        assert c.get("/v1/me", headers=bearer(issued.admin)).status_code == 200
+        assert c.get("/v1/me").status_code == 429
 
 
 def test_limiter_window_moves() -> None:
@@ -94,3 +97,20 @@ def test_bad_input_gets_clear_errors(client: httpx.Client, issued: Tokens) -> No
     for response, status, code in cases:
         assert (response.status_code, response.json()["error"]["code"]) == (status, code), response.text
 
+
+
+def test_limiter_memory_is_bounded() -> None:
+    """Issue #12 item 5: the table forgot no address; now at most max_clients, expired ones dropped."""
+    now = [0.0]
+    limiter = FailedAuthLimiter(3, 10, max_clients=100, clock=lambda: now[0])
+    for i in range(1000):
+        limiter.failed(f"10.0.{i // 256}.{i % 256}")
+    assert len(limiter) == 100
+    assert limiter.retry_after("10.0.0.0") is None   # evicted: it failed longest ago
+    for _ in range(50):
+        limiter.failed("10.9.9.9")   # a persistent guesser keeps only its last `limit` failures, stays refused
+        now[0] += 0.1
+    assert limiter.retry_after("10.9.9.9") is not None
+    now[0] += 10
+    limiter.failed("10.8.8.8")
+    assert len(limiter) == 1   # everything else left the window

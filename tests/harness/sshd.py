@@ -67,8 +67,9 @@ class SshdNode:
     port: int = 0
     host_key_type: str = "ed25519"
     # PAM's service name is sshd's program name: a link to sshd named ``sshd-X`` reads /etc/pam.d/sshd-X, so a
-    # test can give its sshd a PAM stack of its own without touching the system's /etc/pam.d/sshd.
-    binary: Path = SSHD
+    # test can give its sshd a PAM stack of its own without touching the system's /etc/pam.d/sshd. None: the
+    # module's SSHD, read at start so that a test may point it at a wrapper.
+    binary: Path | None = None
     use_pam: bool = False
     _process: subprocess.Popen[bytes] | None = field(default=None, init=False, repr=False)
 
@@ -144,13 +145,14 @@ class SshdNode:
         Path("/run/sshd").mkdir(mode=0o755, exist_ok=True)  # privilege-separation directory
         self._write_authorized_keys()
         self._write_config()
-        check = subprocess.run([str(self.binary), "-t", "-f", str(self.config_path)], capture_output=True, text=True)
+        binary = self.binary or SSHD
+        check = subprocess.run([str(binary), "-t", "-f", str(self.config_path)], capture_output=True, text=True)
         if check.returncode != 0:
             raise SshdError("sshd -t rejected the test configuration", check.stderr)
         log = open(self.log_path, "ab")
         try:
             self._process = subprocess.Popen(
-                [str(self.binary), "-D", "-e", "-f", str(self.config_path)],
+                [str(binary), "-D", "-e", "-f", str(self.config_path)],
                 stdout=log,
                 stderr=log,
                 stdin=subprocess.DEVNULL,
