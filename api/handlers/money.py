@@ -10,7 +10,7 @@ from dataclasses import replace
 from typing import Any
 
 from api import render
-from api.errors import FORBIDDEN
+from api.errors import forbidden
 from api.handlers.settings import thresholds_in_force
 from api.operation import Call
 from api.services import aware, period, services
@@ -77,7 +77,7 @@ def balance(call: Call) -> Any:
         # A member reads the balance and tier of the wallet they spend from (not its other members' usage).
         assert p.billing_user is not None
         if ledger.get_user(p.billing_user).project != name:
-            raise FORBIDDEN
+            raise forbidden()
     held = ledger.standing(name) if owner == "user" else ledger.balance(call.params["wallet"])
     own = ledger.balance(f"user:{name}") if owner == "user" and held.wallet != wallet_code("user", name) else None
     tier = tier_for(held.available, thresholds_in_force(call), exempt=held.exempt, credit_limit=held.credit_limit)
