@@ -42,13 +42,17 @@ def _request(argv, environ):
     # pam_exec hands the hook the PAM environment, which holds sshd's SSH_CONNECTION: the hook's words come from
     # its root-owned PAM line. Over SSH argv cannot carry them (sudo allows exactly no arguments, and resets
     # the environment but for SSH_ORIGINAL_COMMAND, so PAM_TYPE cannot arrive that way either).
-    pam_hook = "PAM_TYPE" in environ and "session-open" in argv
+    pam_hook = "PAM_TYPE" in environ and list(argv[-1:]) == ["session-open"]
     if not pam_hook and any(marker in environ for marker in SSH_MARKERS):
         if argv:
             raise Refused("arguments_over_ssh", "the forced command takes no arguments")
-        return grammar.split_ssh_command(environ.get("SSH_ORIGINAL_COMMAND")), DEFAULT_CONFIG_PATH
+        words = grammar.split_ssh_command(environ.get("SSH_ORIGINAL_COMMAND"))
+        if words[:1] == ["session-open"]:
+            raise Refused("pam_only_verb", "session-open is run by pam_exec on the node, never over SSH")
+        return words, DEFAULT_CONFIG_PATH
     argv = list(argv)
-    # The PAM hook's environment is the PAM environment, which pam_env may fill from files a user writes.
+    # The PAM hook's environment is the PAM environment, which pam_env may fill from files a user writes; its
+    # argv is the root-owned PAM line.
     path = DEFAULT_CONFIG_PATH if pam_hook else environ.get("GPULEDGER_NODE_CONFIG") or DEFAULT_CONFIG_PATH
     if argv[:1] == ["--config"] and len(argv) >= 2:
         path, argv = argv[1], argv[2:]

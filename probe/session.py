@@ -13,7 +13,7 @@ moves whatever a missed hook left outside (``outside`` in ``quota-get``/``gpu-st
 import os
 import pwd
 
-from probe import backends
+from probe import backends, procfs
 from probe.accounts import protection_reasons
 from probe.errors import Refused
 from probe.plan import execute
@@ -28,8 +28,26 @@ def _parent_of_session():
     return pid
 
 
+def pam_items(raw):
+    """``PAM_TYPE`` and ``PAM_USER`` from a process environment block, the last of each name.
+
+    pam_exec gives its child the PAM environment (``pam_getenvlist``, which pam_env may fill from a file the
+    user writes) and then appends the PAM items, without removing a name already there. ``os.environ`` keeps
+    the first of a repeated name, which would be the user's; the last one is the module's.
+    """
+    items = {}
+    for entry in raw.split(b"\0"):
+        name, sep, value = entry.partition(b"=")
+        if sep and name in (b"PAM_TYPE", b"PAM_USER"):
+            items[name.decode("ascii")] = value.decode("utf-8", "surrogateescape")
+    return items
+
+
 def session_open(context, command):
+    # The real hook reads its own environment block; a caller that injects an environment (tests) gives a dict.
     environ = context.environ
+    if environ is os.environ:
+        environ = pam_items(procfs.read_bytes("/proc/self/environ"))
     if environ.get("PAM_TYPE") != "open_session":
         raise Refused("not_a_pam_session", "PAM_TYPE is %s, not open_session" % ascii(environ.get("PAM_TYPE")))
     if os.geteuid() != 0:

@@ -128,3 +128,21 @@ def test_split_refuses_whitespace_tricks():
     for line in ("sample ", " sample", "quota-get  1001", "quota-get\t1001", "", "sample\n"):
         with pytest.raises(Refused):
             command.parse(command.split_ssh_command(line))
+
+
+def test_session_open_is_refused_over_ssh_even_with_pam_variables():
+    # Only pam_exec runs the PAM hook; over SSH (or with a PAM_TYPE smuggled in) it is refused before any handler.
+    for environ in ({"SSH_ORIGINAL_COMMAND": "session-open"},
+                    {"SSH_ORIGINAL_COMMAND": "session-open", "PAM_TYPE": "open_session"}):
+        out = io.StringIO()
+        assert main([], environ, io.BytesIO(), out) == EXIT_REFUSED
+        assert json.loads(out.getvalue())["error"]["reason"] == "pam_only_verb"
+
+
+def test_pam_items_take_the_modules_value_after_a_users_copy():
+    from probe.session import pam_items
+
+    # pam_exec: the PAM environment first (pam_env may put a user's PAM_USER there), then its own items.
+    raw = b"PAM_USER=victim\0PAM_TYPE=close_session\0HOME=/x\0PAM_USER=alice\0PAM_TYPE=open_session\0"
+    assert pam_items(raw) == {"PAM_USER": "alice", "PAM_TYPE": "open_session"}
+    assert pam_items(b"") == {}
