@@ -21,20 +21,20 @@ from sqlalchemy import Engine, create_engine
 
 from collector import anchor
 from collector.anchor import AnchorLog
+from collector.charging.deltas import UsageSettings
+from collector.charging.posting import Charger
 from collector.config import ControllerConfig
-from collector.conntest import ConnectionTests
-from collector.inventory import load_inventory
-from collector.lease import Lease
+from collector.enforcing.notices import Notifier
 from collector.metrics import Metrics
-from collector.notify import Notifier
-from collector.posting import Charger
+from collector.nodes.conntest import ConnectionTests
+from collector.nodes.inventory import load_inventory
+from collector.nodes.lease import Lease
+from collector.nodes.transport.abc import Transport
+from collector.nodes.transport.local import LocalTransport
+from collector.nodes.transport.ssh import SshSettings, SshTransport
 from collector.scheduler import TickLoop
 from collector.tick import Controller, TickSettings, TickSummary
-from collector.transport.abc import Transport
-from collector.transport.local import LocalTransport
-from collector.transport.ssh import SshSettings, SshTransport
 from collector.types import Node
-from collector.usage import UsageSettings
 from ledger.config import LedgerConfig, Secret
 from ledger.service import Ledger
 

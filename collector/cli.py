@@ -18,12 +18,12 @@ from sqlalchemy.exc import DBAPIError
 from collector.app import Runtime, printer, serve, tune_gc
 from collector.config import ControllerConfig
 from collector.errors import CollectorError, ConfigError, HostKeyError, NodeUnavailable
-from collector.inventory import load_inventory
-from collector.knownhosts import fingerprint, pin
 from collector.logs import configure
-from collector.registry import list_nodes
-from collector.transport.local import LocalTransport
-from collector.transport.ssh import SshSettings, SshTransport, offered_host_key
+from collector.nodes.inventory import load_inventory
+from collector.nodes.knownhosts import fingerprint, pin
+from collector.nodes.registry import list_nodes
+from collector.nodes.transport.local import LocalTransport
+from collector.nodes.transport.ssh import SshSettings, SshTransport, offered_host_key
 from collector.types import Node
 from ledger.config import LedgerConfig
 from ledger.errors import LedgerError

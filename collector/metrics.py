@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
-from collector.sample import Sample
+from collector.charging.samples import Sample
 from collector.types import Node, Outcome
 
 if TYPE_CHECKING:

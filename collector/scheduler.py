@@ -8,7 +8,7 @@ does nothing but try again next tick, so it takes over within two ticks of the a
 the database cannot be reached the tick is skipped: nothing is enforced blind, and the next good tick
 charges the whole interval from the cumulative counters.
 
-A second job polls for connection tests the API requested (``collector.conntest``), every few seconds so
+A second job polls for connection tests the API requested (``collector.nodes.conntest``), every few seconds so
 "test connection now" answers promptly, but only while the last tick found this process the active one.
 """
 
@@ -23,9 +23,9 @@ from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from apscheduler.triggers.interval import IntervalTrigger
 from sqlalchemy.exc import DBAPIError
 
-from collector.conntest import ConnectionTests
-from collector.lease import Lease
 from collector.metrics import Metrics
+from collector.nodes.conntest import ConnectionTests
+from collector.nodes.lease import Lease
 from collector.tick import Controller, TickSummary
 from collector.types import Node
 

@@ -26,12 +26,15 @@ from typing import Any, TypeVar
 from sqlalchemy import Engine, text
 from sqlalchemy.exc import DBAPIError
 
-from collector import registry, retention, standing
-from collector.admin import AdminReader, AdminState
 from collector.anchor import AnchorLog
+from collector.charging import retention
+from collector.charging.posting import Charged, Charger, Fetched
+from collector.charging.samples import BadSample, Sample, parse_sample
 from collector.config import TierPolicy
-from collector.decisionlog import DecisionLog, outcome_of, restricts
-from collector.decisions import (
+from collector.enforcing import standing
+from collector.enforcing.admin import AdminReader, AdminState
+from collector.enforcing.decisionlog import DecisionLog, outcome_of, restricts
+from collector.enforcing.decisions import (
     Desired,
     ProcessRef,
     Standing,
@@ -41,17 +44,16 @@ from collector.decisions import (
     status_document,
     terminal_message,
 )
-from collector.enforcement import Action, Actual, FactError, parse_gpu_state, parse_outside, parse_quota, plan
+from collector.enforcing.notices import Notice, Notifier
+from collector.enforcing.planner import Action, Actual, FactError, parse_gpu_state, parse_outside, parse_quota, plan
+from collector.enforcing.rules import Rules
 from collector.errors import NodeUnavailable
 from collector.logs import node_logger
 from collector.metrics import Metrics
-from collector.notify import Notice, Notifier
-from collector.overrides import Override, override_tier
-from collector.posting import Charged, Charger, Fetched
-from collector.rules import Rules
-from collector.sample import BadSample, Sample, parse_sample
-from collector.transport.abc import NodeSession, Transport
+from collector.nodes import registry
+from collector.nodes.transport.abc import NodeSession, Transport
 from collector.types import Node, Outcome
+from control.overrides import Override, override_tier
 from ledger.config import LedgerConfig
 from ledger.errors import LedgerError, LedgerUnavailable
 from ledger.service import Ledger

@@ -12,9 +12,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sqlalchemy import text
 
-from collector.admin import AdminReader
 from collector.config import TierPolicy
-from collector.rules import Rules
+from collector.enforcing.admin import AdminReader
+from collector.enforcing.rules import Rules
 from ledger.money import MICRO, parse_amount
 from ledger.service import Ledger
 from ledger.tiers import Thresholds

@@ -29,14 +29,14 @@ from prometheus_client import CollectorRegistry
 from sqlalchemy import Engine, create_engine, text
 
 from collector.anchor import AnchorLog
+from collector.charging.deltas import UsageSettings
+from collector.charging.posting import Charger
 from collector.config import TierPolicy
 from collector.metrics import Metrics
-from collector.posting import Charger
+from collector.nodes.transport.abc import Transport
+from collector.nodes.transport.local import LocalTransport
 from collector.tick import Controller, TickSettings, TickSummary
-from collector.transport.abc import Transport
-from collector.transport.local import LocalTransport
 from collector.types import Node
-from collector.usage import UsageSettings
 from ledger.config import LedgerConfig, Secret
 from ledger.money import MICRO
 from ledger.service import Ledger

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from types import MappingProxyType
 
-from collector.sample import AccountingRecord, Gpu, GpuProcess, Process, Sample, UserCpu
+from collector.charging.samples import AccountingRecord, Gpu, GpuProcess, Process, Sample, UserCpu
 
 BOOT_A = "11111111-1111-1111-1111-111111111111"
 BOOT_B = "22222222-2222-2222-2222-222222222222"

@@ -16,7 +16,7 @@ import pytest
 from sqlalchemy import text
 
 from collector.config import TierPolicy
-from collector.transport.ssh import SshSettings, SshTransport
+from collector.nodes.transport.ssh import SshSettings, SshTransport
 from collector.types import Node
 from ledger.money import MICRO
 from tests.collector.conftest import Database, forced_command_line

@@ -9,9 +9,9 @@ from decimal import Decimal
 import pytest
 
 from collector.config import TierPolicy
-from collector.decisions import ProcessRef, Standing, TierState, desired_state, terminal_message
-from collector.overrides import Override, grace_start, lifts, override_tier
-from collector.rules import Rules, lay_over
+from collector.enforcing.decisions import ProcessRef, Standing, TierState, desired_state, terminal_message
+from collector.enforcing.rules import Rules, lay_over
+from control.overrides import Override, grace_start, lifts, override_tier
 from control.settings import SettingsError, parse
 from ledger.money import MICRO
 from ledger.tiers import Thresholds, Tier
@@ -26,7 +26,7 @@ def override(action: str, *, until: datetime | None = None, at: datetime = NOW -
 
 
 def apply_settings(defaults: Rules, version: int, document: dict[str, object]) -> Rules:
-    """What the controller does with a stored version (collector.admin.AdminReader)."""
+    """What the controller does with a stored version (collector.enforcing.admin.AdminReader)."""
     return lay_over(defaults, version, parse(document, defaults.thresholds, version))
 
 

@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-from collector.standing import BurnRates
+from collector.enforcing.standing import BurnRates
 
 NOW = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)
 

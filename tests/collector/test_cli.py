@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from collector.knownhosts import KnownHostsCache
+from collector.nodes.knownhosts import KnownHostsCache
 from gpuledger.cli import main
 from tests.collector.conftest import Database, FakeCommand
 from tests.harness.sshd import SshdNode

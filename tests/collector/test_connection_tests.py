@@ -12,10 +12,10 @@ from typing import Any
 import pytest
 from sqlalchemy import text
 
-from collector.conntest import ConnectionTests
-from collector.lease import Lease
+from collector.nodes.conntest import ConnectionTests
+from collector.nodes.lease import Lease
+from collector.nodes.transport.ssh import SshSettings, SshTransport
 from collector.scheduler import TickLoop
-from collector.transport.ssh import SshSettings, SshTransport
 from collector.types import Node
 from tests.collector.conftest import Database, FakeCommand, forced_command_line
 from tests.collector.harness import Cluster, make_nodes, remove_tree

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import text
 
-from collector import retention
+from collector.charging import retention
 from collector.tick import TickSummary
 from ledger.money import MICRO
 from tests.collector.conftest import Database

@@ -10,8 +10,8 @@ import json
 
 import pytest
 
-from collector.decisions import Desired
-from collector.enforcement import Actual, FactError, parse_gpu_state, parse_outside, parse_quota, plan
+from collector.enforcing.decisions import Desired
+from collector.enforcing.planner import Actual, FactError, parse_gpu_state, parse_outside, parse_quota, plan
 
 UID = 1234
 CPUS = 64

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from collector.errors import InventoryError
-from collector.inventory import host_problems, load_inventory
+from collector.nodes.inventory import host_problems, load_inventory
 
 INI = """\
 [gpu]

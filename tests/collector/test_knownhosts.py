@@ -8,8 +8,8 @@ import asyncssh
 import pytest
 
 from collector.errors import HostKeyError
-from collector.knownhosts import KnownHostsCache, fingerprint, host_pattern, pin
-from collector.transport.ssh import offered_host_key
+from collector.nodes.knownhosts import KnownHostsCache, fingerprint, host_pattern, pin
+from collector.nodes.transport.ssh import offered_host_key
 from collector.types import Node
 from tests.harness.sshd import SshdNode
 

@@ -7,7 +7,7 @@ from collections.abc import Iterator
 import pytest
 from sqlalchemy import Engine, create_engine, text
 
-from collector.lease import Lease
+from collector.nodes.lease import Lease
 
 
 @pytest.fixture

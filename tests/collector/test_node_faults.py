@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
+from collector.nodes.transport.ssh import SshSettings, SshTransport
 from collector.tick import TickSummary
-from collector.transport.ssh import SshSettings, SshTransport
 from collector.types import Node
 from ledger.money import MICRO
 from tests.collector.conftest import Database, forced_command_line

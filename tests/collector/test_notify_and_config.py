@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 
 from collector.config import ControllerConfig, SmtpSettings
+from collector.enforcing.notices import Notice, Notifier
 from collector.errors import ConfigError
-from collector.notify import Notice, Notifier
 from ledger.config import Secret
 
 NOTICE = Notice(user="alice", previous="warning", tier="blocked", available=-1_500_000)

@@ -11,10 +11,10 @@ from decimal import Decimal
 import pytest
 from sqlalchemy import Engine, create_engine, text
 
-from collector.posting import Charger, Fetched
-from collector.sample import Sample, parse_sample
-from collector.standing import burn_per_hour
-from collector.usage import UsageSettings
+from collector.charging.deltas import UsageSettings
+from collector.charging.posting import Charger, Fetched
+from collector.charging.samples import Sample, parse_sample
+from collector.enforcing.standing import burn_per_hour
 from ledger.config import LedgerConfig, Secret
 from ledger.money import MICRO
 from ledger.service import Ledger

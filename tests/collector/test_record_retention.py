@@ -9,9 +9,9 @@ import pytest
 from sqlalchemy import Engine, create_engine, text
 from sqlalchemy.exc import DBAPIError
 
+from collector.charging.retention import prune
 from collector.config import ControllerConfig
-from collector.decisionlog import DecisionLog
-from collector.retention import prune
+from collector.enforcing.decisionlog import DecisionLog
 from tests.collector.conftest import Database
 
 

@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 
 from sqlalchemy import create_engine, text
 
-from collector.registry import NodeReport, record_tick, sync_inventory
+from collector.nodes.registry import NodeReport, record_tick, sync_inventory
 from collector.types import Node, Outcome
 from tests.collector.conftest import Database
 from tests.collector.samples import GPU0, GPU1, sample

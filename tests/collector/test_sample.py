@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from collector.sample import BadSample, Sample, parse_sample
+from collector.charging.samples import BadSample, Sample, parse_sample
 from tests.collector.samples import GPU0, proc, sample, to_document
 
 GOOD = sample(60, processes=(proc(500, 1001, 10, 5), proc(501, 1002, 20, 1)), user_cpu={1001: 3},

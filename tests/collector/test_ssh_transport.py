@@ -12,7 +12,7 @@ import asyncssh
 import pytest
 
 from collector.errors import ConfigError, NodeUnavailable
-from collector.transport.ssh import SshSettings, SshTransport, client_options
+from collector.nodes.transport.ssh import SshSettings, SshTransport, client_options
 from collector.types import Node, Outcome
 from tests.collector.conftest import FakeCommand
 from tests.harness.sshd import SshdNode, generate_key

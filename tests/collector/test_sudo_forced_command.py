@@ -23,9 +23,9 @@ from pathlib import Path
 
 import pytest
 
-from collector.enforcement import parse_quota
-from collector.sample import parse_sample
-from collector.transport.ssh import SshSettings, SshTransport
+from collector.charging.samples import parse_sample
+from collector.enforcing.planner import parse_quota
+from collector.nodes.transport.ssh import SshSettings, SshTransport
 from collector.types import Node
 from probe import config as node_config
 from probe.constants import DEFAULT_CONFIG_PATH

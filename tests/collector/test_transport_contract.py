@@ -1,4 +1,4 @@
-"""One suite, every transport: the contract in collector/transport/abc.py, on a real sshd and a real subprocess."""
+"""One suite, every transport: the contract in collector/nodes/transport/abc.py, on a real sshd and a subprocess."""
 
 from __future__ import annotations
 
@@ -12,9 +12,9 @@ from pathlib import Path
 import pytest
 
 from collector.errors import NodeUnavailable
-from collector.transport.abc import Transport
-from collector.transport.local import LocalTransport
-from collector.transport.ssh import SshSettings, SshTransport
+from collector.nodes.transport.abc import Transport
+from collector.nodes.transport.local import LocalTransport
+from collector.nodes.transport.ssh import SshSettings, SshTransport
 from collector.types import Node, Outcome
 from tests.collector.conftest import FakeCommand
 from tests.harness.sshd import SshdNode

@@ -8,8 +8,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from collector.sample import Process, Sample
-from collector.usage import Usage, UsageSettings, compute, share_ns
+from collector.charging.deltas import Usage, UsageSettings, compute, share_ns
+from collector.charging.samples import Process, Sample
 from tests.collector.samples import BOOT_B, BOOT_WALL, GPU0, GPU1, MIG, S, ended, proc, sample
 
 GIB = 1 << 30

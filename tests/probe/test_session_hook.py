@@ -19,8 +19,8 @@ from pathlib import Path
 
 import pytest
 
-from collector.sample import parse_sample
-from collector.usage import UsageSettings, compute
+from collector.charging.deltas import UsageSettings, compute
+from collector.charging.samples import parse_sample
 from tests.harness.sshd import SSHD, SshdNode, ensure_user, generate_key, remove_user, sshd_available
 from tests.probe.support import needs_root, run_node
 

@@ -33,7 +33,7 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from decimal import Decimal
 
-from collector.sample import GpuProcess, Process, Sample
+from collector.charging.samples import GpuProcess, Process, Sample
 
 NS = 1_000_000_000
 GIB = 1 << 30

@@ -2,7 +2,7 @@
 
 A tier gives a desired state per (node, uid): a CPU quota, whether new GPU use is blocked, and which GPU
 processes to kill once the grace after entering ``blocked`` has passed (10 minutes by default, as in the
-seed). Enforcement (``collector.enforcement``) compares it with what the node reports and plans only
+seed). Enforcement (``collector.enforcing.planner``) compares it with what the node reports and plans only
 the differences, so the same decision applied twice changes nothing.
 """
 
@@ -14,7 +14,7 @@ from datetime import datetime, timedelta
 from decimal import Decimal
 
 from collector.config import TierPolicy
-from collector.overrides import Override, applying, grace_start, lifts
+from control.overrides import Override, applying, grace_start, lifts
 from ledger.money import format_amount
 from ledger.tiers import Tier
 

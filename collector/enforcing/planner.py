@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 
-from collector.decisions import Desired
+from collector.enforcing.decisions import Desired
 
 PPM = 1_000_000
 

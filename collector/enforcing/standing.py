@@ -15,7 +15,7 @@ from datetime import datetime
 from sqlalchemy import text
 from sqlalchemy.engine import Connection
 
-from collector.decisions import Standing, TierState, Transition
+from collector.enforcing.decisions import Standing, TierState, Transition
 from ledger.service import Ledger
 from ledger.tiers import Thresholds, tier_for
 

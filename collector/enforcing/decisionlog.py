@@ -15,8 +15,8 @@ from typing import Any
 
 from sqlalchemy import Engine, text
 
-from collector.decisions import Desired
-from collector.enforcement import Action
+from collector.enforcing.decisions import Desired
+from collector.enforcing.planner import Action
 from collector.types import CommandResult
 
 _OUTCOME_BY_EXIT = {0: "applied", 2: "refused", 3: "failed", 4: "unsupported"}

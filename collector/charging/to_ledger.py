@@ -11,8 +11,8 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta
 
-from collector.sample import Sample
-from collector.usage import Usage, UsageResult
+from collector.charging.deltas import Usage, UsageResult
+from collector.charging.samples import Sample
 from ledger.records import UNITS, UsageRecord
 
 

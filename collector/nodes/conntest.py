@@ -21,10 +21,10 @@ from typing import Any
 
 from sqlalchemy import Engine, text
 
-from collector.admin import ApiTable
+from collector.charging.samples import BadSample, parse_sample
+from collector.enforcing.admin import ApiTable
 from collector.errors import NodeUnavailable
-from collector.sample import BadSample, parse_sample
-from collector.transport.abc import Transport
+from collector.nodes.transport.abc import Transport
 from collector.types import Node, Outcome
 
 log = logging.getLogger("gpuledger.controller")

@@ -15,7 +15,7 @@ import time
 from collections.abc import Mapping, Sequence
 
 from collector.errors import NodeUnavailable
-from collector.transport.abc import NodeSession, Transport
+from collector.nodes.transport.abc import NodeSession, Transport
 from collector.types import CommandResult, Node, Outcome
 
 # Only what the node command needs from our environment: nothing of the controller's secrets, and none of

@@ -4,7 +4,8 @@ In one transaction, which ``ledger.usage.post_ticks`` joins (it takes the ledger
 hash chain; the deferred balance checks run at our COMMIT), this module
   1. inserts the sample under its idempotency key (a sample already stored means a retry: nothing else runs),
   2. locks the node's registry row and reads its baseline (the last charged sample),
-  3. computes the usage between the two (``collector.usage``, pure) and posts it with ``ledger.usage.post_tick``,
+  3. computes the usage between the two (``collector.charging.deltas``, pure) and posts it with
+     ``ledger.usage.post_tick``,
      together with records an earlier tick could not charge (unknown user, missing price); memory records
      only where a memory price exists (memory pricing is optional),
   4. keeps what the ledger rejected in ``collector.usage_outbox``, records unaccounted gaps, and moves the
@@ -28,9 +29,9 @@ from typing import Any
 from sqlalchemy import Engine, text
 from sqlalchemy.engine import Connection
 
-from collector.records import usage_records
-from collector.sample import Sample, sample_from_document
-from collector.usage import Gap, UsageResult, UsageSettings, compute
+from collector.charging.deltas import Gap, UsageResult, UsageSettings, compute
+from collector.charging.samples import Sample, sample_from_document
+from collector.charging.to_ledger import usage_records
 from ledger import prices, rating
 from ledger.db import translated
 from ledger.records import PriceVersion, TickResult, UsageRecord, UsageTick

@@ -16,7 +16,7 @@ from typing import Any
 from sqlalchemy import text
 from sqlalchemy.engine import Connection
 
-from collector.sample import Sample
+from collector.charging.samples import Sample
 from collector.types import Node, Outcome
 
 STATUS_OF = {Outcome.OK: "connected", Outcome.HOSTKEY_MISMATCH: "hostkey_mismatch"}

@@ -18,8 +18,8 @@ from typing import Any
 from sqlalchemy import text
 from sqlalchemy.engine import Connection
 
-from collector.overrides import Override
-from collector.rules import Rules, lay_over
+from collector.enforcing.rules import Rules, lay_over
+from control.overrides import Override
 from control.settings import SettingsError, parse
 
 log = logging.getLogger("gpuledger.controller")
