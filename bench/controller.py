@@ -10,9 +10,12 @@ the real one: SSH with pinned host keys and persistent connections, batched data
 the ledger's usage path, standings, convergence and status files. No memory price is set (memory pricing
 is optional), so each node and tick makes 16 records: 10 CPU and 6 GPU. PostgreSQL is a throwaway local
 cluster. Prints a table: the first tick (connections opened, baselines) and the steady ticks after it
-(charging), with the CPU the garbage collector took in the worst steady tick. The controller tunes the
-garbage collector as ``gpuledger controller run`` does (``collector.app.tune_gc``); ``--gc-threshold N``
-sets another first-generation threshold (700 is Python's default) to measure what the tuning saves.
+(charging), with the CPU the garbage collector took in the worst steady tick, and the decision phase's
+database round trips in the worst steady tick (transactions begun and statements sent after charging:
+resolving users, standings, burn rates, tier states; no user is restricted here, so no decision rows).
+The controller tunes the garbage collector as ``gpuledger controller run`` does (``collector.app.tune_gc``);
+``--gc-threshold N`` sets another first-generation threshold (700 is Python's default) to measure what the
+tuning saves.
 """
 
 from __future__ import annotations
@@ -36,7 +39,7 @@ sys.path.insert(0, str(ROOT))
 
 import asyncssh  # noqa: E402
 from prometheus_client import CollectorRegistry  # noqa: E402
-from sqlalchemy import create_engine  # noqa: E402
+from sqlalchemy import Engine, create_engine, event  # noqa: E402
 
 from collector.app import tune_gc  # noqa: E402
 from collector.charging.deltas import UsageSettings  # noqa: E402
@@ -159,6 +162,40 @@ class _GcClock:
             self.seconds += time.thread_time() - self._started
 
 
+class _RoundTrips:
+    """Database round trips of the decision phase (everything the controller's ``_enforce`` step does after
+    the charging phase: resolving users, standings, burn rates, tier states, the decision log), counted from
+    SQLAlchemy's events on the controller's engine: transactions begun and statements sent. The charging
+    phase's raw psycopg calls (the ledger's batch path) bypass these events; they are not counted here."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.deciding = False
+        self.transactions = 0
+        self.statements = 0
+        event.listen(engine, "begin", self._begin)
+        event.listen(engine, "before_cursor_execute", self._statement)
+
+    def _begin(self, conn: Any) -> None:
+        self.transactions += self.deciding
+
+    def _statement(self, *args: Any) -> None:
+        self.statements += self.deciding
+
+    def wrap(self, step: Any) -> Any:
+        async def counted(*args: Any, **kwargs: Any) -> Any:
+            self.deciding = True
+            try:
+                return await step(*args, **kwargs)
+            finally:
+                self.deciding = False
+        return counted
+
+    def take(self) -> tuple[int, int]:
+        taken = self.transactions, self.statements
+        self.transactions = self.statements = 0
+        return taken
+
+
 def _database(workdir: Path) -> tuple[EmbeddedPostgres, str]:
     server = EmbeddedPostgres(workdir / "pg").start()
     admin = bootstrap(server.url(), "gpuledger_bench")
@@ -191,6 +228,8 @@ async def _sweep(count: int, ticks: int, workdir: Path, app_url: str, collector:
         transports=lambda node: transport, charger=Charger(engine, "CNY", UsageSettings()),
         settings=TickSettings(budget_s=45, concurrency=64), policy=TierPolicy(), metrics=Metrics(CollectorRegistry()),
     )
+    trips = _RoundTrips(engine)
+    controller._enforce = trips.wrap(controller._enforce)  # type: ignore[method-assign]
     rows: dict[str, float] = {}
     try:
         for n in range(ticks + 1):
@@ -199,6 +238,7 @@ async def _sweep(count: int, ticks: int, workdir: Path, app_url: str, collector:
             cpu, wall, collected = time.process_time(), time.monotonic(), collector.seconds
             summary = await controller.tick(nodes)
             cpu, wall = time.process_time() - cpu, time.monotonic() - wall
+            transactions, statements = trips.take()
             assert summary.outcomes == {"ok": count} and summary.database_ok, summary
             key = "first" if n == 0 else "steady"
             rows[f"{key}_wall"] = max(rows.get(f"{key}_wall", 0.0), wall)
@@ -206,6 +246,8 @@ async def _sweep(count: int, ticks: int, workdir: Path, app_url: str, collector:
             if n:
                 rows["entries"] = summary.entries
                 rows["steady_gc"] = max(rows.get("steady_gc", 0.0), collector.seconds - collected)
+                rows["decide_tx"] = max(rows.get("decide_tx", 0.0), transactions)
+                rows["decide_stmts"] = max(rows.get("decide_stmts", 0.0), statements)
     finally:
         await transport.aclose()
         controller.close()
@@ -242,11 +284,12 @@ def main() -> int:
                 setup.recharge(user, 10**9 * MICRO, idem_key=f"bench-{user}", actor="bench")
             setup.engine.dispose()
             print(f"{'nodes':>6} {'first tick s':>13} {'first CPU s':>12} {'steady tick s':>14} {'steady CPU s':>13}"
-                  f" {'of it GC s':>11} {'entries/tick':>13}")
+                  f" {'of it GC s':>11} {'entries/tick':>13} {'decide tx':>10} {'decide stmts':>13}")
             for count in (int(n) for n in args.nodes.split(",")):
                 r = asyncio.run(_sweep(count, args.ticks, workdir, app_url, collector))
                 print(f"{count:>6} {r['first_wall']:>13.2f} {r['first_cpu']:>12.2f} {r['steady_wall']:>14.2f}"
-                      f" {r['steady_cpu']:>13.2f} {r['steady_gc']:>11.2f} {int(r['entries']):>13}", flush=True)
+                      f" {r['steady_cpu']:>13.2f} {r['steady_gc']:>11.2f} {int(r['entries']):>13}"
+                      f" {int(r['decide_tx']):>10} {int(r['decide_stmts']):>13}", flush=True)
         finally:
             server.stop(mode="immediate")
     return 0
