@@ -80,10 +80,10 @@ class Converger:
         self, *, db: Db, decisions: DecisionLog, metrics: Metrics, settings: TickSettings, currency: str
     ) -> None:
         self._db = db
-        self.decisions = decisions
-        self.metrics = metrics
-        self.settings = settings
-        self.currency = currency
+        self._decisions = decisions
+        self._metrics = metrics
+        self._settings = settings
+        self._currency = currency
         self._notices = TerminalNotices(db, decisions, currency)
         self._restricted: dict[tuple[str, int], str] | None = None
         self._status_written: dict[tuple[str, int], tuple[tuple[object, ...], float]] = {}
@@ -91,7 +91,7 @@ class Converger:
     async def load(self) -> None:
         """Read which pairs are restricted from the decision log, once: afterwards this process keeps it."""
         if self._restricted is None:
-            self._restricted = await self._db(self.decisions.restricted)
+            self._restricted = await self._db(self._decisions.restricted)
 
     def candidates(self, node: str, sample: Sample) -> dict[int, str]:
         """uid -> Linux user to converge on a node: everyone on it now, and everyone we restricted there."""
@@ -158,7 +158,7 @@ class Converger:
         return killed
 
     async def _read_actual(self, session: NodeSession, uid: int) -> Actual | None:
-        timeout = self.settings.command_timeout_s
+        timeout = self._settings.command_timeout_s
         quota = await session.run(["quota-get", str(uid)], timeout_s=timeout)
         gpu = await session.run(["gpu-state", str(uid)], timeout_s=timeout)
         try:
@@ -173,20 +173,20 @@ class Converger:
     ) -> tuple[str, dict[str, Any]]:
         """Record, run and complete one verb; returns its outcome and the node's result document."""
         dry_run = rules.dry_run
-        decision = await self._db(self.decisions.open, tick_id, action, desired, dry_run)
-        self.metrics.action(action.kind, "dry_run" if dry_run else "planned")
+        decision = await self._db(self._decisions.open, tick_id, action, desired, dry_run)
+        self._metrics.action(action.kind, "dry_run" if dry_run else "planned")
         if dry_run:
             return "dry_run", {}
-        timeout = self.settings.kill_timeout_s if action.kind == "kill" else self.settings.command_timeout_s
+        timeout = self._settings.kill_timeout_s if action.kind == "kill" else self._settings.command_timeout_s
         try:
             outcome = await session.run(action.verb, stdin=action.stdin, timeout_s=timeout)
         except NodeUnavailable as exc:
-            await self._db(self.decisions.close, decision, "unreachable", None, {"error": exc.detail})
-            self.metrics.action(action.kind, "unreachable")
+            await self._db(self._decisions.close, decision, "unreachable", None, {"error": exc.detail})
+            self._metrics.action(action.kind, "unreachable")
             raise
         status, detail = outcome_of(outcome)
-        await self._db(self.decisions.close, decision, status, outcome.exit_status, detail)
-        self.metrics.action(action.kind, status)
+        await self._db(self._decisions.close, decision, status, outcome.exit_status, detail)
+        self._metrics.action(action.kind, status)
         node_logger(session.node.name).info("%s uid=%d: %s (%s)", action.kind, action.uid, status, action.reason)
         if restricts(action) and status in ("applied", "unchanged"):
             assert self._restricted is not None
@@ -205,12 +205,12 @@ class Converger:
         if rules.dry_run:
             return
         document = status_document(
-            desired, currency=self.currency, burn_per_hour=burn,
+            desired, currency=self._currency, burn_per_hour=burn,
             blocked_threshold=rules.thresholds.blocked, now=now,
-            recharge_hint=self.settings.recharge_hint,
+            recharge_hint=self._settings.recharge_hint,
         )
         result = await session.run(["status-write", str(desired.uid)], stdin=json.dumps(document).encode(),
-                                   timeout_s=self.settings.command_timeout_s)
+                                   timeout_s=self._settings.command_timeout_s)
         if result.ok:
             self._status_written[(node, desired.uid)] = (fingerprint, time.monotonic())
         else:
