@@ -47,8 +47,8 @@ from collector.charging.posting import Charger  # noqa: E402
 from collector.config import TierPolicy  # noqa: E402
 from collector.metrics import Metrics  # noqa: E402
 from collector.nodes.transport.ssh import SshSettings, SshTransport  # noqa: E402
-from collector.tick import Controller, TickSettings  # noqa: E402
-from collector.types import Node  # noqa: E402
+from collector.tick import Controller  # noqa: E402
+from collector.types import Node, TickSettings  # noqa: E402
 from gpuledger.main import upgrade_all  # noqa: E402
 from ledger.bootstrap import bootstrap  # noqa: E402
 from ledger.config import LedgerConfig, Secret  # noqa: E402

@@ -33,8 +33,8 @@ from collector.nodes.transport.abc import Transport
 from collector.nodes.transport.local import LocalTransport
 from collector.nodes.transport.ssh import SshSettings, SshTransport
 from collector.scheduler import TickLoop
-from collector.tick import Controller, TickSettings, TickSummary
-from collector.types import Node
+from collector.tick import Controller
+from collector.types import Node, TickSettings, TickSummary
 from ledger.config import LedgerConfig, Secret
 from ledger.service import Ledger
 

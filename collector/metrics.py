@@ -9,15 +9,11 @@ Remote strings only ever appear as label values, which the exposition format esc
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from collector.charging.samples import Sample
-from collector.types import Node, Outcome
-
-if TYPE_CHECKING:
-    from collector.tick import TickSummary
+from collector.types import Node, Outcome, TickSummary
 
 TICK_BUCKETS = (0.25, 0.5, 1, 2, 5, 10, 20, 30, 45, 60, 120)
 

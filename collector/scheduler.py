@@ -26,8 +26,8 @@ from sqlalchemy.exc import DBAPIError
 from collector.metrics import Metrics
 from collector.nodes.conntest import ConnectionTests
 from collector.nodes.lease import Lease
-from collector.tick import Controller, TickSummary
-from collector.types import Node
+from collector.tick import Controller
+from collector.types import Node, TickSummary
 
 log = logging.getLogger("gpuledger.scheduler")
 Report = Callable[[TickSummary | None, str], None]

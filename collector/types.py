@@ -1,11 +1,22 @@
-"""Immutable records shared across the controller: a node from the inventory, a command's result, outcomes."""
+"""Immutable records shared across the controller: a node from the inventory, a command's result, outcomes,
+a tick's settings and summary, and the shape of the call that runs database work off the event loop.
+
+They live here, below every other collector module, so that the tick, its rooms and the metrics can all use
+them without importing one another (tests/collector/test_import_cycles.py).
+"""
 
 from __future__ import annotations
 
 import enum
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
+from datetime import datetime
 from types import MappingProxyType
+from typing import Any, Protocol, TypeVar
+
+from ledger.money import format_amount
+
+T = TypeVar("T")
 
 
 class Outcome(enum.StrEnum):
@@ -55,3 +66,49 @@ class CommandResult:
     @property
     def ok(self) -> bool:
         return self.exit_status == 0
+
+
+@dataclass(frozen=True)
+class TickSettings:
+    budget_s: float = 45.0
+    command_timeout_s: float = 15.0
+    kill_timeout_s: float = 60.0
+    concurrency: int = 64
+    dry_run: bool = False
+    skew_threshold_s: int = 30
+    recharge_hint: str = ""
+    db_workers: int = 4
+    sample_retention_days: int = 30
+    decision_retention_days: int = 90
+
+
+@dataclass(frozen=True)
+class TickSummary:
+    tick_id: int | None
+    started_at: datetime
+    duration_s: float
+    outcomes: dict[str, int]
+    users: int
+    charged: int
+    entries: int
+    actions: int
+    dry_run: bool
+    database_ok: bool
+    enforced: bool
+    over_budget: bool
+
+    def line(self, currency: str) -> str:
+        nodes = " ".join(f"{k}={v}" for k, v in sorted(self.outcomes.items()))
+        mode = " dry-run" if self.dry_run else ""
+        db = "" if self.database_ok else " DATABASE UNREACHABLE (nothing enforced)"
+        return (
+            f"tick {self.tick_id or '-'}{mode}: {self.duration_s:.2f}s nodes[{nodes}] users={self.users}"
+            f" charged={format_amount(self.charged)} {currency} entries={self.entries} actions={self.actions}{db}"
+        )
+
+
+class Db(Protocol):
+    """Runs blocking database work (``fn(*args)``) on the controller's thread pool and awaits its result:
+    the rooms get it from the tick instead of a pool of their own, so the tick's ``db_workers`` bound holds."""
+
+    def __call__(self, fn: Callable[..., T], /, *args: Any) -> Awaitable[T]: ...

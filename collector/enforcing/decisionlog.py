@@ -16,11 +16,10 @@ from typing import Any
 from sqlalchemy import Engine, text
 
 from collector.enforcing.decisions import Desired
-from collector.enforcing.planner import Action
+from collector.enforcing.planner import LIFTING, RESTRICTING, Action
 from collector.types import CommandResult
 
 _OUTCOME_BY_EXIT = {0: "applied", 2: "refused", 3: "failed", 4: "unsupported"}
-_RESTRICTING = {"quota-set": "quota", "quota-clear": "quota", "gpu-block": "gpu", "gpu-unblock": "gpu"}
 
 
 def outcome_of(result: CommandResult) -> tuple[str, dict[str, Any]]:
@@ -81,14 +80,12 @@ class DecisionLog:
                     "SELECT DISTINCT ON (node, uid, split_part(verb, '-', 1)) node, uid, linux_user, verb"
                     " FROM collector.decision"
                     " WHERE outcome IN ('applied', 'unchanged') AND uid IS NOT NULL AND linux_user IS NOT NULL"
-                    " AND split_part(verb, ' ', 1) IN ('quota-set', 'quota-clear', 'gpu-block', 'gpu-unblock')"
+                    " AND split_part(verb, ' ', 1) = ANY(:verbs)"
                     " ORDER BY node, uid, split_part(verb, '-', 1), id DESC"
-                )
+                ),
+                {"verbs": sorted(RESTRICTING | LIFTING)},
             )
-            return {
-                (row.node, row.uid): row.linux_user for row in rows if row.verb.split()[0] in ("quota-set", "gpu-block")
-            }
-
+            return {(row.node, row.uid): row.linux_user for row in rows if row.verb.split()[0] in RESTRICTING}
 
     def notified_since(self, node: str, uid: int, since: datetime) -> bool:
         """Whether a notice reached (node, uid) while blocked since ``since``: after a restart, the memory
@@ -104,8 +101,6 @@ class DecisionLog:
             ).scalar())
 
 
-def restricts(action: Action) -> bool | None:
-    """True if the action restricts, False if it lifts, None if it is neither (kill, notify)."""
-    if action.kind not in _RESTRICTING:
-        return None
-    return action.kind in ("quota-set", "gpu-block")
+def restricts(action: Action) -> bool:
+    """Whether the action puts a restriction in place (a lift, a kill or a notice does not)."""
+    return action.kind in RESTRICTING

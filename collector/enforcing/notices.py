@@ -1,7 +1,9 @@
-"""Telling people about tier changes beyond their terminals: e-mail (SMTP) and a JSON webhook.
+"""Telling people about tier changes: on their terminals on each node, by e-mail (SMTP) and a JSON webhook.
 
-Both are optional and best effort: a failure is logged and counted, never allowed to delay or fail a
-tick. The webhook body is plain JSON, usable by chat bots; the URL is a secret (it often carries a token).
+The terminal line is a ``notify`` verb that converge runs and logs like any other; what it says, and
+whether there is anything to say, is decided here. E-mail and webhook are optional and best effort: a
+failure is logged and counted, never allowed to delay or fail a tick. The webhook body is plain JSON,
+usable by chat bots; the URL is a secret (it often carries a token).
 """
 
 from __future__ import annotations
@@ -11,11 +13,16 @@ import json
 import logging
 import smtplib
 import urllib.request
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 from email.message import EmailMessage
 
 from collector.config import SmtpSettings
+from collector.enforcing.decisionlog import DecisionLog
+from collector.enforcing.decisions import Desired, Standing, Transition, terminal_message
+from collector.enforcing.planner import Action
+from collector.types import Db
 from ledger.config import Secret
 from ledger.money import format_amount
 
@@ -30,6 +37,47 @@ class Notice:
     previous: str
     tier: str
     available: int
+
+
+def tier_notices(transitions: Mapping[str, Transition], standings: Mapping[str, Standing]) -> list[Notice]:
+    """A notice for every billing user whose tier changed this tick (a first tier is no change)."""
+    return [
+        Notice(user, transition.previous.tier if transition.previous else "", transition.current.tier,
+               standings[user].available)
+        for user, transition in transitions.items() if transition.changed
+    ]
+
+
+class TerminalNotices:
+    """The lines for users' terminals; remembers which pending kills it has announced."""
+
+    def __init__(self, db: Db, decisions: DecisionLog, currency: str) -> None:
+        self._db = db
+        self._decisions = decisions
+        self._currency = currency
+        # (node, uid, kill time) whose pending kill the user has been told of.
+        self._kill_warned: set[tuple[str, int, datetime]] = set()
+
+    async def action(
+        self, node: str, desired: Desired, now: datetime, *, kill_grace_s: int, tier_changed: bool,
+        killed: Sequence[int],
+    ) -> Action | None:
+        """The ``notify`` verb for the user's terminals on this node when there is news: a new tier, a pending
+        kill (once per kill time, even if the node missed the tick the user entered ``blocked``), a kill done.
+        None when there is none; the decision log keeps the text as the verb's reason."""
+        warned = (node, desired.uid, desired.kill_at) if desired.kill_at is not None else None
+        warn_kill = desired.kill_pending(now) and warned not in self._kill_warned
+        if warn_kill and not tier_changed and desired.kill_at is not None:
+            # After a restart this memory is empty: the decision log says whether the warning went out.
+            since = desired.kill_at - timedelta(seconds=kill_grace_s)
+            warn_kill = not await self._db(self._decisions.notified_since, node, desired.uid, since)
+        message = terminal_message(desired, self._currency, now, tier_changed=tier_changed,
+                                   warn_kill=warn_kill, killed=killed)
+        if warned is not None and desired.kill_pending(now):
+            self._kill_warned.add(warned)
+        if message is None:
+            return None
+        return Action(node, desired.uid, ("notify", str(desired.uid)), f"notice: {message}", stdin=message.encode())
 
 
 @dataclass(frozen=True)

@@ -15,7 +15,10 @@ from dataclasses import dataclass
 
 from collector.enforcing.decisions import Desired
 
-PPM = 1_000_000
+# The verbs that put a restriction in place and those that lift one: the decision log reads the latest of
+# each to know which (node, uid) pairs the controller holds restricted.
+RESTRICTING = frozenset({"quota-set", "gpu-block"})
+LIFTING = frozenset({"quota-clear", "gpu-unblock"})
 
 
 @dataclass(frozen=True)
@@ -31,13 +34,12 @@ class Actual:
 
 @dataclass(frozen=True)
 class Action:
-    """One node-command verb to run for a reason; ``mutating`` actions are the ones dry-run never executes."""
+    """One node-command verb to run for a reason (in dry-run it is only recorded)."""
 
     node: str
     uid: int
     verb: tuple[str, ...]
     reason: str
-    mutating: bool = True
     stdin: bytes = b""
 
     @property

@@ -35,8 +35,8 @@ from collector.config import TierPolicy
 from collector.metrics import Metrics
 from collector.nodes.transport.abc import Transport
 from collector.nodes.transport.local import LocalTransport
-from collector.tick import Controller, TickSettings, TickSummary
-from collector.types import Node
+from collector.tick import Controller
+from collector.types import Node, TickSettings, TickSummary
 from ledger.config import LedgerConfig, Secret
 from ledger.money import MICRO
 from ledger.service import Ledger

@@ -16,7 +16,7 @@ import pytest
 from sqlalchemy import text
 
 from collector.charging import retention
-from collector.tick import TickSummary
+from collector.types import TickSummary
 from ledger.money import MICRO
 from tests.collector.conftest import Database
 from tests.collector.harness import MICRO_PER_GPU_SECOND, Cluster, linux_user_fixture, make_nodes, remove_tree, spawn_as

@@ -22,7 +22,7 @@ def _desired(quota: int | None, blocked: bool) -> Desired:
 
 
 def _actual(quota: dict[str, object], gpu: dict[str, object]) -> Actual:
-    """An ``Actual`` from the two documents, exactly as ``Tick._read_actual`` builds it."""
+    """An ``Actual`` from the two documents, exactly as ``Converger._read_actual`` builds it."""
     q = json.dumps({"ok": True, "verb": "quota-get", "uid": UID, "backend": "cgroup-v1", **quota}).encode()
     g = json.dumps({"ok": True, "verb": "gpu-state", "uid": UID, "backend": "cgroup-v1", "majors": [195],
                     **gpu}).encode()
@@ -61,6 +61,34 @@ TABLE = [
 def test_planner_table(quota: int | None, blocked: bool, quota_facts: dict[str, object],
                        gpu_facts: dict[str, object], verbs: list[tuple[str, ...]]) -> None:
     actions = plan("node-1", _desired(quota, blocked), _actual(quota_facts, gpu_facts), CPUS)
+    assert [action.verb for action in actions] == verbs
+
+
+def _read_back(ppm: int) -> dict[str, object]:
+    return {"quota_ppm": ppm, "raw": "", "outside": 0}
+
+
+# The node rounds a quota down by less than one percent of one CPU (10000 / cpus ppm, rounded up) and never
+# up; a sample without a CPU count reads as one CPU (collector.charging.samples), the widest tolerance.
+CPU_TABLE = [
+    # (case, the node's CPUs, desired quota, read-back quota, verbs)
+    ("64 CPUs, read back 156 ppm low (within the step of 157): no-op", 64, 100000, 99844, []),
+    ("64 CPUs, read back a whole step low: re-set", 64, 100000, 99843, [("quota-set", "1234", "100000")]),
+    ("64 CPUs, read back exact: no-op", 64, 100000, 100000, []),
+    ("read back above the request: re-set", 64, 100000, 100001, [("quota-set", "1234", "100000")]),
+    ("unknown CPUs (one): read back 9999 ppm low: no-op", 1, 100000, 90001, []),
+    ("unknown CPUs (one): read back a whole percent low: re-set", 1, 100000, 90000, [("quota-set", "1234", "100000")]),
+    ("zero CPUs counts as one: no-op", 0, 100000, 90001, []),
+    ("3 CPUs, the step rounds up (3334): no-op", 3, 100000, 96667, []),
+    ("3 CPUs, one past the step: re-set", 3, 100000, 96666, [("quota-set", "1234", "100000")]),
+    ("a read-back of zero is a quota, not none: re-set", 64, 100000, 0, [("quota-set", "1234", "100000")]),
+]
+
+
+@pytest.mark.parametrize(("cpus", "quota", "read_back", "verbs"), [row[1:] for row in CPU_TABLE],
+                         ids=[row[0] for row in CPU_TABLE])
+def test_planner_cpu_table(cpus: int, quota: int, read_back: int, verbs: list[tuple[str, ...]]) -> None:
+    actions = plan("node-1", _desired(quota, False), _actual(_read_back(read_back), FREE), cpus)
     assert [action.verb for action in actions] == verbs
 
 

@@ -14,8 +14,7 @@ import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 
 from collector.metrics import Metrics
-from collector.tick import TickSummary
-from collector.types import Node, Outcome
+from collector.types import Node, Outcome, TickSummary
 from tests.collector.samples import GPU0, proc, sample
 
 MONITORING = Path(__file__).resolve().parents[2] / "collector" / "monitoring"

@@ -12,8 +12,7 @@ from pathlib import Path
 import pytest
 
 from collector.nodes.transport.ssh import SshSettings, SshTransport
-from collector.tick import TickSummary
-from collector.types import Node
+from collector.types import Node, TickSummary
 from ledger.money import MICRO
 from tests.collector.conftest import Database, forced_command_line
 from tests.collector.harness import MICRO_PER_GPU_SECOND, Cluster, linux_user_fixture, make_nodes, remove_tree, spawn_as
