@@ -12,9 +12,9 @@ from tests.collector.conftest import Database
 
 
 def test_chain_at_head_and_rerun_is_a_no_op(database: Database) -> None:
-    assert current(database.admin_url, COLLECTOR_VERSION_TABLE) == "c0003"
+    assert current(database.admin_url, COLLECTOR_VERSION_TABLE) == "c0004"
     upgrade_collector(database.admin_url)
-    assert current(database.admin_url, COLLECTOR_VERSION_TABLE) == "c0003"
+    assert current(database.admin_url, COLLECTOR_VERSION_TABLE) == "c0004"
 
 
 def test_app_role_cannot_rewrite_decisions(database: Database) -> None:
