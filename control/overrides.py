@@ -23,7 +23,6 @@ from typing import Any
 from sqlalchemy import text
 from sqlalchemy.engine import Connection
 
-ACTIONS = ("exempt", "lift", "apply")
 _COLUMNS = "id, billing_user, action, reason, until, at, actor"
 
 
@@ -35,7 +34,6 @@ class Override:
     reason: str
     until: datetime | None
     at: datetime
-    actor: str
 
     def active(self, now: datetime) -> bool:
         return self.until is None or now < self.until
@@ -78,22 +76,30 @@ def applying(override: Override | None, now: datetime) -> Override | None:
 
 # -- the store ----------------------------------------------------------------------------------------------------
 
-def _override(row: Sequence[Any]) -> Override:
-    return Override(id=int(row[0]), user=str(row[1]), action=str(row[2]), reason=str(row[3]), until=row[4],
-                    at=row[5], actor=str(row[6]))
+@dataclass(frozen=True)
+class Posted:
+    """An override as stored: what it means, and who posted it (the rules do not depend on who)."""
+
+    override: Override
+    actor: str
 
 
-def recent(conn: Connection, limit: int = 500) -> list[Override]:
+def _posted(row: Sequence[Any]) -> Posted:
+    return Posted(Override(id=int(row[0]), user=str(row[1]), action=str(row[2]), reason=str(row[3]), until=row[4],
+                           at=row[5]), actor=str(row[6]))
+
+
+def recent(conn: Connection, limit: int = 500) -> list[Posted]:
     """The newest ``limit`` overrides of any user, newest first."""
     rows = conn.execute(text(f"SELECT {_COLUMNS} FROM control.enforcement_override"  # noqa: S608 (constant column list)
                              " ORDER BY id DESC LIMIT :n"), {"n": limit})
-    return [_override(r) for r in rows]
+    return [_posted(r) for r in rows]
 
 
-def add(conn: Connection, user: str, action: str, reason: str, until: datetime | None, actor: str) -> Override:
+def add(conn: Connection, user: str, action: str, reason: str, until: datetime | None, actor: str) -> Posted:
     """A new override of ``user`` (a billing user: the table's foreign key refuses others); it replaces the
     user's previous one from the controller's next tick on."""
     row = conn.execute(text("INSERT INTO control.enforcement_override (billing_user, action, reason, until, actor)"  # noqa: S608 (constant column list)
                             f" VALUES (:u, :a, :r, :t, :actor) RETURNING {_COLUMNS}"),
                        {"u": user, "a": action, "r": reason, "t": until, "actor": actor}).one()
-    return _override(row)
+    return _posted(row)

@@ -20,9 +20,8 @@ _READ = text(
     SELECT (SELECT json_build_object('id', id, 'settings', settings, 'reason', reason, 'actor', actor, 'at', at)
               FROM control.settings_version ORDER BY id DESC LIMIT 1) AS version,
            (SELECT coalesce(json_agg(json_build_object('id', o.id, 'user', o.billing_user, 'action', o.action,
-                                                       'reason', o.reason, 'until', o.until, 'at', o.at,
-                                                       'actor', o.actor)), '[]')
-              FROM (SELECT DISTINCT ON (billing_user) id, billing_user, action, reason, until, at, actor
+                                                       'reason', o.reason, 'until', o.until, 'at', o.at)), '[]')
+              FROM (SELECT DISTINCT ON (billing_user) id, billing_user, action, reason, until, at
                       FROM control.enforcement_override ORDER BY billing_user, id DESC) o) AS overrides
     """
 )
@@ -38,7 +37,7 @@ def _override(row: Mapping[str, Any]) -> Override:
     return Override(
         id=int(row["id"]), user=str(row["user"]), action=str(row["action"]), reason=str(row["reason"]),
         until=datetime.fromisoformat(row["until"]) if row["until"] is not None else None,
-        at=datetime.fromisoformat(row["at"]), actor=str(row["actor"]),
+        at=datetime.fromisoformat(row["at"]),
     )
 
 

@@ -93,9 +93,10 @@ def decisions(call: Call) -> Any:
     return {"items": items, "next_cursor": rows[limit - 1][0] if len(rows) > limit else None}
 
 
-def _override(o: overrides.Override) -> dict[str, Any]:
+def _override(posted: overrides.Posted) -> dict[str, Any]:
+    o = posted.override
     return {"id": o.id, "user": o.user, "action": o.action, "reason": o.reason,
-            "until": o.until.isoformat() if o.until else None, "actor": o.actor, "at": o.at.isoformat()}
+            "until": o.until.isoformat() if o.until else None, "actor": posted.actor, "at": o.at.isoformat()}
 
 
 def list_overrides(call: Call) -> Any:

@@ -22,7 +22,7 @@ JOB = ProcessRef("boot", 4242, 99)
 
 
 def override(action: str, *, until: datetime | None = None, at: datetime = NOW - timedelta(minutes=5)) -> Override:
-    return Override(7, "alice", action, "deadline", until, at, "admin")
+    return Override(7, "alice", action, "deadline", until, at)
 
 
 def apply_settings(defaults: Rules, version: int, document: dict[str, object]) -> Rules:

@@ -115,8 +115,9 @@ def test_control_0001_moves_the_api_tables_with_their_rows_ids_and_grants(pg_clu
         assert {u: (o.id, o.action) for u, o in state.overrides.items()} == {"erin": (41, "exempt")}
         newest = versions.newest(connection)                      # what the API reads
         assert newest is not None and (newest.id, newest.reason) == (41, "before the move")
-        assert [(o.id, o.user) for o in overrides.recent(connection)] == [(41, "erin")]
+        assert [(p.override.id, p.override.user, p.actor) for p in overrides.recent(connection)] == [
+            (41, "erin", "admin")]
         assert connections.claim(connection, 600, 20) == [(41, "gpu01")]
         # New rows continue the moved sequences.
-        assert overrides.add(connection, "erin", "apply", "after the move", None, "admin").id == 42
+        assert overrides.add(connection, "erin", "apply", "after the move", None, "admin").override.id == 42
     app.dispose()
