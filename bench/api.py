@@ -33,11 +33,11 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from api import tokens  # noqa: E402
+from gpuledger.main import upgrade_all  # noqa: E402
 from ledger.bootstrap import APP_ROLE, bootstrap  # noqa: E402
 from ledger.config import LedgerConfig, Secret  # noqa: E402
 from ledger.db import create_app_engine  # noqa: E402
 from ledger.embedded import EmbeddedPostgres  # noqa: E402
-from ledger.migrate import upgrade, upgrade_ledger  # noqa: E402
 from ledger.records import UsageRecord, UsageTick  # noqa: E402
 from ledger.service import Ledger  # noqa: E402
 
@@ -132,9 +132,7 @@ def main() -> int:
         server = None
         try:
             admin = bootstrap(cluster.url(), "bench")
-            upgrade_ledger(admin)
-            upgrade(admin, ROOT / "collector" / "migrations", "collector_alembic_version")
-            upgrade(admin, ROOT / "api" / "migrations", "api_alembic_version")
+            upgrade_all(admin, out=lambda line: None)   # every chain, as deployed
             app_url = cluster.url(user=APP_ROLE, database="bench")
             engine = create_app_engine(app_url)
             ledger = Ledger(engine, LedgerConfig(database_url=Secret(app_url)))

@@ -1,8 +1,8 @@
-"""What an admin's enforcement override means for one billing user: pure functions over immutable records.
+"""Enforcement overrides: what one means for a billing user (pure functions over immutable records), and the
+store, ``control.enforcement_override``, that the API adds them to and the controller reads.
 
-The API writes overrides to ``api.enforcement_override``; the newest row per user wins, even once it has
-expired (a newer row replaces an older one, it does not stack on it), and a row whose ``until`` has passed
-no longer applies:
+The newest row per user wins, even once it has expired (a newer row replaces an older one, it does not stack
+on it), and a row whose ``until`` has passed no longer applies:
 
 * ``exempt``: the user counts as exempt (tier ``exempt``): nothing is enforced on them anywhere.
 * ``apply``: the user's money tier is enforced even if the ledger marks them exempt.
@@ -15,8 +15,15 @@ starts when ``apply`` makes someone blocked); ``lift`` changes only the desired 
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
+
+from sqlalchemy import text
+from sqlalchemy.engine import Connection
+
+_COLUMNS = "id, billing_user, action, reason, until, at, actor"
 
 
 @dataclass(frozen=True)
@@ -65,3 +72,34 @@ def grace_start(override: Override | None, tier_since: datetime, now: datetime) 
 def applying(override: Override | None, now: datetime) -> Override | None:
     """``override`` if it is in force at ``now`` (what a decision records as its cause), else None."""
     return override if override is not None and override.active(now) else None
+
+
+# -- the store ----------------------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Posted:
+    """An override as stored: what it means, and who posted it (the rules do not depend on who)."""
+
+    override: Override
+    actor: str
+
+
+def _posted(row: Sequence[Any]) -> Posted:
+    return Posted(Override(id=int(row[0]), user=str(row[1]), action=str(row[2]), reason=str(row[3]), until=row[4],
+                           at=row[5]), actor=str(row[6]))
+
+
+def recent(conn: Connection, limit: int = 500) -> list[Posted]:
+    """The newest ``limit`` overrides of any user, newest first."""
+    rows = conn.execute(text(f"SELECT {_COLUMNS} FROM control.enforcement_override"  # noqa: S608 (constant column list)
+                             " ORDER BY id DESC LIMIT :n"), {"n": limit})
+    return [_posted(r) for r in rows]
+
+
+def add(conn: Connection, user: str, action: str, reason: str, until: datetime | None, actor: str) -> Posted:
+    """A new override of ``user`` (a billing user: the table's foreign key refuses others); it replaces the
+    user's previous one from the controller's next tick on."""
+    row = conn.execute(text("INSERT INTO control.enforcement_override (billing_user, action, reason, until, actor)"  # noqa: S608 (constant column list)
+                            f" VALUES (:u, :a, :r, :t, :actor) RETURNING {_COLUMNS}"),
+                       {"u": user, "a": action, "r": reason, "t": until, "actor": actor}).one()
+    return _posted(row)

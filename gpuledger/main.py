@@ -21,8 +21,9 @@ from typing import Any
 from gpuledger.cli import import_optional
 from ledger.migrate import LEDGER_MIGRATIONS, LEDGER_VERSION_TABLE, upgrade
 
-# Ledger first: the other chains reference its tables.
-CHAINED_PACKAGES = ("collector", "api")
+# Ledger first: the other chains reference its tables. Control after api: its first revision moves the tables
+# the api chain created (control/migrations/versions/0001_control.py).
+CHAINED_PACKAGES = ("collector", "api", "control")
 
 
 def migration_chains() -> list[tuple[str, Path, str]]:

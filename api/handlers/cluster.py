@@ -1,6 +1,8 @@
-"""Nodes and enforcement, read from (and, for the registry's admin fields, written to) the controller's
-tables through SQL: the API does not import the collector. Overrides go to ``api.enforcement_override``,
-which the controller reads (their meaning: docs/api.md, "Enforcement overrides")."""
+"""Nodes and enforcement. The collector's state is read from the views it publishes (``collector.node_status``,
+``collector.gpu_status``, ``collector.decision_log``: the API may not read its tables, and does not import it);
+what admins change goes through ``control``: node edits (``control.nodes``, which the controller takes into its
+registry at its next sync, laid over what it shows until then) and enforcement overrides
+(``control.overrides``; their meaning: docs/api.md, "Enforcement overrides")."""
 
 from __future__ import annotations
 
@@ -8,11 +10,13 @@ from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import text
+from sqlalchemy.engine import Connection
 
 from api import audit
 from api.errors import not_found, unprocessable
 from api.operation import Call
 from api.services import aware, services
+from control import nodes, overrides
 
 _NODE = ("name, address, port, region, remarks, listed, in_inventory, status, last_outcome, last_error,"
          " last_attempt_at, last_seen_at, machine_id, boot_id")
@@ -23,37 +27,47 @@ def _node(row: Any) -> dict[str, Any]:
     return {k: (v.isoformat() if hasattr(v, "isoformat") else v) for k, v in zip(_NODE_KEYS, row, strict=True)}
 
 
+def _shown(conn: Connection, name: str | None = None) -> list[dict[str, Any]]:
+    """The registry (one node's row, or all), with the edits the controller has not taken yet laid over it.
+    The edits are read first: an edit taken meanwhile is then in both, and shows the same."""
+    pending = nodes.by_node(nodes.pending(conn, None if name is None else [name]))
+    where, params = ("", {}) if name is None else (" WHERE name = :n", {"n": name})
+    rows = conn.execute(text(f"SELECT {_NODE} FROM collector.node_status{where} ORDER BY name"), params)  # noqa: S608 (constant column lists and clauses)
+    return [nodes.lay_over(_node(r), pending.get(r[0], ())) for r in rows]
+
+
+def _one(conn: Connection, name: str) -> dict[str, Any]:
+    found = _shown(conn, name)
+    if not found:
+        raise not_found("node", name)
+    return found[0]
+
+
 def list_nodes(call: Call) -> Any:
     with services(call).read() as conn:
-        return [_node(r) for r in conn.execute(text(f"SELECT {_NODE} FROM collector.node ORDER BY name"))]  # noqa: S608 (constant column lists and clauses)
+        return _shown(conn)
 
 
 def get_node(call: Call) -> Any:
     name = call.params["name"]
     with services(call).read() as conn:
-        row = conn.execute(text(f"SELECT {_NODE} FROM collector.node WHERE name = :n"), {"n": name}).one_or_none()  # noqa: S608 (constant column lists and clauses)
-        if row is None:
-            raise not_found("node", name)
+        node = _one(conn, name)
         gpus = [{"uuid": g[0], "index": g[1], "name": g[2], "memory_total_bytes": g[3], "state": g[4],
                  "seen_at": g[5].isoformat()} for g in conn.execute(text(
-                     "SELECT uuid, index, name, memory_total_bytes, state, seen_at FROM collector.gpu"
+                     "SELECT uuid, index, name, memory_total_bytes, state, seen_at FROM collector.gpu_status"
                      " WHERE node = :n ORDER BY index NULLS LAST, uuid"), {"n": name})]
-    return {**_node(row), "gpus": gpus}
+    return {**node, "gpus": gpus}
 
 
 def update_node(call: Call) -> Any:
-    """The registry's admin fields (listed, region, remarks); the controller owns everything else."""
+    """The registry's admin fields (listed, region, remarks), as an edit the controller takes in at its next
+    sync; the controller owns everything else."""
     name, changes = call.params["name"], dict(call.body)
     with services(call).write() as conn:
-        row = conn.execute(text(f"SELECT {_NODE} FROM collector.node WHERE name = :n FOR UPDATE"),  # noqa: S608 (constant column lists and clauses)
-                           {"n": name}).one_or_none()
-        if row is None:
-            raise not_found("node", name)
-        before = _node(row)
-        if changes:
-            sets = ", ".join(f"{k} = :{k}" for k in changes)   # keys are the body schema's three fields
-            conn.execute(text(f"UPDATE collector.node SET {sets} WHERE name = :n"), {**changes, "n": name})  # noqa: S608
-        after = _node(conn.execute(text(f"SELECT {_NODE} FROM collector.node WHERE name = :n"), {"n": name}).one())  # noqa: S608 (constant column lists and clauses)
+        nodes.lock(conn, name)
+        before = _one(conn, name)
+        nodes.edit(conn, name, changes, call.actor)
+        after = {**before, **changes}
         audit.record(conn, actor=call.actor, action="node.update", target=f"node:{name}",
                      before={k: before[k] for k in changes}, after={k: after[k] for k in changes},
                      request_id=call.request_id)
@@ -67,7 +81,7 @@ def decisions(call: Call) -> Any:
     with services(call).read() as conn:
         rows = conn.execute(text(
             "SELECT id, tick_id, at, node, uid, linux_user, billing_user, tier, balance, verb, reason, dry_run,"  # noqa: S608 (constant column lists and clauses)
-            f" outcome, exit_status, detail, finished_at, override_id, override_reason FROM collector.decision"
+            f" outcome, exit_status, detail, finished_at, override_id, override_reason FROM collector.decision_log"
             f" WHERE {' AND '.join(clauses)}"
             " ORDER BY id LIMIT :limit"),
             {"after": p.get("cursor", 0), "node": p.get("node"), "billing_user": p.get("billing_user"),
@@ -79,16 +93,15 @@ def decisions(call: Call) -> Any:
     return {"items": items, "next_cursor": rows[limit - 1][0] if len(rows) > limit else None}
 
 
+def _override(posted: overrides.Posted) -> dict[str, Any]:
+    o = posted.override
+    return {"id": o.id, "user": o.user, "action": o.action, "reason": o.reason,
+            "until": o.until.isoformat() if o.until else None, "actor": posted.actor, "at": o.at.isoformat()}
+
+
 def list_overrides(call: Call) -> Any:
     with services(call).read() as conn:
-        rows = conn.execute(text("SELECT id, billing_user, action, reason, until, actor, at"
-                                 " FROM api.enforcement_override ORDER BY id DESC LIMIT 500")).all()
-    return [_override(r) for r in rows]
-
-
-def _override(r: Any) -> dict[str, Any]:
-    return {"id": r[0], "user": r[1], "action": r[2], "reason": r[3],
-            "until": r[4].isoformat() if r[4] else None, "actor": r[5], "at": r[6].isoformat()}
+        return [_override(o) for o in overrides.recent(conn)]
 
 
 def create_override(call: Call) -> Any:
@@ -99,11 +112,7 @@ def create_override(call: Call) -> Any:
         # It would be over before the controller's next tick reads it: nothing it could apply.
         raise unprocessable("invalid_time", "until: must be in the future", field="until")
     with svc.write() as conn:
-        row = conn.execute(text(
-            "INSERT INTO api.enforcement_override (billing_user, action, reason, until, actor)"
-            " VALUES (:u, :a, :r, :t, :actor) RETURNING id, billing_user, action, reason, until, actor, at"),
-            {"u": b["user"], "a": b["action"], "r": b["reason"], "t": until, "actor": call.actor}).one()
-        out = _override(row)
+        out = _override(overrides.add(conn, b["user"], b["action"], b["reason"], until, call.actor))
         audit.record(conn, actor=call.actor, action="enforcement.override", target=f"user:{b['user']}",
                      before=None, after=out, request_id=call.request_id)
     return out

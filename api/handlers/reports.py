@@ -8,10 +8,11 @@ from fnmatch import fnmatchcase
 from fractions import Fraction
 from typing import Any
 
-from api import queries, render
+from api import render
 from api.errors import unprocessable
 from api.operation import Call
 from api.services import aware, period, services
+from ledger import browse
 from ledger.money import format_amount
 from ledger.rating import round_micro
 from ledger.records import UNITS
@@ -32,7 +33,7 @@ def usage(call: Call) -> Any:
     # Evidence can hold other people's command lines: only admins and auditors see it.
     role = call.principal.role if call.principal else None
     with svc.read() as conn:
-        items, cursor = queries.usage_page(conn, filters, after, limit, with_evidence=role in ("admin", "auditor"))
+        items, cursor = browse.usage_page(conn, filters, after, limit, with_evidence=role in ("admin", "auditor"))
     return {"items": items, "next_cursor": cursor}
 
 
@@ -42,7 +43,7 @@ def entries(call: Call) -> Any:
     tz = svc.ledger.config.timezone
     after, limit = _page(call)
     with svc.read() as conn:
-        items, cursor = queries.entries_page(
+        items, cursor = browse.entries_page(
             conn, call.params.get("kind"), datetime.combine(start, time(), tzinfo=tz) if start else None,
             datetime.combine(end, time(), tzinfo=tz) if end else None, after, limit)
     return {"items": items, "next_cursor": cursor}

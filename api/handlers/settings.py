@@ -1,7 +1,8 @@
 """Operational settings the controller reads at each tick (docs/api.md, "Settings"): tier thresholds, the
-kill grace and dry-run. A change is a new version with its reason, audited in the same transaction; the
-newest version is in force. A version holds only the keys ever set (a key never set is left to the
-controller's environment), and the three thresholds always together, so a version is complete on its own.
+kill grace and dry-run. A change is a new version with its reason (``control.versions``), audited in the same
+transaction; the newest version is in force. A version holds only the keys ever set (a key never set is left
+to the controller's environment), and the three thresholds always together, so a version is complete on its
+own.
 
 What is stored is what ``control.settings`` parses, the rule the controller applies, so a stored version is
 never one the controller refuses; and a version it would refuse (written before that rule) is shown as not
@@ -9,24 +10,19 @@ in force, with the problem, and its bad keys are not inherited by the next PUT."
 
 from __future__ import annotations
 
-import json
 from typing import Any
-
-from sqlalchemy import text
 
 from api import audit
 from api.errors import unprocessable
 from api.operation import Call
 from api.services import services
+from control import versions
 from control.settings import SettingsError, merge, parse
 from ledger.tiers import Thresholds
 
-_SETTINGS_LOCK = 0x676C6173
 
-
-def _current(conn: Any) -> tuple[int | None, dict[str, Any]]:
-    row = conn.execute(text("SELECT id, settings FROM api.settings_version ORDER BY id DESC LIMIT 1")).one_or_none()
-    return (None, {}) if row is None else (row[0], row[1])
+def _current(version: versions.Version | None) -> tuple[int | None, Any]:
+    return (None, {}) if version is None else (version.id, version.settings)
 
 
 def _standing(version: int | None, document: Any, base: Thresholds) -> dict[str, Any]:
@@ -45,7 +41,7 @@ def thresholds_in_force(call: Call) -> Thresholds:
     svc = services(call)
     base = svc.ledger.config.thresholds
     with svc.read() as conn:
-        version, document = _current(conn)
+        version, document = _current(versions.newest(conn))
     try:
         return parse(document, base, version).thresholds or base
     except SettingsError:
@@ -55,17 +51,16 @@ def thresholds_in_force(call: Call) -> Thresholds:
 def get_settings(call: Call) -> Any:
     svc = services(call)
     with svc.read() as conn:
-        version, document = _current(conn)
+        version, document = _current(versions.newest(conn))
     return {"version": version, "settings": document, **_standing(version, document, svc.ledger.config.thresholds)}
 
 
 def history(call: Call) -> Any:
     svc = services(call)
     with svc.read() as conn:
-        rows = conn.execute(text("SELECT id, settings, reason, actor, at FROM api.settings_version"
-                                 " ORDER BY id DESC LIMIT 500")).all()
-    return [{"version": r[0], "settings": r[1], "reason": r[2], "actor": r[3], "at": r[4].isoformat(),
-             **_standing(r[0], r[1], svc.ledger.config.thresholds)} for r in rows]
+        rows = versions.history(conn)
+    return [{"version": v.id, "settings": v.settings, "reason": v.reason, "actor": v.actor, "at": v.at.isoformat(),
+             **_standing(v.id, v.settings, svc.ledger.config.thresholds)} for v in rows]
 
 
 def put_settings(call: Call) -> Any:
@@ -74,18 +69,15 @@ def put_settings(call: Call) -> Any:
     svc = services(call)
     changes = {k: v for k, v in call.body.items() if k != "reason"}
     with svc.write() as conn:
-        # Serialise changes so each version is computed from the one before it.
-        conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": _SETTINGS_LOCK})
-        version, before = _current(conn)
+        versions.lock_for_change(conn)
+        version, before = _current(versions.newest(conn))
         try:
             settings, dropped = merge(before if isinstance(before, dict) else {}, changes,
                                       svc.ledger.config.thresholds)
         except SettingsError as exc:
             raise unprocessable("invalid_settings", str(exc), field=exc.key) from None
         after = settings.document()
-        new = conn.execute(text("INSERT INTO api.settings_version (settings, reason, actor)"
-                                " VALUES (CAST(:s AS jsonb), :r, :a) RETURNING id"),
-                           {"s": json.dumps(after), "r": call.body["reason"], "a": call.actor}).scalar_one()
+        new = versions.append(conn, after, call.body["reason"], call.actor).id
         audit.record(conn, actor=call.actor, action="settings.update", target=f"settings:{new}",
                      before={"version": version, "settings": before},
                      after={"version": new, "settings": after, "dropped": dropped}, request_id=call.request_id)

@@ -1,4 +1,5 @@
-"""Health (database reachable, age of the controller's last tick) and Prometheus metrics."""
+"""Health (database reachable, age of the controller's last tick, from the view it publishes,
+``collector.tick_status``) and Prometheus metrics."""
 
 from __future__ import annotations
 
@@ -20,8 +21,8 @@ def healthz(call: Call) -> Any:
     try:
         with services(call).read() as conn:
             # The controller's schema may not be installed (API alone): then there is no tick to age.
-            has_ticks = conn.execute(text("SELECT to_regclass('collector.tick') IS NOT NULL")).scalar()
-            age = conn.execute(text("SELECT extract(epoch FROM now() - max(started_at)) FROM collector.tick")
+            has_ticks = conn.execute(text("SELECT to_regclass('collector.tick_status') IS NOT NULL")).scalar()
+            age = conn.execute(text("SELECT extract(epoch FROM now() - last_started_at) FROM collector.tick_status")
                                ).scalar() if has_ticks else None
     except LedgerUnavailable as exc:
         # The driver's message names the database host and port: the log gets it, the (public) body does not.

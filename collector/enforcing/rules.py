@@ -1,8 +1,8 @@
 """The rules enforcement follows in one tick: the environment's, with the newest admin settings version over them.
 
-The API keeps settings as versions in ``api.settings_version`` (docs/api.md, "Settings"); a version holds
-only the keys an admin set, and a key it leaves out keeps the environment's value, so the environment
-stays the default. The version is parsed by ``control.settings.parse``, the rule the API stores by, all or
+Settings are kept as versions in ``control.settings_version`` (``control.versions``; docs/api.md, "Settings");
+a version holds only the keys an admin set, and a key it leaves out keeps the environment's value, so the
+environment stays the default. The version is parsed by ``control.settings.parse``, the rule the API stores by, all or
 nothing: a version it refuses (``SettingsError``, naming the key) leaves the tick on the environment's rules.
 """
 

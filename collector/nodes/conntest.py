@@ -1,6 +1,6 @@
-""""Test connection now": connection tests the API requests (``api.connection_test``, migration api0002)
-and the active controller runs. The API cannot open SSH (it imports only the ledger), so a request is a row
-the controller claims (``started_at``), runs and finishes (``finished_at``, ``outcome``, ``detail``).
+""""Test connection now": connection tests the API requests and the active controller runs. The API cannot
+open SSH, so a request is a row of ``control.connection_test`` (``control.connections``) that the controller
+claims (``started_at``), runs and finishes (``finished_at``, ``outcome``, ``detail``).
 
 A test connects the way a tick does (the same transport class and settings: the host key checked against
 the managed known_hosts, never relaxed), but on its own connection, closed afterwards, so it proves that a
@@ -12,34 +12,24 @@ it is ``STALE_AFTER_S`` old.
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Engine, text
+from sqlalchemy import Engine
 
 from collector.charging.samples import BadSample, parse_sample
-from collector.enforcing.admin import ApiTable
 from collector.errors import NodeUnavailable
 from collector.nodes.transport.abc import Transport
 from collector.types import Node, Outcome
+from control import connections
+from control.presence import ControlTable
 
 log = logging.getLogger("gpuledger.controller")
 CLAIM_BATCH = 20
 STALE_AFTER_S = 600
-_CLAIM = text(
-    "UPDATE api.connection_test SET started_at = now() WHERE id IN ("
-    " SELECT id FROM api.connection_test WHERE finished_at IS NULL AND (started_at IS NULL"
-    " OR started_at < now() - make_interval(secs => :stale)) ORDER BY id LIMIT :n FOR UPDATE SKIP LOCKED)"
-    " RETURNING id, node"
-)
-_FINISH = text(
-    "UPDATE api.connection_test SET finished_at = now(), outcome = :outcome, detail = CAST(:detail AS jsonb)"
-    " WHERE id = :id"
-)
 # What the API shows: ok, failed, hostkey_mismatch, timeout or unknown_node.
 _OUTCOMES: dict[str, str] = {Outcome.HOSTKEY_MISMATCH: "hostkey_mismatch", Outcome.TIMEOUT: "timeout"}
 
@@ -71,17 +61,17 @@ class ConnectionTests:
         self.inventory = inventory
         self.transports = transports
         self.command_timeout_s = command_timeout_s
-        self._table = ApiTable("api.connection_test", "connection tests are not run", recheck_s=60)
+        self._table = ControlTable("control.connection_test", "connection tests are not run", recheck_s=60)
 
     def _claim(self) -> list[tuple[int, str]]:
         with self.engine.begin() as conn:
             if not self._table.present(conn):
                 return []
-            return [(row.id, row.node) for row in conn.execute(_CLAIM, {"stale": STALE_AFTER_S, "n": CLAIM_BATCH})]
+            return connections.claim(conn, STALE_AFTER_S, CLAIM_BATCH)
 
     def _finish(self, result: TestResult) -> None:
         with self.engine.begin() as conn:
-            conn.execute(_FINISH, {"id": result.id, "outcome": result.outcome, "detail": json.dumps(result.detail())})
+            connections.finish(conn, result.id, result.outcome, result.detail())
 
     async def poll(self) -> list[TestResult]:
         """Run every pending test (up to a batch) at once; returns their results."""

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
 
@@ -18,6 +18,7 @@ from sqlalchemy.engine import Connection
 
 from collector.charging.samples import Sample
 from collector.types import Node, Outcome
+from control import nodes as node_edits
 
 STATUS_OF = {Outcome.OK: "connected", Outcome.HOSTKEY_MISMATCH: "hostkey_mismatch"}
 
@@ -41,10 +42,12 @@ class NodeReport:
 def sync_inventory(conn: Connection, nodes: Sequence[Node]) -> frozenset[str]:
     """Upsert every inventory node; flag the ones no longer in it. Returns the names of the listed ones.
 
-    The listed flag, region and remarks are also admin fields (``PATCH /v1/nodes/{name}``): the inventory
-    overwrites one only when its own value for it changed since the last sync, so an admin's edit stands
-    until ops edit that field in the inventory.
+    The listed flag, region and remarks are also admin fields (``PATCH /v1/nodes/{name}``, kept by
+    ``control.nodes`` until this sync takes them in, first): the inventory overwrites one only when its own
+    value for it changed since the last sync, so an admin's edit stands until ops edit that field in the
+    inventory.
     """
+    _take_admin_edits(conn)
     listed = conn.execute(
         text(
             "INSERT INTO collector.node (name, address, port, local, region, remarks, listed,"
@@ -74,6 +77,26 @@ def sync_inventory(conn: Connection, nodes: Sequence[Node]) -> frozenset[str]:
         {"names": [n.name for n in nodes]},
     )
     return frozenset(name for name, is_listed in listed if is_listed)
+
+
+_APPLY_EDITS = """
+    UPDATE collector.node AS n SET listed = coalesce(x.listed, n.listed), region = coalesce(x.region, n.region),
+           remarks = coalesce(x.remarks, n.remarks), updated_at = now()
+      FROM json_to_recordset(CAST(:rows AS json)) AS x(name text, listed boolean, region text, remarks text)
+     WHERE n.name = x.name
+"""
+
+
+def _take_admin_edits(conn: Connection) -> None:
+    """Write the admin edits made since the last sync into the registry, as the API once did at once; the
+    inventory's values are laid over them afterwards by the usual rule. A database without the control chain
+    has no edits to take."""
+    if not node_edits.installed(conn):
+        return
+    edits = node_edits.by_node(node_edits.take(conn))
+    if edits:
+        rows = [{"name": node, **node_edits.lay_over({}, group)} for node, group in edits.items()]
+        conn.execute(text(_APPLY_EDITS), {"rows": json.dumps(rows)})
 
 
 def _gpu_rows(report: NodeReport, seen: str) -> list[dict[str, Any]]:
@@ -150,6 +173,8 @@ class RegistryRow:
 
 
 def list_nodes(conn: Connection) -> list[RegistryRow]:
+    """The registry as admins see it: with the admin edits the next sync will take in laid over it."""
+    pending = node_edits.by_node(node_edits.pending(conn)) if node_edits.installed(conn) else {}
     rows = conn.execute(
         text(
             "SELECT n.name, n.address, n.port, n.region, n.listed, n.in_inventory, n.status, n.last_seen_at,"
@@ -157,4 +182,4 @@ def list_nodes(conn: Connection) -> list[RegistryRow]:
             " FROM collector.node n ORDER BY n.name"
         )
     )
-    return [RegistryRow(*row) for row in rows]
+    return [replace(RegistryRow(*r), **node_edits.lay_over({}, pending.get(r.name, ()))) for r in rows]

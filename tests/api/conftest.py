@@ -1,4 +1,4 @@
-"""API fixtures: ledger, collector and api chains migrated once into a template database; each test gets a
+"""API fixtures: every chain (ledger, collector, api, control) migrated once into a template database; each test gets a
 fresh copy on the session's real PostgreSQL, the app over the app role, and one token per role."""
 
 from __future__ import annotations
@@ -11,7 +11,6 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
 import httpx
 import pytest
@@ -24,16 +23,14 @@ from starlette.applications import Starlette
 from api import tokens
 from api.app import create_app
 from api.config import ApiConfig
+from gpuledger.main import upgrade_all
 from ledger.bootstrap import APP_ROLE, bootstrap
 from ledger.config import LedgerConfig, Secret
 from ledger.db import create_app_engine
 from ledger.embedded import EmbeddedPostgres
-from ledger.migrate import upgrade, upgrade_ledger
 from ledger.service import Ledger
 
-ROOT = Path(__file__).resolve().parents[2]
 TEMPLATE = "api_template"
-API_MIGRATIONS = ROOT / "api" / "migrations"
 
 
 @dataclass(frozen=True)
@@ -45,10 +42,7 @@ class ApiDatabase:
 
 @pytest.fixture(scope="session")
 def api_template(pg_cluster: EmbeddedPostgres) -> str:
-    admin_url = bootstrap(pg_cluster.url(), TEMPLATE)
-    upgrade_ledger(admin_url)
-    upgrade(admin_url, ROOT / "collector" / "migrations", "collector_alembic_version")
-    upgrade(admin_url, API_MIGRATIONS, "api_alembic_version")
+    upgrade_all(bootstrap(pg_cluster.url(), TEMPLATE), out=lambda _: None)
     return TEMPLATE
 
 

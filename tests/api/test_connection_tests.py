@@ -38,13 +38,13 @@ def test_controller_fills_a_requested_test(client: httpx.Client, issued: Tokens,
     controller = create_engine(api_db.app_url, poolclass=NullPool)
     with controller.begin() as conn:
         claimed = conn.execute(text(
-            "UPDATE api.connection_test SET started_at = now() WHERE id = (SELECT id FROM api.connection_test"
+            "UPDATE control.connection_test SET started_at = now() WHERE id = (SELECT id FROM control.connection_test"
             " WHERE started_at IS NULL ORDER BY id LIMIT 1 FOR UPDATE SKIP LOCKED) RETURNING id, node")).one()
     assert tuple(claimed) == (test["id"], "gpu01")
     assert poll()["status"] == "running"
     detail = {"latency_ms": 42, "error": None, "hostname": "gpu01.lab"}
     with controller.begin() as conn:
-        conn.execute(text("UPDATE api.connection_test SET finished_at = now(), outcome = 'ok',"
+        conn.execute(text("UPDATE control.connection_test SET finished_at = now(), outcome = 'ok',"
                           " detail = CAST(:d AS jsonb) WHERE id = :i"), {"d": json.dumps(detail), "i": claimed[0]})
     controller.dispose()
     done = poll()
@@ -63,7 +63,7 @@ def test_a_request_is_audited_and_unknown_nodes_refused(client: httpx.Client, is
     engine = create_engine(api_db.app_url, poolclass=NullPool)
     with engine.connect() as conn:
         rows = conn.execute(text("SELECT action, target, after, request_id FROM api.audit")).all()
-        tests = conn.execute(text("SELECT count(*) FROM api.connection_test")).scalar_one()
+        tests = conn.execute(text("SELECT count(*) FROM control.connection_test")).scalar_one()
     engine.dispose()
     assert [tuple(r) for r in rows] == [("node.connection_test", "node:gpu02", {"id": requested.json()["id"]},
                                          requested.headers["X-Request-Id"])]
@@ -77,13 +77,14 @@ def test_finished_tests_past_retention_go_when_a_new_one_comes(client: httpx.Cli
     with engine.begin() as conn:
         for age_days, finished in ((31, True), (29, True), (40, False)):
             conn.execute(text(
-                "INSERT INTO api.connection_test (node, requested_by, request_id, requested_at, finished_at, outcome)"
+                "INSERT INTO control.connection_test (node, requested_by, request_id, requested_at, finished_at,"
+                " outcome)"
                 " VALUES ('gpu03', 'api:admin', :r, now() - make_interval(days => :a),"
                 " CASE WHEN :f THEN now() - make_interval(days => :a) END, CASE WHEN :f THEN 'ok' END)"),
                 {"r": f"old-{age_days}", "a": age_days, "f": finished})
     assert client.post("/v1/nodes/gpu03/connection-tests", headers=bearer(issued.admin)).status_code == 202
     with engine.connect() as conn:
-        kept = conn.execute(text("SELECT request_id FROM api.connection_test WHERE node = 'gpu03'"
+        kept = conn.execute(text("SELECT request_id FROM control.connection_test WHERE node = 'gpu03'"
                                  " AND request_id LIKE 'old-%' ORDER BY request_id")).scalars().all()
     engine.dispose()
     assert kept == ["old-29", "old-40"]   # a test never finished is the controller's to finish, never pruned

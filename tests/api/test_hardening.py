@@ -17,14 +17,14 @@ from api import tokens
 from api.app import create_app
 from api.config import ApiConfig
 from bench.api import seed
+from gpuledger.main import upgrade_all
 from ledger.bootstrap import APP_ROLE, bootstrap
 from ledger.config import LedgerConfig, Secret
 from ledger.db import create_app_engine
 from ledger.embedded import EmbeddedPostgres
 from ledger.errors import ConfigError
-from ledger.migrate import upgrade, upgrade_ledger
 from ledger.service import Ledger
-from tests.api.conftest import API_MIGRATIONS, ROOT, ApiDatabase, Tokens, bearer, serving
+from tests.api.conftest import ApiDatabase, Tokens, bearer, serving
 from tests.api.live import api_process, get, hammer
 
 BAD = "glt_000000000000_" + "B" * 43
@@ -185,10 +185,7 @@ def own_cluster(tmp_path: Path) -> Iterator[EmbeddedPostgres]:
 def test_postgresql_restart_and_stop_answer_503_and_recover(own_cluster: EmbeddedPostgres) -> None:
     """Item 7: after a restart the pool's dead connections gave 500 once each; a stopped server gave 500 on
     /healthz; 503 bodies carried the driver's message with the database host and port."""
-    admin_url = bootstrap(own_cluster.url(), "restart")
-    upgrade_ledger(admin_url)
-    upgrade(admin_url, ROOT / "collector" / "migrations", "collector_alembic_version")
-    upgrade(admin_url, API_MIGRATIONS, "api_alembic_version")
+    upgrade_all(bootstrap(own_cluster.url(), "restart"), out=lambda _: None)
     app_url = own_cluster.url(user=APP_ROLE, database="restart")
     engine = create_app_engine(app_url)
     ledger = Ledger(engine, LedgerConfig(database_url=Secret(app_url)))

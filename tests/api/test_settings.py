@@ -48,7 +48,7 @@ def test_a_stored_version_the_controller_refuses_is_not_in_force_and_not_inherit
         client: httpx.Client, issued: Tokens, ledger: Ledger) -> None:
     admin = bearer(issued.admin)
     with ledger.engine.begin() as conn:   # what the API stored before it parsed as the controller does
-        bad = conn.execute(text("INSERT INTO api.settings_version (settings, reason, actor) VALUES"
+        bad = conn.execute(text("INSERT INTO control.settings_version (settings, reason, actor) VALUES"
                                 " (CAST(:s AS jsonb), 'old', 'admin') RETURNING id"),
                            {"s": json.dumps({"kill_grace_seconds": 60.0, "tier_warning": "500.000000",
                                              "tier_limited": "200.000000", "tier_blocked": "0.000000"})}).scalar_one()

@@ -103,8 +103,11 @@ class Database:
     app_url: str
 
 
-def migrated_database(pg_cluster: EmbeddedPostgres, name: str) -> Database:
+def migrated_database(pg_cluster: EmbeddedPostgres, name: str, every_chain: bool = False) -> Database:
+    """A fresh database migrated as a controller-only install does (ledger and collector), or with
+    ``every_chain`` as ``gpuledger db upgrade`` does (the api's and control's chains too)."""
     from collector.migrations import upgrade_collector
+    from gpuledger.main import upgrade_all
     from ledger.bootstrap import bootstrap
     from ledger.migrate import upgrade_ledger
 
@@ -113,8 +116,11 @@ def migrated_database(pg_cluster: EmbeddedPostgres, name: str) -> Database:
         connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
     admin.dispose()
     admin_url = bootstrap(pg_cluster.url(), name)
-    upgrade_ledger(admin_url)
-    upgrade_collector(admin_url)
+    if every_chain:
+        upgrade_all(admin_url, out=lambda _: None)
+    else:
+        upgrade_ledger(admin_url)
+        upgrade_collector(admin_url)
     return Database(admin_url=admin_url, app_url=pg_cluster.url(user="gpuledger_app", database=name))
 
 
@@ -126,9 +132,7 @@ def database(pg_cluster: EmbeddedPostgres, request: pytest.FixtureRequest) -> Da
 
 @pytest.fixture
 def api_database(pg_cluster: EmbeddedPostgres, request: pytest.FixtureRequest) -> Database:
-    """A fresh database with the api chain too: the tables admins drive the controller through."""
-    from ledger.migrate import upgrade
-
-    database = migrated_database(pg_cluster, "glca_" + request.node.name.lower().replace("[", "_").strip("]")[:39])
-    upgrade(database.admin_url, Path(__file__).resolve().parents[2] / "api" / "migrations", "api_alembic_version")
-    return database
+    """A fresh database with every chain: the api's and control's too, the tables admins drive the controller
+    through."""
+    return migrated_database(pg_cluster, "glca_" + request.node.name.lower().replace("[", "_").strip("]")[:39],
+                             every_chain=True)

@@ -1,5 +1,5 @@
-"""Admin overrides and settings versions (the API's tables) steer enforcement at the next tick: real
-PostgreSQL with the api chain, the real node command, real processes and cgroups, and for the exempt
+"""Admin overrides and settings versions (control's tables) steer enforcement at the next tick: real
+PostgreSQL with every chain, the real node command, real processes and cgroups, and for the exempt
 override a real sshd."""
 
 from __future__ import annotations
@@ -67,7 +67,7 @@ def verbs(cluster: Cluster, since: int) -> list[tuple[str, str]]:
 def add_override(cluster: Cluster, action: str, until: datetime | None = None, reason: str = "test") -> int:
     with cluster.admin_engine.begin() as conn:
         return int(conn.execute(text(
-            "INSERT INTO api.enforcement_override (billing_user, action, reason, until, actor)"
+            "INSERT INTO control.enforcement_override (billing_user, action, reason, until, actor)"
             " VALUES (:u, :a, :r, :t, 'admin') RETURNING id"), {"u": USER, "a": action, "r": reason, "t": until},
         ).scalar_one())
 
@@ -75,7 +75,7 @@ def add_override(cluster: Cluster, action: str, until: datetime | None = None, r
 def add_settings(cluster: Cluster, **settings: object) -> int:
     with cluster.admin_engine.begin() as conn:
         return int(conn.execute(text(
-            "INSERT INTO api.settings_version (settings, reason, actor) VALUES (CAST(:s AS jsonb), 'test', 'admin')"
+            "INSERT INTO control.settings_version (settings, reason, actor) VALUES (CAST(:s AS jsonb), 'test', 'admin')"
             " RETURNING id"), {"s": json.dumps(settings)}).scalar_one())
 
 
@@ -219,15 +219,15 @@ def test_apply_enforces_on_a_user_the_ledger_exempts(cluster: Cluster, erin: int
     assert gpu_blocked("a1", erin)
 
 
-def test_without_the_api_schema_the_environment_rules(database: Database, erin: int,
+def test_without_the_control_schema_the_environment_rules(database: Database, erin: int,
                                                       caplog: pytest.LogCaptureFixture) -> None:
     nodes, base = make_nodes(["a2"])
     cluster = Cluster(database, nodes, policy=NO_KILL)
     try:
         cluster.setup_ledger({USER: 150 * MICRO})
         assert cluster.tick().database_ok and cluster.tick().database_ok
-        said = [r.getMessage() for r in caplog.records if "api.settings_version" in r.getMessage()]
-        assert said == ["api.settings_version does not exist (the api migrations have not run):"
+        said = [r.getMessage() for r in caplog.records if "control.settings_version" in r.getMessage()]
+        assert said == ["control.settings_version does not exist (the control migrations have not run):"
                         " admin settings and overrides are not applied"]
     finally:
         cluster.close()

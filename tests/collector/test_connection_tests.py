@@ -1,4 +1,4 @@
-""""Test connection now" end to end: rows in api.connection_test claimed and run by the active controller
+""""Test connection now" end to end: rows in control.connection_test claimed and run by the active controller
 against real sshd nodes (host key verified), results written back, nothing charged."""
 
 from __future__ import annotations
@@ -43,12 +43,13 @@ def sampling_sshd(cluster: Cluster, node_user: str, client_key: Path, tmp_path: 
 def request(cluster: Cluster, *nodes: str) -> list[int]:
     with cluster.admin_engine.begin() as conn:
         return [int(conn.execute(text(
-            "INSERT INTO api.connection_test (node, requested_by, request_id) VALUES (:n, 'admin', 'req')"
+            "INSERT INTO control.connection_test (node, requested_by, request_id) VALUES (:n, 'admin', 'req')"
             " RETURNING id"), {"n": node}).scalar_one()) for node in nodes]
 
 
 def results(cluster: Cluster) -> dict[str, Any]:
-    rows = cluster.rows("SELECT node, outcome, detail, started_at, finished_at FROM api.connection_test ORDER BY id")
+    rows = cluster.rows("SELECT node, outcome, detail, started_at, finished_at FROM control.connection_test"
+                        " ORDER BY id")
     return {row.node: row for row in rows}
 
 
@@ -114,14 +115,15 @@ def test_only_the_active_controller_runs_connection_tests(
             lease.release()
 
 
-def test_without_the_api_schema_connection_tests_wait(database: Database, caplog: pytest.LogCaptureFixture) -> None:
+def test_without_the_control_schema_connection_tests_wait(database: Database, caplog: pytest.LogCaptureFixture) -> None:
     nodes, base = make_nodes(["t2"])
     cluster = Cluster(database, nodes)
     try:
         tests = ConnectionTests(cluster.engine, lambda: [], lambda node: cluster.transports["t2"], command_timeout_s=5)
         assert asyncio.run(tests.poll()) == [] and asyncio.run(tests.poll()) == []
-        assert [r.getMessage() for r in caplog.records if "api.connection_test" in r.getMessage()] == [
-            "api.connection_test does not exist (the api migrations have not run): connection tests are not run"]
+        assert [r.getMessage() for r in caplog.records if "control.connection_test" in r.getMessage()] == [
+            "control.connection_test does not exist (the control migrations have not run):"
+            " connection tests are not run"]
     finally:
         cluster.close()
         remove_tree(base)

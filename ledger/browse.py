@@ -1,6 +1,7 @@
-"""Read-only listings the ledger's service does not offer yet (usage rows and journal entries, filtered and
-cursor-paged), as plain SQL against the documented ledger tables. Cursors are the last id seen: ids are in
-commit order and never reused, so a page never skips or repeats a row."""
+"""Read-only listings for browsing the ledger (usage rows and journal entries, filtered and cursor-paged), the
+API's GET /v1/usage and /v1/entries. They live here so that only the ledger's SQL names its tables
+(tests/test_tooling.py). Cursors are the last id seen: ids are in commit order and never reused, so a page never
+skips or repeats a row."""
 
 from __future__ import annotations
 
@@ -42,7 +43,7 @@ def usage_page(conn: Connection, filters: Mapping[str, Any], after: int, limit: 
               "interval_end": r[9].isoformat(), "method": r[10], "amount": format_amount(r[11]),
               "price_version_id": r[12], "entry_id": r[14], **({"evidence": r[13]} if with_evidence else {})}
              for r in rows[:limit]]
-    return items, (rows[limit - 1][0] if len(rows) > limit else None)
+    return items, (int(rows[limit - 1][0]) if len(rows) > limit else None)
 
 
 def entries_page(conn: Connection, kind: str | None, start: datetime | None, end: datetime | None, after: int,
@@ -67,4 +68,4 @@ def entries_page(conn: Connection, kind: str | None, start: datetime | None, end
     items = [{"id": r[0], "kind": r[1], "idem_key": r[2], "payload_sha256": r[3], "effective_at": r[4].isoformat(),
               "recorded_at": r[5].isoformat(), "actor": r[6], "memo": r[7], "ref_entry_id": r[8], "usage_id": r[9],
               "postings": postings[r[0]]} for r in page]
-    return items, (page[-1][0] if len(rows) > limit else None)
+    return items, (int(page[-1][0]) if len(rows) > limit else None)
