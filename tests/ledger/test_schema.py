@@ -124,7 +124,8 @@ def test_postings_cannot_be_added_to_an_old_entry(seeded: Ledger, ledger_db: Led
 def test_writes_without_the_writer_lock_are_refused(seeded: Ledger, ledger_db: LedgerDatabase) -> None:
     engine = _app(ledger_db)
     try:
-        with pytest.raises(DBAPIError, match="pg_advisory_xact_lock"), engine.begin() as conn:
+        with pytest.raises(DBAPIError, match=r"require the writer lock \(SELECT ledger.writer_lock\(\)\)"), \
+                engine.begin() as conn:
             _entry(conn, "no-lock")
     finally:
         engine.dispose()
