@@ -14,6 +14,7 @@ A record ends in exactly one of the outcomes of ``TickResult`` (ledger.records):
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
@@ -65,6 +66,10 @@ def check_record(node: str, r: UsageRecord) -> LedgerError | None:
         return bad("a GPU record needs its model")
     if not (node and r.linux_user and r.method and r.epoch):
         return bad("node, linux_user, method and epoch must not be empty")
+    try:  # the record's hash encodes it so (and cannot fail on the other fields once they are checked)
+        journal.canonical_json(r.evidence)
+    except TypeError as exc:
+        return bad(f"evidence must be JSON data ({exc})")
     return None
 
 
@@ -79,13 +84,18 @@ def entry_sha256(digest: bytes, postings: Iterable[tuple[str, int]]) -> bytes:
 
 @dataclass(frozen=True)
 class Item:
-    """A record to look up and maybe write: the first of its key in the call."""
+    """A checked record to look up and maybe write: the first of its key in the call."""
 
     tick: int  # index of the tick it came in
     node: str
     actor: str
     record: UsageRecord
-    digest: bytes
+
+    @functools.cached_property
+    def digest(self) -> bytes:
+        """The record's hash (``usage_payload``), made when first needed: a record the ledger skips is never
+        hashed (hashing is most of a record's cost here)."""
+        return journal.sha256_of(usage_payload(self.node, self.record))
 
 
 @dataclass(frozen=True)
@@ -96,27 +106,23 @@ class Intake:
 
 
 def intake(ticks: Sequence[UsageTick]) -> Intake:
-    """Check and hash every record; the same record twice in one call is one row, reported to both ticks."""
+    """Check every record; the same record twice in one call is one row, reported to both ticks."""
     fresh: dict[str, Item] = {}
     rejected: list[tuple[int, RejectedUsage]] = []
     repeats: list[tuple[int, str]] = []
     for n, tick in enumerate(ticks):
         for r in tick.records:
             problem = check_record(tick.node, r)
-            if problem is None:
-                try:
-                    digest = journal.sha256_of(usage_payload(tick.node, r))
-                except TypeError as exc:
-                    problem = InvalidUsage(r.idem_key, f"evidence must be JSON data ({exc})")
             if problem is not None:
                 rejected.append((n, RejectedUsage(r, problem)))
                 continue
+            item = Item(n, tick.node, tick.actor, r)
             seen = fresh.get(r.idem_key)
             if seen is None:
-                fresh[r.idem_key] = Item(n, tick.node, tick.actor, r, digest)
-            elif seen.digest != digest:
+                fresh[r.idem_key] = item
+            elif seen.digest != item.digest:
                 rejected.append((n, RejectedUsage(r, IdempotencyConflict(r.idem_key, seen.digest.hex(),
-                                                                         digest.hex()))))
+                                                                         item.digest.hex()))))
             else:
                 repeats.append((n, r.idem_key))
     return Intake(fresh, tuple(rejected), tuple(repeats))

@@ -13,9 +13,13 @@ BEGIN
     PERFORM pg_advisory_xact_lock(1735420007);
 END $$;
 
-CREATE FUNCTION ledger.writer_lock_held() RETURNS boolean LANGUAGE sql AS $$
-    SELECT EXISTS (SELECT 1 FROM pg_locks WHERE locktype = 'advisory' AND pid = pg_backend_pid()
-                      AND classid = 0 AND objid = 1735420007 AND objsubid = 1 AND granted) $$;
+-- plpgsql, not sql: the trigger check calls it twice a tick, and a SQL function's plan is made again on every
+-- call while a plpgsql one is cached per session.
+CREATE FUNCTION ledger.writer_lock_held() RETURNS boolean LANGUAGE plpgsql AS $$
+BEGIN
+    RETURN EXISTS (SELECT 1 FROM pg_locks WHERE locktype = 'advisory' AND pid = pg_backend_pid()
+                      AND classid = 0 AND objid = 1735420007 AND objsubid = 1 AND granted);
+END $$;
 
 COMMENT ON FUNCTION ledger.writer_lock() IS
 'The ledger''s single-writer lock (pg_advisory_xact_lock, held to the end of the transaction): every insert into'
