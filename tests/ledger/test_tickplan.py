@@ -10,7 +10,7 @@ from zoneinfo import ZoneInfo
 
 from ledger import journal, tickdoc, tickplan
 from ledger.codec import record_document, record_from_document, record_json, usage_payload
-from ledger.errors import IdempotencyConflict, MissingPrice, PeriodClosed, UnknownUser
+from ledger.errors import IdempotencyConflict, InvalidUsage, MissingPrice, PeriodClosed, UnknownUser
 from ledger.records import PriceVersion, UsageRecord, UsageTick
 
 T0 = datetime(2026, 3, 1, tzinfo=UTC)
@@ -138,3 +138,12 @@ def test_a_record_repeated_in_a_call_has_its_firsts_outcome_in_each_tick() -> No
     assert [(o.idem_key, o.created) for o in second.posted] == [(GPU.idem_key, False)]
     assert first.skipped == second.skipped == (MEMORY,)
     assert first.rejected == second.rejected == ()
+
+
+def test_evidence_that_is_not_json_data_is_refused_before_anything_is_hashed() -> None:
+    odd = replace(GPU, idem_key="odd", evidence={"when": object()})
+    taken = tickplan.intake([UsageTick("n1", (odd, GPU))])
+    [(n, refusal)] = taken.rejected
+    assert (n, refusal.record, type(refusal.error)) == (0, odd, InvalidUsage)
+    assert "evidence must be JSON data" in refusal.error.message
+    assert list(taken.fresh) == [GPU.idem_key] and "digest" not in vars(taken.fresh[GPU.idem_key])  # not yet hashed
