@@ -181,8 +181,8 @@ def test_a_kept_record_the_ledger_now_skips_leaves_the_outbox(setup: tuple[Charg
     charger, ledger, engine = setup
     ledger.add_user(USER, actor="t")
     charger.charge(fetched(on_gpu(60), T0))
-    kept = UsageRecord(f"n1/old/1/{USER}/memory", USER, "memory", Decimal(60), "GiB-second", T0 - timedelta(seconds=60), T0,
-                       "rss-sampled", f"n1/old/{USER}/memory")
+    kept = UsageRecord(f"n1/old/1/{USER}/memory", USER, "memory", Decimal(60), "GiB-second",
+                       T0 - timedelta(seconds=60), T0, "rss-sampled", f"n1/old/{USER}/memory")
     with engine.begin() as conn:
         conn.execute(text("INSERT INTO collector.usage_outbox (idem_key, node, sample_id, record, state, error,"
                           " attempts) SELECT :k, 'n1', max(id), CAST(:r AS jsonb), 'rejected', 'unknown_user: ...', 1"
