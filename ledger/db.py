@@ -17,7 +17,8 @@ from sqlalchemy.exc import TimeoutError as PoolTimeout
 
 from ledger.errors import InvalidClose, LedgerError, LedgerUnavailable, PeriodClosed
 
-# pg_advisory_xact_lock key of the ledger writer; the schema's require_writer_lock() checks for it.
+# The pg_advisory_xact_lock key of the ledger writer. The schema takes it in ledger.writer_lock() and checks it in
+# ledger.writer_lock_held() (migration 0006), nowhere else; Python takes it through that function too.
 WRITER_LOCK = 1735420007
 
 
@@ -82,7 +83,7 @@ def translated() -> Iterator[None]:
 def writing(engine: Engine) -> Iterator[Connection]:
     """A ledger write transaction: lock, body, seal, COMMIT (deferred checks). Any error rolls back all."""
     with translated(), engine.begin() as conn:
-        conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": WRITER_LOCK})
+        conn.execute(text("SELECT ledger.writer_lock()"))
         yield conn
         conn.execute(text("SELECT ledger.seal_block()"))
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+from collections.abc import Iterable, Sequence
 from typing import Any, Literal
 
 from sqlalchemy import text
@@ -115,6 +117,26 @@ def list_mappings(conn: Connection) -> list[NodeUserMapping]:
     return [NodeUserMapping(r.node, r.linux_user, r.name) for r in rows]
 
 
+_RESOLVE = text("SELECT node, linux_user, user_name FROM ledger.billing_users(CAST(:pairs AS jsonb))")
+
+
+def pairs_json(pairs: Sequence[tuple[str, str]]) -> str:
+    """(node, Linux user) pairs as ``ledger.billing_users`` takes them: one JSON parameter (psycopg adapts text
+    arrays element by element in Python, 10,000 pairs at 1,000 nodes)."""
+    return json.dumps([{"node": node, "linux_user": linux_user} for node, linux_user in pairs])
+
+
+def resolve(conn: Connection, pairs: Iterable[tuple[str, str]]) -> dict[tuple[str, str], str]:
+    """(node, Linux user) -> the billing user they bill to, in one query: that node's mapping, else the ``*``
+    mapping, else the billing user of the same name (SQL ``ledger.billing_users``, which the tick path's read
+    uses too); pairs nobody answers to are absent."""
+    wanted = sorted(set(pairs))
+    if not wanted:
+        return {}
+    rows = conn.execute(_RESOLVE, {"pairs": pairs_json(wanted)})
+    return {(row.node, row.linux_user): row.user_name for row in rows}
+
+
 def wallet_ref(ref: str) -> tuple[str, str]:
     """``(owner, name)`` of ``user:NAME``, ``project:NAME`` or a bare user name (owner ``user``)."""
     owner, _, name = ref.partition(":") if ":" in ref else ("user", "", ref)
@@ -136,8 +158,3 @@ def wallet_owner(conn: Connection, ref: str) -> tuple[str, User | None]:
 def wallet_of(conn: Connection, ref: str) -> str:
     """The wallet account code named by ``user:NAME``, ``project:NAME`` or a bare user name."""
     return wallet_owner(conn, ref)[0]
-
-
-def charged_wallet(conn: Connection, user: User) -> str:
-    """Where ``user``'s usage goes: their project's wallet when assigned to one, else their own."""
-    return get_project(conn, user.project).wallet if user.project else user.wallet

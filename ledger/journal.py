@@ -99,7 +99,7 @@ def sha256_of(payload: Mapping[str, Any]) -> bytes:
 def payload(kind: str, postings: Iterable[tuple[str, int]], ref_entry_id: int | None,
             facts: Mapping[str, Any]) -> dict[str, Any]:
     """What makes two posts "the same": kind, postings (account code, amount), referenced entry and facts; not
-    memo, actor or time. The tick path hashes it without building a Draft (ledger.usage.entry_sha256)."""
+    memo, actor or time. The tick path hashes it without building a Draft (ledger.tickplan.entry_sha256)."""
     return {"kind": kind, "postings": [[account, amount] for account, amount in postings], "ref": ref_entry_id,
             "facts": dict(facts)}
 

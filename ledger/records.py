@@ -90,9 +90,14 @@ class PriceVersion:
 
 @dataclass(frozen=True)
 class Balance:
+    """What a wallet holds and its tiers under the thresholds asked for (``ledger.tiers.tier_for``):
+    ``wallet_tier`` is the wallet's own (the holder's credit limit counted, their exemption not: what an
+    override enforces on an exempt user); ``tier`` is the one that applies to the holder (normal when exempt)."""
+
     wallet: str
     available: int
     tier: Tier
+    wallet_tier: Tier
     exempt: bool = False
     credit_limit: int | None = None
 
@@ -145,8 +150,14 @@ class RejectedUsage:
 
 @dataclass(frozen=True)
 class TickResult:
+    """What became of a tick's records, each in exactly one of: ``posted`` (written now or before),
+    ``rejected`` (not written, with why: the caller may keep it and send it again), ``skipped`` (not written and
+    not to be sent again: a memory record that no price covers; memory is optional to price, and a row per user
+    and node every minute that charges nothing is not worth keeping)."""
+
     posted: tuple[UsageOutcome, ...]
     rejected: tuple[RejectedUsage, ...]
+    skipped: tuple[UsageRecord, ...] = ()
 
     @property
     def postings_created(self) -> int:

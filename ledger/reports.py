@@ -6,6 +6,7 @@ here, so monthly totals do not shift by the zone's offset.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import date, datetime, time
 from decimal import Decimal
 from zoneinfo import ZoneInfo
@@ -15,9 +16,14 @@ from sqlalchemy.engine import Connection
 
 from ledger.errors import LedgerError
 from ledger.money import available
-from ledger.records import RevenueRow, Statement, StatementLine, TrialBalance, TrialBalanceRow, UsageRow
+from ledger.records import Balance, RevenueRow, Statement, StatementLine, TrialBalance, TrialBalanceRow, UsageRow
+from ledger.tiers import Thresholds, tier_for
 
-_WALLET_ACCOUNTS = "(SELECT id FROM ledger.account WHERE code = :w OR code LIKE :w || ':grant:%')"
+# A wallet's accounts: the wallet and its grants' sub-accounts (ledger.grant_account, not a code pattern: ``_`` in
+# a name would be a LIKE wildcard, and user a_b's pattern would match user axb's grants).
+_WALLET_ACCOUNTS = ("(SELECT w.id FROM ledger.account w WHERE w.code = :w UNION ALL"
+                    " SELECT g.account_id FROM ledger.grant_account g"
+                    " JOIN ledger.account w ON w.id = g.wallet_account_id WHERE w.code = :w)")
 
 
 def wallet_accounts(conn: Connection, wallet: str) -> list[int]:
@@ -40,6 +46,48 @@ def wallet_sum(conn: Connection, wallet: str) -> int:
         {"w": wallet},
     ).scalar_one()
     return int(value)
+
+
+# Per billing user: the wallet their usage is charged to (their project's when they are in one), and what it and
+# its grants hold (the balance cache; ``= ANY`` of the account ids: an index lookup each).
+_STANDINGS = """
+SELECT u.name, w.code, u.exempt, u.credit_limit,
+       (SELECT coalesce(sum(b.debits - b.credits), 0) FROM ledger.account_balance b
+         WHERE b.account_id = ANY (array_append(ARRAY(SELECT g.account_id FROM ledger.grant_account g
+                                                       WHERE g.wallet_account_id = w.id), w.id))) AS held
+  FROM ledger.billing_user u
+  LEFT JOIN ledger.project p ON p.id = u.project_id
+  JOIN ledger.account w ON w.id = coalesce(p.wallet_account_id, u.wallet_account_id)
+"""
+
+
+def standings(conn: Connection, users: Sequence[str] | None, thresholds: Thresholds) -> dict[str, Balance]:
+    """Per billing user (all when ``users`` is None): the balance of the wallet their usage is charged to and its
+    tiers under ``thresholds``, their exemption and credit limit counted (``Balance``), in one query."""
+    where, params = ("", {}) if users is None else (" WHERE u.name = ANY(:users)", {"users": list(users)})
+    out = {}
+    for name, wallet, exempt, credit_limit, held in conn.execute(text(_STANDINGS + where), params):
+        money = available(int(held))
+        out[name] = Balance(wallet, money, tier_for(money, thresholds, exempt=exempt, credit_limit=credit_limit),
+                            tier_for(money, thresholds, credit_limit=credit_limit), exempt, credit_limit)
+    return out
+
+
+def burn_per_hour(conn: Connection, users: Sequence[str], now: datetime) -> dict[str, int]:
+    """Micro-units each of ``users`` was charged over the hour before ``now`` (usage rows by interval end);
+    users charged nothing are absent."""
+    if not users:
+        return {}
+    rows = conn.execute(
+        text(
+            "SELECT bu.name, s.spent FROM (SELECT user_id, sum(amount) AS spent FROM ledger.usage"
+            "  WHERE interval_end > CAST(:now AS timestamptz) - interval '1 hour'"
+            "    AND user_id IN (SELECT id FROM ledger.billing_user WHERE name = ANY(:users))"
+            "  GROUP BY user_id) s JOIN ledger.billing_user bu ON bu.id = s.user_id"
+        ),
+        {"now": now, "users": list(users)},
+    )
+    return {row.name: int(row.spent) for row in rows}
 
 
 def statement(conn: Connection, wallet: str, start: date, end: date, tz: ZoneInfo) -> Statement:

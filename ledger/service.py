@@ -22,7 +22,7 @@ from ledger import auditlog, chain, directory, journal, operations, periods, pri
 from ledger.accounts import FUNDING_DEFAULT
 from ledger.config import LedgerConfig
 from ledger.db import create_app_engine, reading, translated, writing
-from ledger.errors import ConfigError, IdempotencyConflict, LedgerError, NonPositiveAmount
+from ledger.errors import ConfigError, IdempotencyConflict, LedgerError, NonPositiveAmount, UnknownUser
 from ledger.exports import EXPORTERS
 from ledger.money import available
 from ledger.records import (
@@ -42,7 +42,7 @@ from ledger.records import (
     User,
     VerifyReport,
 )
-from ledger.tiers import tier_for
+from ledger.tiers import Thresholds, tier_for
 
 T = TypeVar("T")
 
@@ -283,33 +283,31 @@ class Ledger:
     # -- balances and reports ---------------------------------------------------------------------------------------
 
     def balance(self, wallet: str) -> Balance:
-        """What a wallet holds (its grants included) and its tier; for a user, the tier uses their exemption
+        """What a wallet holds (its grants included) and its tiers; for a user, the tier uses their exemption
         and credit limit."""
         def run(conn: Connection) -> Balance:
             code, user = directory.wallet_owner(conn, wallet)
             held = available(reports.wallet_sum(conn, code))
             exempt, limit = (user.exempt, user.credit_limit) if user else (False, None)
-            return Balance(code, held, tier_for(held, self.config.thresholds, exempt=exempt, credit_limit=limit),
-                           exempt, limit)
+            thresholds = self.config.thresholds
+            return Balance(code, held, tier_for(held, thresholds, exempt=exempt, credit_limit=limit),
+                           tier_for(held, thresholds, credit_limit=limit), exempt, limit)
         return self._read(run)
 
-    def _standing(self, conn: Connection, user: User) -> Balance:
-        code = directory.charged_wallet(conn, user)
-        held = available(reports.wallet_sum(conn, code))
-        return Balance(code, held, tier_for(held, self.config.thresholds, exempt=user.exempt,
-                                            credit_limit=user.credit_limit), user.exempt, user.credit_limit)
+    def standings(self, users: Sequence[str] | None = None, thresholds: Thresholds | None = None
+                  ) -> dict[str, Balance]:
+        """Per billing user: the balance and tiers of the wallet their usage is charged to, under ``thresholds``
+        (default: the configured ones; the controller passes a settings version's), in one query (the
+        controller's and the hooks' input). All users when ``users`` is None."""
+        chosen = thresholds or self.config.thresholds
+        return self._read(lambda conn: reports.standings(conn, users, chosen))
 
-    def standings(self, users: Sequence[str] | None = None) -> dict[str, Balance]:
-        """Per billing user: the balance and tier of the wallet their usage is charged to (the controller's
-        and the hooks' input). All users when ``users`` is None."""
-        def run(conn: Connection) -> dict[str, Balance]:
-            return {user.name: self._standing(conn, user) for user in directory.list_users(conn)
-                    if users is None or user.name in users}
-        return self._read(run)
-
-    def standing(self, name: str) -> Balance:
+    def standing(self, name: str, thresholds: Thresholds | None = None) -> Balance:
         """One billing user's standing (as ``standings``): their project's wallet when they are charged to one."""
-        return self._read(lambda conn: self._standing(conn, directory.get_user(conn, name)))
+        found = self.standings([name], thresholds)
+        if name not in found:
+            raise UnknownUser(name)
+        return found[name]
 
     def statement(self, wallet: str, start: date, end: date) -> Statement:
         return self._read(lambda conn: reports.statement(

@@ -16,9 +16,10 @@ from sqlalchemy.engine import Connection
 
 from ledger import chain, journal, periods, prices, rating
 from ledger.accounts import COUNTERS
+from ledger.codec import usage_payload
 from ledger.journal import sha256_of
 from ledger.records import PriceVersion, Problem, UsageRecord, VerifyReport
-from ledger.usage import entry_sha256, usage_payload
+from ledger.tickplan import entry_sha256
 
 Check = Callable[[Connection], Iterator[Problem]]
 
@@ -73,7 +74,7 @@ def reversals(conn: Connection) -> Iterator[Problem]:
 def entry_payload_sha256(row: Any) -> bytes:
     """An entry's payload hash recomputed from what is stored (``journal.payload``): its kind, postings and
     referenced entry, and the facts each kind was posted with: a charge's usage record hash
-    (``ledger.usage.entry_sha256``), a grant's expiry and an adjustment's counter (``ledger.operations``)."""
+    (``ledger.tickplan.entry_sha256``), a grant's expiry and an adjustment's counter (``ledger.operations``)."""
     postings = [(code, int(amount)) for _, code, amount in row.postings or ()]
     if row.kind == "usage":
         return entry_sha256(b"" if row.usage_sha is None else bytes(row.usage_sha), postings)

@@ -87,9 +87,9 @@ def _name(uid: int, user: str | None) -> str:
     return user if user else f"uid-{uid}"
 
 
-def compute(prev: Sample | None, cur: Sample, settings: UsageSettings, *, memory: bool = True) -> UsageResult:
-    """The usage in ``cur`` not yet charged by ``prev`` (the last charged sample of the same node); memory
-    usage only with ``memory`` (the caller knows whether anything would price it)."""
+def compute(prev: Sample | None, cur: Sample, settings: UsageSettings) -> UsageResult:
+    """The usage in ``cur`` not yet charged by ``prev`` (the last charged sample of the same node). Memory is
+    always measured: whether it is charged is the ledger's rule (it skips what no price covers)."""
     if prev is None:
         return UsageResult(cur.boottime_ns, cur.boottime_ns, flags=("first_sample",))
     if prev.machine_id != cur.machine_id:
@@ -114,7 +114,7 @@ def compute(prev: Sample | None, cur: Sample, settings: UsageSettings, *, memory
                         f"sampled GPU presence and memory are charged for at most {settings.max_gap_s} s"))
     cpu = _cpu(base, cur, flags)
     gpu = _gpu(base, cur, start, floor, end, settings, gaps)
-    rss = _memory(base, cur, end - floor) if memory else []
+    rss = _memory(base, cur, end - floor)
     return UsageResult(start, end, tuple(cpu + gpu + rss), tuple(gaps), tuple(flags))
 
 

@@ -5,25 +5,23 @@ hash chain; the deferred balance checks run at our COMMIT), this module
   1. inserts the sample under its idempotency key (a sample already stored means a retry: nothing else runs),
   2. locks the node's registry row and reads its baseline (the last charged sample),
   3. computes the usage between the two (``collector.charging.deltas``, pure) and posts it with
-     ``ledger.usage.post_tick``,
-     together with records an earlier tick could not charge (unknown user, missing price); memory records
-     only where a memory price exists (memory pricing is optional),
+     ``ledger.usage.post_ticks``, together with records an earlier tick could not charge (unknown user,
+     missing price); the ledger skips memory records no price covers (memory pricing is optional: its rule),
   4. keeps what the ledger rejected in ``collector.usage_outbox``, records unaccounted gaps, and moves the
      baseline to this sample. Kept records are retried with later samples, except those dated in a period
-     closed since (the ledger refuses them for good: ``PeriodClosed``).
+     closed since (the ledger refuses them for good: ``PeriodClosed``); a kept record the ledger now skips
+     leaves the outbox (the ledger will never store it).
 A crash anywhere before COMMIT leaves nothing behind, and the next sample is charged against the old
 baseline, so the usage is charged once; a crash after COMMIT is a retry of a stored sample: a no-op.
 """
 
 from __future__ import annotations
 
-import json
 import threading
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from decimal import Decimal
 from typing import Any
 
 from sqlalchemy import Engine, text
@@ -32,9 +30,10 @@ from sqlalchemy.engine import Connection
 from collector.charging.deltas import Gap, UsageResult, UsageSettings, compute
 from collector.charging.samples import Sample, sample_from_document
 from collector.charging.to_ledger import usage_records
-from ledger import prices, rating
+from ledger import prices
+from ledger.codec import record_from_document, record_json
 from ledger.db import translated
-from ledger.records import PriceVersion, TickResult, UsageRecord, UsageTick
+from ledger.records import TickResult, UsageRecord, UsageTick
 from ledger.usage import post_ticks
 
 # Records an earlier tick could not charge are retried with each new sample, this many at a time.
@@ -82,26 +81,6 @@ _INSERT_SAMPLES = """
     ON CONFLICT (idem_key) DO NOTHING
     RETURNING id, node
 """
-
-
-def _record_json(record: UsageRecord) -> str:
-    body = {
-        "idem_key": record.idem_key, "linux_user": record.linux_user, "resource": record.resource,
-        "quantity": str(record.quantity), "unit": record.unit, "interval_start": record.interval_start.isoformat(),
-        "interval_end": record.interval_end.isoformat(), "method": record.method, "epoch": record.epoch,
-        "model": record.model, "evidence": dict(record.evidence),
-    }
-    return json.dumps(body, sort_keys=True)
-
-
-def _record_from(body: dict[str, Any]) -> UsageRecord:
-    return UsageRecord(
-        idem_key=body["idem_key"], linux_user=body["linux_user"], resource=body["resource"],
-        quantity=Decimal(body["quantity"]), unit=body["unit"],
-        interval_start=datetime.fromisoformat(body["interval_start"]),
-        interval_end=datetime.fromisoformat(body["interval_end"]), method=body["method"], epoch=body["epoch"],
-        model=body["model"], evidence=body["evidence"],
-    )
 
 
 @dataclass(frozen=True)
@@ -160,20 +139,16 @@ class Charger:
                 ),
                 {"nodes": sorted(stored), "limit": RETRY_BATCH},
             ):
-                retries[row.node].append(_record_from(row.record))
+                retries[row.node].append(record_from_document(row.record))
             results: dict[str, Charged] = {}
             work: list[_Prepared] = []
-            versions = self._book.current(conn)
-            memory_priced = any(v.resource == "memory" for v in versions)
             for node, sample_id in stored.items():
                 fetched = by_node[node]
-                result = compute(self._baseline(conn, node, baselines.get(node)), fetched.sample, self.settings,
-                                 memory=memory_priced)
+                result = compute(self._baseline(conn, node, baselines.get(node)), fetched.sample, self.settings)
                 if not result.advance:
                     results[node] = Charged(node, sample_id, flags=fetched.flags + result.flags)
                     continue
-                records = _priced_memory_only(usage_records(node, fetched.sample, result, fetched.received_at),
-                                              versions)
+                records = usage_records(node, fetched.sample, result, fetched.received_at)
                 work.append(_Prepared(fetched, sample_id, result, records, tuple(retries[node])))
             outcomes = post_ticks(conn, [UsageTick(p.fetched.node, p.records + p.retry) for p in work],
                                   self._book.current, self.currency) if work else []
@@ -228,6 +203,13 @@ class Charger:
                      " WHERE idem_key = ANY(:keys)"),
                 {"keys": posted_retries},
             )
+        skipped_retries = sorted(
+            {r.idem_key for p in work for r in p.retry}
+            & {r.idem_key for outcome in outcomes for r in outcome.skipped}
+        )
+        if skipped_retries:
+            conn.execute(text("DELETE FROM collector.usage_outbox WHERE idem_key = ANY(:keys)"),
+                         {"keys": skipped_retries})
         self._record_gaps(conn, [(p.fetched.node, p.sample_id, gap) for p in work for gap in p.result.gaps])
         conn.execute(
             text(
@@ -254,7 +236,7 @@ class Charger:
                 "keys": [r.record.idem_key for _, r in rejected],
                 "nodes": [p.fetched.node for p, _ in rejected],
                 "samples": [p.sample_id for p, _ in rejected],
-                "records": [_record_json(r.record) for _, r in rejected],
+                "records": [record_json(r.record) for _, r in rejected],
                 "errors": [f"{r.error.code}: {r.error.message}" for _, r in rejected],
             },
         )
@@ -277,21 +259,12 @@ class Charger:
         )
 
 
-def _priced_memory_only(records: tuple[UsageRecord, ...], versions: Sequence[PriceVersion]) -> tuple[UsageRecord, ...]:
-    """``records`` less the memory records no price covers. Memory pricing is optional: the ledger would keep
-    such a record at amount 0, which at a record per user and node every minute fills ``ledger.usage`` with
-    rows that charge nothing; so memory is measured only once the price book has a memory price."""
-    return tuple(
-        r for r in records
-        if r.resource != "memory" or rating.select_price(versions, "memory", r.model, r.interval_start) is not None
-    )
-
-
 def _charged(p: _Prepared, outcome: TickResult) -> Charged:
+    skipped = {r.idem_key for r in outcome.skipped}
     return Charged(
         node=p.fetched.node,
         sample_id=p.sample_id,
-        records=len(p.records),
+        records=sum(1 for r in p.records if r.idem_key not in skipped),  # the sample's, less what the ledger skipped
         entries=sum(1 for o in outcome.posted if o.created and o.entry_id is not None),
         amount=sum(o.amount for o in outcome.posted if o.created),
         users=frozenset(o.user for o in outcome.posted),

@@ -1,13 +1,12 @@
 """What the decision phase reads and keeps: who a Linux user bills to, standings, burn rates, tier states.
 
-Reads go through the ledger's own service (``Ledger.standings``) where one exists; the Linux-user
-resolution and the burn rate are single batch queries over the ledger tables (read-only), so a tick
-costs a handful of round trips whatever the number of nodes.
+The ledger owns the first three (``ledger.directory.resolve``, ``Ledger.standings``, ``ledger.reports.
+burn_per_hour``: one query each, whatever the number of nodes); this module hands them to the controller in its
+terms and keeps the controller's own tier states (``collector.tier_state``).
 """
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime
@@ -16,56 +15,27 @@ from sqlalchemy import text
 from sqlalchemy.engine import Connection
 
 from collector.enforcing.decisions import Standing, TierState, Transition
+from ledger import directory, reports
 from ledger.service import Ledger
-from ledger.tiers import Thresholds, tier_for
-
-_RESOLVE = text(
-    """
-    SELECT x.node, x.lu, bu.name
-      FROM json_to_recordset(CAST(:pairs AS json)) AS x(node text, lu text)
-      LEFT JOIN LATERAL (SELECT m.user_id FROM ledger.node_user_map m
-                          WHERE m.linux_user = x.lu AND m.node IN (x.node, '*')
-                          ORDER BY m.node = '*' LIMIT 1) m ON true
-      JOIN ledger.billing_user bu
-        ON bu.id = coalesce(m.user_id, (SELECT id FROM ledger.billing_user WHERE name = x.lu))
-    """
-)
+from ledger.tiers import Thresholds
 
 
 def resolve(conn: Connection, pairs: Iterable[tuple[str, str]]) -> dict[tuple[str, str], str]:
-    """(node, Linux user) -> billing user, as the ledger resolves them (node map, then ``*``, then same name)."""
-    pairs = sorted(set(pairs))
-    if not pairs:
-        return {}
-    # One JSON parameter: psycopg adapts text arrays element by element in Python (10,000 pairs at 1,000 nodes).
-    rows = conn.execute(_RESOLVE, {"pairs": json.dumps([{"node": n, "lu": lu} for n, lu in pairs])})
-    return {(row.node, row.lu): row.name for row in rows}
+    """(node, Linux user) -> billing user, as the ledger resolves them (``ledger.directory.resolve``)."""
+    return directory.resolve(conn, pairs)
 
 
 def standings(ledger: Ledger, users: Sequence[str], thresholds: Thresholds) -> dict[str, Standing]:
     """Each user's balance, and the tier it gives under ``thresholds`` (this tick's, which an admin's
-    settings version may have changed from the ledger's configured ones)."""
-    balances = ledger.standings(sorted(set(users)))
-    return {
-        name: Standing(name, tier_for(b.available, thresholds, credit_limit=b.credit_limit), b.available, b.exempt)
-        for name, b in balances.items()
-    }
+    settings version may have changed from the ledger's configured ones): the wallet's tier, as the ledger
+    computed it (an exempt user's is shown as exempt, and enforced only under an ``apply`` override)."""
+    balances = ledger.standings(sorted(set(users)), thresholds)
+    return {name: Standing(name, b.wallet_tier, b.available, b.exempt) for name, b in balances.items()}
 
 
 def burn_per_hour(conn: Connection, users: Sequence[str], now: datetime) -> dict[str, int]:
-    """Micro-units each billing user was charged over the hour before ``now``."""
-    if not users:
-        return {}
-    rows = conn.execute(
-        text(
-            "SELECT bu.name, s.spent FROM (SELECT user_id, sum(amount) AS spent FROM ledger.usage"
-            "  WHERE interval_end > CAST(:now AS timestamptz) - interval '1 hour'"
-            "    AND user_id IN (SELECT id FROM ledger.billing_user WHERE name = ANY(:users))"
-            "  GROUP BY user_id) s JOIN ledger.billing_user bu ON bu.id = s.user_id"
-        ),
-        {"now": now, "users": list(users)},
-    )
-    return {row.name: int(row.spent) for row in rows}
+    """Micro-units each billing user was charged over the hour before ``now`` (``ledger.reports``)."""
+    return reports.burn_per_hour(conn, users, now)
 
 
 class BurnRates:

@@ -15,8 +15,10 @@ from collector.charging.deltas import UsageSettings
 from collector.charging.posting import Charger, Fetched
 from collector.charging.samples import Sample, parse_sample
 from collector.enforcing.standing import burn_per_hour
+from ledger.codec import record_json
 from ledger.config import LedgerConfig, Secret
 from ledger.money import MICRO
+from ledger.records import UsageRecord
 from ledger.service import Ledger
 from tests.collector.conftest import Database
 from tests.collector.harness import CPU_PRICE, GPU_PRICE
@@ -171,3 +173,22 @@ def test_usage_of_a_closed_period_is_kept_and_no_longer_retried(database: Databa
     assert [(k.state, k.attempts, k.error.split(":")[0]) for k in kept] == [
         ("rejected", 1, "unknown_user"), ("rejected", 1, "period_closed")]  # the first one was not tried again
     assert quantities(engine) == []
+
+
+def test_a_kept_record_the_ledger_now_skips_leaves_the_outbox(setup: tuple[Charger, Ledger, Engine]) -> None:
+    """A memory record kept from an earlier tick that no price covers: the ledger skips it (memory pricing is its
+    rule), so it is neither stored nor kept to be retried for ever."""
+    charger, ledger, engine = setup
+    ledger.add_user(USER, actor="t")
+    charger.charge(fetched(on_gpu(60), T0))
+    kept = UsageRecord(f"n1/old/1/{USER}/memory", USER, "memory", Decimal(60), "GiB-second",
+                       T0 - timedelta(seconds=60), T0, "rss-sampled", f"n1/old/{USER}/memory")
+    with engine.begin() as conn:
+        conn.execute(text("INSERT INTO collector.usage_outbox (idem_key, node, sample_id, record, state, error,"
+                          " attempts) SELECT :k, 'n1', max(id), CAST(:r AS jsonb), 'rejected', 'unknown_user: ...', 1"
+                          " FROM collector.sample"), {"k": kept.idem_key, "r": record_json(kept)})
+    second = charger.charge(fetched(on_gpu(120), T0 + timedelta(seconds=60)))
+    assert (second.records, second.entries, second.rejected) == (1, 1, ())
+    with engine.connect() as conn:
+        assert conn.execute(text("SELECT count(*) FROM collector.usage_outbox")).scalar() == 0
+    assert memory_rows(engine) == []

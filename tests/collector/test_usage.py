@@ -234,14 +234,6 @@ def test_memory_usage_names_its_method_and_pids() -> None:
     assert usage == Usage(A, "u1001", "memory", "", "", 120 * S, "rss-sampled", (501, 502))
 
 
-def test_memory_is_left_out_when_nothing_would_price_it() -> None:
-    prev = sample(60, processes=(rss(500, A, GIB),), gpu_processes=((GPU0, 500, GIB),))
-    cur = sample(120, processes=(rss(500, A, GIB),), gpu_processes=((GPU0, 500, GIB),))
-    measured, unmeasured = compute(prev, cur, SETTINGS), compute(prev, cur, SETTINGS, memory=False)
-    assert {u.resource for u in measured.usages} == {"gpu", "memory"}  # the CPU counter did not move
-    assert unmeasured.usages == tuple(u for u in measured.usages if u.resource != "memory")
-
-
 @given(
     total=st.integers(0, 10**12),
     weights=st.dictionaries(st.integers(1000, 1010), st.integers(0, 10**11), min_size=1, max_size=8),

@@ -128,13 +128,13 @@ def test_the_tick_path_rechecks_the_close_under_the_writer_lock(closed: Ledger) 
         marks = conn.execute(text(
             "SELECT (SELECT max(id) FROM ledger.price_version), (SELECT max(id) FROM ledger.usage),"
             " (SELECT max(id) FROM ledger.journal_entry), (SELECT max(closed_before) FROM ledger.period_close)")).one()
-        doc = {"stamp": marks[0], "usage_mark": marks[1], "entry_mark": marks[2], "prefix": "usage:",
+        doc = {"price_stamp": marks[0], "usage_mark": marks[1], "entry_mark": marks[2], "entry_key_prefix": "usage:",
                "usage": [], "postings": []}
         call = text("SELECT ledger.post_usage(CAST(:d AS jsonb))")
         assert conn.execute(call, {"d": json.dumps({**doc, "closed_before": None})}).scalar() is None
         current = marks[3].astimezone(UTC).isoformat()
         assert conn.execute(call, {"d": json.dumps({**doc, "closed_before": current})}).scalar() == []
-        with pytest.raises(DBAPIError, match="older than migration 0005"):
+        with pytest.raises(DBAPIError, match="older than migration 0006"):
             conn.execute(call, {"d": json.dumps(doc)})
 
 

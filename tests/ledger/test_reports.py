@@ -13,7 +13,7 @@ from sqlalchemy.pool import NullPool
 
 from ledger.bootstrap import bootstrap
 from ledger.config import LedgerConfig, Secret
-from ledger.db import create_app_engine, reading
+from ledger.db import WRITER_LOCK, create_app_engine, reading
 from ledger.embedded import EmbeddedPostgres
 from ledger.errors import LedgerError
 from ledger.migrate import LEDGER_MIGRATIONS, LEDGER_VERSION_TABLE, current, upgrade, upgrade_ledger
@@ -22,7 +22,7 @@ from ledger.service import Ledger
 from tests.ledger.conftest import LedgerDatabase, cny
 from tests.ledger.helpers import cpu, gpu, priced
 
-HEAD = "0005"
+HEAD = "0006"
 _GRANTS = """
 SELECT grantee, table_name, privilege_type, NULL AS column_name FROM information_schema.role_table_grants
  WHERE table_schema = 'ledger'
@@ -82,12 +82,26 @@ def test_unknown_report_keys_and_formats_are_ledger_errors(ledger: Ledger) -> No
         ledger.export("xlsx", io.StringIO())
 
 
+# Today's code takes the writer lock through ledger.writer_lock() (0006); a ledger at an older revision has none.
+# This stand-in takes the same key; it is dropped before the upgrade, which then creates the real one.
+_OLD_WRITER_LOCK = (
+    "CREATE FUNCTION ledger.writer_lock() RETURNS void LANGUAGE sql"
+    f" AS $$ SELECT pg_advisory_xact_lock({WRITER_LOCK}) $$",
+    "GRANT EXECUTE ON FUNCTION ledger.writer_lock() TO gpuledger_app",
+)
+
+
 def test_a_new_migration_applies_to_a_populated_ledger(pg_cluster: EmbeddedPostgres) -> None:
-    """Populated at the revision before HEAD through the admin path (the tick path needs HEAD's functions)."""
+    """Populated at an older revision through the admin path (the tick path needs HEAD's functions)."""
     name = "lt_migrate_populated"
     admin = bootstrap(pg_cluster.url(), name)
+    owner = create_engine(admin, poolclass=NullPool)
     try:
         upgrade(admin, LEDGER_MIGRATIONS, LEDGER_VERSION_TABLE, "0002")
+        with owner.begin() as conn:
+            conn.execute(text("SET LOCAL ROLE gpuledger_owner"))
+            for statement in _OLD_WRITER_LOCK:
+                conn.exec_driver_sql(statement)
         app_url = pg_cluster.url(user="gpuledger_app", database=name)
         engine = create_app_engine(app_url)
         try:
@@ -100,6 +114,9 @@ def test_a_new_migration_applies_to_a_populated_ledger(pg_cluster: EmbeddedPostg
             with engine.connect() as conn:
                 grants = conn.execute(text(_GRANTS)).all()
                 before = conn.execute(text(entries)).all()
+            with owner.begin() as conn:
+                conn.execute(text("SET LOCAL ROLE gpuledger_owner"))
+                conn.execute(text("DROP FUNCTION ledger.writer_lock()"))
             upgrade_ledger(admin)
             assert current(admin, LEDGER_VERSION_TABLE) == HEAD
             with engine.connect() as conn:
@@ -121,6 +138,7 @@ def test_a_new_migration_applies_to_a_populated_ledger(pg_cluster: EmbeddedPostg
         finally:
             engine.dispose()
     finally:
+        owner.dispose()
         with create_engine(pg_cluster.url(), poolclass=NullPool, isolation_level="AUTOCOMMIT").connect() as conn:
             conn.execute(text(f'DROP DATABASE "{name}" WITH (FORCE)'))
 

@@ -124,7 +124,8 @@ def test_postings_cannot_be_added_to_an_old_entry(seeded: Ledger, ledger_db: Led
 def test_writes_without_the_writer_lock_are_refused(seeded: Ledger, ledger_db: LedgerDatabase) -> None:
     engine = _app(ledger_db)
     try:
-        with pytest.raises(DBAPIError, match="pg_advisory_xact_lock"), engine.begin() as conn:
+        with pytest.raises(DBAPIError, match=r"require the writer lock \(SELECT ledger.writer_lock\(\)\)"), \
+                engine.begin() as conn:
             _entry(conn, "no-lock")
     finally:
         engine.dispose()
@@ -231,3 +232,24 @@ def test_reference_checks_look_up_each_new_row_by_key(seeded: Ledger, superuser:
     for plan in checks:
         assert "Nested Loop Anti Join" in plan, plan
         assert not any(whole in plan for whole in ("Seq Scan", "Hash Join", "hashed SubPlan", "Merge Join")), plan
+
+
+def test_the_writer_lock_is_one_function_and_its_key_is_written_there_only(seeded: Ledger, superuser: Engine) -> None:
+    """ledger.writer_lock() takes ledger.db.WRITER_LOCK and writer_lock_held() sees it; no other live function
+    of the ledger spells the key (every function that takes or checks the lock calls those two)."""
+    with superuser.connect() as conn:
+        spelled = conn.execute(text(
+            "SELECT p.proname FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace"
+            " WHERE n.nspname = 'ledger' AND p.prosrc LIKE :key ORDER BY 1"), {"key": f"%{WRITER_LOCK}%"}).scalars()
+        assert list(spelled) == ["writer_lock", "writer_lock_held"]
+        callers = conn.execute(text(
+            "SELECT p.proname FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace"
+            " WHERE n.nspname = 'ledger' AND p.prosrc ~ 'ledger\\.writer_lock(_held)?\\(' ORDER BY 1")).scalars()
+        assert list(callers) == ["close_period", "post_usage", "require_writer_lock", "seal_block"]
+    with seeded.engine.connect() as conn, conn.begin():
+        assert conn.execute(text("SELECT ledger.writer_lock_held()")).scalar() is False
+        conn.execute(text("SELECT ledger.writer_lock()"))
+        assert conn.execute(text("SELECT ledger.writer_lock_held()")).scalar() is True
+        held = conn.execute(text("SELECT objid FROM pg_locks WHERE locktype = 'advisory' AND pid = pg_backend_pid()"
+                                 " AND classid = 0 AND objsubid = 1 AND granted")).scalars()
+        assert list(held) == [WRITER_LOCK]

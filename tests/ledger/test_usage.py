@@ -15,11 +15,13 @@ from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import DBAPIError
 
 from ledger import journal
+from ledger.codec import usage_payload
 from ledger.db import create_app_engine
 from ledger.errors import IdempotencyConflict, InvalidUsage, MissingPrice, UnitMismatch, UnknownUser
 from ledger.records import PriceVersion, TickResult, UsageRecord, UsageTick
 from ledger.service import Ledger
-from ledger.usage import entry_sha256, post_ticks, usage_payload
+from ledger.tickplan import entry_sha256
+from ledger.usage import post_ticks
 from tests.ledger.conftest import cny
 from tests.ledger.helpers import T0, cpu, gpu, priced
 
@@ -110,11 +112,21 @@ def test_charges_telescope_within_an_epoch(lab: Ledger) -> None:
     assert lab.verify().ok
 
 
-def test_memory_without_a_price_is_recorded_not_charged(ledger: Ledger) -> None:
+def test_memory_without_a_price_is_skipped_neither_charged_nor_stored(ledger: Ledger, superuser: Engine) -> None:
+    """Memory is optional to price: a memory record no price covers comes back as skipped, in every tick of the
+    call it is in, whoever it bills to; the rest of the tick is still charged."""
     ledger.add_user("alice", actor="admin")
-    record = UsageRecord("m1", "alice", "memory", Decimal("3600"), "GiB-second", T0, T0, "rss", "n1/mem/alice")
-    [outcome] = ledger.post_usage(UsageTick("n1", (record,))).posted
-    assert (outcome.amount, outcome.entry_id, outcome.created) == (0, None, True)
+    ledger.add_price("gpu", Decimal("0.50"), Decimal(60), model_pattern="NVIDIA A100*", match="glob", actor="admin",
+                     valid_from=datetime(2026, 1, 1, tzinfo=UTC))
+    memory = UsageRecord("m1", "alice", "memory", Decimal("3600"), "GiB-second", T0, T0, "rss", "n1/mem/alice")
+    nobody = replace(memory, idem_key="m2", linux_user="mallory", epoch="n1/mem/mallory")
+    first, second = ledger.post_usage_batch([UsageTick("n1", (memory, gpu("g1"), nobody)), UsageTick("n1", (memory,))])
+    assert (first.skipped, first.rejected, [o.idem_key for o in first.posted]) == ((memory, nobody), (), ["g1"])
+    assert (second.skipped, second.posted, second.rejected) == ((memory,), (), ())
+    assert count(superuser, "usage") == 1
+    ledger.add_price("memory", Decimal("0.001"), Decimal(3600), actor="admin", valid_from=T0)
+    [outcome] = ledger.post_usage(UsageTick("n1", (memory,))).posted  # once priced, the same record is charged
+    assert (outcome.amount, outcome.created) == (cny("0.001"), True)
     assert ledger.verify().ok
 
 
@@ -252,12 +264,16 @@ def test_the_hashed_shapes_are_pinned() -> None:
     assert journal.sha256_of(usage_payload("n1", record)) == hashlib.sha256(usage.encode()).digest()
 
 
-def test_a_post_without_high_water_marks_is_refused(lab: Ledger) -> None:
-    """A client older than migration 0004 sends no marks; its write must not go through unchecked."""
+@pytest.mark.parametrize("doc", [
+    {"stamp": 0, "prefix": "usage:", "usage": [], "postings": []},  # older than migration 0004: no marks
+    {"stamp": 0, "usage_mark": 0, "entry_mark": 0, "closed_before": None, "prefix": "usage:", "usage": [],
+     "postings": []},  # older than 0006: the two-letter keys
+], ids=["no-marks", "two-letter-keys"])
+def test_a_post_from_an_older_client_is_refused(lab: Ledger, doc: dict[str, object]) -> None:
+    """An older client's document would not be read right (or not checked at all): it must not go through."""
     with lab.engine.begin() as conn:
-        with pytest.raises(DBAPIError, match="usage_mark"):
-            conn.execute(text("SELECT ledger.post_usage(CAST(:d AS jsonb))"),
-                         {"d": json.dumps({"stamp": 0, "prefix": "usage:", "usage": [], "postings": []})})
+        with pytest.raises(DBAPIError, match="older than migration 0006"):
+            conn.execute(text("SELECT ledger.post_usage(CAST(:d AS jsonb))"), {"d": json.dumps(doc)})
 
 
 def test_canonical_json_is_json_dumps_with_its_options() -> None:
