@@ -53,10 +53,12 @@ def test_packages_import_only_what_the_conventions_allow() -> None:
 SCHEMAS = ("ledger", "control", "collector", "api")
 # The schema each package owns (probe owns none: it runs on the nodes and has no database).
 OWN_SCHEMA = {"ledger": "ledger", "control": "control", "collector": "collector", "api": "api", "probe": None}
-# The ledger publishes Python (ledger.service, ledger.browse, ledger.usage), no SQL object for others to name
-# yet: its tables are its own to change, their invariants kept by its functions and triggers. A view or
-# function added for other packages goes here, with its documentation.
-LEDGER_PUBLISHED: frozenset[str] = frozenset()
+# The ledger publishes Python (ledger.service, ledger.browse, ledger.usage, ledger.directory, ledger.reports) and
+# two SQL functions others may call (migration 0006): ledger.closed_before(), the newest period close (the
+# controller's outbox read), and ledger.billing_users(pairs), who a Linux user bills to. Its tables are its own
+# to change, their invariants kept by its functions and triggers. A view or function added for other packages
+# goes here, with its documentation.
+LEDGER_PUBLISHED = frozenset({"ledger.closed_before", "ledger.billing_users"})
 # The collector's read-only status views (collector migration c0004), for the API's node, decision and health
 # pages: what the controller learned, without the API depending on the collector's table layout.
 COLLECTOR_PUBLISHED = frozenset({"collector.node_status", "collector.gpu_status", "collector.decision_log",
@@ -69,11 +71,6 @@ EXCEPTIONS = {
     # The move itself: control0001 takes the api chain's three tables into schema control.
     "control/migrations/versions/0001_control.sql": frozenset(
         {"api.settings_version", "api.enforcement_override", "api.connection_test"}),
-    # Open doors still to close (issue #13 item 4: ledger.directory and one batched Ledger.standings; the
-    # period-close check in the ledger's tick path). Listed so they cannot spread; the test below fails once
-    # one is closed, so the entry goes with it.
-    "collector/enforcing/standing.py": frozenset({"ledger.billing_user", "ledger.node_user_map", "ledger.usage"}),
-    "collector/charging/posting.py": frozenset({"ledger.period_close"}),
 }
 _SQL_REFERENCE = re.compile(rf"\b(?:FROM|JOIN|INTO|UPDATE)\s+((?:{'|'.join(SCHEMAS)})\.\w+)", re.IGNORECASE)
 # A migration also alters, drops or truncates tables by name.

@@ -134,7 +134,7 @@ class Charger:
                     # A record of a closed period is refused for good (docs/ledger.md, "Period close"): kept and
                     # reported, but no longer retried, where it would take a retry slot from one that can be charged.
                     " AND CAST(record->>'interval_end' AS timestamptz)"
-                    "     >= coalesce((SELECT max(closed_before) FROM ledger.period_close), '-infinity')"
+                    "     >= ledger.closed_before()"
                     ") AS o WHERE n <= :limit"
                 ),
                 {"nodes": sorted(stored), "limit": RETRY_BATCH},

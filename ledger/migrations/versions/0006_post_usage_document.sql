@@ -120,6 +120,12 @@ LANGUAGE sql STABLE AS $$
       LEFT JOIN ledger.project p ON p.id = bu.project_id
       JOIN ledger.account w ON w.id = coalesce(p.wallet_account_id, bu.wallet_account_id) $$;
 
+-- The newest close's boundary: nothing may be dated before it (-infinity while no period is closed). Published
+-- for the controller's outbox read, which stops retrying records a close has refused for good.
+CREATE FUNCTION ledger.closed_before() RETURNS timestamptz
+LANGUAGE sql STABLE AS $$
+    SELECT coalesce(max(c.closed_before), '-infinity') FROM ledger.period_close c $$;
+
 -- 0005's post_usage, reading the document with readable keys (the document is described in the comment
 -- below). A client older than this migration sends the two-letter keys and is refused (code and schema move
 -- together): nothing of its document would be read right.
@@ -186,7 +192,8 @@ COMMENT ON FUNCTION ledger.post_usage(jsonb) IS
 'Returns [[usage key, usage id, entry id or null], ...], or NULL (nothing written) when a mark moved since the'
 ' client read: it then holds the writer lock, so a second read is current and its call succeeds.';
 
-REVOKE ALL ON FUNCTION ledger.writer_lock(), ledger.writer_lock_held(), ledger.billing_users(jsonb) FROM PUBLIC;
-GRANT EXECUTE ON FUNCTION ledger.writer_lock(), ledger.writer_lock_held(), ledger.billing_users(jsonb)
-    TO gpuledger_app;
-GRANT EXECUTE ON FUNCTION ledger.billing_users(jsonb) TO gpuledger_auditor;
+REVOKE ALL ON FUNCTION ledger.writer_lock(), ledger.writer_lock_held(), ledger.billing_users(jsonb),
+    ledger.closed_before() FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION ledger.writer_lock(), ledger.writer_lock_held(), ledger.billing_users(jsonb),
+    ledger.closed_before() TO gpuledger_app;
+GRANT EXECUTE ON FUNCTION ledger.billing_users(jsonb), ledger.closed_before() TO gpuledger_auditor;
