@@ -260,7 +260,7 @@ class Controller:
         sampled = [(s.node.name, s.sample, s.session) for s in states.values() if s.sample is not None]
         pairs = {(node, user) for node, sample, _ in sampled
                  for user in self.converger.candidates(node, sample).values()}
-        decision = await self._db(decide, self.engine, self.ledger, self._burn, pairs, self.rules.thresholds,
+        decision = await self._db(decide, self.engine, self._burn, pairs, self.rules.thresholds,
                                   self.overrides, now)
         notices = tier_notices(decision.transitions, decision.standings)
         work = [

@@ -12,7 +12,6 @@ from sqlalchemy import Engine
 from collector.enforcing import standing
 from collector.enforcing.decisions import Standing, Transition, advance
 from control.overrides import Override, override_tier
-from ledger.service import Ledger
 from ledger.tiers import Thresholds
 
 
@@ -27,15 +26,16 @@ class Decision:
 
 
 def decide(
-    engine: Engine, ledger: Ledger, burn_rates: standing.BurnRates, pairs: Set[tuple[str, str]],
+    engine: Engine, burn_rates: standing.BurnRates, pairs: Set[tuple[str, str]],
     thresholds: Thresholds, overrides: Mapping[str, Override], now: datetime,
 ) -> Decision:
     """The decision for the (node, Linux user) ``pairs`` to converge this tick (blocking: run it on the pool)."""
-    with engine.connect() as conn:
-        billing = standing.resolve(conn, pairs)
-    users = sorted(set(billing.values()))
-    standings = standing.standings(ledger, users, thresholds)
+    # One transaction: the reads are one statement each, and the tier states are saved before anything is
+    # enforced (READ COMMITTED: each read sees what is committed when it runs, as when they were separate).
     with engine.begin() as conn:
+        billing = standing.resolve(conn, pairs)
+        users = sorted(set(billing.values()))
+        standings = standing.standings(conn, users, thresholds)
         burn = burn_rates.get(conn, users, now)
         previous = standing.load_tier_states(conn, users)
         transitions = {

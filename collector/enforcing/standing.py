@@ -1,8 +1,9 @@
 """What the decision phase reads and keeps: who a Linux user bills to, standings, burn rates, tier states.
 
-The ledger owns the first three (``ledger.directory.resolve``, ``Ledger.standings``, ``ledger.reports.
-burn_per_hour``: one query each, whatever the number of nodes); this module hands them to the controller in its
-terms and keeps the controller's own tier states (``collector.tier_state``).
+The ledger owns the first three (``ledger.directory.resolve``, ``ledger.reports.standings`` (what
+``Ledger.standings`` returns), ``ledger.reports.burn_per_hour``: one query each, whatever the number of
+nodes); this module hands them to the controller in its terms and keeps the controller's own tier states
+(``collector.tier_state``).
 """
 
 from __future__ import annotations
@@ -16,7 +17,6 @@ from sqlalchemy.engine import Connection
 
 from collector.enforcing.decisions import Standing, TierState, Transition
 from ledger import directory, reports
-from ledger.service import Ledger
 from ledger.tiers import Thresholds
 
 
@@ -25,11 +25,13 @@ def resolve(conn: Connection, pairs: Iterable[tuple[str, str]]) -> dict[tuple[st
     return directory.resolve(conn, pairs)
 
 
-def standings(ledger: Ledger, users: Sequence[str], thresholds: Thresholds) -> dict[str, Standing]:
+def standings(conn: Connection, users: Sequence[str], thresholds: Thresholds) -> dict[str, Standing]:
     """Each user's balance, and the tier it gives under ``thresholds`` (this tick's, which an admin's
     settings version may have changed from the ledger's configured ones): the wallet's tier, as the ledger
-    computed it (an exempt user's is shown as exempt, and enforced only under an ``apply`` override)."""
-    balances = ledger.standings(sorted(set(users)), thresholds)
+    computed it (``ledger.reports.standings``, what ``Ledger.standings`` returns; an exempt user's is shown
+    as exempt, and enforced only under an ``apply`` override). On ``conn``, so the decision step is one
+    transaction."""
+    balances = reports.standings(conn, sorted(set(users)), thresholds)
     return {name: Standing(name, b.wallet_tier, b.available, b.exempt) for name, b in balances.items()}
 
 
@@ -42,7 +44,7 @@ class BurnRates:
     """``burn_per_hour``, read again at most every ``refresh_s`` (a user not read yet is read at once).
 
     The query reads an hour of usage rows, about a million at 1,000 nodes, while the figure only feeds the
-    status files, which are rewritten every few minutes (``collector.tick.STATUS_REFRESH_S``) anyway.
+    status files, which are rewritten every few minutes (``collector.enforcing.converge.STATUS_REFRESH_S``) anyway.
     """
 
     def __init__(self, refresh_s: float = 300.0, *,
