@@ -33,68 +33,6 @@ ALTER TABLE api.audit ALTER COLUMN id ADD GENERATED ALWAYS AS IDENTITY (
     CACHE 1
 );
 
-CREATE TABLE api.connection_test (
-    id bigint NOT NULL,
-    node text NOT NULL,
-    requested_by text NOT NULL,
-    request_id text NOT NULL,
-    requested_at timestamp with time zone DEFAULT now() NOT NULL,
-    started_at timestamp with time zone,
-    finished_at timestamp with time zone,
-    outcome text,
-    detail jsonb,
-    CONSTRAINT connection_test_node_check CHECK ((node <> ''::text)),
-    CONSTRAINT connection_test_outcome_check CHECK ((outcome = ANY (ARRAY['ok'::text, 'failed'::text, 'hostkey_mismatch'::text, 'timeout'::text, 'unknown_node'::text])))
-);
-
-ALTER TABLE api.connection_test ALTER COLUMN id ADD GENERATED ALWAYS AS IDENTITY (
-    SEQUENCE NAME api.connection_test_id_seq
-    START WITH 1
-    INCREMENT BY 1
-    NO MINVALUE
-    NO MAXVALUE
-    CACHE 1
-);
-
-CREATE TABLE api.enforcement_override (
-    id bigint NOT NULL,
-    billing_user text NOT NULL,
-    action text NOT NULL,
-    reason text NOT NULL,
-    until timestamp with time zone,
-    actor text NOT NULL,
-    at timestamp with time zone DEFAULT now() NOT NULL,
-    CONSTRAINT enforcement_override_action_check CHECK ((action = ANY (ARRAY['exempt'::text, 'lift'::text, 'apply'::text]))),
-    CONSTRAINT enforcement_override_reason_check CHECK ((reason <> ''::text))
-);
-
-ALTER TABLE api.enforcement_override ALTER COLUMN id ADD GENERATED ALWAYS AS IDENTITY (
-    SEQUENCE NAME api.enforcement_override_id_seq
-    START WITH 1
-    INCREMENT BY 1
-    NO MINVALUE
-    NO MAXVALUE
-    CACHE 1
-);
-
-CREATE TABLE api.settings_version (
-    id bigint NOT NULL,
-    settings jsonb NOT NULL,
-    reason text NOT NULL,
-    actor text NOT NULL,
-    at timestamp with time zone DEFAULT now() NOT NULL,
-    CONSTRAINT settings_version_reason_check CHECK ((reason <> ''::text))
-);
-
-ALTER TABLE api.settings_version ALTER COLUMN id ADD GENERATED ALWAYS AS IDENTITY (
-    SEQUENCE NAME api.settings_version_id_seq
-    START WITH 1
-    INCREMENT BY 1
-    NO MINVALUE
-    NO MAXVALUE
-    CACHE 1
-);
-
 CREATE TABLE api.token (
     id bigint NOT NULL,
     prefix text NOT NULL,
@@ -125,33 +63,15 @@ ALTER TABLE api.token ALTER COLUMN id ADD GENERATED ALWAYS AS IDENTITY (
 ALTER TABLE ONLY api.audit
     ADD CONSTRAINT audit_pkey PRIMARY KEY (id);
 
-ALTER TABLE ONLY api.connection_test
-    ADD CONSTRAINT connection_test_pkey PRIMARY KEY (id);
-
-ALTER TABLE ONLY api.enforcement_override
-    ADD CONSTRAINT enforcement_override_pkey PRIMARY KEY (id);
-
-ALTER TABLE ONLY api.settings_version
-    ADD CONSTRAINT settings_version_pkey PRIMARY KEY (id);
-
 ALTER TABLE ONLY api.token
     ADD CONSTRAINT token_pkey PRIMARY KEY (id);
 
 ALTER TABLE ONLY api.token
     ADD CONSTRAINT token_prefix_key UNIQUE (prefix);
 
-CREATE INDEX connection_test_finished ON api.connection_test USING btree (finished_at) WHERE (finished_at IS NOT NULL);
-
-CREATE INDEX connection_test_pending ON api.connection_test USING btree (id) WHERE (finished_at IS NULL);
-
-CREATE INDEX enforcement_override_user ON api.enforcement_override USING btree (billing_user, id DESC);
-
 CREATE TRIGGER token_revoked_at_write_once BEFORE UPDATE OF revoked_at ON api.token FOR EACH ROW WHEN (((old.revoked_at IS NOT NULL) AND (new.revoked_at IS DISTINCT FROM old.revoked_at))) EXECUTE FUNCTION api.revoked_at_write_once();
 
 ALTER TABLE api.token ENABLE ALWAYS TRIGGER token_revoked_at_write_once;
-
-ALTER TABLE ONLY api.enforcement_override
-    ADD CONSTRAINT enforcement_override_billing_user_fkey FOREIGN KEY (billing_user) REFERENCES ledger.billing_user(name);
 
 ALTER TABLE ONLY api.token
     ADD CONSTRAINT token_billing_user_fkey FOREIGN KEY (billing_user) REFERENCES ledger.billing_user(name);
@@ -163,23 +83,6 @@ REVOKE ALL ON FUNCTION api.revoked_at_write_once() FROM PUBLIC;
 
 GRANT SELECT,INSERT ON TABLE api.audit TO gpuledger_app;
 GRANT SELECT ON TABLE api.audit TO gpuledger_auditor;
-
-GRANT SELECT,INSERT,DELETE ON TABLE api.connection_test TO gpuledger_app;
-GRANT SELECT ON TABLE api.connection_test TO gpuledger_auditor;
-
-GRANT UPDATE(started_at) ON TABLE api.connection_test TO gpuledger_app;
-
-GRANT UPDATE(finished_at) ON TABLE api.connection_test TO gpuledger_app;
-
-GRANT UPDATE(outcome) ON TABLE api.connection_test TO gpuledger_app;
-
-GRANT UPDATE(detail) ON TABLE api.connection_test TO gpuledger_app;
-
-GRANT SELECT,INSERT ON TABLE api.enforcement_override TO gpuledger_app;
-GRANT SELECT ON TABLE api.enforcement_override TO gpuledger_auditor;
-
-GRANT SELECT,INSERT ON TABLE api.settings_version TO gpuledger_app;
-GRANT SELECT ON TABLE api.settings_version TO gpuledger_auditor;
 
 GRANT SELECT,INSERT ON TABLE api.token TO gpuledger_app;
 

@@ -63,6 +63,27 @@ ALTER TABLE collector.decision ALTER COLUMN id ADD GENERATED ALWAYS AS IDENTITY 
     CACHE 1
 );
 
+CREATE VIEW collector.decision_log AS
+ SELECT decision.id,
+    decision.tick_id,
+    decision.at,
+    decision.node,
+    decision.uid,
+    decision.linux_user,
+    decision.billing_user,
+    decision.tier,
+    decision.balance,
+    decision.verb,
+    decision.reason,
+    decision.dry_run,
+    decision.outcome,
+    decision.exit_status,
+    decision.detail,
+    decision.finished_at,
+    decision.override_id,
+    decision.override_reason
+   FROM collector.decision;
+
 CREATE TABLE collector.gpu (
     node text NOT NULL,
     uuid text NOT NULL,
@@ -72,6 +93,16 @@ CREATE TABLE collector.gpu (
     state jsonb DEFAULT '{}'::jsonb NOT NULL,
     seen_at timestamp with time zone NOT NULL
 );
+
+CREATE VIEW collector.gpu_status AS
+ SELECT gpu.node,
+    gpu.uuid,
+    gpu.index,
+    gpu.name,
+    gpu.memory_total_bytes,
+    gpu.state,
+    gpu.seen_at
+   FROM collector.gpu;
 
 CREATE TABLE collector.node (
     name text NOT NULL,
@@ -98,6 +129,23 @@ CREATE TABLE collector.node (
     CONSTRAINT node_port_check CHECK (((port >= 1) AND (port <= 65535))),
     CONSTRAINT node_status_check CHECK ((status = ANY (ARRAY['connected'::text, 'failed'::text, 'unknown'::text, 'hostkey_mismatch'::text])))
 );
+
+CREATE VIEW collector.node_status AS
+ SELECT node.name,
+    node.address,
+    node.port,
+    node.region,
+    node.remarks,
+    node.listed,
+    node.in_inventory,
+    node.status,
+    node.last_outcome,
+    node.last_error,
+    node.last_attempt_at,
+    node.last_seen_at,
+    node.machine_id,
+    node.boot_id
+   FROM collector.node;
 
 CREATE TABLE collector.sample (
     id bigint NOT NULL,
@@ -141,6 +189,10 @@ ALTER TABLE collector.tick ALTER COLUMN id ADD GENERATED ALWAYS AS IDENTITY (
     NO MAXVALUE
     CACHE 1
 );
+
+CREATE VIEW collector.tick_status AS
+ SELECT max(tick.started_at) AS last_started_at
+   FROM collector.tick;
 
 CREATE TABLE collector.tier_state (
     billing_user text NOT NULL,
@@ -252,17 +304,29 @@ GRANT INSERT(override_id) ON TABLE collector.decision TO gpuledger_app;
 
 GRANT INSERT(override_reason) ON TABLE collector.decision TO gpuledger_app;
 
+GRANT SELECT ON TABLE collector.decision_log TO gpuledger_app;
+GRANT SELECT ON TABLE collector.decision_log TO gpuledger_auditor;
+
 GRANT SELECT,INSERT,DELETE,UPDATE ON TABLE collector.gpu TO gpuledger_app;
 GRANT SELECT ON TABLE collector.gpu TO gpuledger_auditor;
 
+GRANT SELECT ON TABLE collector.gpu_status TO gpuledger_app;
+GRANT SELECT ON TABLE collector.gpu_status TO gpuledger_auditor;
+
 GRANT SELECT,INSERT,UPDATE ON TABLE collector.node TO gpuledger_app;
 GRANT SELECT ON TABLE collector.node TO gpuledger_auditor;
+
+GRANT SELECT ON TABLE collector.node_status TO gpuledger_app;
+GRANT SELECT ON TABLE collector.node_status TO gpuledger_auditor;
 
 GRANT SELECT,INSERT,DELETE ON TABLE collector.sample TO gpuledger_app;
 GRANT SELECT ON TABLE collector.sample TO gpuledger_auditor;
 
 GRANT SELECT,INSERT,UPDATE ON TABLE collector.tick TO gpuledger_app;
 GRANT SELECT ON TABLE collector.tick TO gpuledger_auditor;
+
+GRANT SELECT ON TABLE collector.tick_status TO gpuledger_app;
+GRANT SELECT ON TABLE collector.tick_status TO gpuledger_auditor;
 
 GRANT SELECT,INSERT,UPDATE ON TABLE collector.tier_state TO gpuledger_app;
 GRANT SELECT ON TABLE collector.tier_state TO gpuledger_auditor;
