@@ -55,7 +55,7 @@ def _serve(args: argparse.Namespace) -> int:
 
 
 def _engine() -> Engine:
-    return create_app_engine(LedgerConfig.from_env(os.environ).database_url.value)
+    return create_app_engine(LedgerConfig.from_env(os.environ).database_url.reveal())
 
 
 def _run(action: Callable[[Connection], int]) -> int:

@@ -1,4 +1,4 @@
-"""API configuration, env-first (``GPULEDGER_API_*``); a bad value fails fast naming its key."""
+"""API configuration, env-first (``GPULEDGER_API_*``, read by ledger.environ); a bad value fails fast naming its key."""
 
 from __future__ import annotations
 
@@ -7,9 +7,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from ledger.environ import PREFIX, Config
 from ledger.errors import ConfigError
-
-PREFIX = "GPULEDGER_API_"
 
 
 @dataclass(frozen=True)
@@ -60,38 +59,28 @@ class ApiConfig:
     @classmethod
     def from_env(cls, environ: Mapping[str, str]) -> ApiConfig:
         defaults = cls()
+        env = Config(environ, PREFIX + "API_")
         return cls(
-            host=environ.get(PREFIX + "HOST", defaults.host),
-            port=_int(environ, "PORT", defaults.port, 1, 65535),
-            auth_failures=_int(environ, "AUTH_FAILURES", defaults.auth_failures, 1, 1_000_000),
-            auth_window_seconds=_int(environ, "AUTH_WINDOW_SECONDS", defaults.auth_window_seconds, 1, 86_400),
-            auth_table_size=_int(environ, "AUTH_TABLE_SIZE", defaults.auth_table_size, 1, 10_000_000),
-            trusted_proxies=_addresses(environ, "TRUSTED_PROXIES"),
-            max_body_bytes=_int(environ, "MAX_BODY_BYTES", defaults.max_body_bytes, 1024, 1024**3),
-            idle_in_transaction_seconds=_int(environ, "IDLE_IN_TRANSACTION_SECONDS",
-                                             defaults.idle_in_transaction_seconds, 0, 86_400),
-            token_cache_seconds=_int(environ, "TOKEN_CACHE_SECONDS", defaults.token_cache_seconds, 0, 300),
-            db_threads=_int(environ, "DB_THREADS", defaults.db_threads, 1, 64),
-            max_page=_int(environ, "MAX_PAGE", defaults.max_page, 1, 10_000),
-            max_report_days=_int(environ, "MAX_REPORT_DAYS", defaults.max_report_days, 1, 3660),
-            max_export_days=_int(environ, "MAX_EXPORT_DAYS", defaults.max_export_days, 1, 3660),
+            host=env.text("HOST", defaults.host),
+            port=env.integer("PORT", defaults.port, minimum=1, maximum=65535),
+            auth_failures=env.integer("AUTH_FAILURES", defaults.auth_failures, minimum=1, maximum=1_000_000),
+            auth_window_seconds=env.integer("AUTH_WINDOW_SECONDS", defaults.auth_window_seconds, minimum=1,
+                                            maximum=86_400),
+            auth_table_size=env.integer("AUTH_TABLE_SIZE", defaults.auth_table_size, minimum=1, maximum=10_000_000),
+            trusted_proxies=_addresses(env.key("TRUSTED_PROXIES"), env.items("TRUSTED_PROXIES")),
+            max_body_bytes=env.integer("MAX_BODY_BYTES", defaults.max_body_bytes, minimum=1024, maximum=1024**3),
+            idle_in_transaction_seconds=env.integer("IDLE_IN_TRANSACTION_SECONDS",
+                                                    defaults.idle_in_transaction_seconds, maximum=86_400),
+            token_cache_seconds=env.integer("TOKEN_CACHE_SECONDS", defaults.token_cache_seconds, maximum=300),
+            db_threads=env.integer("DB_THREADS", defaults.db_threads, minimum=1, maximum=64),
+            max_page=env.integer("MAX_PAGE", defaults.max_page, minimum=1, maximum=10_000),
+            max_report_days=env.integer("MAX_REPORT_DAYS", defaults.max_report_days, minimum=1, maximum=3660),
+            max_export_days=env.integer("MAX_EXPORT_DAYS", defaults.max_export_days, minimum=1, maximum=3660),
         )
 
 
-def _int(environ: Mapping[str, str], name: str, default: int, lo: int, hi: int) -> int:
-    key = PREFIX + name
-    raw = environ.get(key)
-    if raw is None:
-        return default
-    if not raw.isdigit() or not lo <= int(raw) <= hi:
-        raise ConfigError(key, f"must be an integer in [{lo}, {hi}], got {raw!r}")
-    return int(raw)
-
-
-def _addresses(environ: Mapping[str, str], name: str) -> tuple[str, ...]:
-    """Comma-separated IP addresses or networks; a name or ``*`` is refused (the proxy must be named)."""
-    key = PREFIX + name
-    items = tuple(item.strip() for item in environ.get(key, "").split(",") if item.strip())
+def _addresses(key: str, items: tuple[str, ...]) -> tuple[str, ...]:
+    """IP addresses or networks; a name or ``*`` is refused (the proxy must be named)."""
     for item in items:
         try:
             ipaddress.ip_network(item, strict=False)

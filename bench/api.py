@@ -35,9 +35,10 @@ sys.path.insert(0, str(ROOT))
 from api import tokens  # noqa: E402
 from gpuledger.main import upgrade_all  # noqa: E402
 from ledger.bootstrap import APP_ROLE, bootstrap  # noqa: E402
-from ledger.config import LedgerConfig, Secret  # noqa: E402
+from ledger.config import LedgerConfig  # noqa: E402
 from ledger.db import create_app_engine  # noqa: E402
 from ledger.embedded import EmbeddedPostgres  # noqa: E402
+from ledger.environ import Secret  # noqa: E402
 from ledger.records import UsageRecord, UsageTick  # noqa: E402
 from ledger.service import Ledger  # noqa: E402
 

@@ -51,8 +51,9 @@ from collector.tick import Controller  # noqa: E402
 from collector.types import Node, TickSettings  # noqa: E402
 from gpuledger.main import upgrade_all  # noqa: E402
 from ledger.bootstrap import bootstrap  # noqa: E402
-from ledger.config import LedgerConfig, Secret  # noqa: E402
+from ledger.config import LedgerConfig  # noqa: E402
 from ledger.embedded import EmbeddedPostgres  # noqa: E402
+from ledger.environ import Secret  # noqa: E402
 from ledger.money import MICRO  # noqa: E402
 from ledger.service import Ledger  # noqa: E402
 

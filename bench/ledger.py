@@ -35,9 +35,10 @@ from sqlalchemy.pool import NullPool
 
 from ledger import journal
 from ledger.bootstrap import APP_ROLE, bootstrap
-from ledger.config import LedgerConfig, Secret
+from ledger.config import LedgerConfig
 from ledger.db import WRITER_LOCK, create_app_engine
 from ledger.embedded import EmbeddedPostgres
+from ledger.environ import Secret
 from ledger.migrate import upgrade_ledger
 from ledger.money import MICRO
 from ledger.records import UsageRecord, UsageTick
@@ -225,7 +226,7 @@ def main() -> int:
             admin = bootstrap(cluster.url(), "bench")
             upgrade_ledger(admin)
             config = LedgerConfig(database_url=Secret(cluster.url(user=APP_ROLE, database="bench")))
-            engine = create_app_engine(config.database_url.value)
+            engine = create_app_engine(config.database_url.reveal())
             ledger = Ledger(engine, config)
             setup_prices(ledger)
             rows = bench_ticks(ledger, args.nodes, args.batch, args.connections)

@@ -35,7 +35,8 @@ from collector.nodes.transport.ssh import SshSettings, SshTransport
 from collector.scheduler import TickLoop
 from collector.tick import Controller
 from collector.types import Node, TickSettings, TickSummary
-from ledger.config import LedgerConfig, Secret
+from ledger.config import LedgerConfig
+from ledger.environ import Secret
 from ledger.service import Ledger
 
 log = logging.getLogger("gpuledger.controller")
@@ -69,9 +70,9 @@ class Runtime:
     name: str = field(default_factory=lambda: f"{os.uname().nodename}:{os.getpid()}")
 
     def __post_init__(self) -> None:
-        self.engine: Engine = create_engine(self.config.database_url.value, pool_size=6, max_overflow=4,
+        self.engine: Engine = create_engine(self.config.database_url.reveal(), pool_size=6, max_overflow=4,
                                             pool_pre_ping=True)
-        self.lease_engine: Engine = create_engine(self.config.database_url.value, pool_size=1, max_overflow=0)
+        self.lease_engine: Engine = create_engine(self.config.database_url.reveal(), pool_size=1, max_overflow=0)
         self.ledger = Ledger(self.engine, self.ledger_config)
         self.metrics = Metrics(self.registry)
         self.metrics.tick_budget.set(self.config.tick_budget_s)
@@ -212,7 +213,7 @@ def run_controller(
         env.setdefault("GPULEDGER_TICK_BUDGET_SECONDS", str(tick_s * 0.75))
     config = ControllerConfig.from_env(env)
     ledger_config = LedgerConfig.from_env(env)
-    if ledger_config.database_url.value != database_url:
+    if ledger_config.database_url.reveal() != database_url:
         ledger_config = replace(ledger_config, database_url=Secret(database_url))
     runtime = Runtime(config, ledger_config)
     anchor.log_to(sys.stderr)

@@ -17,7 +17,7 @@ from sqlalchemy.exc import DBAPIError
 
 from collector.app import Runtime, printer, serve, tune_gc
 from collector.config import ControllerConfig
-from collector.errors import CollectorError, ConfigError, HostKeyError, NodeUnavailable
+from collector.errors import CollectorError, HostKeyError, NodeUnavailable
 from collector.logs import configure
 from collector.nodes.inventory import load_inventory
 from collector.nodes.knownhosts import fingerprint, pin
@@ -26,7 +26,7 @@ from collector.nodes.transport.local import LocalTransport
 from collector.nodes.transport.ssh import SshSettings, SshTransport, offered_host_key
 from collector.types import Node
 from ledger.config import LedgerConfig
-from ledger.errors import LedgerError
+from ledger.errors import ConfigError, LedgerError
 
 
 def register(subparsers: Any) -> None:
@@ -88,7 +88,7 @@ def _trust(args: argparse.Namespace) -> int:
     try:
         config = _config()
         node = _node(config, args.host)
-    except CollectorError as exc:
+    except (CollectorError, ConfigError) as exc:
         return _fail(str(exc), 2)
     if node.local:
         return _fail(f"{node.name} is the local node (ansible_connection=local): no host key to pin", 2)
@@ -116,9 +116,9 @@ def _trust(args: argparse.Namespace) -> int:
 def _list(args: argparse.Namespace) -> int:
     try:
         config = _config()
-    except CollectorError as exc:
+    except (CollectorError, ConfigError) as exc:
         return _fail(str(exc), 2)
-    engine = create_engine(config.database_url.value)
+    engine = create_engine(config.database_url.reveal())
     try:
         with engine.connect() as conn:
             rows = list_nodes(conn)
@@ -139,7 +139,7 @@ def _test(args: argparse.Namespace) -> int:
     try:
         config = _config()
         node = _node(config, args.host)
-    except CollectorError as exc:
+    except (CollectorError, ConfigError) as exc:
         return _fail(str(exc), 2)
 
     async def check() -> int:

@@ -1,4 +1,4 @@
-"""Controller configuration, from the environment first; a bad value fails fast naming its key.
+"""Controller configuration, from the environment first (ledger.environ); a bad value fails fast naming its key.
 
 Secrets (the database URL, the SMTP password, the webhook URL, which often embeds a token) are masked in
 ``repr`` and may come from a file named by ``<KEY>_FILE``. docs/controller.md lists every key.
@@ -8,20 +8,18 @@ from __future__ import annotations
 
 import shlex
 import sys
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
-from typing import TypeVar
+from typing import Literal
 
-from collector.errors import ConfigError
-from ledger.config import Secret
+from ledger.environ import Config, Secret
+from ledger.errors import ConfigError
 
-PREFIX = "GPULEDGER_"
-T = TypeVar("T")
-_TRUE = frozenset({"1", "true", "yes", "on"})
-_FALSE = frozenset({"0", "false", "no", "off", ""})
-GPU_SPLITS = ("memory", "equal")
+# How a node's GPU time is shared among the processes on one GPU: by their memory, or equally.
+GpuSplit = Literal["memory", "equal"]
+GPU_SPLITS: tuple[GpuSplit, ...] = ("memory", "equal")
 
 
 @dataclass(frozen=True)
@@ -60,7 +58,7 @@ class ControllerConfig:
     connection_test_poll_s: float = 2.0
     max_gap_s: int = 3600
     skew_threshold_s: int = 30
-    gpu_split: str = "memory"
+    gpu_split: GpuSplit = "memory"
     policy: TierPolicy = field(default_factory=TierPolicy)
     local_node_command: tuple[str, ...] = (sys.executable, "-m", "probe")
     smtp: SmtpSettings | None = None
@@ -74,34 +72,32 @@ class ControllerConfig:
     @classmethod
     def from_env(cls, environ: Mapping[str, str]) -> ControllerConfig:
         """Build from ``environ`` (pass ``os.environ``); raises ``ConfigError`` naming the offending key."""
-        env = _Env(environ)
+        env = Config(environ)
         database_url = env.secret("DATABASE_URL")
         if database_url is None:
-            raise ConfigError(PREFIX + "DATABASE_URL", "is required (the app role's postgresql+psycopg:// URL)")
+            raise ConfigError(env.key("DATABASE_URL"), "is required (the app role's postgresql+psycopg:// URL)")
         inventory = env.get("INVENTORY", Path, None)
         if inventory is None:
-            raise ConfigError(PREFIX + "INVENTORY", "is required (an Ansible inventory file or directory)")
+            raise ConfigError(env.key("INVENTORY"), "is required (an Ansible inventory file or directory)")
         tick_s = env.get("TICK_SECONDS", _positive_float, 60.0)
         budget = env.get("TICK_BUDGET_SECONDS", _positive_float, tick_s * 0.75)
         if budget > tick_s:
-            raise ConfigError(PREFIX + "TICK_BUDGET_SECONDS", f"must not exceed GPULEDGER_TICK_SECONDS ({tick_s})")
-        split = env.get("GPU_SPLIT", str, "memory")
-        if split not in GPU_SPLITS:
-            raise ConfigError(PREFIX + "GPU_SPLIT", f"must be one of {', '.join(GPU_SPLITS)}")
-        smtp_host = env.get("SMTP_HOST", str, None)
+            raise ConfigError(env.key("TICK_BUDGET_SECONDS"), f"must not exceed GPULEDGER_TICK_SECONDS ({tick_s})")
+        split = env.choice("GPU_SPLIT", GPU_SPLITS, "memory")
+        smtp_host = env.text("SMTP_HOST", None)
         smtp = None
         if smtp_host:
             smtp = SmtpSettings(
                 host=smtp_host,
-                port=env.get("SMTP_PORT", _port, 25),
-                sender=env.get("SMTP_FROM", str, "gpuledger@localhost"),
-                username=env.get("SMTP_USER", str, None),
+                port=env.integer("SMTP_PORT", 25, minimum=1, maximum=65535),
+                sender=env.text("SMTP_FROM", "gpuledger@localhost"),
+                username=env.text("SMTP_USER", None),
                 password=env.secret("SMTP_PASSWORD"),
-                starttls=env.get("SMTP_STARTTLS", _bool, False),
+                starttls=env.boolean("SMTP_STARTTLS", False),
             )
-        template = env.get("USER_EMAIL_TEMPLATE", str, None)
+        template = env.text("USER_EMAIL_TEMPLATE", None)
         if template is not None and "{user}" not in template:
-            raise ConfigError(PREFIX + "USER_EMAIL_TEMPLATE", "must contain {user}, e.g. {user}@lab.example")
+            raise ConfigError(env.key("USER_EMAIL_TEMPLATE"), "must contain {user}, e.g. {user}@lab.example")
         return cls(
             database_url=database_url,
             inventory=inventory,
@@ -109,56 +105,30 @@ class ControllerConfig:
             known_hosts=env.get("KNOWN_HOSTS", Path, cls.known_hosts),
             tick_s=tick_s,
             tick_budget_s=budget,
-            dry_run=env.get("DRY_RUN", _bool, False),
+            dry_run=env.boolean("DRY_RUN", False),
             connect_timeout_s=env.get("CONNECT_TIMEOUT_SECONDS", _positive_float, 10.0),
             command_timeout_s=env.get("COMMAND_TIMEOUT_SECONDS", _positive_float, 15.0),
-            concurrency=env.get("CONCURRENCY", _positive_int, 64),
-            sample_retention_days=env.get("SAMPLE_RETENTION_DAYS", _positive_int, 30),
-            decision_retention_days=env.get("DECISION_RETENTION_DAYS", _positive_int, 90),
+            concurrency=env.integer("CONCURRENCY", 64, minimum=1),
+            sample_retention_days=env.integer("SAMPLE_RETENTION_DAYS", 30, minimum=1),
+            decision_retention_days=env.integer("DECISION_RETENTION_DAYS", 90, minimum=1),
             connection_test_poll_s=env.get("CONNECTION_TEST_POLL_SECONDS", _positive_float, 2.0),
-            max_gap_s=env.get("MAX_GAP_SECONDS", _positive_int, 3600),
-            skew_threshold_s=env.get("SKEW_THRESHOLD_SECONDS", _positive_int, 30),
+            max_gap_s=env.integer("MAX_GAP_SECONDS", 3600, minimum=1),
+            skew_threshold_s=env.integer("SKEW_THRESHOLD_SECONDS", 30, minimum=1),
             gpu_split=split,
             policy=TierPolicy(
                 limited_cpu_percent=env.get("CPU_QUOTA_LIMITED_PERCENT", _percent, TierPolicy.limited_cpu_percent),
                 blocked_cpu_percent=env.get("CPU_QUOTA_BLOCKED_PERCENT", _percent, TierPolicy.blocked_cpu_percent),
-                kill_grace_s=env.get("KILL_GRACE_SECONDS", _non_negative_int, 600),
+                kill_grace_s=env.integer("KILL_GRACE_SECONDS", 600),
             ),
             local_node_command=env.get("LOCAL_NODE_COMMAND", _argv, cls.local_node_command),
             smtp=smtp,
-            webhook_url=_webhook(env.secret("WEBHOOK_URL")),
-            admin_emails=env.get("ADMIN_EMAILS", _emails, ()),
+            webhook_url=_webhook(env.key("WEBHOOK_URL"), env.secret("WEBHOOK_URL")),
+            admin_emails=_emails(env.key("ADMIN_EMAILS"), env.items("ADMIN_EMAILS")),
             user_email_template=template,
-            recharge_hint=env.get("RECHARGE_HINT", str, cls.recharge_hint),
-            metrics_port=env.get("METRICS_PORT", _port, None),
+            recharge_hint=env.text("RECHARGE_HINT", cls.recharge_hint),
+            metrics_port=env.integer("METRICS_PORT", None, minimum=1, maximum=65535),
             anchor_file=env.get("ANCHOR_FILE", _optional_path, _state_file(environ, "chain-anchors")),
         )
-
-
-class _Env:
-    def __init__(self, environ: Mapping[str, str]) -> None:
-        self._environ = environ
-
-    def get(self, name: str, parse: Callable[[str], T], default: T) -> T:
-        key = PREFIX + name
-        if key not in self._environ:
-            return default
-        try:
-            return parse(self._environ[key])
-        except ValueError as exc:
-            raise ConfigError(key, str(exc)) from None
-
-    def secret(self, name: str) -> Secret | None:
-        key = PREFIX + name
-        if key in self._environ:
-            return Secret(self._environ[key])
-        file_key = key + "_FILE"
-        if file_key in self._environ:
-            try:
-                return Secret(Path(self._environ[file_key]).read_text(encoding="utf-8").strip())
-            except OSError as exc:
-                raise ConfigError(file_key, f"cannot read the file it names: {exc.strerror}") from None
-        return None
 
 
 def _optional_path(text: str) -> Path | None:
@@ -171,15 +141,6 @@ def _state_file(environ: Mapping[str, str], name: str) -> Path | None:
     return Path(state) / name if state else None
 
 
-def _bool(text: str) -> bool:
-    lowered = text.strip().lower()
-    if lowered in _TRUE:
-        return True
-    if lowered in _FALSE:
-        return False
-    raise ValueError("must be true or false")
-
-
 def _positive_float(text: str) -> float:
     try:
         value = float(text)
@@ -187,25 +148,6 @@ def _positive_float(text: str) -> float:
         raise ValueError("must be a number of seconds") from None
     if not value > 0 or value != value or value == float("inf"):
         raise ValueError("must be a positive, finite number")
-    return value
-
-
-def _positive_int(text: str) -> int:
-    if not text.strip().isdigit() or int(text) < 1:
-        raise ValueError("must be a positive integer")
-    return int(text)
-
-
-def _non_negative_int(text: str) -> int:
-    if not text.strip().isdigit():
-        raise ValueError("must be a non-negative integer")
-    return int(text)
-
-
-def _port(text: str) -> int:
-    value = _positive_int(text)
-    if value > 65535:
-        raise ValueError("must be a TCP port (1-65535)")
     return value
 
 
@@ -228,16 +170,15 @@ def _argv(text: str) -> tuple[str, ...]:
     return words
 
 
-def _webhook(url: Secret | None) -> Secret | None:
+def _webhook(key: str, url: Secret | None) -> Secret | None:
     # urllib would also open file:// and ftp:// URLs; a webhook is HTTP(S) only.
-    if url is not None and not url.value.startswith(("http://", "https://")):
-        raise ConfigError(PREFIX + "WEBHOOK_URL", "must be an http:// or https:// URL")
+    if url is not None and not url.reveal().startswith(("http://", "https://")):
+        raise ConfigError(key, "must be an http:// or https:// URL")
     return url
 
 
-def _emails(text: str) -> tuple[str, ...]:
-    addresses = tuple(a.strip() for a in text.split(",") if a.strip())
+def _emails(key: str, addresses: tuple[str, ...]) -> tuple[str, ...]:
     for address in addresses:
         if "@" not in address or any(c.isspace() for c in address):
-            raise ValueError(f"{address!r} is not an e-mail address")
+            raise ConfigError(key, f"{address!r} is not an e-mail address")
     return addresses

@@ -1,7 +1,8 @@
 """Every error the controller raises, each carrying the data a caller needs to act on it.
 
 OS, SSH and database exceptions are translated into these at one boundary per concern (the transport,
-the store), so the tick loop never has to know asyncssh's or psycopg's exception classes.
+the store), so the tick loop never has to know asyncssh's or psycopg's exception classes. A bad configuration
+value is every package's ``ledger.errors.ConfigError`` (ledger.environ reads the environment for all of them).
 """
 
 from __future__ import annotations
@@ -12,15 +13,6 @@ from pathlib import Path
 
 class CollectorError(Exception):
     """Base class of the controller's own errors."""
-
-
-class ConfigError(CollectorError):
-    """A configuration key is missing or malformed; ``key`` names it (its value is never repeated)."""
-
-    def __init__(self, key: str, problem: str) -> None:
-        super().__init__(f"{key}: {problem}")
-        self.key = key
-        self.problem = problem
 
 
 class InventoryError(CollectorError):

@@ -1,6 +1,7 @@
-"""Ledger configuration, read from the environment first; a bad or missing value fails fast naming its key.
+"""Ledger configuration, read from the environment first (ledger.environ); a bad or missing value fails fast
+naming its key.
 
-Database URLs are secrets (they may hold a password): they are masked in ``repr`` and may come from a file
+Database URLs are secrets (they may hold a password): masked in ``repr``, and they may come from a file
 named by ``<KEY>_FILE`` instead (systemd credentials, Docker secrets).
 """
 
@@ -9,26 +10,11 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from pathlib import Path
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from ledger.errors import ConfigError, LedgerError
-from ledger.money import parse_amount
+from ledger.environ import Config, Secret
+from ledger.errors import ConfigError
 from ledger.tiers import Thresholds
-
-PREFIX = "GPULEDGER_"
-
-
-@dataclass(frozen=True)
-class Secret:
-    """A string that never shows itself in ``repr`` or ``str`` (logs, tracebacks)."""
-
-    value: str = field(repr=False)
-
-    def __repr__(self) -> str:
-        return "Secret('**********')"
-
-    __str__ = __repr__
 
 
 @dataclass(frozen=True)
@@ -42,52 +28,35 @@ class LedgerConfig:
     @classmethod
     def from_env(cls, environ: Mapping[str, str]) -> LedgerConfig:
         """Build from ``environ`` (pass ``os.environ``); raises ConfigError naming the offending key."""
-        database_url = _secret(environ, "DATABASE_URL")
+        env = Config(environ)
+        database_url = env.secret("DATABASE_URL")
         if database_url is None:
-            raise ConfigError(PREFIX + "DATABASE_URL", "is required (the app role's postgresql+psycopg:// URL)")
-        currency = environ.get(PREFIX + "CURRENCY", "CNY")
-        if not re.fullmatch(r"[A-Z]{3}", currency):
-            raise ConfigError(PREFIX + "CURRENCY", f"must be three upper-case letters, got {currency!r}")
-        tz_name = environ.get(PREFIX + "TIMEZONE", "Asia/Shanghai")
-        try:
-            timezone = ZoneInfo(tz_name)
-        except (ZoneInfoNotFoundError, ValueError) as exc:
-            raise ConfigError(PREFIX + "TIMEZONE", f"unknown time zone {tz_name!r}") from exc
+            raise ConfigError(env.key("DATABASE_URL"), "is required (the app role's postgresql+psycopg:// URL)")
+        currency = env.get("CURRENCY", _currency, "CNY")
+        timezone = env.get("TIMEZONE", _timezone, ZoneInfo("Asia/Shanghai"))
         defaults = Thresholds()
-        warning, limited, blocked = (
-            _amount(environ, "TIER_" + name, default)
-            for name, default in (("WARNING", defaults.warning), ("LIMITED", defaults.limited),
-                                  ("BLOCKED", defaults.blocked))
-        )
+        warning = env.amount("TIER_WARNING", defaults.warning)
+        limited = env.amount("TIER_LIMITED", defaults.limited)
+        blocked = env.amount("TIER_BLOCKED", defaults.blocked)
         if not warning >= limited >= blocked:
-            raise ConfigError(PREFIX + "TIER_WARNING", "tier thresholds must satisfy WARNING >= LIMITED >= BLOCKED")
+            raise ConfigError(env.key("TIER_WARNING"), "tier thresholds must satisfy WARNING >= LIMITED >= BLOCKED")
         return cls(
             database_url=database_url,
-            admin_database_url=_secret(environ, "ADMIN_DATABASE_URL"),
+            admin_database_url=env.secret("ADMIN_DATABASE_URL"),
             currency=currency,
             timezone=timezone,
             thresholds=Thresholds(warning=warning, limited=limited, blocked=blocked),
         )
 
 
-def _secret(environ: Mapping[str, str], name: str) -> Secret | None:
-    key = PREFIX + name
-    if key in environ:
-        return Secret(environ[key])
-    file_key = key + "_FILE"
-    if file_key in environ:
-        try:
-            return Secret(Path(environ[file_key]).read_text(encoding="utf-8").strip())
-        except OSError as exc:
-            raise ConfigError(file_key, f"cannot read {environ[file_key]!r}: {exc.strerror}") from exc
-    return None
+def _currency(text: str) -> str:
+    if not re.fullmatch(r"[A-Z]{3}", text):
+        raise ValueError(f"must be three upper-case letters, got {text!r}")
+    return text
 
 
-def _amount(environ: Mapping[str, str], name: str, default: int) -> int:
-    key = PREFIX + name
-    if key not in environ:
-        return default
+def _timezone(text: str) -> ZoneInfo:
     try:
-        return parse_amount(environ[key])
-    except LedgerError as exc:
-        raise ConfigError(key, exc.message) from exc
+        return ZoneInfo(text)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ValueError(f"unknown time zone {text!r}") from None

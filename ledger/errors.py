@@ -22,10 +22,15 @@ class LedgerError(Exception):
 
 
 class ConfigError(LedgerError):
+    """A configuration key is missing or malformed (every package's: ledger.environ reads them all); ``key``
+    names it, ``reason`` says what is wrong."""
+
     code = "config_error"
 
     def __init__(self, key: str, reason: str) -> None:
         super().__init__(f"configuration {key}: {reason}", key=key, reason=reason)
+        self.key = key
+        self.reason = reason
 
 
 class MalformedAmount(LedgerError):

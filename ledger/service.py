@@ -69,7 +69,7 @@ class Ledger:
     @classmethod
     def from_config(cls, config: LedgerConfig, session_settings: Mapping[str, str] | None = None) -> Ledger:
         """``session_settings``: PostgreSQL settings for every connection (``create_app_engine``)."""
-        ledger = cls(create_app_engine(config.database_url.value, session_settings), config)
+        ledger = cls(create_app_engine(config.database_url.reveal(), session_settings), config)
         ledger._owns_engine = True
         return ledger
 
@@ -339,7 +339,7 @@ class Ledger:
         if self.config.admin_database_url is None:
             raise ConfigError("GPULEDGER_ADMIN_DATABASE_URL", "closing a period is the owner role's act: set it to"
                                                               " a role that may SET ROLE gpuledger_owner")
-        return periods.close(self.config.admin_database_url.value, through, self.config.timezone, actor=actor,
+        return periods.close(self.config.admin_database_url.reveal(), through, self.config.timezone, actor=actor,
                              reason=reason)
 
     def period_closes(self) -> list[periods.PeriodClose]:

@@ -24,6 +24,15 @@ def test_ruff_clean() -> None:
     assert result.returncode == 0, result.stdout + result.stderr
 
 
+def test_sqlfluff_clean() -> None:
+    """Every migration's SQL, PostgreSQL dialect, with the rules and reasons in .sqlfluff (PL/pgSQL bodies are
+    string literals to sqlfluff, so they are not linted)."""
+    files = sorted(str(path.relative_to(ROOT)) for path in ROOT.glob("*/migrations/versions/*.sql"))
+    assert files, "no migration SQL found"
+    result = _run("sqlfluff", "lint", "--nocolor", "--disable-progress-bar", *files)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
 def test_mypy_clean() -> None:
     result = _run("mypy", "--no-incremental", "ledger", "control", "collector", "api", "gpuledger")
     assert result.returncode == 0, result.stdout + result.stderr

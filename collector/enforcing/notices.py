@@ -23,7 +23,7 @@ from collector.enforcing.decisionlog import DecisionLog
 from collector.enforcing.decisions import Desired, Standing, Transition, terminal_message
 from collector.enforcing.planner import Action
 from collector.types import Db
-from ledger.config import Secret
+from ledger.environ import Secret
 from ledger.money import format_amount
 
 log = logging.getLogger("gpuledger.notify")
@@ -118,14 +118,14 @@ class Notifier:
             if self.smtp.starttls:
                 client.starttls()
             if self.smtp.username and self.smtp.password is not None:
-                client.login(self.smtp.username, self.smtp.password.value)
+                client.login(self.smtp.username, self.smtp.password.reveal())
             client.send_message(message)
 
     def send_webhook(self, notice: Notice) -> None:
         if self.webhook_url is None:
             return
         request = urllib.request.Request(
-            self.webhook_url.value,
+            self.webhook_url.reveal(),
             data=json.dumps(self.payload(notice)).encode(),
             headers={"Content-Type": "application/json"},
             method="POST",

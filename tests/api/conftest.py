@@ -25,9 +25,10 @@ from api.app import create_app
 from api.config import ApiConfig
 from gpuledger.main import upgrade_all
 from ledger.bootstrap import APP_ROLE, bootstrap
-from ledger.config import LedgerConfig, Secret
+from ledger.config import LedgerConfig
 from ledger.db import create_app_engine
 from ledger.embedded import EmbeddedPostgres
+from ledger.environ import Secret
 from ledger.service import Ledger
 
 TEMPLATE = "api_template"

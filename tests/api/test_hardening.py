@@ -19,9 +19,10 @@ from api.config import ApiConfig
 from bench.api import seed
 from gpuledger.main import upgrade_all
 from ledger.bootstrap import APP_ROLE, bootstrap
-from ledger.config import LedgerConfig, Secret
+from ledger.config import LedgerConfig
 from ledger.db import create_app_engine
 from ledger.embedded import EmbeddedPostgres
+from ledger.environ import Secret
 from ledger.errors import ConfigError
 from ledger.service import Ledger
 from tests.api.conftest import ApiDatabase, Tokens, bearer, serving

@@ -18,9 +18,10 @@ from api import tokens
 from api.app import _document, all_operations, create_app
 from api.config import ApiConfig
 from ledger.bootstrap import APP_ROLE
-from ledger.config import LedgerConfig, Secret
+from ledger.config import LedgerConfig
 from ledger.db import create_app_engine
 from ledger.embedded import EmbeddedPostgres
+from ledger.environ import Secret
 from ledger.service import Ledger
 from tests.api.conftest import serving, superuser_engine
 

@@ -37,7 +37,8 @@ from collector.nodes.transport.abc import Transport
 from collector.nodes.transport.local import LocalTransport
 from collector.tick import Controller
 from collector.types import Node, TickSettings, TickSummary
-from ledger.config import LedgerConfig, Secret
+from ledger.config import LedgerConfig
+from ledger.environ import Secret
 from ledger.money import MICRO
 from ledger.service import Ledger
 from tests.collector.conftest import Database

@@ -16,9 +16,10 @@ from collector.enforcing.admin import AdminReader
 from collector.enforcing.rules import Rules
 from collector.migrations import COLLECTOR_MIGRATIONS, COLLECTOR_VERSION_TABLE, upgrade_collector
 from control import connections, overrides, versions
-from ledger.config import LedgerConfig, Secret
+from ledger.config import LedgerConfig
 from ledger.db import create_app_engine
 from ledger.embedded import EmbeddedPostgres
+from ledger.environ import Secret
 from ledger.migrate import current, upgrade
 from ledger.money import MICRO
 from ledger.service import Ledger

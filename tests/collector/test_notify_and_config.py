@@ -15,8 +15,9 @@ import pytest
 
 from collector.config import ControllerConfig, SmtpSettings
 from collector.enforcing.notices import Notice, Notifier
-from collector.errors import ConfigError
-from ledger.config import Secret
+from gpuledger.cli import main
+from ledger.environ import Secret
+from ledger.errors import ConfigError
 
 NOTICE = Notice(user="alice", previous="warning", tier="blocked", available=-1_500_000)
 
@@ -159,5 +160,15 @@ def test_required_keys_and_secret_files(tmp_path: Path) -> None:
         "GPULEDGER_DATABASE_URL_FILE": str(tmp_path / "url"), "GPULEDGER_INVENTORY": "i",
         "GPULEDGER_CPU_QUOTA_LIMITED_PERCENT": "",
     })
-    assert config.database_url.value == "postgresql+psycopg://from-file"
+    assert config.database_url.reveal() == "postgresql+psycopg://from-file"
     assert config.policy.limited_cpu_percent is None
+
+
+@pytest.mark.parametrize("command", [["nodes", "list"], ["nodes", "test", "gpu01"], ["controller", "run"]])
+def test_the_cli_exits_2_on_a_bad_value_naming_its_key(command: list[str], monkeypatch: pytest.MonkeyPatch,
+                                                     capsys: pytest.CaptureFixture[str]) -> None:
+    for key, value in {**BASE, "GPULEDGER_GPU_SPLIT": "random"}.items():
+        monkeypatch.setenv(key, value)
+    assert main(command) == 2
+    assert capsys.readouterr().err == ("gpuledger: configuration GPULEDGER_GPU_SPLIT: must be one of memory, equal,"
+                                       " got 'random'\n")

@@ -16,7 +16,8 @@ from collector.charging.posting import Charger, Fetched
 from collector.charging.samples import Sample, parse_sample
 from collector.enforcing.standing import burn_per_hour
 from ledger.codec import record_json
-from ledger.config import LedgerConfig, Secret
+from ledger.config import LedgerConfig
+from ledger.environ import Secret
 from ledger.money import MICRO
 from ledger.records import UsageRecord
 from ledger.service import Ledger

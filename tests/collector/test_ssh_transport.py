@@ -11,9 +11,10 @@ from pathlib import Path
 import asyncssh
 import pytest
 
-from collector.errors import ConfigError, NodeUnavailable
+from collector.errors import NodeUnavailable
 from collector.nodes.transport.ssh import SshSettings, SshTransport, client_options
 from collector.types import Node, Outcome
+from ledger.errors import ConfigError
 from tests.collector.conftest import FakeCommand
 from tests.harness.sshd import SshdNode, generate_key
 

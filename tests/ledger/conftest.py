@@ -14,9 +14,10 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.pool import NullPool
 
 from ledger.bootstrap import APP_ROLE, bootstrap
-from ledger.config import LedgerConfig, Secret
+from ledger.config import LedgerConfig
 from ledger.db import create_app_engine
 from ledger.embedded import EmbeddedPostgres
+from ledger.environ import Secret
 from ledger.migrate import upgrade_ledger
 from ledger.money import MICRO
 from ledger.service import Ledger
@@ -70,7 +71,7 @@ def config(ledger_db: LedgerDatabase) -> LedgerConfig:
 
 @pytest.fixture
 def ledger(config: LedgerConfig) -> Iterator[Ledger]:
-    engine = create_app_engine(config.database_url.value)
+    engine = create_app_engine(config.database_url.reveal())
     yield Ledger(engine, config)
     engine.dispose()
 

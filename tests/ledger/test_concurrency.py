@@ -19,7 +19,7 @@ THREADS = 8
 
 
 def race(config: LedgerConfig, call: Callable[[Ledger], object]) -> list[object]:
-    engines = [create_app_engine(config.database_url.value) for _ in range(THREADS)]
+    engines = [create_app_engine(config.database_url.reveal()) for _ in range(THREADS)]
     ledgers = [Ledger(e, config) for e in engines]
     barrier = threading.Barrier(THREADS)
     results: list[object] = [None] * THREADS

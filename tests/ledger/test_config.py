@@ -18,7 +18,7 @@ def test_defaults_and_masking() -> None:
     assert (config.thresholds.warning, config.thresholds.limited, config.thresholds.blocked) == (100 * MICRO,
                                                                                                 10 * MICRO, 0)
     assert "s3cret" not in repr(config)
-    assert config.database_url.value == URL
+    assert config.database_url.reveal() == URL
 
 
 @pytest.mark.parametrize(("env", "key"), [
@@ -40,7 +40,7 @@ def test_secret_from_file(tmp_path: Path) -> None:
     secret = tmp_path / "url"
     secret.write_text(URL + "\n")
     config = LedgerConfig.from_env({"GPULEDGER_DATABASE_URL_FILE": str(secret), "GPULEDGER_TIER_BLOCKED": "-5"})
-    assert config.database_url.value == URL
+    assert config.database_url.reveal() == URL
     assert config.thresholds.blocked == -5 * MICRO
     with pytest.raises(ConfigError) as caught:
         LedgerConfig.from_env({"GPULEDGER_DATABASE_URL_FILE": str(tmp_path / "missing")})

@@ -13,8 +13,9 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.exc import DBAPIError
 
 from ledger import cli, journal
-from ledger.config import LedgerConfig, Secret
+from ledger.config import LedgerConfig
 from ledger.db import create_app_engine, writing
+from ledger.environ import Secret
 from ledger.errors import ConfigError, InvalidClose, PeriodClosed
 from ledger.records import PostingLine, UsageTick
 from ledger.service import Ledger

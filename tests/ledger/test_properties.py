@@ -15,9 +15,10 @@ from sqlalchemy import create_engine, text
 from sqlalchemy.pool import NullPool
 
 from ledger.bootstrap import APP_ROLE
-from ledger.config import LedgerConfig, Secret
+from ledger.config import LedgerConfig
 from ledger.db import create_app_engine
 from ledger.embedded import EmbeddedPostgres
+from ledger.environ import Secret
 from ledger.errors import AlreadyReversed, InsufficientFunds, LedgerError, RefundExceedsCharge
 from ledger.records import UsageTick
 from ledger.service import Ledger

@@ -12,9 +12,10 @@ from sqlalchemy import create_engine, text
 from sqlalchemy.pool import NullPool
 
 from ledger.bootstrap import bootstrap
-from ledger.config import LedgerConfig, Secret
+from ledger.config import LedgerConfig
 from ledger.db import WRITER_LOCK, create_app_engine, reading
 from ledger.embedded import EmbeddedPostgres
+from ledger.environ import Secret
 from ledger.errors import LedgerError
 from ledger.migrate import LEDGER_MIGRATIONS, LEDGER_VERSION_TABLE, current, upgrade, upgrade_ledger
 from ledger.records import UsageRecord, UsageTick

@@ -141,7 +141,7 @@ def test_several_ticks_in_one_transaction(lab: Ledger) -> None:
 def post_racing(lab: Ledger, tick: UsageTick, other_writes: Callable[[Ledger], object]) -> tuple[TickResult, int]:
     """Post ``tick`` while another connection's ``other_writes`` commits between our read and our write (from
     inside the price-book lookup, which runs in between); returns our result and how many reads it took."""
-    other_engine = create_app_engine(lab.config.database_url.value)
+    other_engine = create_app_engine(lab.config.database_url.reveal())
     other = Ledger(other_engine, lab.config)
     reads = []
 

@@ -125,7 +125,7 @@ def test_a_cut_tail_is_caught_only_by_an_anchor_file(busy: Ledger, superuser: En
     assert (problem.check, problem.subject) == ("anchor", f"block {head.seq}")
     assert "truncated" in problem.detail and f"{anchors}:4" in problem.detail
 
-    monkeypatch.setenv("GPULEDGER_DATABASE_URL", busy.config.database_url.value)
+    monkeypatch.setenv("GPULEDGER_DATABASE_URL", busy.config.database_url.reveal())
     parser = argparse.ArgumentParser(prog="gpuledger")
     cli.register(parser.add_subparsers(dest="command", required=True))
     args = parser.parse_args(["audit", "verify", "--anchor-file", str(anchors)])

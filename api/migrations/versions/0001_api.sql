@@ -4,16 +4,16 @@ GRANT USAGE ON SCHEMA api TO gpuledger_app, gpuledger_auditor;
 
 -- A token is shown once; only its SHA-256 is kept. The prefix (random, not secret) finds the row.
 CREATE TABLE api.token (
-    id          bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
-    prefix      text NOT NULL UNIQUE CHECK (prefix ~ '^[0-9a-f]{12}$'),
-    sha256      bytea NOT NULL CHECK (length(sha256) = 32),
-    name        text NOT NULL CHECK (name <> ''),
-    role        text NOT NULL CHECK (role IN ('admin', 'operator', 'auditor', 'user')),
+    id           bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    prefix       text NOT NULL UNIQUE CHECK (prefix ~ '^[0-9a-f]{12}$'),
+    sha256       bytea NOT NULL CHECK (length(sha256) = 32),
+    name         text NOT NULL CHECK (name <> ''),
+    role         text NOT NULL CHECK (role IN ('admin', 'operator', 'auditor', 'user')),
     billing_user text REFERENCES ledger.billing_user (name),
-    created_at  timestamptz NOT NULL DEFAULT now(),
-    created_by  text NOT NULL,
-    expires_at  timestamptz,
-    revoked_at  timestamptz,
+    created_at   timestamptz NOT NULL DEFAULT now(),
+    created_by   text NOT NULL,
+    expires_at   timestamptz,
+    revoked_at   timestamptz,
     CHECK ((role = 'user') = (billing_user IS NOT NULL))
 );
 
@@ -31,11 +31,11 @@ CREATE TABLE api.audit (
 );
 
 CREATE TABLE api.settings_version (
-    id        bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
-    settings  jsonb NOT NULL,
-    reason    text NOT NULL CHECK (reason <> ''),
-    actor     text NOT NULL,
-    at        timestamptz NOT NULL DEFAULT now()
+    id       bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    settings jsonb NOT NULL,
+    reason   text NOT NULL CHECK (reason <> ''),
+    actor    text NOT NULL,
+    at       timestamptz NOT NULL DEFAULT now()
 );
 
 -- Manual enforcement overrides, newest first per user wins; the controller reads them.

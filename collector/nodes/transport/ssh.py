@@ -21,10 +21,11 @@ from pathlib import Path
 
 import asyncssh
 
-from collector.errors import ConfigError, NodeUnavailable
+from collector.errors import NodeUnavailable
 from collector.nodes.knownhosts import KnownHostsCache, fingerprint
 from collector.nodes.transport.abc import NodeSession, Transport
 from collector.types import CommandResult, Node, Outcome
+from ledger.errors import ConfigError
 
 ENCRYPTION_ALGS = ("aes128-gcm@openssh.com", "aes256-gcm@openssh.com", "chacha20-poly1305@openssh.com")
 

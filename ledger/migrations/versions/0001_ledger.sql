@@ -15,15 +15,15 @@ REVOKE ALL ON SCHEMA ledger FROM PUBLIC;
 GRANT USAGE ON SCHEMA ledger TO gpuledger_app, gpuledger_auditor;
 
 CREATE TABLE ledger.account (
-    id         bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
-    code       text NOT NULL UNIQUE
-               CHECK (code ~ '^(assets|liabilities|equity|revenues|expenses)(:[a-z0-9_][a-z0-9_.-]*)+$'),
-    kind       text NOT NULL CHECK (kind IN ('asset', 'liability', 'equity', 'revenue', 'expense')),
-    currency   text NOT NULL CHECK (currency ~ '^[A-Z]{3}$'),
+    id                             bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    code                           text NOT NULL UNIQUE
+        CHECK (code ~ '^(assets|liabilities|equity|revenues|expenses)(:[a-z0-9_][a-z0-9_.-]*)+$'),
+    kind                           text NOT NULL CHECK (kind IN ('asset', 'liability', 'equity', 'revenue', 'expense')),
+    currency                       text NOT NULL CHECK (currency ~ '^[A-Z]{3}$'),
     -- TigerBeetle's names: a flagged account can never have more debits than credits (or the reverse)
-    debits_must_not_exceed_credits boolean NOT NULL DEFAULT false,
-    credits_must_not_exceed_debits boolean NOT NULL DEFAULT false,
-    created_at timestamptz NOT NULL DEFAULT now(),
+    debits_must_not_exceed_credits boolean NOT NULL DEFAULT FALSE,
+    credits_must_not_exceed_debits boolean NOT NULL DEFAULT FALSE,
+    created_at                     timestamptz NOT NULL DEFAULT now(),
     CHECK (NOT (debits_must_not_exceed_credits AND credits_must_not_exceed_debits)),
     CHECK (split_part(code, ':', 1) = CASE kind WHEN 'asset' THEN 'assets' WHEN 'liability' THEN 'liabilities'
            WHEN 'equity' THEN 'equity' WHEN 'revenue' THEN 'revenues' ELSE 'expenses' END)
@@ -43,7 +43,7 @@ CREATE TABLE ledger.billing_user (
     display_name      text NOT NULL DEFAULT '',
     wallet_account_id bigint NOT NULL UNIQUE REFERENCES ledger.account (id),
     project_id        bigint REFERENCES ledger.project (id),
-    exempt            boolean NOT NULL DEFAULT false,
+    exempt            boolean NOT NULL DEFAULT FALSE,
     credit_limit      bigint CHECK (credit_limit >= 0),
     created_at        timestamptz NOT NULL DEFAULT now()
 );
@@ -131,10 +131,10 @@ CREATE TABLE ledger.grant_account (
 CREATE INDEX grant_account_wallet ON ledger.grant_account (wallet_account_id);
 
 CREATE TABLE ledger.posting (
-    entry_id     bigint   NOT NULL,   -- references checked per statement (apply_postings)
+    entry_id     bigint NOT NULL,   -- references checked per statement (apply_postings)
     line         smallint NOT NULL CHECK (line >= 1),
-    account_id   bigint   NOT NULL,
-    amount       bigint   NOT NULL CHECK (amount <> 0),   -- micro-units; debit > 0, credit < 0
+    account_id   bigint NOT NULL,
+    amount       bigint NOT NULL CHECK (amount <> 0),   -- micro-units; debit > 0, credit < 0
     -- a copy of the entry's effective_at (checked per statement) so statements and period balances are
     -- index-only scans of one table
     effective_at timestamptz NOT NULL,
@@ -172,12 +172,12 @@ CREATE TABLE ledger.admin_audit (
 );
 
 CREATE TABLE ledger.idempotency_conflict (
-    id                bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
-    at                timestamptz NOT NULL DEFAULT now(),
-    idem_key          text NOT NULL,
-    existing_sha256   bytea NOT NULL,
-    attempted_sha256  bytea NOT NULL,
-    actor             text NOT NULL
+    id               bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    at               timestamptz NOT NULL DEFAULT now(),
+    idem_key         text NOT NULL,
+    existing_sha256  bytea NOT NULL,
+    attempted_sha256 bytea NOT NULL,
+    actor            text NOT NULL
 );
 
 -- I1: balanced at COMMIT, per entry (an entry with no postings included). Postings added to an entry in a
