@@ -35,6 +35,19 @@ BEGIN
     RETURN NULL;
 END $$;
 
+CREATE FUNCTION ledger.billing_users(pairs jsonb) RETURNS TABLE(node text, linux_user text, user_id bigint, user_name text, wallet_account_id bigint, wallet_code text)
+    LANGUAGE sql STABLE
+    AS $$
+    SELECT l.node, l.linux_user, bu.id, bu.name, w.id, w.code
+      FROM jsonb_to_recordset(pairs) AS l(node text, linux_user text)
+      LEFT JOIN LATERAL (SELECT m.user_id FROM ledger.node_user_map m
+                          WHERE m.linux_user = l.linux_user AND m.node IN (l.node, '*')
+                          ORDER BY m.node = '*' LIMIT 1) m ON true
+      JOIN ledger.billing_user bu
+        ON bu.id = coalesce(m.user_id, (SELECT b.id FROM ledger.billing_user b WHERE b.name = l.linux_user))
+      LEFT JOIN ledger.project p ON p.id = bu.project_id
+      JOIN ledger.account w ON w.id = coalesce(p.wallet_account_id, bu.wallet_account_id) $$;
+
 CREATE TABLE ledger.period_close (
     id bigint NOT NULL,
     through_day date NOT NULL,
@@ -58,7 +71,7 @@ CREATE FUNCTION ledger.close_period(through date, tz text, closer text, why text
 DECLARE boundary timestamptz; prev ledger.period_close; head ledger.chain_block; made ledger.period_close;
         refusal text;
 BEGIN
-    PERFORM pg_advisory_xact_lock(1735420007);
+    PERFORM ledger.writer_lock();
     IF NOT EXISTS (SELECT 1 FROM pg_timezone_names WHERE name = tz) THEN
         refusal := format('unknown time zone %s', tz);
     ELSE
@@ -88,6 +101,11 @@ BEGIN
                                'head_seq', head.seq, 'head_sha256', encode(head.block_hash, 'hex')));
     RETURN made;
 END $$;
+
+CREATE FUNCTION ledger.closed_before() RETURNS timestamp with time zone
+    LANGUAGE sql STABLE
+    AS $$
+    SELECT coalesce(max(c.closed_before), '-infinity') FROM ledger.period_close c $$;
 
 CREATE FUNCTION ledger.entries_balanced() RETURNS trigger
     LANGUAGE plpgsql SECURITY DEFINER
@@ -161,44 +179,52 @@ CREATE FUNCTION ledger.post_usage(doc jsonb) RETURNS jsonb
     AS $$
 DECLARE written jsonb;
 BEGIN
-    IF NOT (doc ? 'stamp' AND doc ? 'usage_mark' AND doc ? 'entry_mark' AND doc ? 'closed_before') THEN
-        RAISE EXCEPTION 'ledger.post_usage needs stamp, usage_mark, entry_mark and closed_before (a client older'
-                        ' than migration 0005?)' USING ERRCODE = '22023';
+    IF NOT (doc ? 'price_stamp' AND doc ? 'usage_mark' AND doc ? 'entry_mark' AND doc ? 'closed_before'
+            AND doc ? 'entry_key_prefix') THEN
+        RAISE EXCEPTION 'ledger.post_usage needs price_stamp, usage_mark, entry_mark, closed_before and'
+                        ' entry_key_prefix (a client older than migration 0006?)' USING ERRCODE = '22023';
     END IF;
-    PERFORM pg_advisory_xact_lock(1735420007);
-    IF (SELECT coalesce(max(id), 0) FROM ledger.price_version) IS DISTINCT FROM (doc->>'stamp')::bigint
+    PERFORM ledger.writer_lock();
+    IF (SELECT coalesce(max(id), 0) FROM ledger.price_version) IS DISTINCT FROM (doc->>'price_stamp')::bigint
        OR (SELECT coalesce(max(id), 0) FROM ledger.usage) IS DISTINCT FROM (doc->>'usage_mark')::bigint
        OR (SELECT coalesce(max(id), 0) FROM ledger.journal_entry) IS DISTINCT FROM (doc->>'entry_mark')::bigint
        OR (SELECT max(closed_before) FROM ledger.period_close) IS DISTINCT FROM (doc->>'closed_before')::timestamptz THEN
         RETURN NULL;
     END IF;
     WITH x AS (
-      SELECT * FROM jsonb_to_recordset(doc->'usage') AS x(k text, h text, node text, lu text, uid bigint,
-                 acc bigint, res text, model text, q numeric, unit text, t0 timestamptz, t1 timestamptz,
-                 method text, ev jsonb, epoch text, pv bigint, cq numeric, amt bigint, eh text, actor text)
+      SELECT * FROM jsonb_to_recordset(doc->'usage') AS x(idem_key text, payload_sha256 text, node text,
+                 linux_user text, user_id bigint, account_id bigint, resource text, model text, quantity numeric,
+                 unit text, interval_start timestamptz, interval_end timestamptz, method text, evidence jsonb,
+                 epoch text, price_version_id bigint, cumulative_quantity numeric, amount bigint,
+                 entry_sha256 text, actor text)
     ), u AS (
       INSERT INTO ledger.usage (idem_key, payload_sha256, node, linux_user, user_id, account_id, resource, model,
                                 quantity, unit, interval_start, interval_end, method, evidence, epoch,
                                 price_version_id, cumulative_quantity, amount)
-      SELECT k, decode(h, 'hex'), node, lu, uid, acc, res, model, q, unit, t0, t1, method, ev, epoch, pv, cq, amt
+      SELECT x.idem_key, decode(x.payload_sha256, 'hex'), x.node, x.linux_user, x.user_id, x.account_id, x.resource,
+             x.model, x.quantity, x.unit, x.interval_start, x.interval_end, x.method, x.evidence, x.epoch,
+             x.price_version_id, x.cumulative_quantity, x.amount
         FROM x
       RETURNING id, idem_key
     ), e AS (
       INSERT INTO ledger.journal_entry (idem_key, payload_sha256, kind, effective_at, usage_id, actor)
-      SELECT (doc->>'prefix') || x.k, decode(x.eh, 'hex'), 'usage', x.t1, u.id, x.actor
-        FROM x JOIN u ON u.idem_key = x.k WHERE x.amt > 0
+      SELECT (doc->>'entry_key_prefix') || x.idem_key, decode(x.entry_sha256, 'hex'), 'usage', x.interval_end, u.id,
+             x.actor
+        FROM x JOIN u ON u.idem_key = x.idem_key WHERE x.amount > 0
       RETURNING id, usage_id, effective_at
     ), p AS (
       INSERT INTO ledger.posting (entry_id, line, account_id, amount, effective_at)
-      SELECT e.id, z.line, z.acc, z.amt, e.effective_at
-        FROM jsonb_to_recordset(doc->'postings') AS z(k text, line int, acc bigint, amt bigint)
-        JOIN u ON u.idem_key = z.k JOIN e ON e.usage_id = u.id
+      SELECT e.id, z.line, z.account_id, z.amount, e.effective_at
+        FROM jsonb_to_recordset(doc->'postings') AS z(idem_key text, line int, account_id bigint, amount bigint)
+        JOIN u ON u.idem_key = z.idem_key JOIN e ON e.usage_id = u.id
     )
     SELECT coalesce(jsonb_agg(jsonb_build_array(u.idem_key, u.id, e.id)), '[]') INTO written
       FROM u LEFT JOIN e ON e.usage_id = u.id;
     PERFORM ledger.seal_block();
     RETURN written;
 END $$;
+
+COMMENT ON FUNCTION ledger.post_usage(doc jsonb) IS 'Writes a tick''s usage rows, their entries and postings under the writer lock, and seals the block. doc (ledger.tickdoc.PostUsageDocument): {"price_stamp": newest price version id the client rated with, "usage_mark": newest ledger.usage id it read, "entry_mark": newest ledger.journal_entry id it read, "closed_before": the newest period close it read (timestamptz text, or null), "entry_key_prefix": prefix of each charged row''s entry key, "usage": [{"idem_key", "payload_sha256" (hex), "node", "linux_user", "user_id", "account_id", "resource", "model", "quantity", "unit", "interval_start", "interval_end", "method", "evidence" (object), "epoch", "price_version_id", "cumulative_quantity", "amount", "entry_sha256" (hex; empty when amount is 0), "actor"}, ...], "postings": [{"idem_key" (of its usage row), "line", "account_id", "amount"}, ...]}. Returns [[usage key, usage id, entry id or null], ...], or NULL (nothing written) when a mark moved since the client read: it then holds the writer lock, so a second read is current and its call succeeds.';
 
 CREATE FUNCTION ledger.queue_balance_check() RETURNS trigger
     LANGUAGE plpgsql SECURITY DEFINER
@@ -245,9 +271,8 @@ CREATE FUNCTION ledger.require_writer_lock() RETURNS trigger
     LANGUAGE plpgsql
     AS $$
 BEGIN
-    IF NOT EXISTS (SELECT 1 FROM pg_locks WHERE locktype = 'advisory' AND pid = pg_backend_pid()
-                   AND classid = 0 AND objid = 1735420007 AND objsubid = 1 AND granted) THEN
-        RAISE EXCEPTION 'ledger writes require pg_advisory_xact_lock(1735420007)' USING ERRCODE = '55P03';
+    IF NOT ledger.writer_lock_held() THEN
+        RAISE EXCEPTION 'ledger writes require the writer lock (SELECT ledger.writer_lock())' USING ERRCODE = '55P03';
     END IF;
     RETURN NULL;
 END $$;
@@ -260,7 +285,7 @@ CREATE FUNCTION ledger.seal_block() RETURNS bytea
     AS $$
 DECLARE prev ledger.chain_block; lo bigint; hi bigint; n int; body text; h bytea;
 BEGIN
-    PERFORM pg_advisory_xact_lock(1735420007);
+    PERFORM ledger.writer_lock();
     SELECT * INTO prev FROM ledger.chain_block ORDER BY seq DESC LIMIT 1;
     SELECT min(x.id), max(x.id), count(*), string_agg(x.c, E'\n' ORDER BY x.id) INTO lo, hi, n, body FROM (
         SELECT e.id, concat_ws('|', ledger.field(e.id::text), ledger.field(e.idem_key),
@@ -326,6 +351,25 @@ BEGIN
                WHERE g.wallet_account_id = ANY (wallet_account_ids) AND b.credits > b.debits
                GROUP BY g.wallet_account_id) w);
 END $$;
+
+CREATE FUNCTION ledger.writer_lock() RETURNS void
+    LANGUAGE plpgsql
+    AS $$
+BEGIN
+    PERFORM pg_advisory_xact_lock(1735420007);
+END $$;
+
+COMMENT ON FUNCTION ledger.writer_lock() IS 'The ledger''s single-writer lock (pg_advisory_xact_lock, held to the end of the transaction): every insert into ledger.usage and ledger.journal_entry requires it (invariant I3).';
+
+CREATE FUNCTION ledger.writer_lock_held() RETURNS boolean
+    LANGUAGE plpgsql
+    AS $$
+BEGIN
+    RETURN EXISTS (SELECT 1 FROM pg_locks WHERE locktype = 'advisory' AND pid = pg_backend_pid()
+                      AND classid = 0 AND objid = 1735420007 AND objsubid = 1 AND granted);
+END $$;
+
+COMMENT ON FUNCTION ledger.writer_lock_held() IS 'Whether this transaction holds ledger.writer_lock().';
 
 CREATE TABLE ledger.account (
     id bigint NOT NULL,
@@ -866,10 +910,18 @@ GRANT USAGE ON SCHEMA ledger TO gpuledger_auditor;
 
 REVOKE ALL ON FUNCTION ledger.apply_postings() FROM PUBLIC;
 
+REVOKE ALL ON FUNCTION ledger.billing_users(pairs jsonb) FROM PUBLIC;
+GRANT ALL ON FUNCTION ledger.billing_users(pairs jsonb) TO gpuledger_app;
+GRANT ALL ON FUNCTION ledger.billing_users(pairs jsonb) TO gpuledger_auditor;
+
 GRANT SELECT ON TABLE ledger.period_close TO gpuledger_app;
 GRANT SELECT ON TABLE ledger.period_close TO gpuledger_auditor;
 
 REVOKE ALL ON FUNCTION ledger.close_period(through date, tz text, closer text, why text) FROM PUBLIC;
+
+REVOKE ALL ON FUNCTION ledger.closed_before() FROM PUBLIC;
+GRANT ALL ON FUNCTION ledger.closed_before() TO gpuledger_app;
+GRANT ALL ON FUNCTION ledger.closed_before() TO gpuledger_auditor;
 
 REVOKE ALL ON FUNCTION ledger.entries_balanced() FROM PUBLIC;
 
@@ -904,6 +956,12 @@ GRANT ALL ON FUNCTION ledger.utc(t timestamp with time zone) TO gpuledger_audito
 
 REVOKE ALL ON FUNCTION ledger.wallet_grants(wallet_account_ids bigint[]) FROM PUBLIC;
 GRANT ALL ON FUNCTION ledger.wallet_grants(wallet_account_ids bigint[]) TO gpuledger_app;
+
+REVOKE ALL ON FUNCTION ledger.writer_lock() FROM PUBLIC;
+GRANT ALL ON FUNCTION ledger.writer_lock() TO gpuledger_app;
+
+REVOKE ALL ON FUNCTION ledger.writer_lock_held() FROM PUBLIC;
+GRANT ALL ON FUNCTION ledger.writer_lock_held() TO gpuledger_app;
 
 GRANT SELECT,INSERT ON TABLE ledger.account TO gpuledger_app;
 GRANT SELECT ON TABLE ledger.account TO gpuledger_auditor;
