@@ -12,14 +12,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
-from typing import Literal
 
+from collector.charging.deltas import GPU_SPLITS, GpuSplit
 from ledger.environ import Config, Secret
 from ledger.errors import ConfigError
-
-# How a node's GPU time is shared among the processes on one GPU: by their memory, or equally.
-GpuSplit = Literal["memory", "equal"]
-GPU_SPLITS: tuple[GpuSplit, ...] = ("memory", "equal")
 
 
 @dataclass(frozen=True)

@@ -282,16 +282,16 @@ class Ledger:
 
     # -- balances and reports ---------------------------------------------------------------------------------------
 
-    def balance(self, wallet: str) -> Balance:
-        """What a wallet holds (its grants included) and its tiers; for a user, the tier uses their exemption
-        and credit limit."""
+    def balance(self, wallet: str, thresholds: Thresholds | None = None) -> Balance:
+        """What a wallet holds (its grants included) and its tiers under ``thresholds`` (the configured ones
+        when None); for a user, the tier uses their exemption and credit limit."""
         def run(conn: Connection) -> Balance:
             code, user = directory.wallet_owner(conn, wallet)
             held = available(reports.wallet_sum(conn, code))
             exempt, limit = (user.exempt, user.credit_limit) if user else (False, None)
-            thresholds = self.config.thresholds
-            return Balance(code, held, tier_for(held, thresholds, exempt=exempt, credit_limit=limit),
-                           tier_for(held, thresholds, credit_limit=limit), exempt, limit)
+            rule = thresholds or self.config.thresholds
+            return Balance(code, held, tier_for(held, rule, exempt=exempt, credit_limit=limit),
+                           tier_for(held, rule, credit_limit=limit), exempt, limit)
         return self._read(run)
 
     def standings(self, users: Sequence[str] | None = None, thresholds: Thresholds | None = None

@@ -6,7 +6,6 @@ same body as the first call."""
 
 from __future__ import annotations
 
-from dataclasses import replace
 from typing import Any
 
 from api import render
@@ -18,7 +17,6 @@ from ledger.accounts import wallet_code
 from ledger.directory import wallet_ref
 from ledger.money import parse_amount
 from ledger.records import PostResult
-from ledger.tiers import tier_for
 
 
 def _key(call: Call) -> str:
@@ -78,10 +76,10 @@ def balance(call: Call) -> Any:
         assert p.billing_user is not None
         if ledger.get_user(p.billing_user).project != name:
             raise forbidden()
-    held = ledger.standing(name) if owner == "user" else ledger.balance(call.params["wallet"])
+    thresholds = thresholds_in_force(call)   # the ledger computes the tier, by the rule the controller enforces
+    held = ledger.standing(name, thresholds) if owner == "user" else ledger.balance(call.params["wallet"], thresholds)
     own = ledger.balance(f"user:{name}") if owner == "user" and held.wallet != wallet_code("user", name) else None
-    tier = tier_for(held.available, thresholds_in_force(call), exempt=held.exempt, credit_limit=held.credit_limit)
-    return render.balance(replace(held, tier=tier), None if own is None else own.available)
+    return render.balance(held, None if own is None else own.available)
 
 
 def statement(call: Call) -> Any:

@@ -32,18 +32,21 @@ from __future__ import annotations
 from collections import defaultdict
 from dataclasses import dataclass, field
 from decimal import Decimal
+from typing import Literal, get_args
 
 from collector.charging.samples import GpuProcess, Process, Sample
 
 NS = 1_000_000_000
 GIB = 1 << 30
-SPLITS = ("memory", "equal")
+# How a GPU's time is shared among the users holding it at once: by their GPU memory, or equally.
+GpuSplit = Literal["memory", "equal"]
+GPU_SPLITS: tuple[GpuSplit, ...] = get_args(GpuSplit)
 
 
 @dataclass(frozen=True)
 class UsageSettings:
     max_gap_s: int = 3600
-    gpu_split: str = "memory"
+    gpu_split: GpuSplit = "memory"
 
 
 @dataclass(frozen=True)
@@ -296,7 +299,7 @@ def _created_wall_ns(sample: Sample, process: Process) -> int:
     return sample.wall_time_ns - sample.boottime_ns + sample.start_ns(process)
 
 
-def _split_device(uuid: str, model: str, holds: list[_Hold], split: str, fraction: tuple[int, int]) -> list[Usage]:
+def _split_device(uuid: str, model: str, holds: list[_Hold], split: GpuSplit, fraction: tuple[int, int]) -> list[Usage]:
     """Sweep the device's time into segments and share each among the users holding it then.
 
     A MIG device bills ``slices / total_slices`` of its GPU's time at the GPU's price: each user's total
