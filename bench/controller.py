@@ -8,7 +8,8 @@ simulated fleet's nor PostgreSQL's) answering the node-command verbs with realis
 40 user processes of 10 users, 6 of them on GPUs, cumulative CPU counters that advance. The controller is
 the real one: SSH with pinned host keys and persistent connections, batched database transactions through
 the ledger's usage path, standings, convergence and status files. No memory price is set (memory pricing
-is optional), so each node and tick makes 16 records: 10 CPU and 6 GPU. PostgreSQL is a throwaway local
+is optional), so each node and tick makes 26 records: 10 CPU, 6 GPU and 10 memory records that the ledger
+returns as skipped (16 ledger entries). PostgreSQL is a throwaway local
 cluster. Prints a table: the first tick (connections opened, baselines) and the steady ticks after it
 (charging), with the CPU the garbage collector took in the worst steady tick, and the decision phase's
 database round trips in the worst steady tick (transactions begun and statements sent after charging:
@@ -200,7 +201,7 @@ class _RoundTrips:
 def _database(workdir: Path) -> tuple[EmbeddedPostgres, str]:
     server = EmbeddedPostgres(workdir / "pg").start()
     admin = bootstrap(server.url(), "gpuledger_bench")
-    upgrade_all(admin, out=lambda line: None)   # every chain, as deployed: each tick reads the api's settings
+    upgrade_all(admin, out=lambda line: None)   # every chain, as deployed: each tick reads control's settings
     return server, server.url(user="gpuledger_app", database="gpuledger_bench")
 
 
