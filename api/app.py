@@ -25,7 +25,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from api import openapi, tokens
+from api import docs, openapi, tokens
 from api.config import ApiConfig
 from api.errors import (
     ApiError,
@@ -93,6 +93,7 @@ def create_app(ledger: Ledger, config: ApiConfig | None = None, *, close_ledger:
         by_path.setdefault(op.path, {})[op.method] = _endpoint(op, svc)
     # One Route per path, so a 405 lists every method of the path in Allow.
     routes = [Route(path, _by_method(endpoints), methods=list(endpoints)) for path, endpoints in by_path.items()]
+    routes += docs.routes()   # the page over /openapi.json: not an operation of the API it documents
     return Starlette(routes=routes, lifespan=lifespan, exception_handlers={HTTPException: not_routed})
 
 

@@ -17,6 +17,36 @@ ERROR_STATUSES = {"400": "malformed request", "401": "missing, unknown, expired 
 
 _ERROR_REF = {"$ref": "#/components/schemas/Error"}
 
+# One tag per area, in the order a reader meets them; an operation's area is its handler's module.
+TAGS = {"money": "Recharges, grants, adjustments, refunds, reversals; balances and statements",
+        "people": "Billing users, projects and the node account map",
+        "reports": "Usage, journal entries, trial balance, revenue; price versions",
+        "exports": "The ledger of a period as CSV, hledger or Beancount",
+        "cluster": "Nodes, connection tests, enforcement decisions and overrides",
+        "settings": "Operational settings versions the controller reads",
+        "access": "Tokens and the calling token",
+        "system": "Health, metrics and this document"}
+_AREA_OF_MODULE = {"connections": "cluster", "app": "system"}
+
+
+def area(op: Operation) -> str:
+    """The operation's tag: its handler module's name (``api.handlers.money`` -> money)."""
+    module = op.handler.__module__.rsplit(".", 1)[-1]
+    return _AREA_OF_MODULE.get(module, module)
+
+
+def _named(schema: Any, skip: str | None = None) -> Any:
+    """``schema`` with every copy of a named component (``api.schemas.COMPONENTS``) replaced by its $ref, at
+    any depth; ``skip`` is the component being defined (its own root stays inline)."""
+    if isinstance(schema, dict):
+        for name, component in s.COMPONENTS.items():
+            if name != skip and schema == component:
+                return {"$ref": f"#/components/schemas/{name}"}
+        return {k: _named(v) for k, v in schema.items()}
+    if isinstance(schema, list):
+        return [_named(v) for v in schema]
+    return schema
+
 
 def _param(p: Any, where: str) -> dict[str, Any]:
     out = {"name": p.name, "in": where, "required": p.required or where == "path", "schema": dict(p.schema)}
@@ -32,12 +62,13 @@ def _operation(op: Operation) -> dict[str, Any]:
                        "description": "a replay with the same key returns the original result; other content: 409"})
     roles = sorted(op.roles) + (["user (own objects only)"] if op.own else [])
     success: dict[str, Any] = {"description": "success",
-                               "content": {media: {"schema": dict(op.response)} for media in op.media_types}}
+                               "content": {media: {"schema": _named(op.response)} for media in op.media_types}}
     if op.response_headers:
         success["headers"] = {name: {"description": text, "schema": {"type": "string"}}
                               for name, text in op.response_headers}
     doc: dict[str, Any] = {
         "operationId": op.operation_id,
+        "tags": [area(op)],
         "summary": op.summary,
         "description": "Public." if op.public else f"Roles: {', '.join(roles)}.",
         "parameters": params,
@@ -49,7 +80,7 @@ def _operation(op: Operation) -> dict[str, Any]:
         },
     }
     if op.body is not None:
-        doc["requestBody"] = {"required": True, "content": {"application/json": {"schema": dict(op.body)}}}
+        doc["requestBody"] = {"required": True, "content": {"application/json": {"schema": _named(op.body)}}}
     return doc
 
 
@@ -62,7 +93,10 @@ def document(operations: Sequence[Operation], version: str) -> dict[str, Any]:
         "info": {"title": "gpuledger API", "version": version,
                  "description": "GPU-cluster accounting: ledger, usage, nodes and enforcement. Amounts are decimal "
                                 "strings in the configured currency with six decimals."},
+        # Relative: the document is served by the API it describes (and /docs tries requests against it).
+        "servers": [{"url": "/", "description": "this server"}],
+        "tags": [{"name": name, "description": text} for name, text in TAGS.items()],
         "paths": paths,
         "components": {"securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
-                       "schemas": {"Error": s.ERROR}},
+                       "schemas": {name: _named(schema, skip=name) for name, schema in s.COMPONENTS.items()}},
     }

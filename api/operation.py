@@ -5,7 +5,7 @@ authorization matrix test are all generated from it."""
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from api.tokens import Principal
@@ -84,7 +84,6 @@ class Operation:
     media_types: tuple[str, ...] = ("application/json",)
     # Headers of the success response the handler sets itself (name, description), for the OpenAPI document.
     response_headers: tuple[tuple[str, str], ...] = ()
-    tags: tuple[str, ...] = field(default=())
 
     def allowed_roles(self) -> frozenset[str]:
         """Roles that may call it at all (role ``user`` only on its own objects when ``own`` is set)."""

@@ -1,9 +1,10 @@
 """Ledger records as JSON: money as exact decimal text in the currency (``format_amount``, six decimals),
-never a float; times as ISO 8601."""
+never a float, with the currency beside the totals a person reads (balances, statements); every point in time
+in UTC, RFC 3339 (``when``), whatever zone the database session or the server runs in (docs/api.md, "Time")."""
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from api.tokens import TokenInfo
@@ -25,7 +26,13 @@ def money(micro: int | None) -> str | None:
 
 
 def when(t: datetime | None) -> str | None:
-    return None if t is None else t.isoformat()
+    """The one time rule of the API's output: UTC with its offset, ``2026-01-31T16:00:00+00:00``."""
+    if t is None:
+        return None
+    if t.tzinfo is None:
+        # The database's columns are all timestamptz: a naive time here would be read in this host's zone.
+        raise ValueError(f"naive datetime {t!r}: the API prints only aware times")
+    return t.astimezone(UTC).isoformat()
 
 
 def user(u: User) -> dict[str, Any]:
@@ -41,9 +48,9 @@ def mapping(m: NodeUserMapping) -> dict[str, Any]:
     return {"node": m.node, "linux_user": m.linux_user, "user": m.user}
 
 
-def balance(b: Balance, own_available: int | None = None) -> dict[str, Any]:
-    return {"wallet": b.wallet, "available": money(b.available), "tier": b.tier.value, "exempt": b.exempt,
-            "credit_limit": money(b.credit_limit), "own_available": money(own_available)}
+def balance(b: Balance, currency: str, own_available: int | None = None) -> dict[str, Any]:
+    return {"wallet": b.wallet, "currency": currency, "available": money(b.available), "tier": b.tier.value,
+            "exempt": b.exempt, "credit_limit": money(b.credit_limit), "own_available": money(own_available)}
 
 
 def entry(e: Entry) -> dict[str, Any]:
@@ -59,9 +66,9 @@ def price(p: PriceVersion) -> dict[str, Any]:
             "valid_from": when(p.valid_from), "actor": p.actor, "memo": p.memo}
 
 
-def statement(s: Statement) -> dict[str, Any]:
-    return {"wallet": s.wallet, "start": when(s.start), "end": when(s.end), "opening": money(s.opening),
-            "closing": money(s.closing),
+def statement(s: Statement, currency: str) -> dict[str, Any]:
+    return {"wallet": s.wallet, "currency": currency, "start": when(s.start), "end": when(s.end),
+            "opening": money(s.opening), "closing": money(s.closing),
             "lines": [{"entry_id": line.entry_id, "effective_at": when(line.effective_at), "kind": line.kind,
                        "memo": line.memo, "amount": money(line.amount), "running": money(line.running)}
                       for line in s.lines]}

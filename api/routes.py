@@ -32,7 +32,6 @@ _WALLET = (Param("wallet", s.WALLET, True),)
 _ENTRY = (Param("entry_id", s.ID, True),)
 _NODE = (Param("name", {"type": "string", "minLength": 1, "maxLength": 253}, True),)
 _MEMO = {"memo": {**s.TEXT}}
-_POSTED = s.out({"entry": s.ENTRY})
 
 OPERATIONS: tuple[Operation, ...] = (
     Operation("GET", "/healthz", "healthz", "Database reachable and age of the controller's last tick",
@@ -58,7 +57,7 @@ OPERATIONS: tuple[Operation, ...] = (
               roles=OPS_READERS),
     Operation("POST", "/v1/users", "create_user", "Create a billing user and wallet", people.create_user, s.USER,
               roles=ADMIN, status=201,
-              body=s.obj({"name": s.NAME, "display_name": {"type": "string", "maxLength": 200}}, ("name",))),
+              body=s.NEW_ACCOUNT),
     Operation("GET", "/v1/users/{name}", "get_user", "One billing user", people.get_user, s.USER,
               roles=OPS_READERS, own=Own("name"), path_params=_NAME),
     Operation("PATCH", "/v1/users/{name}", "update_user", "Exemption, credit limit, project", people.update_user,
@@ -69,7 +68,7 @@ OPERATIONS: tuple[Operation, ...] = (
               roles=OPS_READERS),
     Operation("POST", "/v1/projects", "create_project", "Create a project and its wallet", people.create_project,
               s.PROJECT, roles=ADMIN, status=201,
-              body=s.obj({"name": s.NAME, "display_name": {"type": "string", "maxLength": 200}}, ("name",))),
+              body=s.NEW_ACCOUNT),
     Operation("GET", "/v1/mappings", "list_mappings", "Node account -> billing user map", people.list_mappings,
               s.array(s.MAPPING), roles=OPS_READERS),
     Operation("PUT", "/v1/mappings", "put_mapping", "Map a Linux account on a node (or '*') to a billing user",
@@ -79,22 +78,22 @@ OPERATIONS: tuple[Operation, ...] = (
                          ("node", "linux_user", "user"))),
     # -- money (Idempotency-Key required)
     Operation("POST", "/v1/wallets/{wallet}/recharge", "recharge", "Add money to a wallet", money.recharge,
-              _POSTED, roles=ADMIN, status=201, money=True, path_params=_WALLET,
+              s.POSTED, roles=ADMIN, status=201, money=True, path_params=_WALLET,
               body=s.obj({"amount": s.AMOUNT, **_MEMO,
                           "channel": {**s.NAME, "description": "funding channel (default bank)"}}, ("amount",))),
     Operation("POST", "/v1/wallets/{wallet}/grant", "grant", "Grant money, optionally expiring", money.grant,
-              _POSTED, roles=ADMIN, status=201, money=True, path_params=_WALLET,
+              s.POSTED, roles=ADMIN, status=201, money=True, path_params=_WALLET,
               body=s.obj({"amount": s.AMOUNT, "expires_at": {"anyOf": [s.DATETIME, {"type": "null"}]}, **_MEMO},
                          ("amount",))),
     Operation("POST", "/v1/wallets/{wallet}/adjust", "adjust", "Signed correction (or write-off) of a wallet",
-              money.adjust, _POSTED, roles=ADMIN, status=201, money=True, path_params=_WALLET,
+              money.adjust, s.POSTED, roles=ADMIN, status=201, money=True, path_params=_WALLET,
               body=s.obj({"amount": s.SIGNED_AMOUNT, "reason": s.REASON, "writeoff": {"type": "boolean"}},
                          ("amount", "reason"))),
     Operation("POST", "/v1/entries/{entry_id}/refund", "refund", "Refund part or all of a usage charge",
-              money.refund, _POSTED, roles=ADMIN, status=201, money=True, path_params=_ENTRY,
+              money.refund, s.POSTED, roles=ADMIN, status=201, money=True, path_params=_ENTRY,
               body=s.obj({"amount": s.AMOUNT, "reason": s.REASON}, ("amount", "reason"))),
     Operation("POST", "/v1/entries/{entry_id}/reverse", "reverse", "Reverse an entry (once)", money.reverse,
-              _POSTED, roles=ADMIN, status=201, money=True, path_params=_ENTRY,
+              s.POSTED, roles=ADMIN, status=201, money=True, path_params=_ENTRY,
               body=s.obj({"reason": s.REASON}, ("reason",))),
     Operation("GET", "/v1/wallets/{wallet}/balance", "balance",
               "Balance and tier; for a user, of the wallet they are charged to (their project's, if any)",
@@ -146,9 +145,9 @@ OPERATIONS: tuple[Operation, ...] = (
                           "match": {"enum": ["exact", "glob"]}}, ("resource", "amount", "per"))),
     # -- nodes and enforcement
     Operation("GET", "/v1/nodes", "list_nodes", "The node registry with status", cluster.list_nodes,
-              s.array({"type": "object"}), roles=OPS_READERS),
+              s.array(s.NODE), roles=OPS_READERS),
     Operation("GET", "/v1/nodes/{name}", "get_node", "A node with its GPUs' latest state", cluster.get_node,
-              s.out({"name": {"type": "string"}, "gpus": s.array({"type": "object"})}), roles=OPS_READERS,
+              s.out({**s.NODE["properties"], "gpus": s.array(s.GPU)}), roles=OPS_READERS,
               path_params=_NODE),
     Operation("PATCH", "/v1/nodes/{name}", "update_node", "Listed flag, region, remarks", cluster.update_node,
               s.out({"name": {"type": "string"}}), roles=OPS,
@@ -163,7 +162,7 @@ OPERATIONS: tuple[Operation, ...] = (
               "A connection test: pending, running, or done with its outcome", connections.get_test,
               s.CONNECTION_TEST, roles=OPS_READERS, path_params=(Param("test_id", s.ID, True),)),
     Operation("GET", "/v1/enforcement/decisions", "decisions", "Enforcement decisions and actions, cursor-paged",
-              cluster.decisions, s.page({"type": "object"}), roles=OPS_READERS,
+              cluster.decisions, s.page(s.DECISION), roles=OPS_READERS,
               query=(Param("node", {"type": "string", "maxLength": 253}), Param("billing_user", s.NAME), *_PAGE)),
     Operation("GET", "/v1/enforcement/overrides", "list_overrides", "Manual overrides, newest first",
               cluster.list_overrides, s.array(s.OVERRIDE), roles=OPS_READERS),
@@ -177,7 +176,7 @@ OPERATIONS: tuple[Operation, ...] = (
                                             **s.SETTINGS_STANDING}), roles=OPS_READERS),
     Operation("GET", "/v1/settings/history", "settings_history", "Every settings version", settings.history,
               s.array(s.out({"version": {"type": "integer"}, "settings": s.SETTINGS, "reason": {"type": "string"},
-                             "actor": {"type": "string"}, "at": {"type": "string"}, **s.SETTINGS_STANDING})),
+                             "actor": {"type": "string"}, "at": s.TIMESTAMP, **s.SETTINGS_STANDING})),
               roles=OPS_READERS),
     Operation("PUT", "/v1/settings", "put_settings", "A new settings version (stored keys the controller refuses are"
               " dropped and listed in 'dropped')", settings.put_settings,

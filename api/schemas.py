@@ -18,6 +18,10 @@ TEXT: Schema = {"type": "string", "maxLength": 500}
 REASON: Schema = {"type": "string", "minLength": 1, "maxLength": 500}
 DATE: Schema = {"type": "string", "format": "date", "pattern": r"^[0-9]{4}-[0-9]{2}-[0-9]{2}$"}
 DATETIME: Schema = {"type": "string", "format": "date-time", "maxLength": 40}
+# What the API prints for a point in time: RFC 3339 in UTC (api.render.when; docs/api.md, "Time").
+TIMESTAMP: Schema = {"type": "string", "format": "date-time"}
+NULLABLE_TIMESTAMP: Schema = {"type": ["string", "null"], "format": "date-time"}
+CURRENCY: Schema = {"type": "string", "pattern": "^[A-Z]{3}$", "description": "ISO 4217 code of every amount"}
 ID: Schema = {"type": "integer", "minimum": 1, "maximum": 2**63 - 1}
 CURSOR: Schema = {"type": "integer", "minimum": 0, "maximum": 2**63 - 1}
 NULLABLE_STR: Schema = {"type": ["string", "null"]}
@@ -48,43 +52,43 @@ def page(items: Schema) -> Schema:
 
 USER = out({"name": {"type": "string"}, "display_name": {"type": "string"}, "wallet": {"type": "string"},
             "project": NULLABLE_STR, "exempt": {"type": "boolean"}, "credit_limit": NULLABLE_MONEY,
-            "created_at": {"type": "string"}})
+            "created_at": TIMESTAMP})
 PROJECT = out({"name": {"type": "string"}, "display_name": {"type": "string"}, "wallet": {"type": "string"},
-               "created_at": {"type": "string"}})
+               "created_at": TIMESTAMP})
 MAPPING = out({"node": {"type": "string"}, "linux_user": {"type": "string"}, "user": {"type": "string"}})
 BALANCE = out({"wallet": {"type": "string", "description": "the wallet shown: for a user, the one charged"},
-               "available": MONEY_OUT,
+               "currency": CURRENCY, "available": MONEY_OUT,
                "tier": {"enum": ["normal", "warning", "limited", "blocked"]}, "exempt": {"type": "boolean"},
                "credit_limit": NULLABLE_MONEY,
                "own_available": {**NULLABLE_MONEY, "description": "a user charged to a project: what their own "
                                  "wallet holds (it pays for nothing meanwhile); else null"}})
 POSTING = out({"account": {"type": "string"}, "amount": MONEY_OUT})
 ENTRY = out({"id": {"type": "integer"}, "kind": {"type": "string"}, "idem_key": {"type": "string"},
-             "payload_sha256": {"type": "string"}, "effective_at": {"type": "string"},
-             "recorded_at": {"type": "string"}, "actor": {"type": "string"}, "memo": {"type": "string"},
+             "payload_sha256": {"type": "string"}, "effective_at": TIMESTAMP,
+             "recorded_at": TIMESTAMP, "actor": {"type": "string"}, "memo": {"type": "string"},
              "ref_entry_id": {"type": ["integer", "null"]}, "usage_id": {"type": ["integer", "null"]},
              "postings": array(POSTING)})
 PRICE = out({"id": {"type": "integer"}, "resource": {"enum": ["gpu", "cpu", "memory"]},
              "model_pattern": {"type": "string"}, "match": {"enum": ["exact", "glob"]},
              "priority": {"type": "integer"}, "amount": {"type": "string"}, "per": {"type": "string"},
-             "unit": {"type": "string"}, "valid_from": {"type": "string"}, "actor": {"type": "string"},
+             "unit": {"type": "string"}, "valid_from": TIMESTAMP, "actor": {"type": "string"},
              "memo": {"type": "string"}})
-STATEMENT = out({"wallet": {"type": "string"}, "start": {"type": "string"}, "end": {"type": "string"},
+STATEMENT = out({"wallet": {"type": "string"}, "currency": CURRENCY, "start": TIMESTAMP, "end": TIMESTAMP,
                  "opening": MONEY_OUT, "closing": MONEY_OUT,
-                 "lines": array(out({"entry_id": {"type": "integer"}, "effective_at": {"type": "string"},
+                 "lines": array(out({"entry_id": {"type": "integer"}, "effective_at": TIMESTAMP,
                                      "kind": {"type": "string"}, "memo": {"type": "string"},
                                      "amount": MONEY_OUT, "running": MONEY_OUT}))})
 TRIAL_BALANCE = out({"rows": array(out({"account": {"type": "string"}, "kind": {"type": "string"},
                                         "balance": MONEY_OUT})), "total": MONEY_OUT})
 USAGE = out({"id": {"type": "integer"}, "node": {"type": "string"}, "linux_user": {"type": "string"},
              "user": {"type": "string"}, "resource": {"type": "string"}, "model": {"type": "string"},
-             "quantity": {"type": "string"}, "unit": {"type": "string"}, "interval_start": {"type": "string"},
-             "interval_end": {"type": "string"}, "method": {"type": "string"}, "amount": MONEY_OUT,
+             "quantity": {"type": "string"}, "unit": {"type": "string"}, "interval_start": TIMESTAMP,
+             "interval_end": TIMESTAMP, "method": {"type": "string"}, "amount": MONEY_OUT,
              "price_version_id": {"type": ["integer", "null"]}, "entry_id": {"type": ["integer", "null"]}})
 TOKEN = out({"id": {"type": "integer"}, "prefix": {"type": "string"}, "name": {"type": "string"},
              "role": {"enum": ["admin", "operator", "auditor", "user"]}, "user": NULLABLE_STR,
-             "created_at": {"type": "string"}, "created_by": {"type": "string"}, "expires_at": NULLABLE_STR,
-             "revoked_at": NULLABLE_STR})
+             "created_at": TIMESTAMP, "created_by": {"type": "string"}, "expires_at": NULLABLE_TIMESTAMP,
+             "revoked_at": NULLABLE_TIMESTAMP})
 ERROR = out({"error": out({"code": {"type": "string"}, "message": {"type": "string"},
                            "details": {"type": "object"}, "request_id": {"type": "string"}})})
 CONNECTION_TEST = out({"id": {"type": "integer"}, "node": {"type": "string"},
@@ -94,15 +98,43 @@ CONNECTION_TEST = out({"id": {"type": "integer"}, "node": {"type": "string"},
                                  "properties": {"latency_ms": {"type": "integer"}, "error": NULLABLE_STR,
                                                 "hostname": NULLABLE_STR}},
                       "requested_by": {"type": "string"}, "request_id": {"type": "string"},
-                      "requested_at": {"type": "string"}, "started_at": NULLABLE_STR, "finished_at": NULLABLE_STR})
+                      "requested_at": TIMESTAMP, "started_at": NULLABLE_TIMESTAMP, "finished_at": NULLABLE_TIMESTAMP})
 # A settings version's document (docs/api.md, "Settings"): a key left out is the controller's environment.
 SETTINGS = {"type": "object", "properties": {"tier_warning": MONEY_OUT, "tier_limited": MONEY_OUT,
                                              "tier_blocked": MONEY_OUT, "kill_grace_seconds": {"type": "integer"},
                                              "dry_run": {"type": "boolean"}}}
 # Whether the controller applies a version (control.settings.parse); when not, it runs on its own configuration.
-SETTINGS_STANDING = {"in_force": {"type": "boolean"},
-                     "problem": {"anyOf": [out({"key": {"type": "string"}, "message": {"type": "string"}}),
-                                           {"type": "null"}]}}
+SETTINGS_PROBLEM = out({"key": {"type": "string"}, "message": {"type": "string"}})
+SETTINGS_STANDING = {"in_force": {"type": "boolean"}, "problem": {"anyOf": [SETTINGS_PROBLEM, {"type": "null"}]}}
 OVERRIDE = out({"id": {"type": "integer"}, "user": {"type": "string"}, "action": {"enum": ["exempt", "lift", "apply"]},
-                "reason": {"type": "string"}, "until": NULLABLE_STR, "actor": {"type": "string"},
-                "at": {"type": "string"}})
+                "reason": {"type": "string"}, "until": NULLABLE_TIMESTAMP, "actor": {"type": "string"},
+                "at": TIMESTAMP})
+POSTED = out({"entry": ENTRY})
+# A user's or a project's request body: the same fields.
+NEW_ACCOUNT = obj({"name": NAME, "display_name": {"type": "string", "maxLength": 200}}, ("name",))
+NODE = out({"name": {"type": "string"}, "address": {"type": "string"}, "port": {"type": "integer"},
+            "region": {"type": "string"}, "remarks": {"type": "string"}, "listed": {"type": "boolean"},
+            "in_inventory": {"type": "boolean"},
+            "status": {"enum": ["connected", "failed", "unknown", "hostkey_mismatch"]},
+            "last_outcome": NULLABLE_STR, "last_error": NULLABLE_STR, "last_attempt_at": NULLABLE_TIMESTAMP,
+            "last_seen_at": NULLABLE_TIMESTAMP, "machine_id": NULLABLE_STR, "boot_id": NULLABLE_STR})
+GPU = out({"uuid": {"type": "string"}, "index": {"type": ["integer", "null"]}, "name": NULLABLE_STR,
+           "memory_total_bytes": {"type": ["integer", "null"]}, "state": {"type": "object"}, "seen_at": TIMESTAMP})
+DECISION = out({"id": {"type": "integer"}, "tick_id": {"type": ["integer", "null"]}, "at": TIMESTAMP,
+                "node": {"type": "string"}, "uid": {"type": ["integer", "null"]}, "linux_user": NULLABLE_STR,
+                "billing_user": NULLABLE_STR, "tier": NULLABLE_STR,
+                "balance": {"type": ["integer", "null"], "description": "micro-units of the currency"},
+                "verb": {"type": "string"}, "reason": {"type": "string"}, "dry_run": {"type": "boolean"},
+                "outcome": {"enum": ["planned", "applied", "unchanged", "dry_run", "failed", "refused", "unsupported",
+                                     "unreachable"]},
+                "exit_status": {"type": ["integer", "null"]}, "detail": {"type": "object"},
+                "finished_at": NULLABLE_TIMESTAMP, "override_id": {"type": ["integer", "null"]},
+                "override_reason": NULLABLE_STR})
+
+# The OpenAPI document's named schemas: api.openapi puts a $ref wherever one of these appears.
+COMPONENTS: dict[str, Schema] = {
+    "Error": ERROR, "User": USER, "Project": PROJECT, "Mapping": MAPPING, "Balance": BALANCE, "Posting": POSTING,
+    "Entry": ENTRY, "Posted": POSTED, "Price": PRICE, "Statement": STATEMENT, "TrialBalance": TRIAL_BALANCE,
+    "Usage": USAGE, "Token": TOKEN, "ConnectionTest": CONNECTION_TEST, "Settings": SETTINGS, "Override": OVERRIDE,
+    "Node": NODE, "Gpu": GPU, "Decision": DECISION, "SettingsProblem": SETTINGS_PROBLEM, "NewAccount": NEW_ACCOUNT,
+}

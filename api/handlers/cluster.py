@@ -12,7 +12,7 @@ from typing import Any
 from sqlalchemy import text
 from sqlalchemy.engine import Connection
 
-from api import audit
+from api import audit, render
 from api.errors import not_found, unprocessable
 from api.operation import Call
 from api.services import aware, services
@@ -23,8 +23,12 @@ _NODE = ("name, address, port, region, remarks, listed, in_inventory, status, la
 _NODE_KEYS = [c.strip() for c in _NODE.split(",")]
 
 
+def _shown_value(v: Any) -> Any:
+    return render.when(v) if isinstance(v, datetime) else v
+
+
 def _node(row: Any) -> dict[str, Any]:
-    return {k: (v.isoformat() if hasattr(v, "isoformat") else v) for k, v in zip(_NODE_KEYS, row, strict=True)}
+    return {k: _shown_value(v) for k, v in zip(_NODE_KEYS, row, strict=True)}
 
 
 def _shown(conn: Connection, name: str | None = None) -> list[dict[str, Any]]:
@@ -53,7 +57,7 @@ def get_node(call: Call) -> Any:
     with services(call).read() as conn:
         node = _one(conn, name)
         gpus = [{"uuid": g[0], "index": g[1], "name": g[2], "memory_total_bytes": g[3], "state": g[4],
-                 "seen_at": g[5].isoformat()} for g in conn.execute(text(
+                 "seen_at": render.when(g[5])} for g in conn.execute(text(
                      "SELECT uuid, index, name, memory_total_bytes, state, seen_at FROM collector.gpu_status"
                      " WHERE node = :n ORDER BY index NULLS LAST, uuid"), {"n": name})]
     return {**node, "gpus": gpus}
@@ -88,7 +92,7 @@ def decisions(call: Call) -> Any:
              "limit": limit + 1}).all()
     keys = ("id", "tick_id", "at", "node", "uid", "linux_user", "billing_user", "tier", "balance", "verb", "reason",
             "dry_run", "outcome", "exit_status", "detail", "finished_at", "override_id", "override_reason")
-    items = [{k: (v.isoformat() if hasattr(v, "isoformat") else v) for k, v in zip(keys, r, strict=True)}
+    items = [{k: _shown_value(v) for k, v in zip(keys, r, strict=True)}
              for r in rows[:limit]]
     return {"items": items, "next_cursor": rows[limit - 1][0] if len(rows) > limit else None}
 
@@ -96,7 +100,7 @@ def decisions(call: Call) -> Any:
 def _override(posted: overrides.Posted) -> dict[str, Any]:
     o = posted.override
     return {"id": o.id, "user": o.user, "action": o.action, "reason": o.reason,
-            "until": o.until.isoformat() if o.until else None, "actor": posted.actor, "at": o.at.isoformat()}
+            "until": render.when(o.until), "actor": posted.actor, "at": render.when(o.at)}
 
 
 def list_overrides(call: Call) -> Any:

@@ -9,7 +9,7 @@ from typing import Any
 from sqlalchemy import text
 from starlette.responses import JSONResponse
 
-from api import audit
+from api import audit, render
 from api.errors import not_found
 from api.operation import Call
 from api.services import services
@@ -22,9 +22,8 @@ def location(test_id: int) -> str:
 
 def _test(t: connections.ConnectionTest) -> dict[str, Any]:
     return {"id": t.id, "node": t.node, "status": t.status, "outcome": t.outcome, "detail": t.detail,
-            "requested_by": t.requested_by, "request_id": t.request_id, "requested_at": t.requested_at.isoformat(),
-            "started_at": t.started_at and t.started_at.isoformat(),
-            "finished_at": t.finished_at and t.finished_at.isoformat()}
+            "requested_by": t.requested_by, "request_id": t.request_id, "requested_at": render.when(t.requested_at),
+            "started_at": render.when(t.started_at), "finished_at": render.when(t.finished_at)}
 
 
 def request_test(call: Call) -> Any:

@@ -79,11 +79,11 @@ def balance(call: Call) -> Any:
     thresholds = thresholds_in_force(call)   # the ledger computes the tier, by the rule the controller enforces
     held = ledger.standing(name, thresholds) if owner == "user" else ledger.balance(call.params["wallet"], thresholds)
     own = ledger.balance(f"user:{name}") if owner == "user" and held.wallet != wallet_code("user", name) else None
-    return render.balance(held, None if own is None else own.available)
+    return render.balance(held, ledger.config.currency, None if own is None else own.available)
 
 
 def statement(call: Call) -> Any:
     svc = services(call)
     start, end = period(call, svc.config.max_report_days)
     assert start is not None and end is not None
-    return render.statement(svc.ledger.statement(call.params["wallet"], start, end))
+    return render.statement(svc.ledger.statement(call.params["wallet"], start, end), svc.ledger.config.currency)

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from api import audit
+from api import audit, render
 from api.errors import unprocessable
 from api.operation import Call
 from api.services import services
@@ -59,7 +59,7 @@ def history(call: Call) -> Any:
     svc = services(call)
     with svc.read() as conn:
         rows = versions.history(conn)
-    return [{"version": v.id, "settings": v.settings, "reason": v.reason, "actor": v.actor, "at": v.at.isoformat(),
+    return [{"version": v.id, "settings": v.settings, "reason": v.reason, "actor": v.actor, "at": render.when(v.at),
              **_standing(v.id, v.settings, svc.ledger.config.thresholds)} for v in rows]
 
 

@@ -3,8 +3,11 @@ schemathesis (no 5xx, responses conform, authentication never ignored)."""
 
 from __future__ import annotations
 
+import json
+import re
 import uuid
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 import schemathesis
@@ -14,7 +17,7 @@ from schemathesis.specs.openapi.checks import ignored_auth, positive_data_accept
 from schemathesis.specs.openapi.definitions import OPENAPI_31  # the official OAS 3.1 meta-schema
 from sqlalchemy import text
 
-from api import tokens
+from api import openapi, tokens
 from api.app import _document, all_operations, create_app
 from api.config import ApiConfig
 from ledger.bootstrap import APP_ROLE
@@ -45,6 +48,70 @@ def test_document_covers_every_operation() -> None:
         for body_schema in [op.body] if op.body else []:
             Draft202012Validator.check_schema(body_schema)
             assert body_schema.get("additionalProperties") is False
+
+
+# A property that holds a point in time, by the naming the API keeps to.
+_TIMESTAMP_NAME = re.compile(r"^(at|start|end|until|valid_from|interval_start|interval_end|.*_at)$")
+
+
+def _schemas(node: Any, where: str = "#") -> Iterator[tuple[str, dict[str, Any]]]:
+    """Every schema object of a document (or of a piece of one), with its JSON pointer."""
+    if isinstance(node, dict):
+        yield where, node
+        for key, value in node.items():
+            yield from _schemas(value, f"{where}/{key}")
+    elif isinstance(node, list):
+        for i, value in enumerate(node):
+            yield from _schemas(value, f"{where}/{i}")
+
+
+def repeated_inline_objects(document: dict[str, Any]) -> list[str]:
+    """Object schemas with properties written out in more than one place (they should be one $ref)."""
+    seen: dict[str, list[str]] = {}
+    for where, node in _schemas(document):
+        if isinstance(node.get("properties"), dict) and node.get("type") == "object":
+            seen.setdefault(json.dumps(node, sort_keys=True), []).append(where)
+    return [" and ".join(places) for places in seen.values() if len(places) > 1]
+
+
+def untyped_timestamps(document: dict[str, Any]) -> list[str]:
+    """Timestamp properties without ``format: date-time`` (a date parameter is a date, not a timestamp)."""
+    bad = []
+    for where, node in _schemas(document):
+        for name, prop in (node.get("properties") or {}).items() if isinstance(node.get("properties"), dict) else ():
+            if _TIMESTAMP_NAME.match(name) and "$ref" not in prop:
+                formats = {prop.get("format")} | {alt.get("format") for alt in prop.get("anyOf", ())}
+                if "date-time" not in formats:
+                    bad.append(f"{where}/properties/{name}")
+    return bad
+
+
+def test_document_has_no_inline_copies_and_typed_timestamps() -> None:
+    assert repeated_inline_objects(DOCUMENT) == []
+    assert untyped_timestamps(DOCUMENT) == []
+
+
+def test_the_checks_catch_a_copy_and_an_untyped_timestamp() -> None:
+    """The two checks above can fail: a document with a copied object and a bare timestamp string."""
+    item = {"type": "object", "properties": {"id": {"type": "integer"}, "created_at": {"type": "string"}}}
+    bad = {"paths": {"/a": {"get": {"schema": item}}, "/b": {"get": {"schema": dict(item)}}}}
+    assert repeated_inline_objects(bad) == ["#/paths//a/get/schema and #/paths//b/get/schema"]
+    assert untyped_timestamps(bad) == ["#/paths//a/get/schema/properties/created_at",
+                                       "#/paths//b/get/schema/properties/created_at"]
+
+
+def test_components_are_referenced_and_tags_cover_every_operation() -> None:
+    text_ = json.dumps(DOCUMENT["paths"])
+    for name in DOCUMENT["components"]["schemas"]:
+        if name not in ("Posting", "Gpu"):   # nested in Entry and in a node's GPUs only
+            assert f'"#/components/schemas/{name}"' in text_, name
+    assert DOCUMENT["servers"] == [{"url": "/", "description": "this server"}]
+    assert [t["name"] for t in DOCUMENT["tags"]] == list(openapi.TAGS)
+    for path, ops in DOCUMENT["paths"].items():
+        for method, doc in ops.items():
+            assert len(doc["tags"]) == 1 and doc["tags"][0] in openapi.TAGS, (method, path)
+    assert DOCUMENT["paths"]["/v1/wallets/{wallet}/balance"]["get"]["tags"] == ["money"]
+    assert DOCUMENT["paths"]["/v1/nodes/{name}/connection-tests"]["post"]["tags"] == ["cluster"]
 
 
 @pytest.fixture(scope="module")
