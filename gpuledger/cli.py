@@ -30,7 +30,9 @@ def import_optional(module_name: str) -> ModuleType | None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="gpuledger", description=__doc__.splitlines()[0])
+    # plain text: --help shows descriptions verbatim, so no reST markup from docstrings
+    parser = argparse.ArgumentParser(prog="gpuledger", description="GPU-cluster accounting: money, the controller"
+                                     " that charges and enforces, and its JSON API")
     parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}",
                         help="print the installed version and exit")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
