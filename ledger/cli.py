@@ -5,14 +5,17 @@ error (message on stderr), 3 the database is unreachable or not configured."""
 from __future__ import annotations
 
 import argparse
+import contextlib
+import io
 import os
 import sys
+import time
 import uuid
 from collections.abc import Callable, Iterable, Sequence
 from datetime import date, datetime
 from decimal import Decimal
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO, TextIO
 
 from ledger import chain
 from ledger.accounts import FUNDING_DEFAULT
@@ -263,12 +266,47 @@ def report_revenue(lg: Ledger, a: argparse.Namespace) -> int:
     return OK
 
 
+class _Progress(io.RawIOBase):
+    """An export's bytes on their way to ``sink``, counted and shown on stderr (a terminal) a few times a second;
+    the size of the whole is not known before the end, so it shows how far it got, not a percentage."""
+
+    def __init__(self, sink: BinaryIO, err: TextIO) -> None:
+        super().__init__()
+        self._sink, self._err = sink, err
+        self._bytes = self._lines = 0
+        self._shown = time.monotonic()
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, b: Any) -> int:
+        data = bytes(b)
+        self._sink.write(data)
+        self._bytes += len(data)
+        self._lines += data.count(b"\n")
+        if time.monotonic() - self._shown >= 0.2:
+            self.show()
+        return len(data)
+
+    def show(self, end: str = "") -> None:
+        self._shown = time.monotonic()
+        self._err.write(f"\rexported {self._lines} lines, {self._bytes // 1024} KiB{end}")
+        self._err.flush()
+
+
 def export(lg: Ledger, a: argparse.Namespace) -> int:
-    if a.output in (None, "-"):
-        lg.export(a.format, sys.stdout, a.start, a.end)
-    else:
-        with open(a.output, "w", encoding="utf-8") as out:
+    to_stdout = a.output in (None, "-")
+    # progress only for a person watching stderr, and never over an export that goes to that same terminal
+    if not sys.stderr.isatty() or (to_stdout and sys.stdout.isatty()):
+        with contextlib.nullcontext(sys.stdout) if to_stdout else open(a.output, "w", encoding="utf-8") as out:
             lg.export(a.format, out, a.start, a.end)
+        return OK
+    sys.stdout.flush()
+    with contextlib.nullcontext(sys.stdout.buffer) if to_stdout else open(a.output, "wb") as sink:
+        progress = _Progress(sink, sys.stderr)
+        with io.TextIOWrapper(io.BufferedWriter(progress), encoding="utf-8") as out:
+            lg.export(a.format, out, a.start, a.end)
+        progress.show(end="\n")
     return OK
 
 

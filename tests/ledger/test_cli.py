@@ -3,9 +3,14 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import csv
 import io
 import json
+import os
+import pty
+import subprocess
+import sys
 from decimal import Decimal
 from pathlib import Path
 
@@ -160,3 +165,29 @@ def test_money_errors_describe_amounts_in_the_currency() -> None:
     funds = InsufficientFunds("liabilities:wallet:user:a", 1, 2)
     assert str(funds) == funds.message == "liabilities:wallet:user:a: 0.000002 asked, 0.000001 available"
     assert "micro" not in funds.describe("CNY")
+
+
+def test_a_long_export_shows_progress_on_a_terminal_only(gl, ledger_db: LedgerDatabase, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    gl("users", "add", "alice")
+    for n in range(3):
+        gl("recharge", "alice", f"{n + 1}")
+    status, out, err = gl("export", "csv")
+    assert status == 0 and out.count("\n") > 3 and err == ""  # stderr not a terminal: not a byte of progress
+    plain = tmp_path / "plain.csv"
+    assert gl("export", "csv", "-o", str(plain))[0] == 0
+    main, side = pty.openpty()
+    target = tmp_path / "ledger.csv"
+    env = {**os.environ, "GPULEDGER_DATABASE_URL": ledger_db.app_url}
+    proc = subprocess.run([sys.executable, "-m", "gpuledger.cli", "export", "csv", "-o", str(target)],
+                          stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=side, env=env, timeout=120,
+                          check=False, cwd=Path(__file__).resolve().parents[2])
+    os.close(side)
+    shown = b""
+    with contextlib.suppress(OSError):  # EIO once the child's side is closed and everything was read
+        while chunk := os.read(main, 4096):
+            shown += chunk
+    os.close(main)
+    assert proc.returncode == 0, shown
+    lines = target.read_bytes().count(b"\n")
+    assert shown.decode().rstrip().endswith(f"exported {lines} lines, {target.stat().st_size // 1024} KiB")
+    assert target.read_bytes() == plain.read_bytes()  # the progress path writes the same file
