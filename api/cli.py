@@ -16,6 +16,7 @@ from api.config import ApiConfig
 from ledger.config import LedgerConfig
 from ledger.db import create_app_engine
 from ledger.errors import LedgerError
+from ledger.tabular import Rendering, listing_options, render
 
 ACTOR = "cli"
 
@@ -28,14 +29,16 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     token = sub.add_parser("token", help="bearer tokens")
     tsub = token.add_subparsers(dest="token_command", metavar="ACTION", required=True)
     create = tsub.add_parser("create", help="issue a token and print it once")
-    create.add_argument("--role", required=True, choices=tokens.ROLES)
-    create.add_argument("--name", required=True)
+    create.add_argument("--role", required=True, choices=tokens.ROLES, help="what the token may do")
+    create.add_argument("--name", required=True, help="who or what holds the token (shown in the audit log)")
     create.add_argument("--user", help="billing user (role user only)")
     create.add_argument("--expires", help="ISO 8601 time with zone")
     create.set_defaults(func=_create)
-    tsub.add_parser("list", help="list tokens").set_defaults(func=_list)
+    listing = tsub.add_parser("list", help="list tokens (never the secrets)")
+    listing_options(listing)
+    listing.set_defaults(func=_list)
     revoke = tsub.add_parser("revoke", help="revoke a token by id")
-    revoke.add_argument("token_id", type=int)
+    revoke.add_argument("token_id", type=int, help="the token's id (from token list)")
     revoke.set_defaults(func=_revoke)
 
 
@@ -102,9 +105,9 @@ def _create(args: argparse.Namespace) -> int:
 
 def _list(args: argparse.Namespace) -> int:
     def action(conn: Connection) -> int:
-        for t in tokens.list_all(conn):
-            state = "revoked" if t.revoked_at else "active"
-            print(f"{t.id}\t{t.prefix}\t{t.role}\t{t.billing_user or '-'}\t{t.name}\t{state}\t{t.expires_at or '-'}")
+        render(sys.stdout, Rendering.from_args(args), ("id", "prefix", "role", "user", "name", "state", "expires"),
+               [(t.id, t.prefix, t.role, t.billing_user, t.name, "revoked" if t.revoked_at else "active",
+                 t.expires_at.isoformat() if t.expires_at else None) for t in tokens.list_all(conn)])
         return 0
     return _run(action)
 

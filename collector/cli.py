@@ -27,6 +27,7 @@ from collector.nodes.transport.ssh import SshSettings, SshTransport, offered_hos
 from collector.types import Node
 from ledger.config import LedgerConfig
 from ledger.errors import ConfigError, LedgerError
+from ledger.tabular import Rendering, listing_options, render
 
 
 def register(subparsers: Any) -> None:
@@ -47,6 +48,7 @@ def register(subparsers: Any) -> None:
     trust.add_argument("--replace", action="store_true", help="replace a different key already pinned")
     trust.set_defaults(func=_trust)
     listing = nodes_sub.add_parser("list", help="the registry: status, last seen, region, GPUs")
+    listing_options(listing)
     listing.set_defaults(func=_list)
     test = nodes_sub.add_parser("test", help="connect to a node (verifying its key) and run the version verb")
     test.add_argument("host", help="the node's inventory name")
@@ -126,12 +128,16 @@ def _list(args: argparse.Namespace) -> int:
         return _fail(f"database unreachable: {type(exc.orig).__name__}", 3)
     finally:
         engine.dispose()
-    print(f"{'node':<20} {'status':<17} {'last seen':<25} {'region':<10} {'gpus':>4}  listed  error")
+    table = []
     for row in rows:
-        seen = row.last_seen_at.isoformat(timespec="seconds") if row.last_seen_at else "never"
+        seen = row.last_seen_at.isoformat(timespec="seconds") if row.last_seen_at else None
         listed = "yes" if row.listed and row.in_inventory else ("gone" if not row.in_inventory else "no")
+        # a node's error text is escaped in every format, so it cannot drive the terminal that shows it
         error = ascii(row.last_error)[1:-1][:60] if row.last_error else ""
-        print(f"{row.name:<20} {row.status:<17} {seen:<25} {row.region:<10} {row.gpus:>4}  {listed:<6}  {error}")
+        never = "never" if args.format == "table" else None  # people read a word, programs a null
+        table.append((row.name, row.status, seen or never, row.region, row.gpus, listed, error))
+    render(sys.stdout, Rendering.from_args(args), ("node", "status", "last seen", "region", "gpus", "listed", "error"),
+           table)
     return 0
 
 

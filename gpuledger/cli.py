@@ -9,9 +9,12 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import importlib.metadata
 import sys
 from collections.abc import Sequence
 from types import ModuleType
+
+from gpuledger import completion
 
 COMMAND_MODULES = ("ledger.cli", "collector.cli", "api.cli", "gpuledger.main")
 
@@ -27,13 +30,25 @@ def import_optional(module_name: str) -> ModuleType | None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="gpuledger", description=__doc__.splitlines()[0])
+    # plain text: --help shows descriptions verbatim, so no reST markup from docstrings
+    parser = argparse.ArgumentParser(prog="gpuledger", description="GPU-cluster accounting: money, the controller"
+                                     " that charges and enforces, and its JSON API")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}",
+                        help="print the installed version and exit")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for module_name in COMMAND_MODULES:
         module = import_optional(module_name)
         if module is not None:
             module.register(subparsers)
+    completion.register(subparsers, parser)
     return parser
+
+
+def _version() -> str:
+    try:
+        return importlib.metadata.version("gpuledger")
+    except importlib.metadata.PackageNotFoundError:  # run from a checkout that was never installed
+        return "(not installed)"
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -5,14 +5,17 @@ error (message on stderr), 3 the database is unreachable or not configured."""
 from __future__ import annotations
 
 import argparse
+import contextlib
+import io
 import os
 import sys
+import time
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from datetime import date, datetime
 from decimal import Decimal
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO, TextIO
 
 from ledger import chain
 from ledger.accounts import FUNDING_DEFAULT
@@ -23,6 +26,7 @@ from ledger.money import format_amount, parse_amount, parse_decimal
 from ledger.records import PostResult, UsageRow
 from ledger.reports import USAGE_KEYS, local_midnight
 from ledger.service import Ledger
+from ledger.tabular import Amount, Cell, Rendering, listing_options, render
 
 OK, DISCREPANCY, BAD_INPUT, UNAVAILABLE = 0, 1, 2, 3
 PER_ALIASES = {"second": Decimal(1), "minute": Decimal(60), "hour": Decimal(3600)}
@@ -48,7 +52,8 @@ def _run(action: Action) -> Callable[[argparse.Namespace], int]:
             print(f"gpuledger: {exc.message}", file=sys.stderr)
             return UNAVAILABLE
         except LedgerError as exc:
-            print(f"gpuledger: {exc.message}", file=sys.stderr)
+            # the one place the ledger's commands print an error: amounts in the currency, not micro-units
+            print(f"gpuledger: {exc.describe(ledger.config.currency)}", file=sys.stderr)
             return BAD_INPUT
         finally:
             ledger.close()
@@ -95,13 +100,10 @@ def _when(ledger: Ledger, text: str) -> datetime:
     return value if value.tzinfo else value.replace(tzinfo=ledger.config.timezone)
 
 
-def _table(rows: Sequence[Sequence[Any]], header: Sequence[str]) -> None:
-    cells = [list(map(str, header))] + [[str(c) for c in r] for r in rows]
-    widths = [max(len(r[i]) for r in cells) for i in range(len(header))]
-    for n, r in enumerate(cells):
-        print("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip())
-        if n == 0:
-            print("  ".join("-" * w for w in widths))
+def _show(lg: Ledger, a: argparse.Namespace, columns: Sequence[str], rows: Iterable[Sequence[Cell]],
+          totals: dict[str, Cell] | None = None) -> None:
+    """A listing or report in the ``--format`` asked for (options added by :func:`listing_options`)."""
+    render(sys.stdout, Rendering.from_args(a, lg.config.currency), columns, rows, totals)
 
 
 # -- actions ----------------------------------------------------------------------------------------------------
@@ -114,10 +116,10 @@ def users_add(lg: Ledger, a: argparse.Namespace) -> int:
 
 def users_list(lg: Ledger, a: argparse.Namespace) -> int:
     standing = lg.standings()
-    _table([(u.name, u.display_name, u.project or "", "yes" if u.exempt else "",
-             "" if u.credit_limit is None else format_amount(u.credit_limit),
-             format_amount(standing[u.name].available), standing[u.name].tier.value) for u in lg.list_users()],
-           ("user", "name", "project", "exempt", "credit limit", "available", "tier"))
+    _show(lg, a, ("user", "name", "project", "exempt", "credit limit", "available", "tier"),
+          [(u.name, u.display_name, u.project or "", "yes" if u.exempt else "",
+            None if u.credit_limit is None else Amount(u.credit_limit), Amount(standing[u.name].available),
+            standing[u.name].tier.value) for u in lg.list_users()])
     return OK
 
 
@@ -166,8 +168,8 @@ def projects_add(lg: Ledger, a: argparse.Namespace) -> int:
 
 
 def projects_list(lg: Ledger, a: argparse.Namespace) -> int:
-    _table([(p.name, p.display_name, format_amount(lg.balance(f"project:{p.name}").available))
-            for p in lg.list_projects()], ("project", "name", "available"))
+    _show(lg, a, ("project", "name", "available"),
+          [(p.name, p.display_name, Amount(lg.balance(f"project:{p.name}").available)) for p in lg.list_projects()])
     return OK
 
 
@@ -209,9 +211,9 @@ def reverse(lg: Ledger, a: argparse.Namespace) -> int:
 
 
 def prices_list(lg: Ledger, a: argparse.Namespace) -> int:
-    _table([(v.id, v.resource, v.model_pattern or "-", v.match, v.priority, f"{v.amount} per {v.per} {v.unit}",
-             v.valid_from.astimezone(lg.config.timezone).isoformat(), v.actor) for v in lg.list_prices()],
-           ("id", "resource", "model", "match", "priority", "price", "valid from", "by"))
+    _show(lg, a, ("id", "resource", "model", "match", "priority", "price", "valid from", "by"),
+          [(v.id, v.resource, v.model_pattern or "-", v.match, v.priority, f"{v.amount} per {v.per} {v.unit}",
+            v.valid_from.astimezone(lg.config.timezone).isoformat(), v.actor) for v in lg.list_prices()])
     return OK
 
 
@@ -234,44 +236,77 @@ def balance(lg: Ledger, a: argparse.Namespace) -> int:
 def report_statement(lg: Ledger, a: argparse.Namespace) -> int:
     s = lg.statement(a.wallet, a.start, a.end)
     tz = lg.config.timezone
-    print(f"{s.wallet}  {a.start} .. {a.end} (end exclusive, {tz.key})")
-    print(f"opening {_money(lg, s.opening)}")
-    _table([(line.entry_id, line.effective_at.astimezone(tz).isoformat(timespec="seconds"), line.kind, line.memo,
-             format_amount(line.amount), format_amount(line.running)) for line in s.lines],
-           ("entry", "when", "kind", "memo", "amount", "balance"))
-    print(f"closing {_money(lg, s.closing)}")
+    if a.format == "table":
+        print(f"{s.wallet}  {a.start} .. {a.end} (end exclusive, {tz.key})")
+    _show(lg, a, ("entry", "when", "kind", "memo", "amount", "balance"),
+          [(line.entry_id, line.effective_at.astimezone(tz).isoformat(timespec="seconds"), line.kind, line.memo,
+            Amount(line.amount), Amount(line.running)) for line in s.lines],
+          {"wallet": s.wallet, "from": a.start.isoformat(), "to": a.end.isoformat(), "opening": Amount(s.opening),
+           "closing": Amount(s.closing)})
     return OK
 
 
 def report_trial_balance(lg: Ledger, a: argparse.Namespace) -> int:
     tb = lg.trial_balance(a.at)
-    _table([(r.account, r.kind, format_amount(r.balance)) for r in tb.rows], ("account", "kind", "balance"))
-    print(f"total {format_amount(tb.total)}")
+    _show(lg, a, ("account", "kind", "balance"), [(r.account, r.kind, Amount(r.balance)) for r in tb.rows],
+          {"total": Amount(tb.total)})
     return OK if tb.total == 0 else DISCREPANCY
 
 
-def _usage_rows(rows: Sequence[UsageRow]) -> None:
-    _table([(r.key, r.unit, r.quantity, format_amount(r.amount)) for r in rows], ("key", "unit", "quantity", "charged"))
-
-
 def report_usage(lg: Ledger, a: argparse.Namespace) -> int:
-    _usage_rows(lg.usage_report(a.start, a.end, a.by))
+    rows: Sequence[UsageRow] = lg.usage_report(a.start, a.end, a.by)
+    _show(lg, a, ("key", "unit", "quantity", "charged"), [(r.key, r.unit, r.quantity, Amount(r.amount)) for r in rows])
     return OK
 
 
 def report_revenue(lg: Ledger, a: argparse.Namespace) -> int:
     rows = lg.revenue(a.start, a.end)
-    _table([(r.account, format_amount(r.amount)) for r in rows], ("account", "revenue"))
-    print(f"total {_money(lg, sum(r.amount for r in rows))}")
+    _show(lg, a, ("account", "revenue"), [(r.account, Amount(r.amount)) for r in rows],
+          {"total": Amount(sum(r.amount for r in rows))})
     return OK
 
 
+class _Progress(io.RawIOBase):
+    """An export's bytes on their way to ``sink``, counted and shown on stderr (a terminal) a few times a second;
+    the size of the whole is not known before the end, so it shows how far it got, not a percentage."""
+
+    def __init__(self, sink: BinaryIO, err: TextIO) -> None:
+        super().__init__()
+        self._sink, self._err = sink, err
+        self._bytes = self._lines = 0
+        self._shown = time.monotonic()
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, b: Any) -> int:
+        data = bytes(b)
+        self._sink.write(data)
+        self._bytes += len(data)
+        self._lines += data.count(b"\n")
+        if time.monotonic() - self._shown >= 0.2:
+            self.show()
+        return len(data)
+
+    def show(self, end: str = "") -> None:
+        self._shown = time.monotonic()
+        self._err.write(f"\rexported {self._lines} lines, {self._bytes // 1024} KiB{end}")
+        self._err.flush()
+
+
 def export(lg: Ledger, a: argparse.Namespace) -> int:
-    if a.output in (None, "-"):
-        lg.export(a.format, sys.stdout, a.start, a.end)
-    else:
-        with open(a.output, "w", encoding="utf-8") as out:
+    to_stdout = a.output in (None, "-")
+    # progress only for a person watching stderr, and never over an export that goes to that same terminal
+    if not sys.stderr.isatty() or (to_stdout and sys.stdout.isatty()):
+        with contextlib.nullcontext(sys.stdout) if to_stdout else open(a.output, "w", encoding="utf-8") as out:
             lg.export(a.format, out, a.start, a.end)
+        return OK
+    sys.stdout.flush()
+    with contextlib.nullcontext(sys.stdout.buffer) if to_stdout else open(a.output, "wb") as sink:
+        progress = _Progress(sink, sys.stderr)
+        with io.TextIOWrapper(io.BufferedWriter(progress), encoding="utf-8") as out:
+            lg.export(a.format, out, a.start, a.end)
+        progress.show(end="\n")
     return OK
 
 
@@ -285,9 +320,10 @@ def period_close(lg: Ledger, a: argparse.Namespace) -> int:
 
 def period_list(lg: Ledger, a: argparse.Namespace) -> int:
     tz = lg.config.timezone
-    _table([(c.through, c.time_zone, c.closed_before.astimezone(tz).isoformat(), c.at.astimezone(tz).isoformat(
-        timespec="seconds"), c.actor, c.reason, "-" if c.head is None else f"{c.head.seq}:{c.head.sha256}")
-        for c in lg.period_closes()], ("through", "zone", "closed before", "at", "by", "reason", "chain head"))
+    _show(lg, a, ("through", "zone", "closed before", "at", "by", "reason", "chain head"),
+          [(c.through.isoformat(), c.time_zone, c.closed_before.astimezone(tz).isoformat(),
+            c.at.astimezone(tz).isoformat(timespec="seconds"), c.actor, c.reason,
+            "-" if c.head is None else f"{c.head.seq}:{c.head.sha256}") for c in lg.period_closes()])
     return OK
 
 
@@ -332,99 +368,110 @@ def _period(parser: argparse.ArgumentParser, required: bool = True) -> None:
     parser.add_argument("--to", dest="end", type=_date, required=required, help="day after the last (exclusive)")
 
 
+USER_NAME = "the billing user's name"
+WALLET = "user:NAME, project:NAME or a user name"
+AMOUNT = "an amount in the currency, up to 6 decimals (12.50)"
+MEMO = "free text kept with the entry"
+REASON = "why, kept with the entry for the audit trail"
+
+
 def register(subparsers: Any) -> None:
     users = _group(subparsers, "users", "billing users, their wallets and Linux accounts")
     p = _command(users, "add", users_add, "add a billing user (and their wallet)")
-    p.add_argument("name")
-    p.add_argument("--display-name", default="")
-    _command(users, "list", users_list, "every user with balance and tier")
-    _command(users, "show", users_show, "one user").add_argument("name")
+    p.add_argument("name", help=USER_NAME)
+    p.add_argument("--display-name", default="", help="the person's name as reports show it")
+    listing_options(_command(users, "list", users_list, "every user with balance and tier"))
+    _command(users, "show", users_show, "one user").add_argument("name", help=USER_NAME)
     p = _command(users, "map", users_map, "map a Linux account on a node (or * for every node) to a billing user")
-    p.add_argument("node")
-    p.add_argument("linux_user")
-    p.add_argument("user")
+    p.add_argument("node", help="the node's inventory name, or * for every node")
+    p.add_argument("linux_user", help="the Linux account name on that node")
+    p.add_argument("user", help="the billing user it is charged to")
     p = _command(users, "exempt", users_exempt, "exempt a user from enforcement (usage is still charged)")
-    p.add_argument("name")
-    p.add_argument("state", choices=("on", "off"))
+    p.add_argument("name", help=USER_NAME)
+    p.add_argument("state", choices=("on", "off"), help="on exempts, off enforces again")
     p = _command(users, "credit-limit", users_credit_limit, "how far below zero a user may go before blocking")
-    p.add_argument("name")
-    p.add_argument("amount", help="an amount, or none")
+    p.add_argument("name", help=USER_NAME)
+    p.add_argument("amount", help="an amount in the currency, or none")
     p = _command(users, "project", users_project, "charge a user's usage to a project wallet (or none)")
-    p.add_argument("name")
-    p.add_argument("project")
+    p.add_argument("name", help=USER_NAME)
+    p.add_argument("project", help="the project's name, or none for the user's own wallet")
 
     projects = _group(subparsers, "projects", "project wallets several users draw on")
     p = _command(projects, "add", projects_add, "add a project (and its wallet)")
-    p.add_argument("name")
-    p.add_argument("--display-name", default="")
-    _command(projects, "list", projects_list, "every project with its balance")
+    p.add_argument("name", help="the project's name (lower case, digits, - and _)")
+    p.add_argument("--display-name", default="", help="the project's name as reports show it")
+    listing_options(_command(projects, "list", projects_list, "every project with its balance"))
 
     p = _command(subparsers, "recharge", recharge, "money paid into a wallet")
-    p.add_argument("wallet", help="user:NAME, project:NAME or a user name")
-    p.add_argument("amount")
-    p.add_argument("--memo", default="")
+    p.add_argument("wallet", help=WALLET)
+    p.add_argument("amount", help=AMOUNT)
+    p.add_argument("--memo", default="", help=MEMO)
     p.add_argument("--channel", default=FUNDING_DEFAULT, help="funding account assets:funding:CHANNEL")
     _key_option(p)
     p = _command(subparsers, "grant", grant, "money given to a wallet, optionally expiring")
-    p.add_argument("wallet")
-    p.add_argument("amount")
+    p.add_argument("wallet", help=WALLET)
+    p.add_argument("amount", help=AMOUNT)
     p.add_argument("--expires", help="date (local midnight) or ISO time")
-    p.add_argument("--memo", default="")
+    p.add_argument("--memo", default="", help=MEMO)
     _key_option(p)
     p = _command(subparsers, "expire-grants", expire_grants, "give back what is left of expired grants")
     p.add_argument("--now", help="expire as of this date or time (default: now)")
     p = _command(subparsers, "adjust", adjust, "credit (+) or debit (-) a wallet with a reason")
-    p.add_argument("wallet")
+    p.add_argument("wallet", help=WALLET)
     p.add_argument("amount", help="signed: +5 credits the wallet, -5 debits it")
-    p.add_argument("--reason", required=True)
+    p.add_argument("--reason", required=True, help=REASON)
     p.add_argument("--writeoff", action="store_true", help="book against expenses:writeoff")
     _key_option(p)
     p = _command(subparsers, "refund", refund, "give back part or all of a usage charge")
-    p.add_argument("entry_id", type=int)
-    p.add_argument("amount")
-    p.add_argument("--reason", required=True)
+    p.add_argument("entry_id", type=int, help="the usage entry's id (from a statement or export)")
+    p.add_argument("amount", help="how much of the charge to give back, in the currency")
+    p.add_argument("--reason", required=True, help=REASON)
     _key_option(p)
     p = _command(subparsers, "reverse", reverse, "reverse an entry in full (once)")
-    p.add_argument("entry_id", type=int)
-    p.add_argument("--reason", required=True)
+    p.add_argument("entry_id", type=int, help="the entry's id (from a statement or export)")
+    p.add_argument("--reason", required=True, help=REASON)
     _key_option(p)
 
     prices = _group(subparsers, "prices", "the dated price book")
-    _command(prices, "list", prices_list, "every price version")
+    listing_options(_command(prices, "list", prices_list, "every price version"))
     p = _command(prices, "add", prices_add, "add a price version (never edits an old one)")
-    p.add_argument("resource", choices=("gpu", "cpu", "memory"))
+    p.add_argument("resource", choices=("gpu", "cpu", "memory"), help="what the price is for")
     p.add_argument("amount", help="currency per --per units")
     p.add_argument("--per", default="second", help="units the amount buys: a number, second, minute or hour")
     p.add_argument("--model", help="GPU model name or glob pattern")
-    p.add_argument("--match", choices=("exact", "glob"), default="exact")
-    p.add_argument("--priority", type=int, default=0)
+    p.add_argument("--match", choices=("exact", "glob"), default="exact", help="how --model is compared")
+    p.add_argument("--priority", type=int, default=0, help="the higher wins when several versions match")
     p.add_argument("--valid-from", help="date or ISO time (default: now)")
-    p.add_argument("--memo", default="")
+    p.add_argument("--memo", default="", help=MEMO)
 
-    _command(subparsers, "balance", balance, "what a wallet holds, and its tier").add_argument("wallet")
+    _command(subparsers, "balance", balance, "what a wallet holds, and its tier").add_argument("wallet", help=WALLET)
 
     report = _group(subparsers, "report", "statements and reports (periods in GPULEDGER_TIMEZONE)")
     p = _command(report, "statement", report_statement, "a wallet's opening, entries and closing for a period")
-    p.add_argument("wallet")
+    p.add_argument("wallet", help=WALLET)
     _period(p)
+    listing_options(p)
     p = _command(report, "trial-balance", report_trial_balance, "every account's balance (sums to zero)")
     p.add_argument("--at", type=_date, help="as at the start of this local day (default: now)")
+    listing_options(p)
     p = _command(report, "usage", report_usage, "usage and charges for a period")
     _period(p)
-    p.add_argument("--by", choices=sorted(USAGE_KEYS), default="user")
+    p.add_argument("--by", choices=sorted(USAGE_KEYS), default="user", help="one row per this (default: user)")
+    listing_options(p)
     p = _command(report, "revenue", report_revenue, "revenue per resource for a period")
     _period(p)
+    listing_options(p)
 
     p = _command(subparsers, "export", export, "CSV, hledger journal or Beancount file, streamed")
-    p.add_argument("format", choices=sorted(EXPORTERS))
+    p.add_argument("format", choices=sorted(EXPORTERS), help="what the file is for")
     _period(p, required=False)
     p.add_argument("-o", "--output", help="file (default: standard output)")
 
     period = _group(subparsers, "period", "period close: closed periods never change")
     p = _command(period, "close", period_close, "close every day up to --through (needs GPULEDGER_ADMIN_DATABASE_URL)")
     p.add_argument("--through", type=_date, required=True, help="the last local day to close (it must be over)")
-    p.add_argument("--reason", required=True)
-    _command(period, "list", period_list, "every close, oldest first")
+    p.add_argument("--reason", required=True, help=REASON)
+    listing_options(_command(period, "list", period_list, "every close, oldest first"))
 
     audit = _group(subparsers, "audit", "checks an auditor can run")
     p = _command(audit, "verify", audit_verify, "recompute balances, entries, the hash chain and every charge")

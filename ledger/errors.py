@@ -1,5 +1,9 @@
 """Every error the ledger raises on purpose. Each carries its data, so callers (API, CLI, controller) can
-render it or act on it without parsing messages; ``code`` is stable and ``details`` is JSON-ready."""
+render it or act on it without parsing messages; ``code`` is stable and ``details`` is JSON-ready.
+
+An error about money keeps its amounts in micro-units in ``details`` and writes them into its message as
+decimal text (``-5.000000``); ``describe(currency)`` is the message with the currency after each amount,
+what a person should read. Both come from the one ``template``, so they cannot drift apart."""
 
 from __future__ import annotations
 
@@ -10,11 +14,21 @@ class LedgerError(Exception):
     """Base class: ``code`` names the error, ``details`` holds the data behind the message."""
 
     code = "ledger_error"
+    # For money errors: the message with ``{name}`` for each of ``details``; those named in ``amounts`` are
+    # micro-units, written as money.
+    template = ""
+    amounts: tuple[str, ...] = ()
 
     def __init__(self, message: str, **details: Any) -> None:
         super().__init__(message)
         self.message = message
         self.details = details
+
+    def describe(self, currency: str) -> str:
+        """The message for a person: amounts in ``currency`` (``-5.000000 CNY``), never in micro-units."""
+        if not self.template:
+            return self.message
+        return _fill(self.template, self.amounts, self.details, f" {currency}")
 
     def __repr__(self) -> str:
         args = ", ".join(f"{k}={v!r}" for k, v in self.details.items())
@@ -40,11 +54,25 @@ class MalformedAmount(LedgerError):
         super().__init__(f"malformed amount {text!r}: {reason}", text=text, reason=reason)
 
 
-class NonPositiveAmount(LedgerError):
+def _fill(template: str, amounts: tuple[str, ...], details: dict[str, Any], suffix: str) -> str:
+    # money imports this module (MalformedAmount), so its one formatter is imported when an error is rendered
+    from ledger.money import format_amount
+
+    return template.format(**{k: f"{format_amount(v)}{suffix}" if k in amounts else v for k, v in details.items()})
+
+
+class _MoneyError(LedgerError):
+    def __init__(self, **details: Any) -> None:
+        super().__init__(_fill(self.template, self.amounts, details, ""), **details)
+
+
+class NonPositiveAmount(_MoneyError):
     code = "non_positive_amount"
+    template = "amount must be positive, got {amount}"
+    amounts = ("amount",)
 
     def __init__(self, amount: int) -> None:
-        super().__init__(f"amount must be positive, got {amount} micro-units", amount=amount)
+        super().__init__(amount=amount)
 
 
 class InvalidName(LedgerError):
@@ -157,26 +185,22 @@ class NotRefundable(LedgerError):
                          kind=kind)
 
 
-class RefundExceedsCharge(LedgerError):
+class RefundExceedsCharge(_MoneyError):
     code = "refund_exceeds_charge"
+    template = "entry {entry_id}: refund of {asked} exceeds the {refundable} still refundable"
+    amounts = ("asked", "refundable")
 
     def __init__(self, entry_id: int, refundable: int, asked: int) -> None:
-        super().__init__(
-            f"entry {entry_id}: refund of {asked} micro-units exceeds the {refundable} still refundable",
-            entry_id=entry_id,
-            refundable=refundable,
-            asked=asked,
-        )
+        super().__init__(entry_id=entry_id, refundable=refundable, asked=asked)
 
 
-class InsufficientFunds(LedgerError):
+class InsufficientFunds(_MoneyError):
     code = "insufficient_funds"
+    template = "{account}: {asked} asked, {available} available"
+    amounts = ("asked", "available")
 
     def __init__(self, account: str, available: int, asked: int) -> None:
-        super().__init__(
-            f"{account}: {asked} micro-units asked, {available} available", account=account, available=available,
-            asked=asked,
-        )
+        super().__init__(account=account, available=available, asked=asked)
 
 
 class LedgerUnavailable(LedgerError):

@@ -3,18 +3,23 @@ on the local node and the API beside it; Ctrl-C stops everything cleanly; a seco
 
 from __future__ import annotations
 
+import argparse
+import importlib.metadata
 import json
 import os
+import shlex
 import signal
 import socket
 import subprocess
 import sys
 import time
 import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from gpuledger.cli import build_parser, main
 from gpuledger.main import migration_chains
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -77,3 +82,71 @@ def test_db_upgrade_without_a_database_names_the_key() -> None:
                             capture_output=True, text=True, timeout=60, check=False)
     assert result.returncode == 3
     assert "GPULEDGER_ADMIN_DATABASE_URL" in result.stderr
+
+
+def _walk(parser: argparse.ArgumentParser, path: str) -> Iterator[tuple[str, argparse.ArgumentParser]]:
+    yield path, parser
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for name, sub in action.choices.items():
+                yield from _walk(sub, f"{path} {name}")
+
+
+def test_every_command_positional_and_option_has_help_without_rest_markup() -> None:
+    missing, markup = [], []
+    for path, parser in _walk(build_parser(), "gpuledger"):
+        for action in parser._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                helped = {choice.dest for choice in action._choices_actions if choice.help}
+                missing += [f"{path} {name}" for name in action.choices if name not in helped]
+            elif not action.help or action.help == argparse.SUPPRESS:
+                missing.append(f"{path} {'/'.join(action.option_strings) or action.dest}")
+        if "``" in parser.format_help() or ":func:" in parser.format_help():
+            markup.append(path)
+    assert not missing, missing
+    assert not markup, markup
+
+
+def test_version_is_the_installed_distribution(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exit_:
+        main(["--version"])
+    assert exit_.value.code == 0
+    assert capsys.readouterr().out.strip() == f"gpuledger {importlib.metadata.version('gpuledger')}"
+
+
+def _complete(script: str, *words: str) -> list[str]:
+    """What bash offers after ``words`` (the last one being completed) with the script loaded."""
+    line = " ".join(shlex.quote(w) for w in words)
+    probe = f"""{script}
+complete -p gpuledger
+COMP_WORDS=(gpuledger {line}); COMP_CWORD={len(words)}
+_gpuledger
+printf '%s\\n' "${{COMPREPLY[@]}}"
+"""
+    result = subprocess.run(["bash", "--norc", "--noprofile", "-c", probe], capture_output=True, text=True,
+                            timeout=30, check=True)
+    first, *offered = result.stdout.splitlines()
+    assert first == "complete -F _gpuledger gpuledger"
+    return offered
+
+
+def test_bash_completion_is_generated_from_the_parser(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["completion", "bash"]) == 0
+    script = capsys.readouterr().out
+    assert set(_complete(script, "")) >= {"users", "report", "nodes", "api", "completion", "--version"}
+    assert _complete(script, "rep") == ["report"]
+    assert _complete(script, "report", "t") == ["trial-balance"]
+    assert _complete(script, "users", "list", "--no-header", "--format", "") == ["table", "csv", "json"]
+    assert _complete(script, "--actor", "x", "users", "l") == ["list"]  # options between commands are passed over
+    assert _complete(script, "nodes", "list", "--f") == ["--format"]
+
+
+def test_zsh_completion_is_the_bash_table_through_bashcompinit(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["completion", "zsh"]) == 0
+    zsh = capsys.readouterr().out
+    assert main(["completion", "bash"]) == 0
+    bash = capsys.readouterr().out
+    first, rest = zsh.split("\n", 1)
+    assert first == "autoload -U +X bashcompinit && bashcompinit"
+    assert rest == bash.replace("# bash completion", "# zsh completion").replace(
+        "completion bash`", "completion zsh`")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -74,5 +75,11 @@ def test_list_shows_the_registry(monkeypatch: pytest.MonkeyPatch, database: Data
     out = capsys.readouterr().out
     assert "gpu01" in out and "failed" in out and "east" in out
     assert "\x1b" not in out and "boom\\x1b[31m" in out  # a node's error text cannot drive the terminal
+    assert main(["nodes", "list", "--format", "json"]) == 0
+    (node,) = json.loads(capsys.readouterr().out)
+    assert node == {"node": "gpu01", "status": "failed", "last_seen": None, "region": "east", "gpus": 0,
+                    "listed": "yes", "error": "boom\\x1b[31m"}
+    assert main(["nodes", "list", "--format", "csv", "--no-header"]) == 0
+    assert capsys.readouterr().out.startswith("gpu01,failed,,east,0,yes,")
     monkeypatch.setenv("GPULEDGER_DATABASE_URL", "postgresql+psycopg://nobody@127.0.0.1:1/none")
     assert main(["nodes", "list"]) == 3
