@@ -144,7 +144,7 @@ def _endpoint(op: Operation, svc: Services) -> Any:
         except LedgerError as exc:
             if isinstance(exc, LedgerUnavailable):
                 log.warning("request %s %s: %s (request id %s)", op.method, op.path, exc.message, request_id)
-            response = _error(from_ledger(exc), request_id)
+            response = _error(from_ledger(exc, svc.ledger.config.currency), request_id)
         except Exception:
             log.exception("request %s %s failed (request id %s)", op.method, op.path, request_id)
             response = _error(ApiError(500, "internal_error", "internal error; see the server log"), request_id)

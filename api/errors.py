@@ -57,10 +57,13 @@ class ApiError(Exception):
                           "request_id": request_id}}
 
 
-def from_ledger(exc: LedgerError) -> ApiError:
+def from_ledger(exc: LedgerError, currency: str | None = None) -> ApiError:
+    """The ledger's error as an API error; with ``currency``, amounts in the message are in it (``details``
+    keep the exact micro-units for programs)."""
     if isinstance(exc, LedgerUnavailable):
         return unavailable()
-    return ApiError(_LEDGER_STATUS.get(exc.code, 409), exc.code, exc.message, _jsonable(exc.details))
+    message = exc.message if currency is None else exc.describe(currency)
+    return ApiError(_LEDGER_STATUS.get(exc.code, 409), exc.code, message, _jsonable(exc.details))
 
 
 def _jsonable(details: dict[str, Any]) -> dict[str, Any]:

@@ -62,6 +62,10 @@ def test_refund_and_reverse_once(client: httpx.Client, issued: Tokens, ledger: L
     assert _available(client, issued.admin) == "-5.000000"
     too_much = _post(client, issued.admin, f"/v1/entries/{entry_id}/refund", "refund-2", {"amount": "9", "reason": "x"})
     assert too_much.status_code == 409 and too_much.json()["error"]["code"] == "refund_exceeds_charge"
+    # A person reads the amounts in the currency; a program gets the exact micro-units in the details.
+    error = too_much.json()["error"]
+    assert error["message"] == f"entry {entry_id}: refund of 9.000000 CNY exceeds the 5.000000 CNY still refundable"
+    assert (error["details"]["asked"], error["details"]["refundable"]) == (9_000_000, 5_000_000)
     recharge = _post(client, issued.admin, "/v1/wallets/alice/recharge", "r-1", {"amount": "20"}).json()["entry"]["id"]
     for _ in range(2):
         r = _post(client, issued.admin, f"/v1/entries/{recharge}/reverse", "rev-1", {"reason": "mistake"})
