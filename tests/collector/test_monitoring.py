@@ -13,6 +13,7 @@ import jsonschema
 import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 
+from api.metrics import ApiMetrics
 from collector.metrics import Metrics
 from collector.types import Node, Outcome, TickSummary
 from tests.collector.samples import GPU0, proc, sample
@@ -69,8 +70,15 @@ def _exposed() -> str:
     return generate_latest(registry).decode()
 
 
+def _api_exposed() -> str:
+    metrics = ApiMetrics()
+    metrics.observe("balance", 200, 0.01)
+    return generate_latest(metrics.registry).decode()
+
+
 def test_every_metric_the_rules_and_dashboard_use_is_exported() -> None:
-    exposed = {line.split("{")[0].split(" ")[0] for line in _exposed().splitlines() if line and not line[0] == "#"}
+    exposition = _exposed() + _api_exposed()
+    exposed = {line.split("{")[0].split(" ")[0] for line in exposition.splitlines() if line and not line[0] == "#"}
     used = set(re.findall(r"gpuledger_[a-z_]+", (MONITORING / "alerts.yml").read_text() + " ".join(_dashboard_exprs())))
     assert used - exposed == set()
 
