@@ -175,7 +175,8 @@ async def serve(runtime: Runtime, report: Callable[[TickSummary | None, str], No
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, stop.set)
     if runtime.config.metrics_port:
-        start_http_server(runtime.config.metrics_port, addr="127.0.0.1", registry=runtime.registry)
+        start_http_server(runtime.config.metrics_port, addr=runtime.config.metrics_address,
+                          registry=runtime.registry)
     def counted(summary: TickSummary | None, note: str) -> None:
         report(summary, note)
         if ticks is not None and tick_loop.ticks >= ticks:

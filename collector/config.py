@@ -6,6 +6,7 @@ Secrets (the database URL, the SMTP password, the webhook URL, which often embed
 
 from __future__ import annotations
 
+import ipaddress
 import shlex
 import sys
 from collections.abc import Mapping
@@ -63,6 +64,8 @@ class ControllerConfig:
     user_email_template: str | None = None
     recharge_hint: str = "Ask your lab's gpuledger admin to recharge."
     metrics_port: int | None = None
+    # Loopback unless set: a central Prometheus needs the host's address (or "::"/"0.0.0.0" for all of them).
+    metrics_address: str = "127.0.0.1"
     anchor_file: Path | None = None
 
     @classmethod
@@ -123,6 +126,7 @@ class ControllerConfig:
             user_email_template=template,
             recharge_hint=env.text("RECHARGE_HINT", cls.recharge_hint),
             metrics_port=env.integer("METRICS_PORT", None, minimum=1, maximum=65535),
+            metrics_address=env.get("METRICS_ADDRESS", _ip_literal, cls.metrics_address),
             anchor_file=env.get("ANCHOR_FILE", _optional_path, _state_file(environ, "chain-anchors")),
         )
 
@@ -135,6 +139,11 @@ def _state_file(environ: Mapping[str, str], name: str) -> Path | None:
     """``name`` in the service's state directory (systemd's StateDirectory= sets STATE_DIRECTORY), else None."""
     state = environ.get("STATE_DIRECTORY", "").split(":")[0]
     return Path(state) / name if state else None
+
+
+def _ip_literal(text: str) -> str:
+    """An IP address, not a name: a name resolving to several addresses would make the listener a guess."""
+    return str(ipaddress.ip_address(text.strip()))
 
 
 def _positive_float(text: str) -> float:

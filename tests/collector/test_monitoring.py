@@ -6,16 +6,27 @@ import json
 import re
 import shutil
 import subprocess
+import time
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
+import httpx
 import jsonschema
 import pytest
+import yaml
 from prometheus_client import CollectorRegistry, generate_latest
 
+from api.config import ApiConfig
 from api.metrics import ApiMetrics
+from collector.config import ControllerConfig
 from collector.metrics import Metrics
 from collector.types import Node, Outcome, TickSummary
+from ledger.errors import ConfigError
+from tests.api.live import api_process, free_port
+from tests.collector.conftest import Database
+from tests.collector.harness import SimNode
+from tests.collector.processes import controller_env, start_controller, write_inventory
 from tests.collector.samples import GPU0, proc, sample
 
 MONITORING = Path(__file__).resolve().parents[2] / "collector" / "monitoring"
@@ -105,3 +116,99 @@ def test_a_user_who_let_go_of_a_gpu_leaves_its_memory_metric_at_the_next_tick() 
     assert 'gpuledger_node_up{node="gpu01"} 1.0' in text
     metrics.observe_tick(summary, [(node, Outcome.UNREACHABLE, None)])
     assert 'gpuledger_node_up{node="gpu01"} 0.0' in generate_latest(registry).decode()
+
+
+@pytest.mark.parametrize("address", ["0.0.0.0", "::", "10.1.2.3"])
+def test_the_metrics_addresses_take_an_ip_literal(address: str) -> None:
+    base = {"GPULEDGER_DATABASE_URL": "postgresql+psycopg://x@/y", "GPULEDGER_INVENTORY": "/nonexistent"}
+    assert ControllerConfig.from_env(base).metrics_address == "127.0.0.1"
+    assert ControllerConfig.from_env({**base, "GPULEDGER_METRICS_ADDRESS": f" {address} "}).metrics_address == address
+    assert ApiConfig.from_env({}).metrics_address == "127.0.0.1" and ApiConfig.from_env({}).metrics_port is None
+    assert ApiConfig.from_env({"GPULEDGER_API_METRICS_ADDRESS": address}).metrics_address == address
+
+
+@pytest.mark.parametrize("address", ["localhost", "ctl1.lab.example", "127.0.0.1:9470", "*", ""])
+def test_the_metrics_addresses_refuse_names_and_ports(address: str) -> None:
+    base = {"GPULEDGER_DATABASE_URL": "postgresql+psycopg://x@/y", "GPULEDGER_INVENTORY": "/nonexistent"}
+    with pytest.raises(ConfigError) as controller:
+        ControllerConfig.from_env({**base, "GPULEDGER_METRICS_ADDRESS": address})
+    assert controller.value.key == "GPULEDGER_METRICS_ADDRESS"
+    with pytest.raises(ConfigError) as api:
+        ApiConfig.from_env({"GPULEDGER_API_METRICS_ADDRESS": address})
+    assert api.value.key == "GPULEDGER_API_METRICS_ADDRESS"
+
+
+def _prometheus(port: int, query: str) -> list[dict[str, object]]:
+    answer = httpx.get(f"http://127.0.0.1:{port}/api/v1/query", params={"query": query}, timeout=5).json()
+    assert answer["status"] == "success", answer
+    return answer["data"]["result"]  # type: ignore[no-any-return]
+
+
+def _eventually(predicate: Callable[[], bool], what: Callable[[], str], timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, what()
+        time.sleep(0.2)
+
+
+def _rule_expr(name: str) -> str:
+    rules = [r for g in yaml.safe_load((MONITORING / "alerts.yml").read_text())["groups"] for r in g["rules"]]
+    return next(str(r["expr"]) for r in rules if r.get("alert") == name)
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(shutil.which("prometheus") is None, reason="prometheus (Debian: prometheus) missing")
+def test_prometheus_scrapes_the_controller_and_the_api_and_sees_the_controller_go_down(
+        api_database: Database, tmp_path: Path) -> None:
+    """The shipped rules under a real Prometheus, scraping a running controller and API on the addresses the
+    runbook's scrape config names; the down rule's expression is queried, not waited `for:`."""
+    node = SimNode("m1", tmp_path / "m1")
+    env = {**controller_env(api_database.app_url, write_inventory(tmp_path / "hosts.ini", ["m1"]), node),
+           "GPULEDGER_METRICS_ADDRESS": "127.0.0.1", "GPULEDGER_METRICS_PORT": str(controller_port := free_port())}
+    api_port, web_port = free_port(), free_port()
+    (tmp_path / "prometheus.yml").write_text(json.dumps({
+        "global": {"scrape_interval": "1s", "scrape_timeout": "1s", "evaluation_interval": "1s"},
+        "rule_files": [str(MONITORING / "alerts.yml")],
+        "scrape_configs": [
+            {"job_name": "gpuledger-controller", "static_configs": [{"targets": [f"127.0.0.1:{controller_port}"]}]},
+            {"job_name": "gpuledger-api", "static_configs": [{"targets": [f"127.0.0.1:{api_port}"]}]},
+        ],
+    }))
+    controller = start_controller(env, tmp_path / "controller.log")
+    with open(tmp_path / "prometheus.log", "wb") as log:
+        prometheus = subprocess.Popen(
+            ["prometheus", f"--config.file={tmp_path / 'prometheus.yml'}", f"--storage.tsdb.path={tmp_path / 'tsdb'}",
+             f"--web.listen-address=127.0.0.1:{web_port}"], stdout=log, stderr=subprocess.STDOUT)
+    try:
+        with api_process(api_database.app_url, tmp_path / "api.log", metrics_address="127.0.0.1",
+                         metrics_port=str(api_port)):
+            def up(job: str) -> bool:
+                try:
+                    return [r["value"][1] for r in _prometheus(web_port, f'up{{job="{job}"}}')] == ["1"]  # type: ignore[index]
+                except httpx.TransportError:
+                    return False
+            def logs() -> str:
+                return "".join((tmp_path / f"{name}.log").read_text()[-2000:] for name in ("prometheus", "controller",
+                                                                                            "api"))
+            _eventually(lambda: up("gpuledger-controller") and up("gpuledger-api"), logs)
+            assert _prometheus(web_port, 'gpuledger_tick_budget_seconds{job="gpuledger-controller"}')
+            assert _prometheus(web_port, 'gpuledger_api_requests_total{job="gpuledger-api",operation="healthz"}')
+            for alert in ("GpuledgerControllerDown", "GpuledgerControllerAbsent", "GpuledgerApiDown",
+                          "GpuledgerApiAbsent"):
+                assert _prometheus(web_port, _rule_expr(alert)) == [], alert
+            controller.terminate()
+            assert controller.wait(30) == 0
+            down = _rule_expr("GpuledgerControllerDown")
+            _eventually(lambda: bool(_prometheus(web_port, down)), lambda: "the down rule never held\n" + logs())
+            [series] = _prometheus(web_port, down)
+            assert series["metric"] == {"__name__": "up", "job": "gpuledger-controller",
+                                        "instance": f"127.0.0.1:{controller_port}"}
+            assert _prometheus(web_port, _rule_expr("GpuledgerApiDown")) == []
+            _eventually(lambda: bool(_prometheus(
+                web_port, 'ALERTS{alertname="GpuledgerControllerDown",alertstate="pending"}')),
+                lambda: "Prometheus never took the alert to pending\n" + logs())
+    finally:
+        for process in (controller, prometheus):
+            if process.poll() is None:
+                process.terminate()
+                process.wait(30)
