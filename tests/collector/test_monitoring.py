@@ -49,7 +49,12 @@ def _dashboard() -> dict[str, object]:
 
 
 def _dashboard_exprs() -> list[str]:
-    return [t["expr"] for p in _dashboard()["panels"] for t in p["targets"]]  # type: ignore[attr-defined]
+    return [t["expr"] for p in _dashboard()["panels"] for t in p.get("targets", ())]  # type: ignore[attr-defined]
+
+
+# The unit ids the dashboard may use: Grafana's built-in ones (packages/grafana-data/src/valueFormats/categories.ts),
+# the few that fit these metrics. Grafana shows an unknown id (e.g. "currency") as a bare number with that suffix.
+GRAFANA_UNITS = {"s", "short", "percent", "percentunit", "celsius", "watt", "bytes", "reqps", "bool_yes_no"}
 
 
 def test_dashboard_matches_the_grafana_schema() -> None:
@@ -58,6 +63,25 @@ def test_dashboard_matches_the_grafana_schema() -> None:
     jsonschema.validate(_dashboard(), schema, cls=jsonschema.Draft202012Validator)
     ids = [p["id"] for p in _dashboard()["panels"]]  # type: ignore[attr-defined]
     assert len(ids) == len(set(ids))
+
+
+def test_dashboard_panels_use_grafana_units_legends_and_the_node_and_model_variables() -> None:
+    dashboard = _dashboard()
+    variables = {v["name"]: v for v in dashboard["templating"]["list"]}  # type: ignore[index]
+    assert {"node", "model"} <= variables.keys() and all(variables[v]["multi"] for v in ("node", "model"))
+    panels = [p for p in dashboard["panels"] if p["type"] != "row"]  # type: ignore[attr-defined]
+    assert {p["fieldConfig"]["defaults"]["unit"] for p in panels} <= GRAFANA_UNITS
+    for panel in panels:
+        for target in panel["targets"]:
+            assert target["legendFormat"], panel["title"]
+            expr = target["expr"]
+            if "gpuledger_gpu_" in expr:
+                assert 'node=~"$node"' in expr, panel["title"]
+            if re.search(r"gpuledger_gpu_(?!user)", expr):
+                assert 'model=~"$model"' in expr, panel["title"]
+    rows = [p["title"] for p in dashboard["panels"] if p["type"] == "row"]  # type: ignore[attr-defined]
+    assert rows == ["API"]
+    assert any("gpuledger_api_request_seconds_bucket" in e for e in _dashboard_exprs())
 
 
 @needs_promtool
