@@ -16,13 +16,18 @@ import jsonschema
 import pytest
 import yaml
 from prometheus_client import CollectorRegistry, generate_latest
+from sqlalchemy import NullPool, create_engine
 
 from api.config import ApiConfig
 from api.metrics import ApiMetrics
-from collector.config import ControllerConfig
-from collector.metrics import Metrics
+from collector.config import METRICS_WALLETS_MAX, ControllerConfig
+from collector.metrics import Metrics, WalletBalances
 from collector.types import Node, Outcome, TickSummary
+from ledger.config import LedgerConfig
+from ledger.environ import Secret
 from ledger.errors import ConfigError
+from ledger.money import MICRO
+from ledger.service import Ledger
 from tests.api.live import api_process, free_port
 from tests.collector.conftest import Database
 from tests.collector.harness import SimNode
@@ -96,6 +101,7 @@ def test_dashboard_queries_are_valid_promql(tmp_path: Path) -> None:
 def _exposed() -> str:
     registry = CollectorRegistry()
     metrics = Metrics(registry)
+    registry.register(WalletBalances(lambda wallet: 1, ("project:vision",)))
     summary = TickSummary(1, datetime.now(UTC), 1.0, {"ok": 1}, 1, 10, 1, 0, False, True, True, False)
     gpu_sample = sample(60, processes=(proc(500, 1001, 1, 1, user='eve"\n{x}'),), gpu_processes=((GPU0, 500, 1 << 30),))
     metrics.observe_tick(summary, [(Node("gpu01", "10.0.0.1"), Outcome.OK, gpu_sample)])
@@ -236,3 +242,34 @@ def test_prometheus_scrapes_the_controller_and_the_api_and_sees_the_controller_g
             if process.poll() is None:
                 process.terminate()
                 process.wait(30)
+
+
+def test_allow_listed_wallets_get_a_balance_series_read_at_scrape_time(database: Database) -> None:
+    engine = create_engine(database.app_url, poolclass=NullPool)
+    ledger = Ledger(engine, LedgerConfig(database_url=Secret(database.app_url)))
+    try:
+        ledger.add_user("alice", actor="test")
+        ledger.add_project("vision", actor="test")
+        ledger.recharge("user:alice", 5 * MICRO, idem_key="m-1", actor="test")
+        registry = CollectorRegistry()
+        registry.register(WalletBalances(lambda wallet: ledger.balance(wallet).available,
+                                         ("user:alice", "project:vision", "user:ghost")))
+        text = generate_latest(registry).decode()
+        assert 'gpuledger_wallet_balance_micro{wallet="user:alice"} 5e+06' in text
+        assert 'gpuledger_wallet_balance_micro{wallet="project:vision"} 0.0' in text
+        assert "ghost" not in text and "gpuledger_wallet_balance_errors 1.0" in text
+        ledger.recharge("project:vision", 2 * MICRO, idem_key="m-2", actor="test")
+        assert 'gpuledger_wallet_balance_micro{wallet="project:vision"} 2e+06' in generate_latest(registry).decode()
+    finally:
+        engine.dispose()
+
+
+def test_the_wallet_allow_list_is_bounded_and_names_wallets() -> None:
+    base = {"GPULEDGER_DATABASE_URL": "postgresql+psycopg://x@/y", "GPULEDGER_INVENTORY": "/nonexistent"}
+    assert ControllerConfig.from_env(base).metrics_wallets == ()
+    listed = ControllerConfig.from_env({**base, "GPULEDGER_METRICS_WALLETS": "project:vision, user:alice,user:alice"})
+    assert listed.metrics_wallets == ("project:vision", "user:alice")
+    for bad in ("alice", "team:x", "user:", ",".join(f"user:u{n}" for n in range(METRICS_WALLETS_MAX + 1))):
+        with pytest.raises(ConfigError) as error:
+            ControllerConfig.from_env({**base, "GPULEDGER_METRICS_WALLETS": bad})
+        assert error.value.key == "GPULEDGER_METRICS_WALLETS"
