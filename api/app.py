@@ -19,6 +19,7 @@ from typing import Any
 
 from anyio import CapacityLimiter, to_thread
 from jsonschema import Draft202012Validator
+from prometheus_client import start_http_server
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
@@ -78,9 +79,18 @@ def create_app(ledger: Ledger, config: ApiConfig | None = None, *, close_ledger:
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        yield
-        if close_ledger:
-            ledger.close()
+        metrics_server = None
+        if config.metrics_port:
+            metrics_server, _ = start_http_server(config.metrics_port, addr=config.metrics_address,
+                                                  registry=svc.metrics.registry)
+        try:
+            yield
+        finally:
+            if metrics_server is not None:
+                metrics_server.shutdown()
+                metrics_server.server_close()
+            if close_ledger:
+                ledger.close()
 
     async def not_routed(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, HTTPException)

@@ -41,6 +41,10 @@ class ApiConfig:
     # that is closed again on return, and under CPU contention those extra threads and connections turned a
     # backlog into second-long tails. Requests beyond it wait on the event loop, which costs nothing.
     db_threads: int = 5
+    # A listener of its own for /metrics (as the controller's GPULEDGER_METRICS_*), so a central Prometheus can
+    # scrape it while the API itself stays on loopback behind its proxy; no port: none (the API's /metrics stays).
+    metrics_port: int | None = None
+    metrics_address: str = "127.0.0.1"
     max_page: int = 500
     max_report_days: int = 366
     max_export_days: int = 366
@@ -73,10 +77,17 @@ class ApiConfig:
                                                     defaults.idle_in_transaction_seconds, maximum=86_400),
             token_cache_seconds=env.integer("TOKEN_CACHE_SECONDS", defaults.token_cache_seconds, maximum=300),
             db_threads=env.integer("DB_THREADS", defaults.db_threads, minimum=1, maximum=64),
+            metrics_port=env.integer("METRICS_PORT", None, minimum=1, maximum=65535),
+            metrics_address=env.get("METRICS_ADDRESS", _ip_literal, defaults.metrics_address),
             max_page=env.integer("MAX_PAGE", defaults.max_page, minimum=1, maximum=10_000),
             max_report_days=env.integer("MAX_REPORT_DAYS", defaults.max_report_days, minimum=1, maximum=3660),
             max_export_days=env.integer("MAX_EXPORT_DAYS", defaults.max_export_days, minimum=1, maximum=3660),
         )
+
+
+def _ip_literal(text: str) -> str:
+    """An IP address, not a name (a name resolving to several addresses would make the listener a guess)."""
+    return str(ipaddress.ip_address(text.strip()))
 
 
 def _addresses(key: str, items: tuple[str, ...]) -> tuple[str, ...]:

@@ -25,7 +25,7 @@ from collector.charging.deltas import UsageSettings
 from collector.charging.posting import Charger
 from collector.config import ControllerConfig
 from collector.enforcing.notices import Notifier
-from collector.metrics import Metrics
+from collector.metrics import Metrics, WalletBalances
 from collector.nodes.conntest import ConnectionTests
 from collector.nodes.inventory import load_inventory
 from collector.nodes.lease import Lease
@@ -76,6 +76,9 @@ class Runtime:
         self.ledger = Ledger(self.engine, self.ledger_config)
         self.metrics = Metrics(self.registry)
         self.metrics.tick_budget.set(self.config.tick_budget_s)
+        if self.config.metrics_wallets:
+            self.registry.register(WalletBalances(lambda wallet: self.ledger.balance(wallet).available,
+                                                  self.config.metrics_wallets))
         self.inventory = InventoryFile(self.config.inventory)
         self._local = LocalTransport(self.config.local_node_command)
         self._ssh: SshTransport | None = None
@@ -175,7 +178,8 @@ async def serve(runtime: Runtime, report: Callable[[TickSummary | None, str], No
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, stop.set)
     if runtime.config.metrics_port:
-        start_http_server(runtime.config.metrics_port, addr="127.0.0.1", registry=runtime.registry)
+        start_http_server(runtime.config.metrics_port, addr=runtime.config.metrics_address,
+                          registry=runtime.registry)
     def counted(summary: TickSummary | None, note: str) -> None:
         report(summary, note)
         if ticks is not None and tick_loop.ticks >= ticks:

@@ -6,6 +6,7 @@ Secrets (the database URL, the SMTP password, the webhook URL, which often embed
 
 from __future__ import annotations
 
+import ipaddress
 import shlex
 import sys
 from collections.abc import Mapping
@@ -63,6 +64,11 @@ class ControllerConfig:
     user_email_template: str | None = None
     recharge_hint: str = "Ask your lab's gpuledger admin to recharge."
     metrics_port: int | None = None
+    # Loopback unless set: a central Prometheus needs the host's address (or "::"/"0.0.0.0" for all of them).
+    metrics_address: str = "127.0.0.1"
+    # Wallets (user:NAME, project:NAME) whose balance the metrics carry, at most METRICS_WALLETS_MAX of them: a
+    # series a wallet, so the list is what bounds the cardinality (collector.metrics.WalletBalances says why).
+    metrics_wallets: tuple[str, ...] = ()
     anchor_file: Path | None = None
 
     @classmethod
@@ -123,6 +129,8 @@ class ControllerConfig:
             user_email_template=template,
             recharge_hint=env.text("RECHARGE_HINT", cls.recharge_hint),
             metrics_port=env.integer("METRICS_PORT", None, minimum=1, maximum=65535),
+            metrics_address=env.get("METRICS_ADDRESS", _ip_literal, cls.metrics_address),
+            metrics_wallets=_wallets(env.key("METRICS_WALLETS"), env.items("METRICS_WALLETS")),
             anchor_file=env.get("ANCHOR_FILE", _optional_path, _state_file(environ, "chain-anchors")),
         )
 
@@ -135,6 +143,24 @@ def _state_file(environ: Mapping[str, str], name: str) -> Path | None:
     """``name`` in the service's state directory (systemd's StateDirectory= sets STATE_DIRECTORY), else None."""
     state = environ.get("STATE_DIRECTORY", "").split(":")[0]
     return Path(state) / name if state else None
+
+
+def _ip_literal(text: str) -> str:
+    """An IP address, not a name: a name resolving to several addresses would make the listener a guess."""
+    return str(ipaddress.ip_address(text.strip()))
+
+
+METRICS_WALLETS_MAX = 100
+
+
+def _wallets(key: str, wallets: tuple[str, ...]) -> tuple[str, ...]:
+    if len(wallets) > METRICS_WALLETS_MAX:
+        raise ConfigError(key, f"lists {len(wallets)} wallets; at most {METRICS_WALLETS_MAX} (a series each)")
+    for wallet in wallets:
+        owner, _, name = wallet.partition(":")
+        if owner not in ("user", "project") or not name:
+            raise ConfigError(key, f"{wallet!r} is not user:NAME or project:NAME")
+    return tuple(dict.fromkeys(wallets))
 
 
 def _positive_float(text: str) -> float:

@@ -4,16 +4,22 @@ Per tick: duration, budget overruns, nodes by outcome, samples, ledger entries, 
 unaccounted time; per node: up, clock skew; per GPU (with node, GPU and model labels): utilisation,
 memory, temperature, power and how many users hold it; per (node, GPU, user): the memory a user holds.
 Remote strings only ever appear as label values, which the exposition format escapes.
+``WalletBalances`` adds, at scrape time, the balance of each wallet an admin allow-listed.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import logging
+from collections.abc import Callable, Iterator, Sequence
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.core import GaugeMetricFamily, Metric
 
 from collector.charging.samples import Sample
 from collector.types import Node, Outcome, TickSummary
+from ledger.errors import LedgerError
+
+log = logging.getLogger("gpuledger.controller")
 
 TICK_BUCKETS = (0.25, 0.5, 1, 2, 5, 10, 20, 30, 45, 60, 120)
 
@@ -119,3 +125,35 @@ class Metrics:
                     user_child = self._user_mem_children[key] = self.gpu_user_mem.labels(*key)
                 user_child.set(memory)
                 seen.add(key)
+
+
+class WalletBalances:
+    """``gpuledger_wallet_balance_micro{wallet}`` for the wallets of ``GPULEDGER_METRICS_WALLETS``, read from the
+    ledger when Prometheus scrapes (one short read a wallet), and how many of them could not be read.
+
+    An allow-list, not the top N: its series are exactly the wallets an admin chose (the shared project wallets
+    worth a graph or an alert), stable from scrape to scrape, while a top N changes members as balances move
+    (series that start and stop, alerts that flap) and needs a sort of every wallet at each scrape."""
+
+    def __init__(self, balance: Callable[[str], int], wallets: Sequence[str]) -> None:
+        self._balance = balance
+        self._wallets = tuple(wallets)
+
+    def describe(self) -> Iterator[Metric]:
+        # Names only: the registry must not read the ledger when the collector is registered.
+        yield GaugeMetricFamily("gpuledger_wallet_balance_micro", "", labels=["wallet"])
+        yield GaugeMetricFamily("gpuledger_wallet_balance_errors", "")
+
+    def collect(self) -> Iterator[Metric]:
+        balances = GaugeMetricFamily("gpuledger_wallet_balance_micro", "Available balance of an allow-listed wallet,"
+                                     " in micro-units", labels=["wallet"])
+        failed = 0
+        for wallet in self._wallets:
+            try:
+                balances.add_metric([wallet], self._balance(wallet))
+            except LedgerError as exc:  # unknown wallet or database away: no series for it, counted below
+                failed += 1
+                log.warning("wallet %s: balance not read for the metrics: %s", wallet, exc)
+        yield balances
+        yield GaugeMetricFamily("gpuledger_wallet_balance_errors", "Allow-listed wallets whose balance the last"
+                                " scrape could not read", value=failed)
