@@ -14,12 +14,9 @@ from datetime import date, timedelta
 from pathlib import Path
 
 import pytest
-from hypothesis import given, settings
-from hypothesis import strategies as st
 
 from ledger import journal
 from ledger.exports import EXPORTERS
-from ledger.exports.beancount_file import account_name
 from ledger.money import MICRO, parse_amount
 from ledger.records import UsageTick
 from ledger.service import Ledger
@@ -140,15 +137,6 @@ def test_the_export_carries_the_chain_head(busy: Ledger) -> None:
         out = io.StringIO()
         busy.export(fmt, out)
         assert marker in out.getvalue()
-
-
-@settings(max_examples=200)
-@given(st.lists(st.text(alphabet=st.characters(codec="utf-8", exclude_categories=("Cs",)), min_size=1, max_size=8),
-                min_size=2, max_size=2, unique=True))
-def test_beancount_names_are_injective(parts: list[str]) -> None:
-    a, b = (account_name(f"liabilities:wallet:{p}") for p in parts)
-    assert a != b
-    assert all(seg[0] == "U" and seg.isascii() for seg in a.split(":")[1:])
 
 
 def test_statement_matches_its_period(busy: Ledger) -> None:
