@@ -13,6 +13,7 @@ import abc
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
+from decimal import Decimal
 from typing import IO, Any, ClassVar
 from zoneinfo import ZoneInfo
 
@@ -22,6 +23,20 @@ from sqlalchemy.engine import Connection
 from ledger import chain
 from ledger.records import ChainHead
 from ledger.reports import local_midnight
+
+
+@dataclass(frozen=True)
+class Usage:
+    """What a usage charge was for: the fields people filter a charge on."""
+
+    key: str
+    user: str
+    node: str
+    resource: str
+    model: str
+    quantity: Decimal
+    unit: str
+    price_version: int | None
 
 
 @dataclass(frozen=True)
@@ -35,6 +50,44 @@ class ExportEntry:
     ref_entry_id: int | None
     usage_id: int | None
     postings: tuple[tuple[int, str, int], ...]  # (line, account code, amount)
+    usage: Usage | None
+
+    @property
+    def wallet(self) -> str | None:
+        """The wallet the entry moves money in or out of (a grant counts as its wallet), if any."""
+        for _, code, _ in self.postings:
+            if code.startswith(WALLET_PREFIX):
+                return ":".join(code.split(":")[:4])
+        return None
+
+    @property
+    def user(self) -> str | None:
+        """The billing user: the one who used the resource, else the owner of a user wallet."""
+        if self.usage is not None:
+            return self.usage.user
+        wallet = self.wallet
+        return wallet.removeprefix(USER_WALLET) if wallet and wallet.startswith(USER_WALLET) else None
+
+    @property
+    def payee(self) -> str:
+        """Who the entry is about, as people look for it: the user, else the wallet, else the entry kind."""
+        return self.user or self.wallet or self.kind
+
+    def facts(self) -> tuple[tuple[str, str], ...]:
+        """The metadata both ledger formats carry (Beancount metadata, hledger tags), in this order."""
+        facts = [("user", self.user), ("wallet", self.wallet)]
+        if self.usage is not None:
+            u = self.usage
+            facts += [("node", u.node), ("resource", u.resource), ("model", u.model or None),
+                      ("quantity", format(u.quantity, "f")), ("unit", u.unit),
+                      ("price-version", None if u.price_version is None else str(u.price_version)),
+                      ("usage-key", u.key)]
+        return tuple((name, value) for name, value in facts if value is not None)
+
+    @property
+    def link(self) -> int:
+        """The entry a correction shares its link with: the one it corrects, else itself."""
+        return self.ref_entry_id or self.id
 
 
 @dataclass(frozen=True)
@@ -43,9 +96,15 @@ class Account:
     kind: str
 
 
+WALLET_PREFIX = "liabilities:wallet:"
+USER_WALLET = WALLET_PREFIX + "user:"
+
 _ENTRIES_SQL = """
-SELECT e.id, e.effective_at, e.kind, e.idem_key, e.memo, e.ref_entry_id, e.usage_id, p.line, a.code, p.amount
+SELECT e.id, e.effective_at, e.kind, e.idem_key, e.memo, e.ref_entry_id, e.usage_id, p.line, a.code, p.amount,
+       u.idem_key AS usage_key, bu.name AS usage_user, u.node, u.resource, u.model, u.quantity, u.unit,
+       u.price_version_id
   FROM ledger.journal_entry e JOIN ledger.posting p ON p.entry_id = e.id JOIN ledger.account a ON a.id = p.account_id
+  LEFT JOIN ledger.usage u ON u.id = e.usage_id LEFT JOIN ledger.billing_user bu ON bu.id = u.user_id
  WHERE e.effective_at >= :lo AND e.effective_at < :hi
  ORDER BY e.effective_at, e.id, p.line
 """
@@ -107,8 +166,11 @@ class Exporter(abc.ABC):
 
     def _entry(self, rows: Sequence[Any]) -> ExportEntry:
         r = rows[0]
+        usage = None if r.usage_id is None else Usage(
+            r.usage_key, r.usage_user, r.node, r.resource, r.model, Decimal(r.quantity), r.unit, r.price_version_id)
         return ExportEntry(int(r.id), r.effective_at.astimezone(self.tz).date(), r.effective_at, r.kind, r.idem_key,
-                           r.memo, r.ref_entry_id, r.usage_id, tuple((x.line, x.code, int(x.amount)) for x in rows))
+                           r.memo, r.ref_entry_id, r.usage_id, tuple((x.line, x.code, int(x.amount)) for x in rows),
+                           usage)
 
     @abc.abstractmethod
     def header(self, out: IO[str], head: ChainHead | None, accounts: Sequence[Account], first_day: date) -> None:

@@ -46,10 +46,14 @@ class BeancountExporter(Exporter):
         out.write("\n")
 
     def entry(self, out: IO[str], entry: ExportEntry) -> None:
-        out.write(f"{entry.day.isoformat()} * {quoted(entry.kind)} {quoted(entry.memo)} ^E{entry.id}\n"
+        narration = f"{entry.kind}: {entry.memo}" if entry.memo else entry.kind
+        links = f"^E{entry.id}" + (f" ^E{entry.ref_entry_id}" if entry.ref_entry_id else "")
+        out.write(f"{entry.day.isoformat()} * {quoted(entry.payee)} {quoted(narration)} {links}\n"
                   f"  entry-id: {quoted(f'E{entry.id}')}\n  ik: {quoted(entry.idem_key)}\n")
         if entry.ref_entry_id:
             out.write(f"  ref: {quoted(f'E{entry.ref_entry_id}')}\n")
+        for name, value in entry.facts():
+            out.write(f"  {name}: {quoted(value)}\n")
         for _, code, amount in entry.postings:
             out.write(f"  {account_name(code)}  {self._amount(amount)}\n")
         out.write("\n")

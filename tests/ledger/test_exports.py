@@ -151,3 +151,58 @@ def test_statement_matches_its_period(busy: Ledger) -> None:
     later = busy.statement("alice", day + timedelta(days=1), date.today() + timedelta(days=2))
     assert later.opening == usage_days.lines[1].running
     assert busy.statement("alice", date(2020, 1, 1), date(2020, 2, 1)).lines == ()
+
+
+def hledger_rows(path: Path, *query: str) -> list[dict[str, str]]:
+    out = run(HLEDGER, "-f", str(path), "reg", *query, "-O", "csv")
+    assert out.returncode == 0, out.stderr
+    return list(csv.DictReader(io.StringIO(out.stdout)))
+
+
+def test_hledger_filters_entries_by_their_tags(busy: Ledger, tmp_path: Path) -> None:
+    path = tmp_path / "ledger.hledger"
+    with path.open("w") as out:
+        busy.export("hledger", out)
+    alice = hledger_rows(path, "tag:user=^alice$", "liabilities:wallet")
+    assert sorted(r["description"].split(" | ")[1] for r in alice) == ['recharge: cash  "quoted" memo'] + ["usage"] * 6
+    assert {r["description"].split(" | ")[0] for r in alice} == {"alice"}  # the payee is the user, not the kind
+    gpu_rows = hledger_rows(path, "tag:resource=gpu", "tag:node=n1", "tag:unit=gpu-second", "tag:quantity=60",
+                            "tag:price-version", "tag:usage-key=alice/0/g", "revenues")
+    assert [parse_amount(r["amount"].split()[0]) for r in gpu_rows] == [-cny("0.5")]
+    # x0day bills to the project's wallet: both are tags of the same entries
+    assert hledger_rows(path, "tag:user=^x0day$", "revenues") == hledger_rows(path, "tag:wallet=.*project:lab.1$",
+                                                                            "revenues")
+    payees = run(HLEDGER, "-f", str(path), "payees", "tag:link").stdout.split()  # entries, not the assertions
+    assert set(payees) == {"alice", "li_wei", "x0day", "x.0day", "liabilities:wallet:project:lab.1"}
+
+
+def test_a_reversal_shares_a_link_with_the_entry_it_corrects(busy: Ledger, tmp_path: Path) -> None:
+    path = tmp_path / "ledger.hledger"
+    with path.open("w") as out:
+        busy.export("hledger", out)
+    adjustment = next(r for r in hledger_rows(path, "tag:user=x.0day") if " | adjustment" in r["description"])
+    linked = hledger_rows(path, f"tag:link=^{adjustment['code']}$", "x.0day")
+    assert [r["description"].split(" | ")[1].split(":")[0] for r in linked] == ["adjustment", "reversal"]
+    assert sum(parse_amount(r["amount"].split()[0]) for r in linked) == 0
+
+
+def test_beancount_entries_carry_metadata_payees_and_links(busy: Ledger, tmp_path: Path) -> None:
+    from beancount import loader
+    from beancount.core import data
+
+    path = tmp_path / "ledger.beancount"
+    with path.open("w") as out:
+        busy.export("beancount", out)
+    entries, errors, _ = loader.load_file(str(path))
+    assert not errors
+    txns = [e for e in entries if isinstance(e, data.Transaction)]
+    alice = [e for e in txns if e.meta.get("user") == "alice"]
+    assert {e.payee for e in alice} == {"alice"} and len(alice) == 7
+    usage = [e for e in alice if e.meta.get("resource") == "gpu"]
+    assert [(e.meta["node"], e.meta["quantity"], e.meta["unit"], e.meta["wallet"]) for e in usage] == \
+        [("n1", "60", "gpu-second", "liabilities:wallet:user:alice")] * 3
+    assert all(e.meta["usage-key"] and e.meta["price-version"].isdigit() for e in usage)
+    reversal = next(e for e in txns if e.narration.startswith("reversal"))
+    original = reversal.meta["ref"]
+    together = [e for e in txns if original in e.links]
+    assert [e.narration.split(":")[0] for e in together] == ["adjustment", "reversal"]
