@@ -97,6 +97,10 @@ class Account:
 
 
 WALLET_PREFIX = "liabilities:wallet:"
+EARNINGS = "equity:earnings:previous"
+"""Where a period export's opening entry puts the income and expenses of everything before the period; an
+account of the export only (the ledger has none such)."""
+FLOW_ROOTS = ("revenues", "expenses")
 USER_WALLET = WALLET_PREFIX + "user:"
 
 _ENTRIES_SQL = """
@@ -108,6 +112,28 @@ SELECT e.id, e.effective_at, e.kind, e.idem_key, e.memo, e.ref_entry_id, e.usage
  WHERE e.effective_at >= :lo AND e.effective_at < :hi
  ORDER BY e.effective_at, e.id, p.line
 """
+
+
+def _income_or_expense(code: str) -> bool:
+    return code.split(":", 1)[0] in FLOW_ROOTS
+
+
+def _closed_into_equity(balances: Sequence[tuple[str, int]]) -> list[tuple[str, int]]:
+    """The balances brought forward to a period's start, with income and expenses closed into ``EARNINGS``
+    (Beancount's ``Equity:Earnings:Previous``, hledger's ``close --retain``): the period's income statement
+    then shows only the period, while the balance sheet still balances."""
+    earnings = sum(amount for code, amount in balances if _income_or_expense(code))
+    kept = [(code, amount) for code, amount in balances if not _income_or_expense(code)]
+    return sorted([*kept, (EARNINGS, earnings)])
+
+
+def _period_flows(closing: Sequence[tuple[str, int]], brought: Sequence[tuple[str, int]]) -> list[tuple[str, int]]:
+    """What the file's accounts must hold at the period's end once income and expenses started it at zero:
+    their movement in the period (the database's closing minus its opening), the rest as the database says."""
+    before = dict(brought)
+    flows = [(code, amount - before.get(code, 0) if _income_or_expense(code) else amount) for code, amount in closing]
+    earnings = sum(amount for code, amount in brought if _income_or_expense(code))
+    return sorted([*flows, (EARNINGS, earnings)])
 
 
 class Exporter(abc.ABC):
@@ -127,15 +153,22 @@ class Exporter(abc.ABC):
         lo = local_midnight(start, self.tz) if start else datetime(1970, 1, 1, tzinfo=self.tz)
         hi = local_midnight(end, self.tz) if end else datetime(9999, 1, 1, tzinfo=self.tz)
         first_day = start or self._first_day(conn)
+        brought: list[tuple[str, int]] = []
+        if start is not None:
+            brought = self._balances(conn, lo)
+            accounts = sorted([*accounts, Account(EARNINGS, "equity")], key=lambda a: a.code)
         self.header(out, head, accounts, first_day)
         if start is not None:
-            self.opening(out, start, [(code, amount) for code, amount in self._balances(conn, lo) if amount])
+            self.opening(out, start, [(code, amount) for code, amount in _closed_into_equity(brought) if amount])
         last_day = first_day
         for entry in self._entries(conn, lo, hi):
             self.entry(out, entry)
             last_day = entry.day
         closing_day = end - timedelta(days=1) if end else last_day
-        self.closing(out, max(closing_day, last_day), self._balances(conn, hi if end else None))
+        closing = self._balances(conn, hi if end else None)
+        if start is not None:
+            closing = _period_flows(closing, brought)
+        self.closing(out, max(closing_day, last_day), closing)
         return head
 
     def _first_day(self, conn: Connection) -> date:

@@ -17,6 +17,7 @@ import pytest
 
 from ledger import journal
 from ledger.exports import EXPORTERS
+from ledger.exports.abc import EARNINGS
 from ledger.money import MICRO, parse_amount
 from ledger.records import UsageTick
 from ledger.service import Ledger
@@ -110,10 +111,16 @@ def test_period_export_carries_opening_and_closing_balances(busy: Ledger, tmp_pa
     path = tmp_path / f"day.{fmt}"
     with path.open("w") as out:
         busy.export(fmt, out, start, end)
-    expected = {r.account: r.balance for r in busy.trial_balance(end).rows}
+    before = {r.account: r.balance for r in busy.trial_balance(start).rows}
+    after = {r.account: r.balance for r in busy.trial_balance(end).rows}
+    # income and expenses start the period at zero, what they held before is closed into equity
+    flows = [code for code in after if code.startswith(("revenues:", "expenses:"))]
+    expected = after | {code: after[code] - before.get(code, 0) for code in flows}
+    expected[EARNINGS] = sum(before.get(code, 0) for code in flows)
+    assert expected[EARNINGS] and all(expected[code] for code in flows if code.startswith("revenues:"))
     got = READERS[fmt](path)
     assert {k: v for k, v in got.items() if v} == {k: v for k, v in expected.items() if v}
-    assert expected != {r.account: r.balance for r in busy.trial_balance().rows}  # the period is not everything
+    assert after != {r.account: r.balance for r in busy.trial_balance().rows}  # the period is not everything
 
 
 @pytest.mark.parametrize(("fmt", "tool"), [("hledger", "hledger"), ("beancount", "bean-check")])
@@ -206,3 +213,26 @@ def test_beancount_entries_carry_metadata_payees_and_links(busy: Ledger, tmp_pat
     original = reversal.meta["ref"]
     together = [e for e in txns if original in e.links]
     assert [e.narration.split(":")[0] for e in together] == ["adjustment", "reversal"]
+
+
+def test_a_period_income_statement_shows_only_that_period(busy: Ledger, tmp_path: Path) -> None:
+    day0 = T0.date()
+    path = tmp_path / "days.hledger"
+    with path.open("w") as out:
+        busy.export("hledger", out, day0 + timedelta(days=1), day0 + timedelta(days=3))
+    out = run(HLEDGER, "-f", str(path), "is", "-D", "-N", "-O", "csv", "--layout=bare")
+    assert out.returncode == 0, out.stderr
+    got = {r[0]: [parse_amount(v) for v in r[2:]] for r in csv.reader(io.StringIO(out.stdout)) if ":" in r[0]}
+    tb = [{r.account: r.balance for r in busy.trial_balance(day0 + timedelta(days=d)).rows} for d in (1, 2, 3)]
+    expected = {code: [tb[0].get(code, 0) - tb[1][code], tb[1].get(code, 0) - tb[2][code]]
+                for code in tb[2] if code.startswith("revenues:")}  # each day's own revenue, shown positive
+    assert got == expected and all(amount > 0 for day in expected.values() for amount in day)
+    quiet = tmp_path / "quiet.hledger"
+    with quiet.open("w") as out_file:
+        busy.export("hledger", out_file, day0 + timedelta(days=10), day0 + timedelta(days=11))
+    statement = run(HLEDGER, "-f", str(quiet), "is", "-N", "-O", "csv", "--layout=bare")
+    assert statement.returncode == 0, statement.stderr
+    assert run(HLEDGER, "-f", str(quiet), "check", "-s").returncode == 0
+    # before the close into equity, the opening entry put everything ever earned in this quiet day
+    assert [r for r in csv.reader(io.StringIO(statement.stdout)) if ":" in r[0]] == [], statement.stdout
+    assert f"{EARNINGS}  -" in quiet.read_text()
