@@ -1,9 +1,11 @@
 """The export contract, and the one pass over the ledger every format shares.
 
 An exporter writes, in order: a header carrying the chain head and declaring every account; for a period
-with a start, an opening entry with the balances brought forward; every entry effective in the period in
-(date, id) order; and closing balance assertions taken from a separate database query (not re-summed
-from what was written), so a reader's tool checks our arithmetic against the database's. Every amount is
+with a start, an opening entry with the balances brought forward, income and expenses closed into
+``EARNINGS`` (so the period's income statement is the period's); every entry effective in the period in
+(date, id) order, with the facts people filter on (``ExportEntry.facts``, ``payee``, ``link``); and closing
+balance assertions taken from separate database queries (not re-summed from what was written), so a
+reader's tool checks our arithmetic against the database's. Every amount is
 written with exactly six decimals. Memory stays flat: entries are streamed from a server-side cursor.
 """
 
