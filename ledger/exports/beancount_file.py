@@ -1,10 +1,9 @@
 """Beancount v3 file (checked with ``bean-check``).
 
-Account names are mapped injectively (research: Beancount rejects ``li_wei``; a naive capitalisation
-collided): each segment becomes ``U`` + its ``[a-z0-9]`` characters kept and every other UTF-8 byte as
-``-xx``; the original code is kept in the ``open`` metadata. Balances are asserted with ``~ 0.000000``
-(the default tolerance would let a 1 micro-unit error pass) on the day after the period, since Beancount
-checks a ``balance`` at the start of its date.
+Account names come from ``ledger.exports.names`` (readable and reversible, so collision-free: Beancount
+rejects ``li_wei``, and a naive capitalisation collided); the original code is also kept in the ``open``
+metadata. Balances are asserted with ``~ 0.000000`` (the default tolerance would let a 1 micro-unit error
+pass) on the day after the period, since Beancount checks a ``balance`` at the start of its date.
 """
 
 from __future__ import annotations
@@ -14,22 +13,9 @@ from datetime import date, timedelta
 from typing import IO
 
 from ledger.exports.abc import Account, ExportEntry, Exporter
+from ledger.exports.names import account_name
 from ledger.money import format_amount
 from ledger.records import ChainHead
-
-ROOTS = {"assets": "Assets", "liabilities": "Liabilities", "equity": "Equity", "revenues": "Income",
-         "expenses": "Expenses"}
-
-
-def segment(part: str) -> str:
-    return "U" + "".join(chr(b) if chr(b).isascii() and (chr(b).isdigit() or chr(b).islower()) else f"-{b:02x}"
-                         for b in part.encode("utf-8"))
-
-
-def account_name(code: str) -> str:
-    """``liabilities:wallet:user:li_wei`` -> ``Liabilities:Uwallet:Uuser:Uli-5fwei``."""
-    root, *rest = code.split(":")
-    return ":".join([ROOTS[root], *(segment(p) for p in rest)])
 
 
 def quoted(s: str) -> str:
@@ -60,10 +46,14 @@ class BeancountExporter(Exporter):
         out.write("\n")
 
     def entry(self, out: IO[str], entry: ExportEntry) -> None:
-        out.write(f"{entry.day.isoformat()} * {quoted(entry.kind)} {quoted(entry.memo)} ^E{entry.id}\n"
+        narration = f"{entry.kind}: {entry.memo}" if entry.memo else entry.kind
+        links = f"^E{entry.id}" + (f" ^E{entry.ref_entry_id}" if entry.ref_entry_id else "")
+        out.write(f"{entry.day.isoformat()} * {quoted(entry.payee)} {quoted(narration)} {links}\n"
                   f"  entry-id: {quoted(f'E{entry.id}')}\n  ik: {quoted(entry.idem_key)}\n")
         if entry.ref_entry_id:
             out.write(f"  ref: {quoted(f'E{entry.ref_entry_id}')}\n")
+        for name, value in entry.facts():
+            out.write(f"  {name}: {quoted(value)}\n")
         for _, code, amount in entry.postings:
             out.write(f"  {account_name(code)}  {self._amount(amount)}\n")
         out.write("\n")

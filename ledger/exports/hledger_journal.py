@@ -23,6 +23,11 @@ def one_line(s: str) -> str:
     return re.sub(r"[\x00-\x1f\x7f;]+", " ", s).strip()
 
 
+def tag_value(s: str) -> str:
+    """A tag's value ends at a comma, so commas become spaces (tags are for filtering; the CSV has the text)."""
+    return one_line(s.replace(",", " "))
+
+
 class HledgerExporter(Exporter):
     name = "hledger"
 
@@ -44,8 +49,11 @@ class HledgerExporter(Exporter):
 
     def entry(self, out: IO[str], entry: ExportEntry) -> None:
         ref = f", ref:E{entry.ref_entry_id}" if entry.ref_entry_id else ""
-        out.write(f"{entry.day.isoformat()} * (E{entry.id}) {entry.kind} | {one_line(entry.memo) or entry.kind}"
-                  f"  ; ik:{one_line(entry.idem_key)}{ref}\n")
+        memo = one_line(entry.memo)
+        tags = "".join(f", {name}:{tag_value(value)}" for name, value in entry.facts())
+        out.write(f"{entry.day.isoformat()} * (E{entry.id}) {one_line(entry.payee).replace('|', ' ')}"
+                  f" | {entry.kind}{': ' + memo if memo else ''}"
+                  f"  ; ik:{tag_value(entry.idem_key)}{ref}, link:E{entry.link}{tags}\n")
         for _, code, amount in entry.postings:
             out.write(f"    {code}  {self._amount(amount)}\n")
         out.write("\n")

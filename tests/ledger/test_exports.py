@@ -14,12 +14,10 @@ from datetime import date, timedelta
 from pathlib import Path
 
 import pytest
-from hypothesis import given, settings
-from hypothesis import strategies as st
 
 from ledger import journal
 from ledger.exports import EXPORTERS
-from ledger.exports.beancount_file import account_name
+from ledger.exports.abc import EARNINGS
 from ledger.money import MICRO, parse_amount
 from ledger.records import UsageTick
 from ledger.service import Ledger
@@ -113,10 +111,16 @@ def test_period_export_carries_opening_and_closing_balances(busy: Ledger, tmp_pa
     path = tmp_path / f"day.{fmt}"
     with path.open("w") as out:
         busy.export(fmt, out, start, end)
-    expected = {r.account: r.balance for r in busy.trial_balance(end).rows}
+    before = {r.account: r.balance for r in busy.trial_balance(start).rows}
+    after = {r.account: r.balance for r in busy.trial_balance(end).rows}
+    # income and expenses start the period at zero, what they held before is closed into equity
+    flows = [code for code in after if code.startswith(("revenues:", "expenses:"))]
+    expected = after | {code: after[code] - before.get(code, 0) for code in flows}
+    expected[EARNINGS] = sum(before.get(code, 0) for code in flows)
+    assert expected[EARNINGS] and all(expected[code] for code in flows if code.startswith("revenues:"))
     got = READERS[fmt](path)
     assert {k: v for k, v in got.items() if v} == {k: v for k, v in expected.items() if v}
-    assert expected != {r.account: r.balance for r in busy.trial_balance().rows}  # the period is not everything
+    assert after != {r.account: r.balance for r in busy.trial_balance().rows}  # the period is not everything
 
 
 @pytest.mark.parametrize(("fmt", "tool"), [("hledger", "hledger"), ("beancount", "bean-check")])
@@ -142,15 +146,6 @@ def test_the_export_carries_the_chain_head(busy: Ledger) -> None:
         assert marker in out.getvalue()
 
 
-@settings(max_examples=200)
-@given(st.lists(st.text(alphabet=st.characters(codec="utf-8", exclude_categories=("Cs",)), min_size=1, max_size=8),
-                min_size=2, max_size=2, unique=True))
-def test_beancount_names_are_injective(parts: list[str]) -> None:
-    a, b = (account_name(f"liabilities:wallet:{p}") for p in parts)
-    assert a != b
-    assert all(seg[0] == "U" and seg.isascii() for seg in a.split(":")[1:])
-
-
 def test_statement_matches_its_period(busy: Ledger) -> None:
     day = T0.date()
     usage_days = busy.statement("alice", day, day + timedelta(days=3))
@@ -163,3 +158,81 @@ def test_statement_matches_its_period(busy: Ledger) -> None:
     later = busy.statement("alice", day + timedelta(days=1), date.today() + timedelta(days=2))
     assert later.opening == usage_days.lines[1].running
     assert busy.statement("alice", date(2020, 1, 1), date(2020, 2, 1)).lines == ()
+
+
+def hledger_rows(path: Path, *query: str) -> list[dict[str, str]]:
+    out = run(HLEDGER, "-f", str(path), "reg", *query, "-O", "csv")
+    assert out.returncode == 0, out.stderr
+    return list(csv.DictReader(io.StringIO(out.stdout)))
+
+
+def test_hledger_filters_entries_by_their_tags(busy: Ledger, tmp_path: Path) -> None:
+    path = tmp_path / "ledger.hledger"
+    with path.open("w") as out:
+        busy.export("hledger", out)
+    alice = hledger_rows(path, "tag:user=^alice$", "liabilities:wallet")
+    assert sorted(r["description"].split(" | ")[1] for r in alice) == ['recharge: cash  "quoted" memo'] + ["usage"] * 6
+    assert {r["description"].split(" | ")[0] for r in alice} == {"alice"}  # the payee is the user, not the kind
+    gpu_rows = hledger_rows(path, "tag:resource=gpu", "tag:node=n1", "tag:unit=gpu-second", "tag:quantity=60",
+                            "tag:price-version", "tag:usage-key=alice/0/g", "revenues")
+    assert [parse_amount(r["amount"].split()[0]) for r in gpu_rows] == [-cny("0.5")]
+    # x0day bills to the project's wallet: both are tags of the same entries
+    assert hledger_rows(path, "tag:user=^x0day$", "revenues") == hledger_rows(path, "tag:wallet=.*project:lab.1$",
+                                                                            "revenues")
+    payees = run(HLEDGER, "-f", str(path), "payees", "tag:link").stdout.split()  # entries, not the assertions
+    assert set(payees) == {"alice", "li_wei", "x0day", "x.0day", "liabilities:wallet:project:lab.1"}
+
+
+def test_a_reversal_shares_a_link_with_the_entry_it_corrects(busy: Ledger, tmp_path: Path) -> None:
+    path = tmp_path / "ledger.hledger"
+    with path.open("w") as out:
+        busy.export("hledger", out)
+    adjustment = next(r for r in hledger_rows(path, "tag:user=x.0day") if " | adjustment" in r["description"])
+    linked = hledger_rows(path, f"tag:link=^{adjustment['code']}$", "x.0day")
+    assert [r["description"].split(" | ")[1].split(":")[0] for r in linked] == ["adjustment", "reversal"]
+    assert sum(parse_amount(r["amount"].split()[0]) for r in linked) == 0
+
+
+def test_beancount_entries_carry_metadata_payees_and_links(busy: Ledger, tmp_path: Path) -> None:
+    from beancount import loader
+    from beancount.core import data
+
+    path = tmp_path / "ledger.beancount"
+    with path.open("w") as out:
+        busy.export("beancount", out)
+    entries, errors, _ = loader.load_file(str(path))
+    assert not errors
+    txns = [e for e in entries if isinstance(e, data.Transaction)]
+    alice = [e for e in txns if e.meta.get("user") == "alice"]
+    assert {e.payee for e in alice} == {"alice"} and len(alice) == 7
+    usage = [e for e in alice if e.meta.get("resource") == "gpu"]
+    assert [(e.meta["node"], e.meta["quantity"], e.meta["unit"], e.meta["wallet"]) for e in usage] == \
+        [("n1", "60", "gpu-second", "liabilities:wallet:user:alice")] * 3
+    assert all(e.meta["usage-key"] and e.meta["price-version"].isdigit() for e in usage)
+    reversal = next(e for e in txns if e.narration.startswith("reversal"))
+    original = reversal.meta["ref"]
+    together = [e for e in txns if original in e.links]
+    assert [e.narration.split(":")[0] for e in together] == ["adjustment", "reversal"]
+
+
+def test_a_period_income_statement_shows_only_that_period(busy: Ledger, tmp_path: Path) -> None:
+    day0 = T0.date()
+    path = tmp_path / "days.hledger"
+    with path.open("w") as out:
+        busy.export("hledger", out, day0 + timedelta(days=1), day0 + timedelta(days=3))
+    out = run(HLEDGER, "-f", str(path), "is", "-D", "-N", "-O", "csv", "--layout=bare")
+    assert out.returncode == 0, out.stderr
+    got = {r[0]: [parse_amount(v) for v in r[2:]] for r in csv.reader(io.StringIO(out.stdout)) if ":" in r[0]}
+    tb = [{r.account: r.balance for r in busy.trial_balance(day0 + timedelta(days=d)).rows} for d in (1, 2, 3)]
+    expected = {code: [tb[0].get(code, 0) - tb[1][code], tb[1].get(code, 0) - tb[2][code]]
+                for code in tb[2] if code.startswith("revenues:")}  # each day's own revenue, shown positive
+    assert got == expected and all(amount > 0 for day in expected.values() for amount in day)
+    quiet = tmp_path / "quiet.hledger"
+    with quiet.open("w") as out_file:
+        busy.export("hledger", out_file, day0 + timedelta(days=10), day0 + timedelta(days=11))
+    statement = run(HLEDGER, "-f", str(quiet), "is", "-N", "-O", "csv", "--layout=bare")
+    assert statement.returncode == 0, statement.stderr
+    assert run(HLEDGER, "-f", str(quiet), "check", "-s").returncode == 0
+    # before the close into equity, the opening entry put everything ever earned in this quiet day
+    assert [r for r in csv.reader(io.StringIO(statement.stdout)) if ":" in r[0]] == [], statement.stdout
+    assert f"{EARNINGS}  -" in quiet.read_text()
