@@ -116,11 +116,12 @@ def _trust(args: argparse.Namespace) -> int:
 
 
 def _list(args: argparse.Namespace) -> int:
+    # The registry is in the database: listing it needs the database URL only, not the controller's inventory.
     try:
-        config = _config()
-    except (CollectorError, ConfigError) as exc:
+        url = LedgerConfig.from_env(os.environ).database_url
+    except (CollectorError, LedgerError) as exc:
         return _fail(str(exc), 2)
-    engine = create_engine(config.database_url.reveal())
+    engine = create_engine(url.reveal())
     try:
         with engine.connect() as conn:
             rows = list_nodes(conn)
