@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import sys
 import threading
 from collections.abc import Callable, Iterator
@@ -55,8 +56,9 @@ class Database:
 
 
 @contextmanager
-def database(var_dir: Path, environ: dict[str, str], out: Callable[[str], None]) -> Iterator[Database]:
-    """The configured database, or the embedded one under ``var_dir`` (stopped again on exit)."""
+def database(var_dir: Path, environ: dict[str, str], out: Callable[[str], None], port: int = 0) -> Iterator[Database]:
+    """The configured database, or the embedded one under ``var_dir`` on ``port`` (0: a free one), stopped again
+    on exit."""
     url = _setting(environ, "GPULEDGER_DATABASE_URL")
     if url:
         admin = _setting(environ, "GPULEDGER_ADMIN_DATABASE_URL") or url
@@ -65,7 +67,7 @@ def database(var_dir: Path, environ: dict[str, str], out: Callable[[str], None])
     from ledger.bootstrap import APP_ROLE, DEFAULT_DATABASE, bootstrap
     from ledger.embedded import EmbeddedPostgres
 
-    cluster = EmbeddedPostgres(var_dir / "pg").start()
+    cluster = EmbeddedPostgres(var_dir / "pg", port=port).start()
     out(f"embedded PostgreSQL in {cluster.datadir} on 127.0.0.1:{cluster.port}")
     try:
         admin_url = bootstrap(cluster.url())
@@ -126,17 +128,19 @@ def run(args: argparse.Namespace) -> int:
     # the controller's chain anchors (collector/anchor.py) stay with the rest of this run's state
     environ.setdefault("GPULEDGER_ANCHOR_FILE", str(var_dir / "chain-anchors"))
     out = print
-    with database(var_dir, environ, out) as db:
+    with database(var_dir, environ, out, port=args.db_port) as db:
         upgrade_all(db.admin_url, out)
-        if args.migrate_only:
-            return 0
-        inventory = Path(environ["GPULEDGER_INVENTORY"]) if environ.get("GPULEDGER_INVENTORY") else (
-            _local_inventory(var_dir))
         if db.embedded:
             # Other gpuledger commands in another terminal reach the same embedded database through these.
             (var_dir / "env").write_text(
                 f"GPULEDGER_DATABASE_URL={db.app_url}\nGPULEDGER_ADMIN_DATABASE_URL={db.admin_url}\n")
             out(f"for other commands: set -a; . {var_dir / 'env'}; set +a")
+        if args.migrate_only:
+            return 0
+        if args.db_only:
+            return _hold(out)
+        inventory = Path(environ["GPULEDGER_INVENTORY"]) if environ.get("GPULEDGER_INVENTORY") else (
+            _local_inventory(var_dir))
         stop_api = None if args.no_api else _serve_api(db.app_url, environ, out)
         try:
             return run_controller(db.app_url, inventory, environ=environ, tick_s=args.tick_seconds,
@@ -144,6 +148,21 @@ def run(args: argparse.Namespace) -> int:
         finally:
             if stop_api is not None:
                 stop_api()
+
+
+def _hold(out: Callable[[str], None]) -> int:
+    """Keep the database up (``--db-only``) until Ctrl-C or SIGTERM; the caller's context then stops it."""
+    stopped = threading.Event()
+    previous = signal.signal(signal.SIGTERM, lambda signum, frame: stopped.set())
+    out("database only: Ctrl-C or SIGTERM stops it")
+    try:
+        while not stopped.wait(1.0):
+            pass
+    except KeyboardInterrupt:
+        pass
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    return 0
 
 
 def db_upgrade(args: argparse.Namespace) -> int:
@@ -163,7 +182,12 @@ def register(subparsers: Any) -> None:
     run_parser.add_argument("--tick-seconds", type=float, default=None, help="override GPULEDGER_TICK_SECONDS")
     run_parser.add_argument("--ticks", type=int, default=None, help="stop after this many ticks (default: run on)")
     run_parser.add_argument("--no-api", action="store_true", help="run the controller only")
-    run_parser.add_argument("--migrate-only", action="store_true", help="prepare and migrate the database, then exit")
+    run_parser.add_argument("--migrate-only", action="store_true",
+                            help="prepare and migrate the database, write var/env, then exit")
+    run_parser.add_argument("--db-only", action="store_true",
+                            help="prepare, migrate and keep the embedded database running (no controller, no API)")
+    run_parser.add_argument("--db-port", type=int, default=0, metavar="PORT",
+                            help="the embedded database's port on 127.0.0.1 (default: a free one)")
     run_parser.set_defaults(func=run)
 
     db_parser = subparsers.add_parser("db", help="database schema")

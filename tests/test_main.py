@@ -77,6 +77,44 @@ def test_embedded_default_serves_ticks_and_api_then_stops_cleanly(tmp_path: Path
     assert f"embedded PostgreSQL in {var / 'pg'}" in second.stdout
 
 
+@pytest.mark.slow
+def test_db_only_keeps_the_embedded_database_up_on_the_chosen_port(tmp_path: Path) -> None:
+    """``--migrate-only`` leaves a usable var/env; ``--db-only --db-port`` serves the migrated database on that
+    port to other commands until SIGTERM, then stops it."""
+    var, port = tmp_path / "var", _free_port()
+    migrated = subprocess.run([sys.executable, "-m", "gpuledger.cli", "run", "--var", str(var), "--migrate-only",
+                               "--db-port", str(port)],
+                              cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=120, check=False)
+    assert migrated.returncode == 0, migrated.stdout + migrated.stderr
+    assert f"GPULEDGER_DATABASE_URL=postgresql+psycopg://gpuledger_app@127.0.0.1:{port}/" in (var / "env").read_text()
+
+    proc = subprocess.Popen([sys.executable, "-m", "gpuledger.cli", "run", "--var", str(var), "--db-only",
+                             "--db-port", str(port)],
+                            cwd=ROOT, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    assert proc.stdout is not None
+    lines: list[str] = []
+    try:
+        deadline = time.monotonic() + 120
+        while not any(line.startswith("database only") for line in lines) and time.monotonic() < deadline:
+            line = proc.stdout.readline()
+            if not line:
+                break
+            lines.append(line.rstrip("\n"))
+        assert any(line.startswith("database only") for line in lines), "\n".join(lines)
+        settings = dict(line.split("=", 1) for line in (var / "env").read_text().splitlines())
+        users = subprocess.run([sys.executable, "-m", "gpuledger.cli", "users", "list", "--format", "json"],
+                               cwd=ROOT, env=_env(**settings), capture_output=True, text=True, timeout=60, check=False)
+        assert users.returncode == 0, users.stdout + users.stderr
+        assert json.loads(users.stdout) == []
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        rest, _ = proc.communicate(timeout=60)
+    assert proc.returncode == 0, "\n".join(lines) + rest
+    assert "embedded PostgreSQL stopped" in rest
+    with pytest.raises(OSError):   # nothing listens there once it stopped
+        socket.create_connection(("127.0.0.1", port), timeout=5).close()
+
+
 def test_db_upgrade_without_a_database_names_the_key() -> None:
     result = subprocess.run([sys.executable, "-m", "gpuledger.cli", "db", "upgrade"], cwd=ROOT, env=_env(),
                             capture_output=True, text=True, timeout=60, check=False)
