@@ -10,6 +10,7 @@ from api import schemas as s
 from api.handlers import access, cluster, connections, exports, money, people, reports, settings, system
 from api.operation import Operation, Own, Param
 from control.settings import MAX_KILL_GRACE_S
+from ledger.exports import FORMATS
 
 ADMIN = frozenset({"admin"})
 READERS = frozenset({"admin", "auditor"})
@@ -123,7 +124,7 @@ OPERATIONS: tuple[Operation, ...] = (
               s.array(s.out({"account": {"type": "string"}, "amount": s.MONEY_OUT})), roles=READERS, query=_PERIOD),
     Operation("GET", "/v1/exports/{format}", "export", "Stream the ledger of a period as CSV, hledger or Beancount",
               exports.export, {"type": "string"}, roles=READERS, media_types=("text/csv", "text/plain"),
-              path_params=(Param("format", {"enum": ["csv", "hledger", "beancount"]}, True),), query=_PERIOD),
+              path_params=(Param("format", {"enum": list(FORMATS)}, True),), query=_PERIOD),
     # -- prices
     Operation("GET", "/v1/prices", "list_prices", "Price versions", reports.list_prices, s.array(s.PRICE),
               roles=OPS_READERS),

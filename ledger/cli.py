@@ -21,7 +21,7 @@ from ledger import chain
 from ledger.accounts import FUNDING_DEFAULT
 from ledger.config import LedgerConfig
 from ledger.errors import ConfigError, LedgerError, LedgerUnavailable
-from ledger.exports import EXPORTERS
+from ledger.exports import FORMATS
 from ledger.money import format_amount, parse_amount, parse_decimal
 from ledger.records import PostResult, UsageRow
 from ledger.reports import USAGE_KEYS, local_midnight
@@ -463,7 +463,7 @@ def register(subparsers: Any) -> None:
     listing_options(p)
 
     p = _command(subparsers, "export", export, "CSV, hledger journal or Beancount file, streamed")
-    p.add_argument("format", choices=sorted(EXPORTERS), help="what the file is for")
+    p.add_argument("format", choices=FORMATS, help="what the file is for (focus: FinOps cost tools)")
     _period(p, required=False)
     p.add_argument("-o", "--output", help="file (default: standard output)")
 

@@ -23,7 +23,8 @@ from ledger.accounts import FUNDING_DEFAULT
 from ledger.config import LedgerConfig
 from ledger.db import create_app_engine, reading, translated, writing
 from ledger.errors import ConfigError, IdempotencyConflict, LedgerError, NonPositiveAmount, UnknownUser
-from ledger.exports import EXPORTERS
+from ledger.exports import EXPORTERS, FORMATS
+from ledger.exports.focus_file import FocusExporter
 from ledger.money import available
 from ledger.records import (
     Balance,
@@ -324,12 +325,15 @@ class Ledger:
 
     def export(self, fmt: str, out: IO[str], start: date | None = None, end: date | None = None) -> ChainHead | None:
         """Stream the ledger (or the entries effective in ``[start, end)``) to ``out`` in ``fmt``; returns the
-        chain head the file carries (keep it: ``verify(anchor=...)``)."""
-        if fmt not in EXPORTERS:
-            raise LedgerError(f"export format must be one of {sorted(EXPORTERS)}", format=fmt)
-        exporter = EXPORTERS[fmt](self.config.currency, self.config.timezone)
+        chain head the file carries (keep it: ``verify(anchor=...)``), None for ``focus`` (a cost report of the
+        usage charges, not a copy of the ledger)."""
+        if fmt not in FORMATS:
+            raise LedgerError(f"export format must be one of {list(FORMATS)}", format=fmt)
         with reading(self.engine) as conn:
-            return exporter.write(conn, out, start, end)
+            if fmt == FocusExporter.name:
+                FocusExporter(self.config.currency, self.config.timezone).write(conn, out, start, end)
+                return None
+            return EXPORTERS[fmt](self.config.currency, self.config.timezone).write(conn, out, start, end)
 
     # -- period close ----------------------------------------------------------------------------------------------
 

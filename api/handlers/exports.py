@@ -24,7 +24,8 @@ from api.services import period, services
 
 log = logging.getLogger("gpuledger.api")
 MEDIA = {"csv": "text/csv; charset=utf-8", "hledger": "text/plain; charset=utf-8",
-         "beancount": "text/plain; charset=utf-8"}
+         "beancount": "text/plain; charset=utf-8", "focus": "text/csv; charset=utf-8"}
+SUFFIX = {"csv": "csv", "hledger": "journal", "beancount": "beancount", "focus": "focus.csv"}
 _CHUNK = 64 * 1024
 _QUEUED = 16
 
@@ -120,6 +121,6 @@ def export(call: Call) -> Any:
         writer.flush()
         return result
 
-    filename = f"gpuledger-{start}-{end}.{ 'csv' if fmt == 'csv' else 'journal' if fmt == 'hledger' else 'beancount'}"
+    filename = f"gpuledger-{start}-{end}.{SUFFIX[fmt]}"
     return ExportResponse(produce, svc.threads, svc.config.idle_in_transaction_seconds, MEDIA[fmt],
                           {"Content-Disposition": f'attachment; filename="{filename}"'})

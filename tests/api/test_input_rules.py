@@ -99,8 +99,11 @@ def test_a_channel_the_schema_allows_is_one_the_ledger_takes(client: httpx.Clien
 
 def test_an_export_declares_the_media_type_it_serves(client: httpx.Client, issued: Tokens) -> None:
     declared = DOCUMENT["paths"]["/v1/exports/{format}"]["get"]["responses"]["200"]["content"]
-    for fmt in ("csv", "hledger", "beancount"):
+    for fmt in ("csv", "hledger", "beancount", "focus"):
         r = client.get(f"/v1/exports/{fmt}", headers=bearer(issued.auditor),
                        params={"from": "2026-01-01", "to": "2026-02-01"})
         assert r.status_code == 200, r.text
         assert r.headers["content-type"].split(";")[0] in declared, (fmt, r.headers["content-type"])
+        if fmt == "focus":   # a FOCUS cost report: its header row, and a file name that says what it is
+            assert r.text.splitlines()[0].startswith("AvailabilityZone,BilledCost,"), r.text[:200]
+            assert r.headers["content-disposition"].endswith('.focus.csv"')

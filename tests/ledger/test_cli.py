@@ -69,6 +69,9 @@ def test_a_session_at_the_command_line(gl, tmp_path: Path) -> None:  # type: ign
     journal = tmp_path / "out.journal"
     assert gl("export", "hledger", "-o", str(journal))[0] == 0
     assert "commodity 1,000.000000 CNY" in journal.read_text()
+    report = tmp_path / "usage.focus.csv"
+    assert gl("export", "focus", "-o", str(report))[0] == 0
+    assert report.read_text().startswith("AvailabilityZone,BilledCost,")
     status, out, _ = gl("audit", "verify")
     assert status == 0 and "ledger verified" in out
     head = out.split("chain head: seq ")[1].split()

@@ -87,3 +87,11 @@ def test_focus_validator_accepts_the_export_and_rejects_a_broken_one(charged: Le
         broken = tmp_path / "broken.csv"
         broken.write_text(path.read_text().replace(good, bad, 1))
         assert "Validation failed!" in validate(broken), bad
+
+
+def test_gpuledger_export_focus_is_the_same_report(charged: Ledger) -> None:
+    """``Ledger.export("focus", ...)`` (what ``gpuledger export focus`` and ``GET /v1/exports/focus`` call) writes
+    the exporter's report and carries no chain head: it is a cost report, not a copy of the ledger."""
+    out = io.StringIO()
+    assert charged.export("focus", out) is None
+    assert out.getvalue() == focus(charged)
