@@ -16,6 +16,7 @@ from api.config import ApiConfig
 from ledger.config import LedgerConfig
 from ledger.db import create_app_engine
 from ledger.errors import LedgerError
+from ledger.instants import instant
 from ledger.tabular import Rendering, listing_options, render
 
 ACTOR = "cli"
@@ -107,7 +108,7 @@ def _list(args: argparse.Namespace) -> int:
     def action(conn: Connection) -> int:
         render(sys.stdout, Rendering.from_args(args), ("id", "prefix", "role", "user", "name", "state", "expires"),
                [(t.id, t.prefix, t.role, t.billing_user, t.name, "revoked" if t.revoked_at else "active",
-                 t.expires_at.isoformat() if t.expires_at else None) for t in tokens.list_all(conn)])
+                 instant(t.expires_at) if t.expires_at else None) for t in tokens.list_all(conn)])
         return 0
     return _run(action)
 

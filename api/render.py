@@ -4,10 +4,11 @@ in UTC, RFC 3339 (``when``), whatever zone the database session or the server ru
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 from api.tokens import TokenInfo
+from ledger.instants import instant
 from ledger.money import format_amount
 from ledger.records import (
     Balance,
@@ -26,13 +27,8 @@ def money(micro: int | None) -> str | None:
 
 
 def when(t: datetime | None) -> str | None:
-    """The one time rule of the API's output: UTC with its offset, ``2026-01-31T16:00:00+00:00``."""
-    if t is None:
-        return None
-    if t.tzinfo is None:
-        # The database's columns are all timestamptz: a naive time here would be read in this host's zone.
-        raise ValueError(f"naive datetime {t!r}: the API prints only aware times")
-    return t.astimezone(UTC).isoformat()
+    """A point in time as the API prints it (``ledger.instants.instant``: UTC with its offset), None as null."""
+    return None if t is None else instant(t)
 
 
 def user(u: User) -> dict[str, Any]:

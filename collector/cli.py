@@ -27,6 +27,7 @@ from collector.nodes.transport.ssh import SshSettings, SshTransport, offered_hos
 from collector.types import Node
 from ledger.config import LedgerConfig
 from ledger.errors import ConfigError, LedgerError
+from ledger.instants import instant
 from ledger.tabular import Rendering, listing_options, render
 
 
@@ -131,7 +132,7 @@ def _list(args: argparse.Namespace) -> int:
         engine.dispose()
     table = []
     for row in rows:
-        seen = row.last_seen_at.isoformat(timespec="seconds") if row.last_seen_at else None
+        seen = instant(row.last_seen_at) if row.last_seen_at else None
         listed = "yes" if row.listed and row.in_inventory else ("gone" if not row.in_inventory else "no")
         # a node's error text is escaped in every format, so it cannot drive the terminal that shows it
         error = ascii(row.last_error)[1:-1][:60] if row.last_error else ""

@@ -22,6 +22,7 @@ from ledger.accounts import FUNDING_DEFAULT
 from ledger.config import LedgerConfig
 from ledger.errors import ConfigError, LedgerError, LedgerUnavailable
 from ledger.exports import FORMATS
+from ledger.instants import instant
 from ledger.money import format_amount, parse_amount, parse_decimal
 from ledger.records import PostResult, UsageRow
 from ledger.reports import USAGE_KEYS, local_midnight
@@ -213,7 +214,7 @@ def reverse(lg: Ledger, a: argparse.Namespace) -> int:
 def prices_list(lg: Ledger, a: argparse.Namespace) -> int:
     _show(lg, a, ("id", "resource", "model", "match", "priority", "price", "valid from", "by"),
           [(v.id, v.resource, v.model_pattern or "-", v.match, v.priority, f"{v.amount} per {v.per} {v.unit}",
-            v.valid_from.astimezone(lg.config.timezone).isoformat(), v.actor) for v in lg.list_prices()])
+            instant(v.valid_from), v.actor) for v in lg.list_prices()])
     return OK
 
 
@@ -223,7 +224,7 @@ def prices_add(lg: Ledger, a: argparse.Namespace) -> int:
                            match=a.match, priority=a.priority,
                            valid_from=_when(lg, a.valid_from) if a.valid_from else None, actor=a.actor, memo=a.memo)
     print(f"price version {version.id}: {version.resource} {version.model_pattern or ''} {version.amount} per"
-          f" {version.per} {version.unit} from {version.valid_from.isoformat()}")
+          f" {version.per} {version.unit} from {instant(version.valid_from)}")
     return OK
 
 
@@ -239,7 +240,7 @@ def report_statement(lg: Ledger, a: argparse.Namespace) -> int:
     if a.format == "table":
         print(f"{s.wallet}  {a.start} .. {a.end} (end exclusive, {tz.key})")
     _show(lg, a, ("entry", "when", "kind", "memo", "amount", "balance"),
-          [(line.entry_id, line.effective_at.astimezone(tz).isoformat(timespec="seconds"), line.kind, line.memo,
+          [(line.entry_id, instant(line.effective_at), line.kind, line.memo,
             Amount(line.amount), Amount(line.running)) for line in s.lines],
           {"wallet": s.wallet, "from": a.start.isoformat(), "to": a.end.isoformat(), "opening": Amount(s.opening),
            "closing": Amount(s.closing)})
@@ -313,16 +314,15 @@ def export(lg: Ledger, a: argparse.Namespace) -> int:
 def period_close(lg: Ledger, a: argparse.Namespace) -> int:
     c = lg.close_period(a.through, actor=a.actor, reason=a.reason)
     print(f"closed through {c.through} ({c.time_zone}): nothing may be dated before"
-          f" {c.closed_before.astimezone(lg.config.timezone).isoformat()}"
+          f" {instant(c.closed_before)}"
           + ("" if c.head is None else f"; chain head seq {c.head.seq} sha256 {c.head.sha256}"))
     return OK
 
 
 def period_list(lg: Ledger, a: argparse.Namespace) -> int:
-    tz = lg.config.timezone
     _show(lg, a, ("through", "zone", "closed before", "at", "by", "reason", "chain head"),
-          [(c.through.isoformat(), c.time_zone, c.closed_before.astimezone(tz).isoformat(),
-            c.at.astimezone(tz).isoformat(timespec="seconds"), c.actor, c.reason,
+          [(c.through.isoformat(), c.time_zone, instant(c.closed_before),
+            instant(c.at), c.actor, c.reason,
             "-" if c.head is None else f"{c.head.seq}:{c.head.sha256}") for c in lg.period_closes()])
     return OK
 
