@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import socketserver
 import threading
 from collections.abc import Iterator
@@ -164,7 +165,7 @@ def test_required_keys_and_secret_files(tmp_path: Path) -> None:
     assert config.policy.limited_cpu_percent is None
 
 
-@pytest.mark.parametrize("command", [["nodes", "list"], ["nodes", "test", "gpu01"], ["controller", "run"]])
+@pytest.mark.parametrize("command", [["nodes", "test", "gpu01"], ["controller", "run"]])
 def test_the_cli_exits_2_on_a_bad_value_naming_its_key(command: list[str], monkeypatch: pytest.MonkeyPatch,
                                                      capsys: pytest.CaptureFixture[str]) -> None:
     for key, value in {**BASE, "GPULEDGER_GPU_SPLIT": "random"}.items():
@@ -172,3 +173,14 @@ def test_the_cli_exits_2_on_a_bad_value_naming_its_key(command: list[str], monke
     assert main(command) == 2
     assert capsys.readouterr().err == ("gpuledger: configuration GPULEDGER_GPU_SPLIT: must be one of memory, equal,"
                                        " got 'random'\n")
+
+
+def test_nodes_list_needs_only_the_database_url(monkeypatch: pytest.MonkeyPatch,
+                                                capsys: pytest.CaptureFixture[str]) -> None:
+    """The registry is read with the ledger's settings alone: a controller key (inventory, GPU split) does not
+    matter to it, a missing database URL does, and is named."""
+    for key in [k for k in os.environ if k.startswith("GPULEDGER_")]:
+        monkeypatch.delenv(key)
+    monkeypatch.setenv("GPULEDGER_GPU_SPLIT", "random")
+    assert main(["nodes", "list"]) == 2
+    assert "GPULEDGER_DATABASE_URL" in capsys.readouterr().err
