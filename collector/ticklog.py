@@ -21,6 +21,8 @@ from collector.enforcing.admin import AdminReader, AdminState
 from collector.enforcing.rules import Rules
 from collector.nodes import registry
 from collector.types import Node, TickSummary
+from control import nodes as node_edits
+from control.presence import ControlTable
 
 log = logging.getLogger("gpuledger.controller")
 PRUNE_EVERY_S = 3600
@@ -33,12 +35,13 @@ class TickLog:
         self._engine = engine
         self._controller = controller
         self._admin = AdminReader()
+        self._edits = ControlTable(node_edits.TABLE, "admin node edits are not applied", recheck_s=60)
         self._pruned_at: float | None = None
 
     def open(self, nodes: Sequence[Node], at: datetime, defaults: Rules) -> tuple[int, AdminState, frozenset[str]]:
         """The new tick's id, the admin state it runs on, and the names of the nodes the registry lists."""
         with self._engine.begin() as conn:
-            listed = registry.sync_inventory(conn, nodes)
+            listed = registry.sync_inventory(conn, nodes, self._edits)
             admin = self._admin.read(conn, defaults)
             tick_id = int(
                 conn.execute(

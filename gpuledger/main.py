@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from gpuledger.cli import import_optional
+from ledger.environ import Config
 from ledger.migrate import LEDGER_MIGRATIONS, LEDGER_VERSION_TABLE, upgrade
 
 # Ledger first: the other chains reference its tables. Control after api: its first revision moves the tables
@@ -59,9 +60,9 @@ class Database:
 def database(var_dir: Path, environ: dict[str, str], out: Callable[[str], None], port: int = 0) -> Iterator[Database]:
     """The configured database, or the embedded one under ``var_dir`` on ``port`` (0: a free one), stopped again
     on exit."""
-    url = _setting(environ, "GPULEDGER_DATABASE_URL")
+    url = _setting(environ, "DATABASE_URL")
     if url:
-        admin = _setting(environ, "GPULEDGER_ADMIN_DATABASE_URL") or url
+        admin = _setting(environ, "ADMIN_DATABASE_URL") or url
         yield Database(app_url=url, admin_url=admin, embedded=False)
         return
     from ledger.bootstrap import APP_ROLE, DEFAULT_DATABASE, bootstrap
@@ -78,12 +79,11 @@ def database(var_dir: Path, environ: dict[str, str], out: Callable[[str], None],
         out("embedded PostgreSQL stopped")
 
 
-def _setting(environ: dict[str, str], key: str) -> str | None:
-    """A setting from the environment, or from the file named by ``KEY_FILE`` (for secrets)."""
-    if environ.get(key):
-        return environ[key]
-    path = environ.get(f"{key}_FILE")
-    return Path(path).read_text().strip() if path else None
+def _setting(environ: dict[str, str], name: str) -> str | None:
+    """A database URL from ``GPULEDGER_<name>`` or the file ``GPULEDGER_<name>_FILE`` names (the one reader,
+    ``ledger.environ``); None when unset or empty."""
+    secret = Config(environ).secret(name)
+    return (secret.reveal() or None) if secret is not None else None
 
 
 def _local_inventory(var_dir: Path) -> Path:
@@ -153,21 +153,20 @@ def run(args: argparse.Namespace) -> int:
 def _hold(out: Callable[[str], None]) -> int:
     """Keep the database up (``--db-only``) until Ctrl-C or SIGTERM; the caller's context then stops it."""
     stopped = threading.Event()
-    previous = signal.signal(signal.SIGTERM, lambda signum, frame: stopped.set())
+    # Left in place when this returns: a second SIGTERM (a supervisor and its child both signalled) must not
+    # kill the process while the caller is still stopping the database.
+    signal.signal(signal.SIGTERM, lambda signum, frame: stopped.set())
     out("database only: Ctrl-C or SIGTERM stops it")
     try:
         while not stopped.wait(1.0):
             pass
     except KeyboardInterrupt:
         pass
-    finally:
-        signal.signal(signal.SIGTERM, previous)
     return 0
 
 
 def db_upgrade(args: argparse.Namespace) -> int:
-    admin_url = _setting(dict(os.environ), "GPULEDGER_ADMIN_DATABASE_URL") or _setting(
-        dict(os.environ), "GPULEDGER_DATABASE_URL")
+    admin_url = _setting(dict(os.environ), "ADMIN_DATABASE_URL") or _setting(dict(os.environ), "DATABASE_URL")
     if not admin_url:
         print("gpuledger db upgrade: set GPULEDGER_ADMIN_DATABASE_URL (a role that may SET ROLE gpuledger_owner)",
               file=sys.stderr)

@@ -118,7 +118,7 @@ def users_add(lg: Ledger, a: argparse.Namespace) -> int:
 def users_list(lg: Ledger, a: argparse.Namespace) -> int:
     standing = lg.standings()
     _show(lg, a, ("user", "name", "project", "exempt", "credit limit", "available", "tier"),
-          [(u.name, u.display_name, u.project or "", "yes" if u.exempt else "",
+          [(u.name, u.display_name, u.project, u.exempt,
             None if u.credit_limit is None else Amount(u.credit_limit), Amount(standing[u.name].available),
             standing[u.name].tier.value) for u in lg.list_users()])
     return OK
@@ -462,7 +462,8 @@ def register(subparsers: Any) -> None:
     _period(p)
     listing_options(p)
 
-    p = _command(subparsers, "export", export, "CSV, hledger journal or Beancount file, streamed")
+    p = _command(subparsers, "export", export,
+                 "CSV, hledger journal or Beancount file of the ledger, or a FOCUS cost report, streamed")
     p.add_argument("format", choices=FORMATS, help="what the file is for (focus: FinOps cost tools)")
     _period(p, required=False)
     p.add_argument("-o", "--output", help="file (default: standard output)")

@@ -28,7 +28,8 @@ class Amount:
     micro: int
 
 
-Cell = str | int | Decimal | Amount | None
+# A bool is a flag: ``yes`` or blank for people and CSV, true/false in JSON.
+Cell = str | bool | int | Decimal | Amount | None
 
 
 @dataclass(frozen=True)
@@ -58,10 +59,12 @@ def _text(cell: Cell) -> str:
         return ""
     if isinstance(cell, Amount):
         return format_amount(cell.micro)
+    if isinstance(cell, bool):
+        return "yes" if cell else ""
     return str(cell)
 
 
-def _json(cell: Cell) -> str | int | None:
+def _json(cell: Cell) -> str | bool | int | None:
     # Decimal as text for the same reason as amounts: a JSON number is a float to most readers.
     if cell is None or isinstance(cell, str | int):
         return cell

@@ -19,6 +19,7 @@ from sqlalchemy.engine import Connection
 from collector.charging.samples import Sample
 from collector.types import Node, Outcome
 from control import nodes as node_edits
+from control.presence import ControlTable
 
 STATUS_OF = {Outcome.OK: "connected", Outcome.HOSTKEY_MISMATCH: "hostkey_mismatch"}
 
@@ -39,15 +40,17 @@ class NodeReport:
     sample: Sample | None = None
 
 
-def sync_inventory(conn: Connection, nodes: Sequence[Node]) -> frozenset[str]:
+def sync_inventory(conn: Connection, nodes: Sequence[Node], edits: ControlTable) -> frozenset[str]:
     """Upsert every inventory node; flag the ones no longer in it. Returns the names of the listed ones.
+    ``edits`` is the caller's probe of ``control.node_edit`` (kept across ticks: once present, no query).
 
     The listed flag, region and remarks are also admin fields (``PATCH /v1/nodes/{name}``, kept by
     ``control.nodes`` until this sync takes them in, first): the inventory overwrites one only when its own
     value for it changed since the last sync, so an admin's edit stands until ops edit that field in the
     inventory.
     """
-    _take_admin_edits(conn)
+    if edits.present(conn):
+        _take_admin_edits(conn)
     listed = conn.execute(
         text(
             "INSERT INTO collector.node (name, address, port, local, region, remarks, listed,"
@@ -89,10 +92,7 @@ _APPLY_EDITS = """
 
 def _take_admin_edits(conn: Connection) -> None:
     """Write the admin edits made since the last sync into the registry, as the API once did at once; the
-    inventory's values are laid over them afterwards by the usual rule. A database without the control chain
-    has no edits to take."""
-    if not node_edits.installed(conn):
-        return
+    inventory's values are laid over them afterwards by the usual rule."""
     edits = node_edits.by_node(node_edits.take(conn))
     if edits:
         rows = [{"name": node, **node_edits.lay_over({}, group)} for node, group in edits.items()]

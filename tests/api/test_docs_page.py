@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import shutil
+from pathlib import Path
 from urllib.parse import urlsplit
 
 import httpx
@@ -32,7 +33,7 @@ def test_docs_page_is_public_self_hosted_and_locked_down(client: httpx.Client) -
 
 
 @pytest.mark.skipif(CHROMIUM is None, reason="Debian's chromium is not installed (scripts/test installs it)")
-def test_a_browser_lists_the_operations_without_leaving_loopback(base_url: str) -> None:
+def test_a_browser_lists_the_operations_without_leaving_loopback(base_url: str, tmp_path: Path) -> None:
     sync_api = pytest.importorskip("playwright.sync_api")
     requested: list[str] = []
     violations: list[str] = []
@@ -55,6 +56,7 @@ def test_a_browser_lists_the_operations_without_leaving_loopback(base_url: str) 
             page.wait_for_selector(".opblock-summary", timeout=30_000)
             summaries = page.locator(".opblock-summary-description").all_inner_texts()
             tags = page.locator(".opblock-tag").all_inner_texts()
+            page.screenshot(path=str(tmp_path / "docs.png"))   # for a person to look at (pytest's base temp)
         finally:
             browser.close()
     assert "Add money to a wallet" in summaries and "Revoke a token" in summaries

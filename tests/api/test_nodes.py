@@ -13,6 +13,8 @@ from sqlalchemy.pool import NullPool
 
 from collector.nodes.registry import NodeReport, record_tick, sync_inventory
 from collector.types import Node, Outcome
+from control.nodes import TABLE
+from control.presence import ControlTable
 from tests.api.conftest import ApiDatabase, Tokens, bearer
 from tests.collector.samples import GPU0, sample
 
@@ -23,7 +25,7 @@ def _sync(api_db: ApiDatabase, *inventory: Node) -> frozenset[str]:
     """The controller's inventory sync, as the app role it logs in with."""
     engine = create_engine(api_db.app_url, poolclass=NullPool)
     with engine.begin() as conn:
-        listed = sync_inventory(conn, list(inventory))
+        listed = sync_inventory(conn, list(inventory), ControlTable(TABLE, "node edits"))
     engine.dispose()
     return listed
 

@@ -11,6 +11,8 @@ from sqlalchemy import create_engine, text
 from collector.nodes.registry import NodeReport, list_nodes, record_tick, sync_inventory
 from collector.types import Node, Outcome
 from control import nodes
+from control.nodes import TABLE
+from control.presence import ControlTable
 from tests.collector.conftest import Database
 from tests.collector.samples import GPU0, GPU1, sample
 
@@ -28,7 +30,7 @@ def _fields(database: Database) -> tuple[str, str, bool]:
 def _sync(database: Database, node: Node) -> frozenset[str]:
     engine = create_engine(database.app_url)
     with engine.begin() as conn:
-        listed = sync_inventory(conn, [node])
+        listed = sync_inventory(conn, [node], ControlTable(TABLE, "node edits"))
     engine.dispose()
     return listed
 
@@ -134,7 +136,7 @@ def test_a_sync_that_rolls_back_leaves_the_edit_pending(api_database: Database) 
     _edit_through_control(api_database, remarks="fan replaced")
     engine = create_engine(api_database.app_url)
     with engine.connect() as conn:
-        sync_inventory(conn, [NODE])
+        sync_inventory(conn, [NODE], ControlTable(TABLE, "node edits"))
         conn.rollback()
         # The controller's `nodes list` shows the registry as the API does: with the pending edit over it.
         assert [(r.name, r.remarks) for r in list_nodes(conn)] == [("gpu01", "fan replaced")]

@@ -119,6 +119,7 @@ def test_listings_and_reports_in_every_format(gl) -> None:  # type: ignore[no-un
     assert status == 0 and [r["user"] for r in rows] == ["alice", "bob"]
     assert rows[0]["available"] == "100.500000" and rows[0]["currency"] == "CNY"  # exact text, not a float
     assert rows[0]["credit_limit"] is None and rows[0]["name"] == "Alice, the first"
+    assert rows[0]["exempt"] is False and rows[0]["project"] is None   # a flag is a boolean, nothing is null
     _, out, _ = gl("users", "list", "--format", "csv")
     parsed = list(csv.reader(io.StringIO(out)))
     assert parsed[0] == ["user", "name", "project", "exempt", "credit limit", "available", "tier"]
