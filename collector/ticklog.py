@@ -75,5 +75,6 @@ class TickLog:
             pruned = retention.prune(conn, sample_days, decision_days)
         self._pruned_at = time.monotonic()
         log.info("retention: removed %d samples older than %d days; %d decisions, %d ticks and %d"
-                 " unaccounted gaps older than %d days", pruned.samples, sample_days,
-                 pruned.decisions, pruned.ticks, pruned.unaccounted, decision_days)
+                 " unaccounted gaps older than %d days; %d GPU hours older than %d days", pruned.samples,
+                 sample_days, pruned.decisions, pruned.ticks, pruned.unaccounted, decision_days, pruned.gpu_hours,
+                 retention.GPU_HOURS_KEPT_DAYS)

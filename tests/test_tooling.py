@@ -68,10 +68,10 @@ OWN_SCHEMA = {"ledger": "ledger", "control": "control", "collector": "collector"
 # to change, their invariants kept by its functions and triggers. A view or function added for other packages
 # goes here, with its documentation.
 LEDGER_PUBLISHED = frozenset({"ledger.closed_before", "ledger.billing_users"})
-# The collector's read-only status views (collector migration c0004), for the API's node, decision and health
-# pages: what the controller learned, without the API depending on the collector's table layout.
+# The collector's read-only status views (collector migrations c0004, c0005), for the API's node, decision,
+# health and console pages: what the controller learned, without the API depending on its table layout.
 COLLECTOR_PUBLISHED = frozenset({"collector.node_status", "collector.gpu_status", "collector.decision_log",
-                                 "collector.tick_status"})
+                                 "collector.tick_status", "collector.gpu_activity"})
 # What each package's SQL may name besides its own schema: only what packages it may import publish.
 PUBLISHED_TO = {"ledger": frozenset(), "control": LEDGER_PUBLISHED, "collector": LEDGER_PUBLISHED,
                 "api": LEDGER_PUBLISHED | COLLECTOR_PUBLISHED, "probe": frozenset()}

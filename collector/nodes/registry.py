@@ -2,7 +2,8 @@
 
 The inventory is the source of truth for which nodes exist; a node that leaves it stays in the registry
 (its samples and decisions refer to it) with ``in_inventory = false``. After each tick one batch
-records every node's outcome, and for reachable nodes the hardware and GPU state their sample reported.
+records every node's outcome, and for reachable nodes the hardware and GPU state their sample reported
+(with each GPU's holders and activity, added to its hour: ``collector.nodes.gpuactivity``).
 """
 
 from __future__ import annotations
@@ -11,12 +12,12 @@ import json
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
-from typing import Any
 
 from sqlalchemy import text
 from sqlalchemy.engine import Connection
 
 from collector.charging.samples import Sample
+from collector.nodes import gpuactivity
 from collector.types import Node, Outcome
 from control import nodes as node_edits
 from control.presence import ControlTable
@@ -99,17 +100,6 @@ def _take_admin_edits(conn: Connection) -> None:
         conn.execute(text(_APPLY_EDITS), {"rows": json.dumps(rows)})
 
 
-def _gpu_rows(report: NodeReport, seen: str) -> list[dict[str, Any]]:
-    if report.sample is None:
-        return []
-    return [
-        {"node": report.node, "uuid": g.uuid, "index": g.index, "name": g.name, "total": g.memory_total_bytes,
-         "state": {"memory_used_bytes": g.memory_used_bytes, "utilization_percent": g.utilization_percent,
-                   "temperature_c": g.temperature_c, "power_mw": g.power_mw}, "seen": seen}
-        for g in report.sample.gpus
-    ]
-
-
 def _text(value: str | None) -> str | None:
     """A string PostgreSQL can store: an error message may carry a NUL from a node's stderr."""
     return None if value is None else value.replace("\x00", "\\0")
@@ -151,10 +141,11 @@ def record_tick(conn: Connection, reports: Sequence[NodeReport]) -> None:
         })
     conn.execute(text(_RECORD_NODES), {"rows": json.dumps(nodes, default=str)})
     # One row per (node, uuid): one statement may not upsert the same row twice.
-    rows = list({(row["node"], row["uuid"]): row for report in reports
-                 for row in _gpu_rows(report, report.attempted_at.isoformat())}.values())
+    rows = list({(row["node"], row["uuid"]): row for report in reports if report.sample is not None
+                 for row in gpuactivity.gpu_rows(report.node, report.sample, report.attempted_at)}.values())
     if rows:
         conn.execute(text(_RECORD_GPUS), {"rows": json.dumps(rows)})
+        gpuactivity.record_hours(conn, rows)
 
 
 @dataclass(frozen=True)

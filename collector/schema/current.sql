@@ -94,6 +94,40 @@ CREATE TABLE collector.gpu (
     seen_at timestamp with time zone NOT NULL
 );
 
+CREATE TABLE collector.gpu_hourly (
+    hour timestamp with time zone NOT NULL,
+    node text NOT NULL,
+    uuid text NOT NULL,
+    model text NOT NULL,
+    samples integer NOT NULL,
+    utilization_samples integer NOT NULL,
+    utilization_sum bigint NOT NULL,
+    held_samples integer NOT NULL,
+    idle_held_samples integer NOT NULL,
+    memory_used_max bigint,
+    holders text[] DEFAULT '{}'::text[] NOT NULL,
+    CONSTRAINT gpu_hourly_check CHECK (((utilization_samples >= 0) AND (utilization_samples <= samples))),
+    CONSTRAINT gpu_hourly_check1 CHECK (((held_samples >= 0) AND (held_samples <= samples))),
+    CONSTRAINT gpu_hourly_check2 CHECK (((idle_held_samples >= 0) AND (idle_held_samples <= held_samples))),
+    CONSTRAINT gpu_hourly_hour_check CHECK ((date_trunc('hour'::text, hour) = hour)),
+    CONSTRAINT gpu_hourly_samples_check CHECK ((samples > 0)),
+    CONSTRAINT gpu_hourly_utilization_sum_check CHECK ((utilization_sum >= 0))
+);
+
+CREATE VIEW collector.gpu_activity AS
+ SELECT gpu_hourly.hour,
+    gpu_hourly.node,
+    gpu_hourly.uuid,
+    gpu_hourly.model,
+    gpu_hourly.samples,
+    gpu_hourly.utilization_samples,
+    gpu_hourly.utilization_sum,
+    gpu_hourly.held_samples,
+    gpu_hourly.idle_held_samples,
+    gpu_hourly.memory_used_max,
+    gpu_hourly.holders
+   FROM collector.gpu_hourly;
+
 CREATE VIEW collector.gpu_status AS
  SELECT gpu.node,
     gpu.uuid,
@@ -241,6 +275,9 @@ CREATE TABLE collector.usage_outbox (
 ALTER TABLE ONLY collector.decision
     ADD CONSTRAINT decision_pkey PRIMARY KEY (id);
 
+ALTER TABLE ONLY collector.gpu_hourly
+    ADD CONSTRAINT gpu_hourly_pkey PRIMARY KEY (hour, node, uuid);
+
 ALTER TABLE ONLY collector.gpu
     ADD CONSTRAINT gpu_pkey PRIMARY KEY (node, uuid);
 
@@ -270,6 +307,8 @@ CREATE INDEX decision_node_at ON collector.decision USING btree (node, at);
 CREATE INDEX decision_tick ON collector.decision USING btree (tick_id);
 
 CREATE INDEX decision_user_at ON collector.decision USING btree (billing_user, at);
+
+CREATE INDEX gpu_hourly_node_hour ON collector.gpu_hourly USING btree (node, hour);
 
 CREATE INDEX sample_node_received ON collector.sample USING btree (node, received_at);
 
@@ -309,6 +348,12 @@ GRANT SELECT ON TABLE collector.decision_log TO gpuledger_auditor;
 
 GRANT SELECT,INSERT,DELETE,UPDATE ON TABLE collector.gpu TO gpuledger_app;
 GRANT SELECT ON TABLE collector.gpu TO gpuledger_auditor;
+
+GRANT SELECT,INSERT,DELETE,UPDATE ON TABLE collector.gpu_hourly TO gpuledger_app;
+GRANT SELECT ON TABLE collector.gpu_hourly TO gpuledger_auditor;
+
+GRANT SELECT ON TABLE collector.gpu_activity TO gpuledger_app;
+GRANT SELECT ON TABLE collector.gpu_activity TO gpuledger_auditor;
 
 GRANT SELECT ON TABLE collector.gpu_status TO gpuledger_app;
 GRANT SELECT ON TABLE collector.gpu_status TO gpuledger_auditor;
