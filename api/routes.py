@@ -122,9 +122,14 @@ OPERATIONS: tuple[Operation, ...] = (
               roles=READERS, query=(*_PERIOD, Param("by", {"enum": ["user", "node", "model", "resource"]}))),
     Operation("GET", "/v1/reports/revenue", "revenue", "Revenue by resource account", reports.revenue,
               s.array(s.out({"account": {"type": "string"}, "amount": s.MONEY_OUT})), roles=READERS, query=_PERIOD),
-    Operation("GET", "/v1/exports/{format}", "export", "Stream the ledger of a period as CSV, hledger or Beancount",
-              exports.export, {"type": "string"}, roles=READERS, media_types=("text/csv", "text/plain"),
-              path_params=(Param("format", {"enum": list(FORMATS)}, True),), query=_PERIOD),
+    Operation("GET", "/v1/exports/{format}", "export",
+              "Stream the ledger of a period as CSV, hledger or Beancount, or its FOCUS cost report (CSV or Parquet)",
+              exports.export, {"type": "string"}, roles=READERS,
+              media_types=("text/csv", "text/plain", "application/vnd.apache.parquet"),
+              path_params=(Param("format", {"enum": list(FORMATS)}, True),),
+              query=(*_PERIOD, Param("as", {"enum": list(exports.FILE_TYPES), "default": "csv"},
+                                     description="the focus report's file: csv, or parquet (typed columns, exact"
+                                                 " decimals)"))),
     # -- prices
     Operation("GET", "/v1/prices", "list_prices", "Price versions", reports.list_prices, s.array(s.PRICE),
               roles=OPS_READERS),

@@ -14,6 +14,7 @@ import signal
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
+from functools import partial
 from pathlib import Path
 
 from prometheus_client import CollectorRegistry, start_http_server
@@ -25,7 +26,7 @@ from collector.charging.deltas import UsageSettings
 from collector.charging.posting import Charger
 from collector.config import ControllerConfig
 from collector.enforcing.notices import Notifier
-from collector.metrics import Metrics, WalletBalances
+from collector.metrics import Metrics, WalletBalances, read_wallet_figures
 from collector.nodes.conntest import ConnectionTests
 from collector.nodes.inventory import load_inventory
 from collector.nodes.lease import Lease
@@ -77,7 +78,7 @@ class Runtime:
         self.metrics = Metrics(self.registry)
         self.metrics.tick_budget.set(self.config.tick_budget_s)
         if self.config.metrics_wallets:
-            self.registry.register(WalletBalances(lambda wallet: self.ledger.balance(wallet).available,
+            self.registry.register(WalletBalances(partial(read_wallet_figures, self.engine),
                                                   self.config.metrics_wallets))
         self.inventory = InventoryFile(self.config.inventory)
         self._local = LocalTransport(self.config.local_node_command)

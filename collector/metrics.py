@@ -4,20 +4,24 @@ Per tick: duration, budget overruns, nodes by outcome, samples, ledger entries, 
 unaccounted time; per node: up, clock skew; per GPU (with node, GPU and model labels): utilisation,
 memory, temperature, power and how many users hold it; per (node, GPU, user): the memory a user holds.
 Remote strings only ever appear as label values, which the exposition format escapes.
-``WalletBalances`` adds, at scrape time, the balance of each wallet an admin allow-listed.
+``WalletBalances`` adds, at scrape time, the balance and the usage money charged of each wallet an admin
+allow-listed.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import GaugeMetricFamily, Metric
+from sqlalchemy.engine import Engine
 
 from collector.charging.samples import Sample
 from collector.types import Node, Outcome, TickSummary
+from ledger.db import reading
 from ledger.errors import LedgerError
+from ledger.reports import WalletFigures, wallet_figures
 
 log = logging.getLogger("gpuledger.controller")
 
@@ -127,33 +131,60 @@ class Metrics:
                 seen.add(key)
 
 
+def read_wallet_figures(engine: Engine, wallets: Sequence[str]) -> Mapping[str, WalletFigures]:
+    """The figures of ``wallets`` in one read-only transaction and one query (``ledger.reports.wallet_figures``)."""
+    with reading(engine) as conn:
+        return wallet_figures(conn, wallets)
+
+
 class WalletBalances:
-    """``gpuledger_wallet_balance_micro{wallet}`` for the wallets of ``GPULEDGER_METRICS_WALLETS``, read from the
-    ledger when Prometheus scrapes (one short read a wallet), and how many of them could not be read.
+    """For the wallets of ``GPULEDGER_METRICS_WALLETS``: ``gpuledger_wallet_balance_micro{wallet}`` (what the wallet
+    holds) and ``gpuledger_wallet_charged_micro{wallet}`` (the usage money charged to it since it was opened, net
+    of refunds and reversals of usage), read from the ledger when Prometheus scrapes, all wallets in one query,
+    and how many of them could not be read.
+
+    Both are in micro-units, like ``gpuledger_charged_micro``: the exposition format carries floats, which hold
+    micro-units exactly up to 2**53 (9 billion in the major unit), so they are display figures and the ledger
+    stays the exact record. The charged series is cumulative but typed a gauge, not a counter: a refund lowers
+    it, and ``rate()``/``increase()`` would read any decrease as a counter reset and add the whole total back;
+    ``delta()`` over a window is the money charged in it, refunds counted.
 
     An allow-list, not the top N: its series are exactly the wallets an admin chose (the shared project wallets
     worth a graph or an alert), stable from scrape to scrape, while a top N changes members as balances move
     (series that start and stop, alerts that flap) and needs a sort of every wallet at each scrape."""
 
-    def __init__(self, balance: Callable[[str], int], wallets: Sequence[str]) -> None:
-        self._balance = balance
+    def __init__(self, figures: Callable[[Sequence[str]], Mapping[str, WalletFigures]], wallets: Sequence[str]) -> None:
+        self._figures = figures
         self._wallets = tuple(wallets)
 
     def describe(self) -> Iterator[Metric]:
         # Names only: the registry must not read the ledger when the collector is registered.
         yield GaugeMetricFamily("gpuledger_wallet_balance_micro", "", labels=["wallet"])
+        yield GaugeMetricFamily("gpuledger_wallet_charged_micro", "", labels=["wallet"])
         yield GaugeMetricFamily("gpuledger_wallet_balance_errors", "")
 
     def collect(self) -> Iterator[Metric]:
         balances = GaugeMetricFamily("gpuledger_wallet_balance_micro", "Available balance of an allow-listed wallet,"
                                      " in micro-units", labels=["wallet"])
-        failed = 0
+        charged = GaugeMetricFamily("gpuledger_wallet_charged_micro", "Usage money charged to an allow-listed wallet"
+                                    " since it was opened, net of refunds and reversals, in micro-units",
+                                    labels=["wallet"])
+        figures: Mapping[str, WalletFigures] | None = None
+        try:
+            figures = self._figures(self._wallets)
+        except LedgerError as exc:  # database away: no series this scrape, every wallet counted below
+            log.warning("wallet figures not read for the metrics: %s", exc)
+        missing = []
         for wallet in self._wallets:
-            try:
-                balances.add_metric([wallet], self._balance(wallet))
-            except LedgerError as exc:  # unknown wallet or database away: no series for it, counted below
-                failed += 1
-                log.warning("wallet %s: balance not read for the metrics: %s", wallet, exc)
+            found = None if figures is None else figures.get(wallet)
+            if found is None:
+                missing.append(wallet)
+                continue
+            balances.add_metric([wallet], found.available)
+            charged.add_metric([wallet], found.charged)
+        if figures is not None and missing:
+            log.warning("wallets %s: not in the ledger, no series for them", ", ".join(missing))
         yield balances
-        yield GaugeMetricFamily("gpuledger_wallet_balance_errors", "Allow-listed wallets whose balance the last"
-                                " scrape could not read", value=failed)
+        yield charged
+        yield GaugeMetricFamily("gpuledger_wallet_balance_errors", "Allow-listed wallets whose figures the last"
+                                " scrape could not read", value=len(missing))

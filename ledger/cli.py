@@ -21,7 +21,8 @@ from ledger import chain
 from ledger.accounts import FUNDING_DEFAULT
 from ledger.config import LedgerConfig
 from ledger.errors import ConfigError, LedgerError, LedgerUnavailable
-from ledger.exports import FORMATS
+from ledger.exports import FORMATS, focus_parquet
+from ledger.exports.focus_file import FocusExporter
 from ledger.instants import instant
 from ledger.money import format_amount, parse_amount, parse_decimal
 from ledger.records import PostResult, UsageRow
@@ -296,6 +297,10 @@ class _Progress(io.RawIOBase):
 
 
 def export(lg: Ledger, a: argparse.Namespace) -> int:
+    if a.file_type is not None and a.format != FocusExporter.name:
+        raise LedgerError("--format is for the focus report only (csv or parquet)", format=a.format)
+    if a.file_type == "parquet":
+        return _export_parquet(lg, a)
     to_stdout = a.output in (None, "-")
     # progress only for a person watching stderr, and never over an export that goes to that same terminal
     if not sys.stderr.isatty() or (to_stdout and sys.stdout.isatty()):
@@ -308,6 +313,18 @@ def export(lg: Ledger, a: argparse.Namespace) -> int:
         with io.TextIOWrapper(io.BufferedWriter(progress), encoding="utf-8") as out:
             lg.export(a.format, out, a.start, a.end)
         progress.show(end="\n")
+    return OK
+
+
+def _export_parquet(lg: Ledger, a: argparse.Namespace) -> int:
+    """The FOCUS report as Parquet: binary, so never to a terminal, and without the line-counting progress."""
+    focus_parquet.require_pyarrow()  # before a file is created: a missing pyarrow leaves nothing behind
+    to_stdout = a.output in (None, "-")
+    if to_stdout and sys.stdout.isatty():
+        raise LedgerError("Parquet is binary: write it to a file (-o FILE) or a pipe")
+    sys.stdout.flush()
+    with contextlib.nullcontext(sys.stdout.buffer) if to_stdout else open(a.output, "wb") as sink:
+        focus_parquet.export(lg.engine, lg.config.currency, lg.config.timezone, sink, a.start, a.end)
     return OK
 
 
@@ -465,6 +482,8 @@ def register(subparsers: Any) -> None:
     p = _command(subparsers, "export", export,
                  "CSV, hledger journal or Beancount file of the ledger, or a FOCUS cost report, streamed")
     p.add_argument("format", choices=FORMATS, help="what the file is for (focus: FinOps cost tools)")
+    p.add_argument("--format", dest="file_type", choices=("csv", "parquet"),
+                   help="the focus report's file: csv (default) or parquet (needs gpuledger[parquet])")
     _period(p, required=False)
     p.add_argument("-o", "--output", help="file (default: standard output)")
 

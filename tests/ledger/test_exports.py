@@ -11,18 +11,21 @@ import sys
 from collections import defaultdict
 from collections.abc import Callable
 from datetime import date, timedelta
+from decimal import Decimal
 from pathlib import Path
 
 import pytest
+from sqlalchemy import text
 
 from ledger import journal
-from ledger.exports import EXPORTERS
+from ledger.db import reading
+from ledger.exports import EXPORTERS, csv_file
 from ledger.exports.abc import EARNINGS
 from ledger.money import MICRO, parse_amount
 from ledger.records import UsageTick
 from ledger.service import Ledger
 from tests.ledger.conftest import cny
-from tests.ledger.helpers import T0, cpu, gpu, priced
+from tests.ledger.helpers import A100, T0, cpu, gpu, priced
 
 HLEDGER = shutil.which("hledger") or "/usr/bin/hledger"
 BEAN_CHECK = str(Path(sys.executable).with_name("bean-check"))
@@ -236,3 +239,40 @@ def test_a_period_income_statement_shows_only_that_period(busy: Ledger, tmp_path
     # before the close into equity, the opening entry put everything ever earned in this quiet day
     assert [r for r in csv.reader(io.StringIO(statement.stdout)) if ":" in r[0]] == [], statement.stdout
     assert f"{EARNINGS}  -" in quiet.read_text()
+
+
+def test_csv_round_trips_every_posting_exactly_with_the_entries_metadata(busy: Ledger, tmp_path: Path) -> None:
+    path = tmp_path / "ledger.csv"
+    with path.open("w", newline="") as out:
+        busy.export("csv", out)
+    with path.open(newline="") as f:
+        reader = csv.DictReader(f)
+        rows = list(reader)
+    # the original columns stay first and in place; the metadata is appended
+    assert tuple(reader.fieldnames or ()) == csv_file.COLUMNS
+    assert csv_file.COLUMNS[:12] == ("entry_id", "date", "effective_at", "kind", "idem_key", "ref_entry_id",
+                                     "usage_id", "memo", "line", "account", "amount", "currency")
+    with reading(busy.engine) as conn:
+        postings = [(int(e), int(line), code, int(amount), memo) for e, line, code, amount, memo in conn.execute(text(
+            "SELECT p.entry_id, p.line, a.code, p.amount, e.memo FROM ledger.posting p"
+            " JOIN ledger.account a ON a.id = p.account_id JOIN ledger.journal_entry e ON e.id = p.entry_id"
+            " ORDER BY p.entry_id, p.line"))]
+    entries = [r for r in rows if r["kind"] not in ("opening", "closing")]
+    assert sorted((int(r["entry_id"]), int(r["line"]), r["account"], parse_amount(r["amount"]), r["memo"])
+                  for r in entries) == postings
+    gpu_row = next(r for r in entries if r["usage_key"] == "alice/0/g" and r["account"].startswith("revenues:"))
+    assert {k: gpu_row[k] for k in ("user", "wallet", "node", "resource", "model", "quantity", "unit", "payee")} == {
+        "user": "alice", "wallet": "liabilities:wallet:user:alice", "node": "n1", "resource": "gpu", "model": A100,
+        "quantity": "60", "unit": "gpu-second", "payee": "alice"}
+    assert gpu_row["price_version"].isdigit() and gpu_row["link"] == gpu_row["entry_id"]
+    cpu_row = next(r for r in entries if r["usage_key"] == "x0day/1/c" and r["account"].startswith("liabilities:"))
+    assert (Decimal(cpu_row["quantity"]), cpu_row["user"], cpu_row["wallet"], cpu_row["model"]) == (
+        Decimal("7.25"), "x0day", "liabilities:wallet:project:lab.1", "")
+    adjustment = next(r for r in entries if r["kind"] == "adjustment")
+    reversal = next(r for r in entries if r["kind"] == "reversal")
+    assert reversal["link"] == adjustment["link"] == adjustment["entry_id"] == reversal["ref_entry_id"]
+    assert (reversal["payee"], reversal["usage_key"], reversal["node"]) == ("x.0day", "", "")
+    project_recharge = next(r for r in entries if r["idem_key"] == "r2")
+    assert (project_recharge["user"], project_recharge["payee"]) == ("", "liabilities:wallet:project:lab.1")
+    closing = [r for r in rows if r["kind"] == "closing"]
+    assert closing and all(r["user"] == r["payee"] == r["link"] == "" for r in closing)
