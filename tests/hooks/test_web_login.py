@@ -70,7 +70,8 @@ def test_without_a_code_it_sends_the_user_to_the_console(web_node: HookNode, nod
     assert b"open the gpuledger console, then run" in unconfigured.stdout
 
 
-@pytest.mark.parametrize("code", ["ABCD-EFG0", "ABCDEFG", "ABCD-EFGH-", "ABCDEFGHJ", "AB;CDEFGH", "ABCD EFGH", "ÄBCDEFGH"])
+@pytest.mark.parametrize("code", ["ABCD-EFG0", "ABCDEFG", "ABCD-EFGH-", "ABCDEFGHJ", "AB;CDEFGH", "ABCD EFGH",
+                                  "ÄBCDEFGH"])
 def test_a_malformed_code_is_a_usage_error_and_writes_nothing(web_node: HookNode, spool: Path,
                                                                alice: pwd.struct_passwd, code: str) -> None:
     result = web(web_node, alice, code)
