@@ -4,6 +4,7 @@ checked, sudo as the rollout installs it), maps the file's owner through the led
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import os
@@ -14,9 +15,13 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+from apscheduler.schedulers.asyncio import AsyncIOScheduler
+from sqlalchemy import create_engine
 
+from collector.nodes.lease import Lease
 from collector.nodes.transport.ssh import SshSettings, SshTransport
 from collector.nodes.weblogin import WebLoginPoller
+from collector.scheduler import TickLoop
 from collector.types import Node
 from control import weblogin
 from control.weblogin import FlowState
@@ -166,3 +171,33 @@ def test_symlinked_expired_and_malformed_codes_are_refused(login_node: tuple[Clu
     assert '"refused": "symlink"' in caplog.text
     assert state(cluster, waiting) is FlowState.PENDING and list(node.spool.iterdir()) == []
     assert Path(pwd.getpwnam("glw-alice").pw_dir, "code").exists()  # the link's target is never touched
+
+
+def test_only_the_active_controller_reads_codes(login_node: tuple[Cluster, LoginNode, WebLoginPoller]) -> None:
+    cluster, node, poller = login_node
+    lease = Lease(cluster.engine, key=0x676C77)
+    loop = TickLoop(cluster.controller, lease, lambda: [], 60, cluster.metrics, lambda *_: None, web_login=poller)
+    scheduler = AsyncIOScheduler(timezone=UTC)
+    loop.schedule(scheduler)
+    assert {job.id for job in scheduler.get_jobs()} == {"gpuledger-tick", "gpuledger-web-login"}
+    try:
+        flow = start(cluster)
+        assert node.web("glw-alice", flow.code).returncode == 0
+        cluster.runner.run(loop.poll_web_login())  # no tick has found this process active yet
+        assert state(cluster, flow) is FlowState.PENDING and len(list(node.spool.iterdir())) == 1
+        assert cluster.runner.run(loop.run_once()) is not None
+        cluster.runner.run(loop.poll_web_login())
+        assert state(cluster, flow) is FlowState.PROVEN
+    finally:
+        lease.release()
+
+
+def test_without_the_control_schema_the_poller_waits(database: Database, caplog: pytest.LogCaptureFixture) -> None:
+    engine = create_engine(database.app_url)
+    try:
+        poller = WebLoginPoller(engine, lambda: [], lambda _: pytest.fail("no node is asked"), command_timeout_s=5)
+        assert asyncio.run(poller.poll()) == [] and asyncio.run(poller.poll()) == []
+        assert [r.getMessage() for r in caplog.records if "control.web_login" in r.getMessage()] == [
+            "control.web_login does not exist (the control migrations have not run): web-login codes are not read"]
+    finally:
+        engine.dispose()
