@@ -10,7 +10,7 @@ Every check below exists because a user controls everything about their file exc
   (the name may be swapped between the two), hard links by ``fstat`` of the opened descriptor;
 * anything but a regular file is never read (a FIFO would block: ``O_NONBLOCK``; a device is not ours);
 * a file writable by group or others could hold a code another user wrote into it, under this owner's uid;
-* uid 0 and system uids below ``UID_MIN`` are never a billing identity;
+* uid 0, system uids below ``UID_MIN`` and ``nobody`` are never a billing identity;
 * more than ``MAX_BYTES``, or content not of the code's shape, is garbage; older than ``MAX_AGE_S`` is stale.
 
 The spool itself must be root's, not a symlink and mode 1733 (anyone may create, nobody but root may list,
@@ -27,6 +27,7 @@ import re
 import stat
 import time
 
+from probe.constants import NOBODY_UID
 from probe.errors import Failed, Refused
 from probe.verbs import ok
 
@@ -44,11 +45,8 @@ Facts.__doc__ = "What ``fstat`` and a bounded read of one opened spool entry say
 
 
 def spool_problem(st):
-    """Why a spool directory with this ``lstat`` result must not be trusted, or None."""
-    if stat.S_ISLNK(st.st_mode):
-        return "is a symlink"
-    if not stat.S_ISDIR(st.st_mode):
-        return "is not a directory"
+    """Why the spool, opened with ``O_DIRECTORY|O_NOFOLLOW`` (so neither a symlink nor a file) and ``fstat``-ed,
+    must not be trusted, or None."""
     if st.st_uid != 0:
         return "is owned by uid %d, not root" % st.st_uid
     if stat.S_IMODE(st.st_mode) != SPOOL_MODE:
@@ -62,7 +60,7 @@ def judge(facts, now, uid_min):
         return "not_regular_file", None
     if facts.nlink != 1:
         return "hard_link", None
-    if facts.uid == 0 or facts.uid < uid_min:
+    if facts.uid == 0 or facts.uid < uid_min or facts.uid == NOBODY_UID:
         return "system_user", None
     if facts.mode & (stat.S_IWGRP | stat.S_IWOTH):
         return "writable_by_others", None
@@ -137,7 +135,9 @@ def collect(directory, uid_min, now=None):
         return None, False
     except OSError as error:
         if error.errno in (errno.ELOOP, errno.ENOTDIR):
-            raise Refused("unsafe_spool", "%s %s" % (directory, "is not a directory or is a symlink")) from None
+            # Linux answers ENOTDIR for a symlink under O_DIRECTORY|O_NOFOLLOW; lstat says which it is.
+            what = "is a symlink" if os.path.islink(directory) else "is not a directory"
+            raise Refused("unsafe_spool", "%s %s" % (directory, what)) from None
         raise Failed("spool_unreadable", "%s: %s" % (directory, error.strerror)) from None
     try:
         problem = spool_problem(os.fstat(dir_fd))

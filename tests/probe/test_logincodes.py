@@ -68,6 +68,7 @@ def test_user_b_writing_a_code_is_named_b_whatever_the_file_says(spool, test_use
     (lambda spool, user, other: drop(spool, user, CODE.lower()), "bad_code"),
     (lambda spool, user, other: os.chown(drop(spool, user), 0, 0), "system_user"),
     (lambda spool, user, other: os.chown(drop(spool, user), 1, 1), "system_user"),
+    (lambda spool, user, other: os.chown(drop(spool, user), 65534, 65534), "system_user"),
     (lambda spool, user, other: os.mkfifo(spool / "fifo"), "not_regular_file"),
     (lambda spool, user, other: (spool / "dir").mkdir(), "not_regular_file"),
 ])
@@ -137,8 +138,11 @@ def test_an_untrusted_spool_refuses_everything_and_touches_nothing(spool, test_u
 
 def test_a_symlinked_spool_is_refused_and_a_missing_one_is_absent(spool, tmp_path, uid_min):
     os.symlink(spool, tmp_path / "alias")
-    with pytest.raises(Refused):
-        logincodes.collect(str(tmp_path / "alias"), uid_min)
+    (tmp_path / "file").write_text("")
+    for path, problem in ((tmp_path / "alias", "is a symlink"), (tmp_path / "file", "is not a directory")):
+        with pytest.raises(Refused) as raised:
+            logincodes.collect(str(path), uid_min)
+        assert raised.value.detail == "%s %s" % (path, problem)
     assert logincodes.collect(str(tmp_path / "none"), uid_min) == (None, False)
 
 
