@@ -142,7 +142,7 @@ def test_a_symlinked_spool_is_refused_and_a_missing_one_is_absent(spool, tmp_pat
     for path, problem in ((tmp_path / "alias", "is a symlink"), (tmp_path / "file", "is not a directory")):
         with pytest.raises(Refused) as raised:
             logincodes.collect(str(path), uid_min)
-        assert raised.value.detail == "%s %s" % (path, problem)
+        assert raised.value.detail == f"{path} {problem}"
     assert logincodes.collect(str(tmp_path / "none"), uid_min) == (None, False)
 
 
