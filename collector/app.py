@@ -12,7 +12,7 @@ import logging
 import os
 import signal
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from functools import partial
 from pathlib import Path
@@ -33,6 +33,7 @@ from collector.nodes.lease import Lease
 from collector.nodes.transport.abc import Transport
 from collector.nodes.transport.local import LocalTransport
 from collector.nodes.transport.ssh import SshSettings, SshTransport
+from collector.nodes.weblogin import WebLoginPoller
 from collector.scheduler import TickLoop
 from collector.tick import Controller
 from collector.types import Node, TickSettings, TickSummary
@@ -63,6 +64,28 @@ class InventoryFile:
         return self._nodes
 
 
+class Transports:
+    """The local transport and an SSH one made on first use, for one user of the nodes (the ticks, the connection
+    tests, the web-login poller): each user's sessions are its own."""
+
+    def __init__(self, local_node_command: Sequence[str], new_ssh: Callable[[], SshTransport]) -> None:
+        self._local = LocalTransport(local_node_command)
+        self._new_ssh = new_ssh
+        self._ssh: SshTransport | None = None
+
+    def __call__(self, node: Node) -> Transport:
+        if node.local:
+            return self._local
+        if self._ssh is None:
+            self._ssh = self._new_ssh()
+        return self._ssh
+
+    async def aclose(self) -> None:
+        if self._ssh is not None:
+            await self._ssh.aclose()
+        await self._local.aclose()
+
+
 @dataclass
 class Runtime:
     config: ControllerConfig
@@ -81,11 +104,11 @@ class Runtime:
             self.registry.register(WalletBalances(partial(read_wallet_figures, self.engine),
                                                   self.config.metrics_wallets))
         self.inventory = InventoryFile(self.config.inventory)
-        self._local = LocalTransport(self.config.local_node_command)
-        self._ssh: SshTransport | None = None
-        # Connection tests get transports of their own: a test opens and closes its own connection.
-        self._test_local = LocalTransport(self.config.local_node_command)
-        self._test_ssh: SshTransport | None = None
+        self.transport = Transports(self.config.local_node_command, self._new_ssh)
+        # Connection tests get transports of their own: a test opens and closes its own connection. The
+        # web-login poller keeps its own sessions, so neither's discard breaks another's command.
+        self.test_transport = Transports(self.config.local_node_command, self._new_ssh)
+        self.login_transport = Transports(self.config.local_node_command, self._new_ssh)
         self.controller = Controller(
             engine=self.engine,
             ledger=self.ledger,
@@ -115,36 +138,21 @@ class Runtime:
         self.lease = Lease(self.lease_engine)
         self.connection_tests = ConnectionTests(self.engine, self.inventory, self.test_transport,
                                                 self.config.command_timeout_s)
+        self.web_login = WebLoginPoller(self.engine, self.inventory, self.login_transport,
+                                        self.config.command_timeout_s, concurrency=self.config.concurrency)
 
     def _new_ssh(self) -> SshTransport:
         return SshTransport(SshSettings(client_key=self.config.ssh_key, known_hosts=self.config.known_hosts,
                                         connect_timeout_s=self.config.connect_timeout_s,
                                         login_timeout_s=self.config.connect_timeout_s))
 
-    def transport(self, node: Node) -> Transport:
-        if node.local:
-            return self._local
-        if self._ssh is None:
-            self._ssh = self._new_ssh()
-        return self._ssh
-
-    def test_transport(self, node: Node) -> Transport:
-        if node.local:
-            return self._test_local
-        if self._test_ssh is None:
-            self._test_ssh = self._new_ssh()
-        return self._test_ssh
-
     def loop(self, report: Callable[[TickSummary | None, str], None]) -> TickLoop:
         return TickLoop(self.controller, self.lease, self.inventory, self.config.tick_s, self.metrics, report,
-                        self.connection_tests, self.config.connection_test_poll_s)
+                        self.connection_tests, self.config.connection_test_poll_s, self.web_login)
 
     async def aclose(self) -> None:
-        for ssh in (self._ssh, self._test_ssh):
-            if ssh is not None:
-                await ssh.aclose()
-        await self._local.aclose()
-        await self._test_local.aclose()
+        for transports in (self.transport, self.test_transport, self.login_transport):
+            await transports.aclose()
         self.controller.close()
         self.lease.release()
         self.engine.dispose()

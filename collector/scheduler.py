@@ -9,14 +9,16 @@ the database cannot be reached the tick is skipped: nothing is enforced blind, a
 charges the whole interval from the cumulative counters.
 
 A second job polls for connection tests the API requested (``collector.nodes.conntest``), every few seconds so
-"test connection now" answers promptly, but only while the last tick found this process the active one.
+"test connection now" answers promptly, but only while the last tick found this process the active one. A third,
+at the same pace and under the same rule, reads web-login codes from the nodes while a console login waits
+(``collector.nodes.weblogin``).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime
 
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
@@ -26,6 +28,7 @@ from sqlalchemy.exc import DBAPIError
 from collector.metrics import Metrics
 from collector.nodes.conntest import ConnectionTests
 from collector.nodes.lease import Lease
+from collector.nodes.weblogin import WebLoginPoller
 from collector.tick import Controller
 from collector.types import Node, TickSummary
 
@@ -46,6 +49,7 @@ class TickLoop:
         report: Report,
         connection_tests: ConnectionTests | None = None,
         connection_test_poll_s: float = 2.0,
+        web_login: WebLoginPoller | None = None,
     ) -> None:
         self.controller = controller
         self.lease = lease
@@ -55,6 +59,7 @@ class TickLoop:
         self.report = report
         self.connection_tests = connection_tests
         self.connection_test_poll_s = connection_test_poll_s
+        self.web_login = web_login
         self.ticks = 0
         self.active = False
 
@@ -80,12 +85,21 @@ class TickLoop:
 
     async def poll_connection_tests(self) -> None:
         """Run requested connection tests, on the active controller only; a database error waits for the next poll."""
-        if self.connection_tests is None or not self.active:
+        if self.connection_tests is not None:
+            await self._fast("connection tests", self.connection_tests.poll)
+
+    async def poll_web_login(self) -> None:
+        """Read the nodes' web-login codes while a login waits, on the active controller only."""
+        if self.web_login is not None:
+            await self._fast("web login", self.web_login.poll)
+
+    async def _fast(self, what: str, poll: Callable[[], Awaitable[object]]) -> None:
+        if not self.active:
             return
         try:
-            await self.connection_tests.poll()
+            await poll()
         except DBAPIError as exc:
-            log.warning("connection tests: database unreachable: %s", type(exc.orig).__name__)
+            log.warning("%s: database unreachable: %s", what, type(exc.orig).__name__)
 
     def schedule(self, scheduler: AsyncIOScheduler) -> None:
         scheduler.add_job(
@@ -97,15 +111,17 @@ class TickLoop:
             misfire_grace_time=max(1, int(self.interval_s / 2)),
             next_run_time=datetime.now(UTC),
         )
-        if self.connection_tests is not None:
-            scheduler.add_job(
-                self.poll_connection_tests,
-                IntervalTrigger(seconds=self.connection_test_poll_s),
-                id="gpuledger-connection-tests",
-                max_instances=1,
-                coalesce=True,
-                misfire_grace_time=max(1, int(self.connection_test_poll_s)),
-            )
+        for job, name, present in ((self.poll_connection_tests, "connection-tests", self.connection_tests),
+                                   (self.poll_web_login, "web-login", self.web_login)):
+            if present is not None:
+                scheduler.add_job(
+                    job,
+                    IntervalTrigger(seconds=self.connection_test_poll_s),
+                    id=f"gpuledger-{name}",
+                    max_instances=1,
+                    coalesce=True,
+                    misfire_grace_time=max(1, int(self.connection_test_poll_s)),
+                )
 
     async def run(self, stop: asyncio.Event) -> None:
         """Tick until ``stop`` is set; then give the lease back so a standby can take over at once."""

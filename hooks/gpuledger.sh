@@ -22,6 +22,9 @@ _gpuledger_config() {
     __gl_status_dir=/run/gpuledger/status
     __gl_wrapped_commands='python python3 torchrun accelerate deepspeed jupyter jupyter-lab jupyter-notebook ipython'
     __gl_exempt_users=''
+    # gpuledger-balance --web: the console's address (empty: none to print) and the code spool (docs/web-login.md).
+    __gl_console_url=''
+    __gl_web_login_dir=/var/spool/gpuledger/web-login
 }
 
 # Every variable the hook names starts with __gl_: it runs in users' shells, where a `readonly mode` or
@@ -33,7 +36,8 @@ _gpuledger_with_status() {
     local -
     # -f: the hook splits words (stat's output, the configured lists) and never means to glob.
     set +aeEuxT -f
-    local IFS=$' \t\n' __gl_status_dir __gl_wrapped_commands __gl_exempt_users __gl_problem='' __gl_version='' \
+    local IFS=$' \t\n' __gl_status_dir __gl_wrapped_commands __gl_exempt_users __gl_console_url __gl_web_login_dir \
+        __gl_problem='' __gl_version='' \
         __gl_user='' __gl_uid='' __gl_billing_user='' __gl_updated_at='' __gl_tier='' __gl_balance='' \
         __gl_currency='' __gl_burn_rate_per_hour='' __gl_time_to_empty_hours='' __gl_gpu_blocked='' \
         __gl_cpu_quota_percent='' __gl_kill_at='' __gl_notice='' __gl_recharge_hint=''

@@ -58,6 +58,7 @@ VERBS = collections.OrderedDict(
         ("status-write", ("uid",)),
         ("notify", ("uid",)),
         ("session-open", ()),
+        ("login-codes", ()),
     ]
 )
 

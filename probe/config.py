@@ -60,6 +60,7 @@ _KEYS = collections.OrderedDict(
         ("cgroup_root", ("/sys/fs/cgroup", _path)),
         ("cgroup_parent", ("gpuledger", _group_name)),
         ("proc_root", ("/proc", _path)),
+        ("web_login_dir", ("/var/spool/gpuledger/web-login", _path)),
     ]
 )
 

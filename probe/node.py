@@ -32,6 +32,7 @@ HANDLERS = {
     "status-write": ("probe.enforce", "status_write"),
     "notify": ("probe.enforce", "notify_user"),
     "session-open": ("probe.session", "session_open"),
+    "login-codes": ("probe.logincodes", "login_codes"),
 }
 # A login waits for the PAM session hook; past this it is killed (SIGALRM) and the login goes on without it.
 SESSION_OPEN_SECONDS = 2

@@ -88,6 +88,33 @@ ALTER TABLE control.settings_version ALTER COLUMN id ADD GENERATED ALWAYS AS IDE
     CACHE 1
 );
 
+CREATE TABLE control.web_login (
+    id bigint NOT NULL,
+    code_hash bytea NOT NULL,
+    browser_hash bytea NOT NULL,
+    created_at timestamp with time zone NOT NULL,
+    expires_at timestamp with time zone NOT NULL,
+    proven_at timestamp with time zone,
+    billing_user text,
+    node text,
+    linux_user text,
+    redeemed_at timestamp with time zone,
+    CONSTRAINT web_login_browser_hash_check CHECK ((octet_length(browser_hash) = 32)),
+    CONSTRAINT web_login_check CHECK ((expires_at > created_at)),
+    CONSTRAINT web_login_check1 CHECK ((((proven_at IS NULL) AND (billing_user IS NULL) AND (node IS NULL) AND (linux_user IS NULL)) OR ((proven_at IS NOT NULL) AND (billing_user IS NOT NULL) AND (node IS NOT NULL) AND (linux_user IS NOT NULL)))),
+    CONSTRAINT web_login_check2 CHECK (((redeemed_at IS NULL) OR (proven_at IS NOT NULL))),
+    CONSTRAINT web_login_code_hash_check CHECK ((octet_length(code_hash) = 32))
+);
+
+ALTER TABLE control.web_login ALTER COLUMN id ADD GENERATED ALWAYS AS IDENTITY (
+    SEQUENCE NAME control.web_login_id_seq
+    START WITH 1
+    INCREMENT BY 1
+    NO MINVALUE
+    NO MAXVALUE
+    CACHE 1
+);
+
 ALTER TABLE ONLY control.connection_test
     ADD CONSTRAINT connection_test_pkey PRIMARY KEY (id);
 
@@ -100,6 +127,12 @@ ALTER TABLE ONLY control.node_edit
 ALTER TABLE ONLY control.settings_version
     ADD CONSTRAINT settings_version_pkey PRIMARY KEY (id);
 
+ALTER TABLE ONLY control.web_login
+    ADD CONSTRAINT web_login_code_hash_key UNIQUE (code_hash);
+
+ALTER TABLE ONLY control.web_login
+    ADD CONSTRAINT web_login_pkey PRIMARY KEY (id);
+
 CREATE INDEX connection_test_finished ON control.connection_test USING btree (finished_at) WHERE (finished_at IS NOT NULL);
 
 CREATE INDEX connection_test_pending ON control.connection_test USING btree (id) WHERE (finished_at IS NULL);
@@ -107,6 +140,10 @@ CREATE INDEX connection_test_pending ON control.connection_test USING btree (id)
 CREATE INDEX enforcement_override_user ON control.enforcement_override USING btree (billing_user, id DESC);
 
 CREATE INDEX node_edit_pending ON control.node_edit USING btree (node, id) WHERE (applied_at IS NULL);
+
+CREATE INDEX web_login_created ON control.web_login USING btree (created_at);
+
+CREATE INDEX web_login_pending ON control.web_login USING btree (expires_at) WHERE (proven_at IS NULL);
 
 ALTER TABLE ONLY control.enforcement_override
     ADD CONSTRAINT enforcement_override_billing_user_fkey FOREIGN KEY (billing_user) REFERENCES ledger.billing_user(name);
@@ -135,3 +172,26 @@ GRANT UPDATE(applied_at) ON TABLE control.node_edit TO gpuledger_app;
 
 GRANT SELECT,INSERT ON TABLE control.settings_version TO gpuledger_app;
 GRANT SELECT ON TABLE control.settings_version TO gpuledger_auditor;
+
+GRANT SELECT,INSERT,DELETE ON TABLE control.web_login TO gpuledger_app;
+
+GRANT SELECT(id) ON TABLE control.web_login TO gpuledger_auditor;
+
+GRANT SELECT(created_at) ON TABLE control.web_login TO gpuledger_auditor;
+
+GRANT SELECT(expires_at) ON TABLE control.web_login TO gpuledger_auditor;
+
+GRANT UPDATE(proven_at) ON TABLE control.web_login TO gpuledger_app;
+GRANT SELECT(proven_at) ON TABLE control.web_login TO gpuledger_auditor;
+
+GRANT UPDATE(billing_user) ON TABLE control.web_login TO gpuledger_app;
+GRANT SELECT(billing_user) ON TABLE control.web_login TO gpuledger_auditor;
+
+GRANT UPDATE(node) ON TABLE control.web_login TO gpuledger_app;
+GRANT SELECT(node) ON TABLE control.web_login TO gpuledger_auditor;
+
+GRANT UPDATE(linux_user) ON TABLE control.web_login TO gpuledger_app;
+GRANT SELECT(linux_user) ON TABLE control.web_login TO gpuledger_auditor;
+
+GRANT UPDATE(redeemed_at) ON TABLE control.web_login TO gpuledger_app;
+GRANT SELECT(redeemed_at) ON TABLE control.web_login TO gpuledger_auditor;

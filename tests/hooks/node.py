@@ -99,7 +99,8 @@ def status_fields(user: pwd.struct_passwd, **overrides: object) -> dict[str, obj
 class HookNode:
     """The hook installed under a fresh root-owned directory in /run; ``remove()`` deletes it."""
 
-    def __init__(self, exempt_users: str = "", wrapped_commands: str | None = None) -> None:
+    def __init__(self, exempt_users: str = "", wrapped_commands: str | None = None,
+                 **more_settings: str) -> None:
         # Under /run rather than /tmp: the hook refuses a status file below any directory others may write.
         self.root = Path(tempfile.mkdtemp(prefix="gpuledger-hooktest-", dir="/run"))
         os.chmod(self.root, 0o755)
@@ -111,6 +112,7 @@ class HookNode:
         settings = {"__gl_status_dir": str(self.status_dir), "__gl_exempt_users": exempt_users}
         if wrapped_commands is not None:
             settings["__gl_wrapped_commands"] = wrapped_commands
+        settings.update(more_settings)
         installed = self.profile_d / "gpuledger.sh"
         installed.write_text(configure(HOOK.read_text(), **settings))
         os.chmod(installed, 0o644)
