@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import os
 import pwd
+import re
 import signal
 import stat
 import subprocess
@@ -113,6 +114,49 @@ def test_controller_units_are_hardened_and_hold_no_secrets(lab: Lab, rolled_out:
         report = subprocess.run(["systemd-analyze", "security", "--offline=true", "--threshold=20", str(units / unit)],
                                 capture_output=True, text=True)
         assert report.returncode == 0, report.stdout + report.stderr
+
+
+def _systemd_environment_file(path: Path) -> dict[str, str]:
+    """KEY=value and KEY="value" lines, as systemd reads the role's settings file (backslash escapes in quotes)."""
+    values = {}
+    for line in path.read_text().splitlines():
+        if not line or line.startswith("#"):
+            continue
+        key, _, value = line.partition("=")
+        if value.startswith('"') and value.endswith('"'):
+            value = re.sub(r"\\(.)", r"\1", value[1:-1])
+        values[key] = value
+    return values
+
+
+def test_database_backup_units_and_script_are_installed_and_dump_the_lab_database(
+    lab: Lab, rolled_out: Recap, tmp_path: Path,
+) -> None:
+    """The timer's files are in place, and the installed script with the settings the role wrote makes a dump."""
+    controller = lab.root / "controller"
+    units = controller / "etc" / "systemd" / "system"
+    timer = (units / "gpuledger-db-backup.timer").read_text()
+    assert "OnCalendar=*-*-* 03:15:00\n" in timer and "Persistent=true" in timer
+    service = (units / "gpuledger-db-backup.service").read_text()
+    script = controller / "usr" / "local" / "sbin" / "gpuledger-db-backup"
+    assert "Type=oneshot" in service and f"ExecStart={script}\n" in service
+    assert _mode(script) == (0, 0, 0o755)
+    backups = controller / "var" / "backups" / "gpuledger"
+    assert _mode(backups) == (0, 0, 0o700)
+    settings = controller / "etc" / "gpuledger" / "db-backup.env"
+    assert _mode(settings) == (0, 0, 0o600)
+    environment = _systemd_environment_file(settings)
+    assert environment["GPULEDGER_BACKUP_DIR"] == str(backups)
+    conninfo = environment["GPULEDGER_BACKUP_CONNINFO"]
+    assert conninfo.endswith(f" dbname={lab.db_name} application_name=gpuledger-db-backup"), conninfo
+    result = subprocess.run([str(script)], env={"PATH": os.environ["PATH"], **environment},
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    [dump] = list(backups.iterdir())
+    listing = subprocess.run([str(lab.pg_bindir / "pg_restore"), "--list", str(dump)],
+                             capture_output=True, text=True, check=True)
+    assert "SCHEMA - ledger" in listing.stdout and f"dbname: {lab.db_name}" in listing.stdout.replace(";", "")
+    dump.unlink()
 
 
 def test_hook_is_configured_for_the_node(lab: Lab, rolled_out: Recap) -> None:
