@@ -80,7 +80,9 @@ def build_wheelhouses(workdir: Path) -> tuple[Path, Path]:
             shutil.copytree(REPO / name, source / name, ignore=shutil.ignore_patterns("__pycache__"))
     controller = workdir / "wheels-controller"
     _run([*pip, "wheel", "--no-deps", "-w", str(controller), str(source)])
-    _run([*pip, "download", "-d", str(controller), "--only-binary=:all:", *project["project"]["dependencies"]])
+    # With the pins the role installs with (gpuledger_controller_constraints), as the runbook builds it.
+    _run([*pip, "download", "-d", str(controller), "--only-binary=:all:", "-c", str(REPO / "constraints.txt"),
+          *project["project"]["dependencies"]])
     return node, controller
 
 

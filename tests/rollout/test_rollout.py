@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from tests.harness.sshd import ensure_user, remove_user
-from tests.rollout.lab import Lab, Recap
+from tests.rollout.lab import REPO, Lab, Recap
 
 pytestmark = [pytest.mark.root, pytest.mark.slow]
 HOSTS = {"controller-1", "node-a", "node-b"}
@@ -173,6 +173,27 @@ def test_a_gpu_node_without_a_driver_is_refused_with_a_clear_reason(lab: Lab, ro
     assert recap.rc != 0
     assert recap.hosts["node-a"]["failed"] == 1 and recap.hosts["node-a"]["changed"] == 0, recap.explain()
     assert "lacks: the NVIDIA driver" in recap.output, recap.explain()
+
+
+def test_the_controller_is_not_installed_without_its_constraints_file(lab: Lab, rolled_out: Recap) -> None:
+    missing = lab.root / "no-constraints.txt"
+    recap = lab.playbook("controller.yml", "--tags", "gpuledger_controller_install",
+                         "-e", f"gpuledger_controller_constraints={missing}")
+    assert recap.rc != 0 and recap.hosts["controller-1"]["failed"] == 1, recap.explain()
+    assert recap.hosts["controller-1"]["changed"] == 0, recap.explain()
+    assert f"{missing} is not a file on the control host" in recap.output, recap.explain()
+
+
+def test_the_controller_installs_with_the_repository_constraints(lab: Lab, rolled_out: Recap) -> None:
+    copy = lab.root / "controller" / "opt" / "constraints.txt"
+    assert copy.read_text() == (REPO / "constraints.txt").read_text()
+    pins = dict(line.split("==") for line in copy.read_text().splitlines() if "==" in line)
+    python = lab.root / "controller" / "opt" / "venv" / "bin" / "python"
+    for name in ("SQLAlchemy", "asyncssh", "starlette"):
+        read = f"import importlib.metadata as m; print(m.version({name!r}))"
+        installed = subprocess.run([str(python), "-I", "-c", read], capture_output=True, text=True,
+                                   check=True).stdout.strip()
+        assert installed == pins[name], name
 
 
 def test_an_sshd_drop_in_that_sshd_would_not_apply_is_rolled_back(lab: Lab, rolled_out: Recap) -> None:
