@@ -21,7 +21,8 @@ import yaml
 
 from tests.rollout.lab import INVENTORY, LAB_VARS, REPO, VENV_BIN, Lab, Recap
 
-pytestmark = [pytest.mark.root, pytest.mark.slow]
+# The first test's setup is the whole first rollout (rolled_out), over 300 s on a busy two-core machine.
+pytestmark = [pytest.mark.root, pytest.mark.slow, pytest.mark.timeout(900)]
 ROLES = REPO / "roles"
 LIMIT = "controller-1,node-a"
 _TASK = re.compile(r"^TASK \[(?:(\w+) : )?(.+?)\] \**$", re.MULTILINE)

@@ -20,7 +20,8 @@ import pytest
 from tests.harness.sshd import ensure_user, remove_user
 from tests.rollout.lab import REPO, Lab, Recap
 
-pytestmark = [pytest.mark.root, pytest.mark.slow]
+# The first test's setup is the whole first rollout (rolled_out), over 300 s on a busy two-core machine.
+pytestmark = [pytest.mark.root, pytest.mark.slow, pytest.mark.timeout(900)]
 HOSTS = {"controller-1", "node-a", "node-b"}
 
 
