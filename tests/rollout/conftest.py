@@ -20,7 +20,8 @@ def lab(pg_cluster: EmbeddedPostgres, tmp_path_factory: pytest.TempPathFactory) 
     if not OLDEST_PYTHON.exists():
         pytest.skip(f"needs {OLDEST_PYTHON} (the oldest Python the node command supports)")
     wheelhouses = build_wheelhouses(Path(tmp_path_factory.mktemp("wheels")))
-    lab = Lab(pg_cluster.port, f"gla_{secrets.token_hex(4)}", wheelhouses)
+    assert pg_cluster.bindir is not None
+    lab = Lab(pg_cluster.port, f"gla_{secrets.token_hex(4)}", wheelhouses, pg_cluster.bindir)
     try:
         yield lab.start()
     finally:

@@ -30,6 +30,8 @@ NODE_ACCOUNTS = tuple(f"gla-{node}" for node in NODES)
 CONTROLLER_USER = "gla-controller"
 OLDEST_PYTHON = Path("/root/.pyenv/versions/3.8.18/bin/python3.8")
 SUDOERS = Path("/etc/sudoers.d/gla-rollout")
+# The database role's backup paths under the lab's root, and no systemd to start its timer (as for the controller).
+LAB_VARS = Path(__file__).with_name("lab-vars.yml")
 _RECAP = re.compile(r"^(\S+)\s+: ok=(\d+)\s+changed=(\d+)\s+unreachable=(\d+)\s+failed=(\d+)", re.MULTILINE)
 
 
@@ -78,15 +80,18 @@ def build_wheelhouses(workdir: Path) -> tuple[Path, Path]:
             shutil.copytree(REPO / name, source / name, ignore=shutil.ignore_patterns("__pycache__"))
     controller = workdir / "wheels-controller"
     _run([*pip, "wheel", "--no-deps", "-w", str(controller), str(source)])
-    _run([*pip, "download", "-d", str(controller), "--only-binary=:all:", *project["project"]["dependencies"]])
+    # With the pins the role installs with (gpuledger_controller_constraints), as the runbook builds it.
+    _run([*pip, "download", "-d", str(controller), "--only-binary=:all:", "-c", str(REPO / "constraints.txt"),
+          *project["project"]["dependencies"]])
     return node, controller
 
 
 class Lab:
     """Start with ``Lab(pg_port, wheelhouses).start()``; always ``close()``."""
 
-    def __init__(self, pg_port: int, db_name: str, wheelhouses: tuple[Path, Path]) -> None:
+    def __init__(self, pg_port: int, db_name: str, wheelhouses: tuple[Path, Path], pg_bindir: Path) -> None:
         self.pg_port = pg_port
+        self.pg_bindir = pg_bindir
         self.db_name = db_name
         self.node_wheels, self.controller_wheels = wheelhouses
         self.root = Path(tempfile.mkdtemp(prefix="gla-rollout-", dir="/run"))
@@ -113,6 +118,8 @@ class Lab:
                 (self.node_root(node) / "etc" / "pam.d" / name).write_text("session required pam_unix.so\n")
             includes.append(f"@includedir {sudoers_dir}")
         (self.root / "controller" / "etc" / "systemd" / "system").mkdir(parents=True)
+        (self.root / "controller" / "usr" / "local" / "sbin").mkdir(parents=True)
+        (self.root / "controller" / "var" / "backups").mkdir(parents=True)
         rules = "\n".join([f"{DEPLOY_USER} ALL=(ALL) NOPASSWD: ALL", *includes]) + "\n"
         candidate = self.root / "sudoers.candidate"
         candidate.write_text(rules)
@@ -147,12 +154,14 @@ class Lab:
             GLA_DB_NAME=self.db_name,
             GLA_NODE_WHEELHOUSE=str(self.node_wheels),
             GLA_CONTROLLER_WHEELHOUSE=str(self.controller_wheels),
+            GLA_PG_BINDIR=str(self.pg_bindir),
         )
         return env
 
     def playbook(self, name: str, *args: str) -> Recap:
         result = subprocess.run(
-            [str(VENV_BIN / "ansible-playbook"), "-i", str(INVENTORY), str(REPO / "playbooks" / name), *args],
+            [str(VENV_BIN / "ansible-playbook"), "-i", str(INVENTORY), "-e", f"@{LAB_VARS}",
+             str(REPO / "playbooks" / name), *args],
             cwd=REPO, env=self.environment(), capture_output=True, text=True, timeout=600,
         )
         output = result.stdout + result.stderr

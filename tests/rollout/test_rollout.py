@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import os
 import pwd
+import re
 import signal
 import stat
 import subprocess
@@ -17,9 +18,10 @@ from pathlib import Path
 import pytest
 
 from tests.harness.sshd import ensure_user, remove_user
-from tests.rollout.lab import Lab, Recap
+from tests.rollout.lab import REPO, Lab, Recap
 
-pytestmark = [pytest.mark.root, pytest.mark.slow]
+# The first test's setup is the whole first rollout (rolled_out), over 300 s on a busy two-core machine.
+pytestmark = [pytest.mark.root, pytest.mark.slow, pytest.mark.timeout(900)]
 HOSTS = {"controller-1", "node-a", "node-b"}
 
 
@@ -115,6 +117,49 @@ def test_controller_units_are_hardened_and_hold_no_secrets(lab: Lab, rolled_out:
         assert report.returncode == 0, report.stdout + report.stderr
 
 
+def _systemd_environment_file(path: Path) -> dict[str, str]:
+    """KEY=value and KEY="value" lines, as systemd reads the role's settings file (backslash escapes in quotes)."""
+    values = {}
+    for line in path.read_text().splitlines():
+        if not line or line.startswith("#"):
+            continue
+        key, _, value = line.partition("=")
+        if value.startswith('"') and value.endswith('"'):
+            value = re.sub(r"\\(.)", r"\1", value[1:-1])
+        values[key] = value
+    return values
+
+
+def test_database_backup_units_and_script_are_installed_and_dump_the_lab_database(
+    lab: Lab, rolled_out: Recap, tmp_path: Path,
+) -> None:
+    """The timer's files are in place, and the installed script with the settings the role wrote makes a dump."""
+    controller = lab.root / "controller"
+    units = controller / "etc" / "systemd" / "system"
+    timer = (units / "gpuledger-db-backup.timer").read_text()
+    assert "OnCalendar=*-*-* 03:15:00\n" in timer and "Persistent=true" in timer
+    service = (units / "gpuledger-db-backup.service").read_text()
+    script = controller / "usr" / "local" / "sbin" / "gpuledger-db-backup"
+    assert "Type=oneshot" in service and f"ExecStart={script}\n" in service
+    assert _mode(script) == (0, 0, 0o755)
+    backups = controller / "var" / "backups" / "gpuledger"
+    assert _mode(backups) == (0, 0, 0o700)
+    settings = controller / "etc" / "gpuledger" / "db-backup.env"
+    assert _mode(settings) == (0, 0, 0o600)
+    environment = _systemd_environment_file(settings)
+    assert environment["GPULEDGER_BACKUP_DIR"] == str(backups)
+    conninfo = environment["GPULEDGER_BACKUP_CONNINFO"]
+    assert conninfo.endswith(f" dbname={lab.db_name} application_name=gpuledger-db-backup"), conninfo
+    result = subprocess.run([str(script)], env={"PATH": os.environ["PATH"], **environment},
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    [dump] = list(backups.iterdir())
+    listing = subprocess.run([str(lab.pg_bindir / "pg_restore"), "--list", str(dump)],
+                             capture_output=True, text=True, check=True)
+    assert "SCHEMA - ledger" in listing.stdout and f"dbname: {lab.db_name}" in listing.stdout.replace(";", "")
+    dump.unlink()
+
+
 def test_hook_is_configured_for_the_node(lab: Lab, rolled_out: Recap) -> None:
     etc = lab.node_root("node-b") / "etc"
     hook = (etc / "profile.d" / "gpuledger.sh").read_text()
@@ -129,6 +174,27 @@ def test_a_gpu_node_without_a_driver_is_refused_with_a_clear_reason(lab: Lab, ro
     assert recap.rc != 0
     assert recap.hosts["node-a"]["failed"] == 1 and recap.hosts["node-a"]["changed"] == 0, recap.explain()
     assert "lacks: the NVIDIA driver" in recap.output, recap.explain()
+
+
+def test_the_controller_is_not_installed_without_its_constraints_file(lab: Lab, rolled_out: Recap) -> None:
+    missing = lab.root / "no-constraints.txt"
+    recap = lab.playbook("controller.yml", "--tags", "gpuledger_controller_install",
+                         "-e", f"gpuledger_controller_constraints={missing}")
+    assert recap.rc != 0 and recap.hosts["controller-1"]["failed"] == 1, recap.explain()
+    assert recap.hosts["controller-1"]["changed"] == 0, recap.explain()
+    assert f"{missing} is not a file on the control host" in recap.output, recap.explain()
+
+
+def test_the_controller_installs_with_the_repository_constraints(lab: Lab, rolled_out: Recap) -> None:
+    copy = lab.root / "controller" / "opt" / "constraints.txt"
+    assert copy.read_text() == (REPO / "constraints.txt").read_text()
+    pins = dict(line.split("==") for line in copy.read_text().splitlines() if "==" in line)
+    python = lab.root / "controller" / "opt" / "venv" / "bin" / "python"
+    for name in ("SQLAlchemy", "asyncssh", "starlette"):
+        read = f"import importlib.metadata as m; print(m.version({name!r}))"
+        installed = subprocess.run([str(python), "-I", "-c", read], capture_output=True, text=True,
+                                   check=True).stdout.strip()
+        assert installed == pins[name], name
 
 
 def test_an_sshd_drop_in_that_sshd_would_not_apply_is_rolled_back(lab: Lab, rolled_out: Recap) -> None:
