@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterator
+from contextlib import contextmanager
 
 import httpx
-import pytest
 
 from tests.api.conftest import api_db, api_template, base_url, client, issued, ledger  # noqa: F401 (fixtures)
 
@@ -20,20 +20,17 @@ def csrf_of(html: str) -> str:
     return found.group(1)
 
 
-def log_in(base: str, token: str) -> httpx.Client:
+@contextmanager
+def log_in(base: str, token: str) -> Iterator[httpx.Client]:
     """A client logged in through GET and POST /login, as a browser would be."""
-    c = httpx.Client(base_url=base, timeout=30)
+    with httpx.Client(base_url=base, timeout=30) as c:
+        yield _logged_in(c, token)
+
+
+def _logged_in(c: httpx.Client, token: str) -> httpx.Client:
     form = c.get("/login")
     assert form.status_code == 200, form.text[:300]
     done = c.post("/login", data={"csrf": csrf_of(form.text), "token": token, "next": "/"})
     assert done.status_code == 303, done.text[:300]
     assert "gl_session" in c.cookies
     return c
-
-
-@pytest.fixture
-def browser_like(base_url: str) -> Iterator[list[httpx.Client]]:  # noqa: F811
-    made: list[httpx.Client] = []
-    yield made
-    for c in made:
-        c.close()
