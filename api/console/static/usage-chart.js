@@ -16,9 +16,13 @@
         value: function (u, v) { return v == null ? "" : v.toFixed(6); } });
       columns.push(s.amounts.map(function (a) { return a / 1e6; }));
     });
+    // The axes take the theme's colours (the stylesheet's custom properties), light or dark.
+    var style = getComputedStyle(document.documentElement);
+    var fg = style.getPropertyValue("--fg").trim(), line = style.getPropertyValue("--line").trim();
+    var axis = { stroke: fg, grid: { stroke: line }, ticks: { stroke: line } };
     var width = Math.max(280, holder.clientWidth);
     holder.textContent = "";
-    new uPlot({ width: width, height: 280, series: series, axes: [{}, {}], scales: { x: { time: true } } },
+    new uPlot({ width: width, height: 280, series: series, axes: [axis, axis], scales: { x: { time: true } } },
       columns, holder);
   }
   if (document.readyState === "loading") { document.addEventListener("DOMContentLoaded", draw); } else { draw(); }
