@@ -104,7 +104,8 @@ def create_app(ledger: Ledger, config: ApiConfig | None = None, *, close_ledger:
     for op in all_operations():
         by_path.setdefault(op.path, {})[op.method] = _endpoint(op, svc)
     # One Route per path, so a 405 lists every method of the path in Allow.
-    routes: list[BaseRoute] = [Route(path, _by_method(endpoints), methods=list(endpoints)) for path, endpoints in by_path.items()]
+    routes: list[BaseRoute] = [Route(path, _by_method(endpoints), methods=list(endpoints))
+                               for path, endpoints in by_path.items()]
     routes += docs.routes()   # the page over /openapi.json: not an operation of the API it documents
     routes.append(Mount("/static", ConsoleStatic(), name="static"))
     return Starlette(routes=routes, lifespan=lifespan, exception_handlers={HTTPException: not_routed})

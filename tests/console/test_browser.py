@@ -29,7 +29,8 @@ ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--d
 AXE = next(p.name for p in (STATIC_DIR / "vendor").glob("axe-core-*.min.js"))
 WIDTHS = (1280, 390)
 
-pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="Debian's chromium is not installed (scripts/test installs it)")
+pytestmark = pytest.mark.skipif(CHROMIUM is None,
+                                reason="Debian's chromium is not installed (scripts/test installs it)")
 sync_api = pytest.importorskip("playwright.sync_api")
 
 
