@@ -8,6 +8,8 @@ import hashlib
 import re
 import shutil
 import subprocess
+import sys
+import zipfile
 from pathlib import Path
 
 import httpx
@@ -60,3 +62,16 @@ def test_static_files_are_served_with_cache_and_security_headers(base_url: str) 
         assert page.headers["content-security-policy"] == CSP and "default-src 'self'" in CSP
         assert "<script>" not in page.text and " style=" not in page.text
         assert c.get("/licenses").text.count("<pre") >= 3
+
+
+def test_the_wheel_carries_what_the_console_needs_at_run_time(tmp_path: Path) -> None:
+    """Templates, catalogs (.po, read at start) and every static file, vendored ones included."""
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-cache-dir", "--quiet", "-w",
+                    str(tmp_path), str(ROOT)], check=True, capture_output=True, timeout=600)
+    with zipfile.ZipFile(next(tmp_path.glob("gpuledger-*.whl"))) as wheel:
+        shipped = set(wheel.namelist())
+    console = ROOT / "api" / "console"
+    needed = [*TEMPLATE_DIR.rglob("*.html"), *(console / "locale").rglob("*.po"),
+              *(p for p in STATIC_DIR.rglob("*") if p.is_file())]
+    assert len(needed) > 20
+    assert [str(p.relative_to(ROOT)) for p in needed if str(p.relative_to(ROOT)) not in shipped] == []
