@@ -119,6 +119,7 @@ def test_pages_follow_accept_language_and_the_switch(base_url: str, issued: Toke
         assert (r.status_code, r.headers["location"]) == (303, "/users")
         page = c.get("/users", headers={"Accept-Language": "en"})
         assert "<h1>用户</h1>" in page.text and 'data-theme="dark"' in page.text
+        assert ">受限</span>" in page.text and ">limited<" not in page.text   # tier names are translated too
 
 
 def test_catalogs_are_read_from_po() -> None:
