@@ -215,6 +215,12 @@ def test_the_usage_chart_holds_the_ledgers_numbers(browser: Any, base_url: str, 
         cpu = [r.amount for r in seeded.usage_report(start, end, by="resource") if r.key == "cpu"]
         assert charted["cpu"] == sum(cpu) > 0
         assert by_user["alice"].amount > 0 and len(by_model) == (2 if days > 7 else len(by_model))
+    # With JavaScript the period links refresh only the main part (htmx) and the chart is drawn again.
+    page.evaluate("document.body.dataset.marker = 'kept'")
+    page.click("nav.tabs a[href='?days=7']")
+    page.wait_for_function("() => JSON.parse(document.getElementById('usage-data').textContent).days.length === 7")
+    page.wait_for_selector("#usage-chart .uplot canvas")
+    assert page.evaluate("document.body.dataset.marker") == "kept" and page.url.endswith("?days=7")
     csv = page.request.get(f"{base_url}/users/alice/usage?days=30&format=csv")
     assert csv.status == 200 and csv.headers["content-type"].startswith("text/csv")
     context.close()

@@ -26,4 +26,6 @@
       columns, holder);
   }
   if (document.readyState === "loading") { document.addEventListener("DOMContentLoaded", draw); } else { draw(); }
+  // With JavaScript the period links swap only the page's main part (htmx): draw the new period's data.
+  document.addEventListener("htmx:afterSettle", draw);
 })();
