@@ -24,10 +24,12 @@ from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
-from starlette.routing import Route
+from starlette.routing import BaseRoute, Mount, Route
 
 from api import docs, openapi, tokens
 from api.config import ApiConfig
+from api.console import web
+from api.console.static import ConsoleStatic
 from api.errors import (
     ApiError,
     bad_request,
@@ -102,8 +104,10 @@ def create_app(ledger: Ledger, config: ApiConfig | None = None, *, close_ledger:
     for op in all_operations():
         by_path.setdefault(op.path, {})[op.method] = _endpoint(op, svc)
     # One Route per path, so a 405 lists every method of the path in Allow.
-    routes = [Route(path, _by_method(endpoints), methods=list(endpoints)) for path, endpoints in by_path.items()]
+    routes: list[BaseRoute] = [Route(path, _by_method(endpoints), methods=list(endpoints))
+                               for path, endpoints in by_path.items()]
     routes += docs.routes()   # the page over /openapi.json: not an operation of the API it documents
+    routes.append(Mount("/static", ConsoleStatic(), name="static"))
     return Starlette(routes=routes, lifespan=lifespan, exception_handlers={HTTPException: not_routed})
 
 
@@ -166,6 +170,10 @@ def _endpoint(op: Operation, svc: Services) -> Any:
 
 async def _handle(op: Operation, svc: Services, validators: _Validators, request: Request,
                   request_id: str) -> Response:
+    if op.page:
+        return await web.handle(op, svc, request, web.Input(
+            functools.partial(_raw_params, op, request), functools.partial(_params, op, validators),
+            functools.partial(_read_limited, request, svc.config.max_body_bytes)))
     principal = None if op.public else await _authenticate(svc, request)
     raw = _raw_params(op, request)
     if principal is not None and principal.role not in op.roles:
@@ -173,8 +181,7 @@ async def _handle(op: Operation, svc: Services, validators: _Validators, request
         if bound is None:
             raise forbidden()
         raw = bound
-    params = {p.name: v for p in (*op.path_params, *op.query)
-              if (v := _parse(p, validators.params[p.name], raw.get(p.name))) is not None}
+    params = _params(op, validators, raw)
     body = await _body(validators.body, request, svc.config.max_body_bytes)
     key = request.headers.get("idempotency-key") if op.money else None
     if op.money and (key is None or not _KEY.is_valid(key)):
@@ -214,6 +221,11 @@ def _lookup(svc: Services, token: str) -> tokens.Principal | None:
         return None
     svc.tokens.put(token, grant)
     return grant.principal
+
+
+def _params(op: Operation, validators: _Validators, raw: Mapping[str, str]) -> dict[str, Any]:
+    return {p.name: v for p in (*op.path_params, *op.query)
+            if (v := _parse(p, validators.params[p.name], raw.get(p.name))) is not None}
 
 
 def _raw_params(op: Operation, request: Request) -> dict[str, str]:

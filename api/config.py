@@ -48,6 +48,13 @@ class ApiConfig:
     max_page: int = 500
     max_report_days: int = 366
     max_export_days: int = 366
+    # Console sessions (api.console.sessions) end after this long without a request, and this long after login
+    # whatever happens; a revoked or expired token ends its sessions at once.
+    console_idle_seconds: int = 30 * 60
+    console_max_seconds: int = 12 * 3600
+    # Console cookies get the Secure flag when the request came over https (uvicorn's TLS, or a trusted proxy's
+    # X-Forwarded-Proto); this forces it for a TLS proxy the API does not trust with forwarded headers.
+    console_secure_cookies: bool = False
 
     def uvicorn_options(self) -> dict[str, Any]:
         """What every uvicorn serving the API gets (``gpuledger api serve``, ``gpuledger run``, the tests):
@@ -82,6 +89,11 @@ class ApiConfig:
             max_page=env.integer("MAX_PAGE", defaults.max_page, minimum=1, maximum=10_000),
             max_report_days=env.integer("MAX_REPORT_DAYS", defaults.max_report_days, minimum=1, maximum=3660),
             max_export_days=env.integer("MAX_EXPORT_DAYS", defaults.max_export_days, minimum=1, maximum=3660),
+            console_idle_seconds=env.integer("CONSOLE_IDLE_SECONDS", defaults.console_idle_seconds, minimum=60,
+                                             maximum=7 * 86_400),
+            console_max_seconds=env.integer("CONSOLE_MAX_SECONDS", defaults.console_max_seconds, minimum=60,
+                                            maximum=30 * 86_400),
+            console_secure_cookies=env.boolean("CONSOLE_SECURE_COOKIES", defaults.console_secure_cookies),
         )
 
 

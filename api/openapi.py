@@ -87,6 +87,8 @@ def _operation(op: Operation) -> dict[str, Any]:
 def document(operations: Sequence[Operation], version: str) -> dict[str, Any]:
     paths: dict[str, dict[str, Any]] = {}
     for op in operations:
+        if op.page:   # the console's HTML pages share the route table (one authorization table), not this document
+            continue
         paths.setdefault(op.path, {})[op.method.lower()] = _operation(op)
     return {
         "openapi": "3.1.0",

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from api.tokens import Principal
 
@@ -23,6 +23,13 @@ class Param:
     description: str = ""
 
 
+class Owner(Protocol):
+    """What an ownership rule reads of a caller (an API token's principal or a console session's)."""
+
+    @property
+    def billing_user(self) -> str | None: ...
+
+
 @dataclass(frozen=True)
 class Own:
     """Ownership rule for role ``user``: the parameter ``param`` must name the token's billing user
@@ -34,7 +41,7 @@ class Own:
     wallet: bool = False
     charged: bool = False
 
-    def bind(self, principal: Principal, params: dict[str, str]) -> dict[str, str] | None:
+    def bind(self, principal: Owner, params: dict[str, str]) -> dict[str, str] | None:
         """The parameters to use, or None when the principal does not own the object."""
         own = principal.billing_user
         if own is None:
@@ -58,6 +65,7 @@ class Call:
     request_id: str
     idempotency_key: str | None
     services: Any
+    console: Any = None
 
     @property
     def actor(self) -> str:
@@ -84,6 +92,9 @@ class Operation:
     media_types: tuple[str, ...] = ("application/json",)
     # Headers of the success response the handler sets itself (name, description), for the OpenAPI document.
     response_headers: tuple[tuple[str, str], ...] = ()
+    # A console page or form (api.console): HTML, a session cookie instead of a bearer token, CSRF on POST,
+    # and left out of the OpenAPI document. Its handler gets a Call whose ``console`` is the page's request.
+    page: bool = False
 
     def allowed_roles(self) -> frozenset[str]:
         """Roles that may call it at all (role ``user`` only on its own objects when ``own`` is set)."""

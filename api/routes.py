@@ -7,6 +7,10 @@ no mutation), user (own balance, usage and statement only, through ``Own`` rules
 from __future__ import annotations
 
 from api import schemas as s
+from api.console.pages import admin as c_admin
+from api.console.pages import auth as c_auth
+from api.console.pages import public as c_public
+from api.console.pages import user as c_user
 from api.handlers import access, cluster, connections, exports, money, people, reports, settings, system
 from api.operation import Operation, Own, Param
 from control.settings import MAX_KILL_GRACE_S
@@ -33,6 +37,10 @@ _WALLET = (Param("wallet", s.WALLET, True),)
 _ENTRY = (Param("entry_id", s.ID, True),)
 _NODE = (Param("name", {"type": "string", "minLength": 1, "maxLength": 253}, True),)
 _MEMO = {"memo": {**s.TEXT}}
+ALL = frozenset({"admin", "operator", "auditor", "user"})
+_HTML = {"type": "string", "contentMediaType": "text/html"}
+_NEXT = {"type": "string", "maxLength": 2000}
+_FORMAT = Param("format", {"enum": ["html", "csv"]})
 
 OPERATIONS: tuple[Operation, ...] = (
     Operation("GET", "/healthz", "healthz", "Database reachable and age of the controller's last tick",
@@ -192,4 +200,31 @@ OPERATIONS: tuple[Operation, ...] = (
                           "kill_grace_seconds": {"type": "integer", "minimum": 0, "maximum": MAX_KILL_GRACE_S,
                                                  "description": "a JSON integer: 60, not 60.0 or 6e1 (422)"},
                           "dry_run": {"type": "boolean"}, "reason": s.REASON}, ("reason",))),
+    # -- the web console: HTML pages and forms (Operation.page), in this table so one role table decides for both
+    *(Operation(method, path, op_id, summary, handler, _HTML, page=True, **rest) for method, path, op_id, summary,
+      handler, rest in (
+        ("GET", "/login", "page_login", "Log in", c_auth.login_form,
+         {"public": True, "query": (Param("next", _NEXT),)}),
+        ("POST", "/login", "form_login", "Log in with an API token", c_auth.login, {"public": True}),
+        ("POST", "/preferences", "form_preferences", "Language and theme", c_auth.preferences, {"public": True}),
+        ("GET", "/licenses", "page_licenses", "Licenses of the shipped front-end files", c_public.licenses,
+         {"public": True}),
+        ("POST", "/logout", "form_logout", "Log out", c_auth.logout, {"roles": ALL}),
+        ("GET", "/", "page_home", "A user's home; the users list for everyone else", c_admin.landing,
+         {"roles": ALL}),
+        ("GET", "/users", "page_users", "Billing users with balances and tiers", c_admin.users,
+         {"roles": OPS_READERS}),
+        ("GET", "/users/{name}", "page_user", "A user's balance, tier, burn rate", c_user.home,
+         {"roles": READERS, "own": Own("name"), "path_params": _NAME}),
+        ("GET", "/users/{name}/usage", "page_usage", "A user's usage by day and GPU model", c_user.usage,
+         {"roles": READERS, "own": Own("name"), "path_params": _NAME,
+          "query": (Param("days", {"type": "integer", "enum": [7, 30, 90], "default": 30}), _FORMAT)}),
+        ("GET", "/users/{name}/statement", "page_statement", "A user's statement for a period", c_user.statement,
+         {"roles": READERS, "own": Own("name"), "path_params": _NAME, "query": (_FROM, _TO, _FORMAT)}),
+        ("GET", "/users/{name}/projects", "page_projects", "A user's project", c_user.projects,
+         {"roles": READERS, "own": Own("name"), "path_params": _NAME}),
+        ("GET", "/sessions", "page_sessions", "Console sessions and tokens", c_admin.session_list, {"roles": ADMIN}),
+        ("POST", "/sessions/{session_id}/revoke", "form_revoke_session", "Revoke a console session",
+         c_admin.revoke_session, {"roles": ADMIN, "path_params": (Param("session_id", s.ID, True),)}),
+    )),
 )

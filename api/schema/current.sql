@@ -33,6 +33,35 @@ ALTER TABLE api.audit ALTER COLUMN id ADD GENERATED ALWAYS AS IDENTITY (
     CACHE 1
 );
 
+CREATE TABLE api.console_session (
+    id bigint NOT NULL,
+    sha256 bytea NOT NULL,
+    role text NOT NULL,
+    token_id bigint,
+    billing_user text,
+    actor text NOT NULL,
+    csrf text NOT NULL,
+    created_at timestamp with time zone DEFAULT now() NOT NULL,
+    last_seen timestamp with time zone DEFAULT now() NOT NULL,
+    expires_at timestamp with time zone NOT NULL,
+    revoked_at timestamp with time zone,
+    CONSTRAINT console_session_actor_check CHECK ((actor <> ''::text)),
+    CONSTRAINT console_session_check CHECK (((role = 'user'::text) = (billing_user IS NOT NULL))),
+    CONSTRAINT console_session_check1 CHECK ((expires_at > created_at)),
+    CONSTRAINT console_session_csrf_check CHECK ((length(csrf) >= 32)),
+    CONSTRAINT console_session_role_check CHECK ((role = ANY (ARRAY['admin'::text, 'operator'::text, 'auditor'::text, 'user'::text]))),
+    CONSTRAINT console_session_sha256_check CHECK ((length(sha256) = 32))
+);
+
+ALTER TABLE api.console_session ALTER COLUMN id ADD GENERATED ALWAYS AS IDENTITY (
+    SEQUENCE NAME api.console_session_id_seq
+    START WITH 1
+    INCREMENT BY 1
+    NO MINVALUE
+    NO MAXVALUE
+    CACHE 1
+);
+
 CREATE TABLE api.token (
     id bigint NOT NULL,
     prefix text NOT NULL,
@@ -63,15 +92,29 @@ ALTER TABLE api.token ALTER COLUMN id ADD GENERATED ALWAYS AS IDENTITY (
 ALTER TABLE ONLY api.audit
     ADD CONSTRAINT audit_pkey PRIMARY KEY (id);
 
+ALTER TABLE ONLY api.console_session
+    ADD CONSTRAINT console_session_pkey PRIMARY KEY (id);
+
+ALTER TABLE ONLY api.console_session
+    ADD CONSTRAINT console_session_sha256_key UNIQUE (sha256);
+
 ALTER TABLE ONLY api.token
     ADD CONSTRAINT token_pkey PRIMARY KEY (id);
 
 ALTER TABLE ONLY api.token
     ADD CONSTRAINT token_prefix_key UNIQUE (prefix);
 
+CREATE INDEX console_session_token ON api.console_session USING btree (token_id) WHERE (token_id IS NOT NULL);
+
 CREATE TRIGGER token_revoked_at_write_once BEFORE UPDATE OF revoked_at ON api.token FOR EACH ROW WHEN (((old.revoked_at IS NOT NULL) AND (new.revoked_at IS DISTINCT FROM old.revoked_at))) EXECUTE FUNCTION api.revoked_at_write_once();
 
 ALTER TABLE api.token ENABLE ALWAYS TRIGGER token_revoked_at_write_once;
+
+ALTER TABLE ONLY api.console_session
+    ADD CONSTRAINT console_session_billing_user_fkey FOREIGN KEY (billing_user) REFERENCES ledger.billing_user(name);
+
+ALTER TABLE ONLY api.console_session
+    ADD CONSTRAINT console_session_token_id_fkey FOREIGN KEY (token_id) REFERENCES api.token(id);
 
 ALTER TABLE ONLY api.token
     ADD CONSTRAINT token_billing_user_fkey FOREIGN KEY (billing_user) REFERENCES ledger.billing_user(name);
@@ -83,6 +126,12 @@ REVOKE ALL ON FUNCTION api.revoked_at_write_once() FROM PUBLIC;
 
 GRANT SELECT,INSERT ON TABLE api.audit TO gpuledger_app;
 GRANT SELECT ON TABLE api.audit TO gpuledger_auditor;
+
+GRANT SELECT,INSERT ON TABLE api.console_session TO gpuledger_app;
+
+GRANT UPDATE(last_seen) ON TABLE api.console_session TO gpuledger_app;
+
+GRANT UPDATE(revoked_at) ON TABLE api.console_session TO gpuledger_app;
 
 GRANT SELECT,INSERT ON TABLE api.token TO gpuledger_app;
 

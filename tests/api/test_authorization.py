@@ -1,12 +1,20 @@
 """The authorization matrix: every operation of the route table against anonymous, expired and revoked
-tokens, every role, and a user on their own and on another user's objects. Zero mismatches."""
+tokens, every role, and a user on their own and on another user's objects. Zero mismatches. The console's
+pages and forms are rows of the same table: their callers hold a console session (made from the same tokens)
+instead of a bearer token, and a stranger is sent to /login instead of getting 401."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from datetime import timedelta
+
 import httpx
 import pytest
+from sqlalchemy import text
 
+from api import tokens
 from api.app import all_operations
+from api.console import sessions
 from api.operation import Operation
 from ledger.service import Ledger
 from tests.api.conftest import Tokens, bearer
@@ -16,17 +24,33 @@ OWN = {"name": "alice", "wallet": "user:alice", "user": "alice"}
 OTHER = {"name": "bob", "wallet": "bob", "user": "bob"}
 # alice is charged to project lab (bob too): its wallet is hers to read where the rule says so (Own.charged).
 CHARGED = {"name": "alice", "wallet": "project:lab", "user": "alice"}
-FIXED = {"entry_id": "1", "token_id": "999", "format": "csv", "test_id": "1"}
+FIXED = {"entry_id": "1", "token_id": "999", "format": "csv", "test_id": "1", "session_id": "999999"}
+PRE = "matrix-pre-session-csrf-value-0123456789"
 QUERY = {"from": "2026-01-01", "to": "2026-02-01"}
 
 
-def _request(client: httpx.Client, op: Operation, token: str | None, values: dict[str, str]) -> httpx.Response:
+@dataclass(frozen=True)
+class Browser:
+    """A console caller: its session cookie (None: none) and that session's CSRF secret."""
+
+    cookie: str | None
+    csrf: str
+
+
+def _request(client: httpx.Client, op: Operation, token: str | None, values: dict[str, str],
+             browser: Browser | None = None) -> httpx.Response:
     path = op.path
     for p in op.path_params:
         path = path.replace("{" + p.name + "}", values.get(p.name, FIXED.get(p.name, "n1")))
     query = {p.name: QUERY[p.name] for p in op.query if p.name in QUERY}
     if op.own and op.own.param in {p.name for p in op.query}:
         query[op.own.param] = values["user"]
+    if op.page:
+        assert browser is not None
+        cookies = {"gl_pre": PRE, **({"gl_session": browser.cookie} if browser.cookie else {})}
+        form = {"csrf": browser.csrf} if op.method == "POST" else None
+        return client.request(op.method, path, params=query, data=form,
+                              headers={"Cookie": "; ".join(f"{k}={v}" for k, v in cookies.items())})
     headers = {"Idempotency-Key": f"matrix-{op.operation_id}"} if op.money else {}
     if token is not None:
         headers |= bearer(token)
@@ -50,8 +74,32 @@ def _expected(op: Operation, who: str) -> str:
     return "pass" if who in op.roles else "forbidden"
 
 
-def _outcome(status: int) -> str:
-    return {401: "unauthenticated", 403: "forbidden"}.get(status, "pass")
+def _outcome(op: Operation, response: httpx.Response) -> str:
+    if op.page:
+        if response.status_code == 302 and response.headers["location"].startswith("/login?next="):
+            return "unauthenticated"
+        return "forbidden" if response.status_code == 403 else "pass"
+    return {401: "unauthenticated", 403: "forbidden"}.get(response.status_code, "pass")
+
+
+def _browsers(ledger: Ledger, issued: Tokens, callers: dict[str, tuple[str | None, dict[str, str]]]
+              ) -> dict[str, Browser]:
+    """A console session per caller, made from its token as the login form makes it (an expired or revoked
+    token's too, which the lookup must then refuse); a garbage cookie for the garbage token. A browser whose
+    session is dead is shown forms with the pre-session value, so that is what it sends."""
+    out = {"anonymous": Browser(None, PRE), "garbage": Browser("not-a-session-cookie", PRE)}
+    with ledger.engine.begin() as conn:
+        for who, (token, _) in callers.items():
+            if who in out or token is None:
+                continue
+            row = conn.execute(text("SELECT id, name, role, billing_user FROM api.token WHERE prefix = :p"),
+                               {"p": tokens.prefix_of(token)}).one()
+            principal = sessions.WebPrincipal.of_token(tokens.Principal(row[0], row[1], row[2], row[3]))
+            cookie = sessions.create_session(conn, principal, lifetime=timedelta(hours=1))
+            csrf = conn.execute(text("SELECT csrf FROM api.console_session WHERE sha256 = :h"),
+                                {"h": sessions.digest(cookie)}).scalar_one()
+            out[who] = Browser(cookie, PRE if who in ("expired", "revoked") else csrf)
+    return out
 
 
 @pytest.mark.slow
@@ -66,17 +114,26 @@ def test_authorization_matrix(client: httpx.Client, issued: Tokens, ledger: Ledg
         "alice-own": (issued.alice, OWN), "alice-other": (issued.alice, OTHER),
         "alice-charged": (issued.alice, CHARGED),
     }
+    browsers = _browsers(ledger, issued, callers)
     checked, mismatches = 0, []
-    # Reads before writes, so a mutation (e.g. revoking) cannot change a later row's answer.
-    for op in sorted(all_operations(), key=lambda o: o.method != "GET"):
+    # Reads before writes, so a mutation (e.g. revoking) cannot change a later row's answer; logging out last.
+    for op in sorted(all_operations(), key=lambda o: (o.method != "GET", o.operation_id == "form_logout")):
         for who, (token, values) in callers.items():
-            response = _request(client, op, token, values)
+            response = _request(client, op, token, values, browsers[who])
             assert response.status_code < 500, (op.operation_id, who, response.text)
             checked += 1
-            if _outcome(response.status_code) != _expected(op, who):
+            if _outcome(op, response) != _expected(op, who):
                 mismatches.append((op.method, op.path, who, response.status_code, response.text[:200]))
     assert checked == len(all_operations()) * len(callers)
     assert mismatches == []
+
+
+def test_pages_are_in_the_table_and_not_in_the_openapi_document(client: httpx.Client) -> None:
+    pages = {(op.method, op.path) for op in all_operations() if op.page}
+    assert {("GET", "/login"), ("POST", "/login"), ("GET", "/users/{name}/usage"), ("POST", "/logout")} <= pages
+    document = client.get("/openapi.json").json()["paths"]
+    assert not [key for key in pages if key[1] in document and key[0].lower() in document[key[1]]]
+    assert "/v1/usage" in document
 
 
 def test_every_operation_is_in_the_matrix_roles() -> None:
