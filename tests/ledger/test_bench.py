@@ -1,4 +1,5 @@
-"""bench/ledger.py and bench/console.py keep working (at a tiny size: speed is measured by running the bench, not here)."""
+"""bench/ledger.py and bench/console.py keep working (at a tiny size: speed is measured by running the benches,
+not here)."""
 
 from __future__ import annotations
 
