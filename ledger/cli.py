@@ -1,6 +1,6 @@
 """The ledger's subcommands of ``gpuledger``: users, projects, money operations, prices, reports, exports,
-``period close|list``, ``audit verify``. Exit status: 0 ok, 1 audit found discrepancies, 2 bad input or a ledger
-error (message on stderr), 3 the database is unreachable or not configured."""
+``period close|list``, ``rollup rebuild``, ``audit verify``. Exit status: 0 ok, 1 audit found discrepancies, 2 bad
+input or a ledger error (message on stderr), 3 the database is unreachable or not configured."""
 
 from __future__ import annotations
 
@@ -17,9 +17,10 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any, BinaryIO, TextIO
 
-from ledger import chain
+from ledger import chain, rollup
 from ledger.accounts import FUNDING_DEFAULT
 from ledger.config import LedgerConfig
+from ledger.db import writing
 from ledger.errors import ConfigError, LedgerError, LedgerUnavailable
 from ledger.exports import FORMATS, focus_parquet
 from ledger.exports.focus_file import FocusExporter
@@ -344,6 +345,16 @@ def period_list(lg: Ledger, a: argparse.Namespace) -> int:
     return OK
 
 
+def rollup_rebuild(lg: Ledger, a: argparse.Namespace) -> int:
+    """One transaction under the writer lock: ticks wait for it, then go on adding to the rebuilt rows."""
+    start = None if a.start is None else _when(lg, a.start)
+    end = None if a.end is None else _when(lg, a.end)
+    with writing(lg.engine) as conn:
+        written = rollup.rebuild(conn, start, end)
+    print(f"usage rollup rebuilt: {written} hourly rows")
+    return OK
+
+
 def audit_verify(lg: Ledger, a: argparse.Namespace) -> int:
     anchor = None
     if a.anchor:
@@ -492,6 +503,12 @@ def register(subparsers: Any) -> None:
     p.add_argument("--through", type=_date, required=True, help="the last local day to close (it must be over)")
     p.add_argument("--reason", required=True, help=REASON)
     listing_options(_command(period, "list", period_list, "every close, oldest first"))
+
+    rollups = _group(subparsers, "rollup", "the hourly usage rollup the console's pages read")
+    p = _command(rollups, "rebuild", rollup_rebuild, "recompute the rollup from the usage rows (all, or whole hours"
+                                                     " --from to --to)")
+    p.add_argument("--from", dest="start", help="first hour: a date (local midnight) or ISO time (default: the start)")
+    p.add_argument("--to", dest="end", help="end hour, exclusive: a date or ISO time (default: no end)")
 
     audit = _group(subparsers, "audit", "checks an auditor can run")
     p = _command(audit, "verify", audit_verify, "recompute balances, entries, the hash chain and every charge")

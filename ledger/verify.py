@@ -14,7 +14,7 @@ from typing import Any
 from sqlalchemy import text
 from sqlalchemy.engine import Connection
 
-from ledger import chain, journal, periods, prices, rating
+from ledger import chain, journal, periods, prices, rating, rollup
 from ledger.accounts import COUNTERS
 from ledger.codec import usage_payload
 from ledger.journal import sha256_of
@@ -214,6 +214,21 @@ def closed_periods(conn: Connection) -> Iterator[Problem]:
                                                           f" {through}, but recorded after the close")
 
 
+def _shown(figures: rollup.RollupFigures | None) -> str:
+    return "no row" if figures is None else (f"quantity {figures.quantity}, amount {figures.amount},"
+                                             f" {figures.records} records")
+
+
+def usage_rollup(conn: Connection) -> Iterator[Problem]:
+    """The hourly rollup (derived data the console reads) equals the usage rows it sums, key by key: a rollup
+    row changed, lost or added by hand shows as its key, with what is stored and what the ledger says."""
+    for d in rollup.differences(conn):
+        k = d.key
+        yield Problem("usage-rollup", f"hour {k.hour.isoformat()} user {k.user_id} wallet {k.account_id}"
+                      f" node {k.node} model {k.model or '-'} {k.resource} {k.unit}",
+                      f"stored {_shown(d.stored)}; usage rows say {_shown(d.recomputed)}")
+
+
 CHECKS: tuple[tuple[str, Check], ...] = (
     ("entries balanced", entries_balanced),
     ("trial balance is zero", trial_balance_zero),
@@ -223,6 +238,7 @@ CHECKS: tuple[tuple[str, Check], ...] = (
     ("hash chain and entry payloads", hash_chain),
     ("usage re-rated", usage_rerated),
     ("closed periods unchanged", closed_periods),
+    ("usage rollup = usage rows", usage_rollup),
 )
 
 

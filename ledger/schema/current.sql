@@ -245,6 +245,26 @@ BEGIN
     RETURN NULL;
 END $$;
 
+CREATE FUNCTION ledger.rebuild_usage_hourly(lo timestamp with time zone, hi timestamp with time zone) RETURNS bigint
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path TO 'ledger', 'pg_temp'
+    AS $$
+DECLARE n bigint;
+BEGIN
+    IF lo <> date_trunc('hour', lo, 'UTC') OR hi <> date_trunc('hour', hi, 'UTC') THEN
+        RAISE EXCEPTION 'the rollup is rebuilt in whole hours: % to % is not hour-aligned', lo, hi
+            USING ERRCODE = '22023';
+    END IF;
+    -- the writer lock: no tick inserts usage (and so no trigger adds to the table) until this commits
+    PERFORM ledger.writer_lock();
+    DELETE FROM ledger.usage_hourly WHERE (lo IS NULL OR hour >= lo) AND (hi IS NULL OR hour < hi);
+    INSERT INTO ledger.usage_hourly SELECT * FROM ledger.usage_hourly_of(lo, hi);
+    GET DIAGNOSTICS n = ROW_COUNT;
+    RETURN n;
+END $$;
+
+COMMENT ON FUNCTION ledger.rebuild_usage_hourly(lo timestamp with time zone, hi timestamp with time zone) IS 'Recomputes ledger.usage_hourly for the hours [lo, hi) (NULL: unbounded) from ledger.usage, under the writer lock; returns the rows written.';
+
 CREATE FUNCTION ledger.refuse_closed_period() RETURNS trigger
     LANGUAGE plpgsql
     SET jit TO 'off'
@@ -274,6 +294,24 @@ BEGIN
     IF NOT ledger.writer_lock_held() THEN
         RAISE EXCEPTION 'ledger writes require the writer lock (SELECT ledger.writer_lock())' USING ERRCODE = '55P03';
     END IF;
+    RETURN NULL;
+END $$;
+
+CREATE FUNCTION ledger.rollup_usage() RETURNS trigger
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path TO 'ledger', 'pg_temp'
+    SET jit TO 'off'
+    AS $$
+BEGIN
+    INSERT INTO ledger.usage_hourly AS h (hour, user_id, account_id, node, model, resource, unit, quantity, amount,
+                                          records)
+    SELECT date_trunc('hour', n.interval_end, 'UTC'), n.user_id, n.account_id, n.node, n.model, n.resource, n.unit,
+           sum(n.quantity), sum(n.amount), count(*)
+      FROM new_rows n
+     GROUP BY 1, 2, 3, 4, 5, 6, 7
+    ON CONFLICT (hour, user_id, account_id, node, model, resource, unit) DO UPDATE
+       SET quantity = h.quantity + excluded.quantity, amount = h.amount + excluded.amount,
+           records = h.records + excluded.records;
     RETURN NULL;
 END $$;
 
@@ -310,6 +348,33 @@ BEGIN
     VALUES (coalesce(prev.seq, 0) + 1, lo, hi, n, coalesce(prev.block_hash, '\x00'::bytea), h);
     RETURN h;
 END $$;
+
+CREATE TABLE ledger.usage_hourly (
+    hour timestamp with time zone NOT NULL,
+    user_id bigint NOT NULL,
+    account_id bigint NOT NULL,
+    node text NOT NULL,
+    model text NOT NULL,
+    resource text NOT NULL,
+    unit text NOT NULL,
+    quantity numeric NOT NULL,
+    amount bigint NOT NULL,
+    records bigint NOT NULL,
+    CONSTRAINT usage_hourly_hour_check CHECK ((hour = date_trunc('hour'::text, hour, 'UTC'::text))),
+    CONSTRAINT usage_hourly_records_check CHECK ((records > 0))
+);
+
+COMMENT ON TABLE ledger.usage_hourly IS 'Usage rows summed per UTC hour of interval_end and (user, wallet, node, model, resource, unit); kept by the trigger usage_rollup, rebuilt by ledger.rebuild_usage_hourly(lo, hi), checked by audit verify.';
+
+CREATE FUNCTION ledger.usage_hourly_of(lo timestamp with time zone, hi timestamp with time zone) RETURNS SETOF ledger.usage_hourly
+    LANGUAGE sql STABLE
+    AS $$
+    SELECT date_trunc('hour', u.interval_end, 'UTC'), u.user_id, u.account_id, u.node, u.model, u.resource, u.unit,
+           sum(u.quantity), sum(u.amount)::bigint, count(*)
+      FROM ledger.usage u
+     WHERE (lo IS NULL OR u.interval_end >= lo) AND (hi IS NULL OR u.interval_end < hi)
+     GROUP BY 1, 2, 3, 4, 5, 6, 7
+$$;
 
 CREATE FUNCTION ledger.usage_refs() RETURNS trigger
     LANGUAGE plpgsql
@@ -709,6 +774,9 @@ ALTER TABLE ONLY ledger.project
 ALTER TABLE ONLY ledger.project
     ADD CONSTRAINT project_wallet_account_id_key UNIQUE (wallet_account_id);
 
+ALTER TABLE ONLY ledger.usage_hourly
+    ADD CONSTRAINT usage_hourly_pkey PRIMARY KEY (hour, user_id, account_id, node, model, resource, unit);
+
 ALTER TABLE ONLY ledger.usage
     ADD CONSTRAINT usage_idem_key_key UNIQUE (idem_key);
 
@@ -728,6 +796,8 @@ CREATE INDEX journal_entry_ref ON ledger.journal_entry USING btree (ref_entry_id
 CREATE INDEX posting_account ON ledger.posting USING btree (account_id, effective_at) INCLUDE (amount, entry_id);
 
 CREATE INDEX usage_epoch ON ledger.usage USING btree (epoch, price_version_id, id DESC) INCLUDE (cumulative_quantity);
+
+CREATE INDEX usage_hourly_user ON ledger.usage_hourly USING btree (user_id, hour);
 
 CREATE INDEX usage_interval_end ON ledger.usage USING btree (interval_end);
 
@@ -877,6 +947,10 @@ CREATE TRIGGER usage_refs AFTER INSERT ON ledger.usage REFERENCING NEW TABLE AS 
 
 ALTER TABLE ledger.usage ENABLE ALWAYS TRIGGER usage_refs;
 
+CREATE TRIGGER usage_rollup AFTER INSERT ON ledger.usage REFERENCING NEW TABLE AS new_rows FOR EACH STATEMENT EXECUTE FUNCTION ledger.rollup_usage();
+
+ALTER TABLE ledger.usage ENABLE ALWAYS TRIGGER usage_rollup;
+
 CREATE TRIGGER usage_writer_lock BEFORE INSERT ON ledger.usage FOR EACH STATEMENT EXECUTE FUNCTION ledger.require_writer_lock();
 
 ALTER TABLE ledger.usage ENABLE ALWAYS TRIGGER usage_writer_lock;
@@ -941,12 +1015,24 @@ GRANT ALL ON FUNCTION ledger.post_usage(doc jsonb) TO gpuledger_app;
 
 REVOKE ALL ON FUNCTION ledger.queue_balance_check() FROM PUBLIC;
 
+REVOKE ALL ON FUNCTION ledger.rebuild_usage_hourly(lo timestamp with time zone, hi timestamp with time zone) FROM PUBLIC;
+GRANT ALL ON FUNCTION ledger.rebuild_usage_hourly(lo timestamp with time zone, hi timestamp with time zone) TO gpuledger_app;
+
 REVOKE ALL ON FUNCTION ledger.refuse_closed_period() FROM PUBLIC;
 
 REVOKE ALL ON FUNCTION ledger.require_writer_lock() FROM PUBLIC;
 
+REVOKE ALL ON FUNCTION ledger.rollup_usage() FROM PUBLIC;
+
 REVOKE ALL ON FUNCTION ledger.seal_block() FROM PUBLIC;
 GRANT ALL ON FUNCTION ledger.seal_block() TO gpuledger_app;
+
+GRANT SELECT ON TABLE ledger.usage_hourly TO gpuledger_app;
+GRANT SELECT ON TABLE ledger.usage_hourly TO gpuledger_auditor;
+
+REVOKE ALL ON FUNCTION ledger.usage_hourly_of(lo timestamp with time zone, hi timestamp with time zone) FROM PUBLIC;
+GRANT ALL ON FUNCTION ledger.usage_hourly_of(lo timestamp with time zone, hi timestamp with time zone) TO gpuledger_app;
+GRANT ALL ON FUNCTION ledger.usage_hourly_of(lo timestamp with time zone, hi timestamp with time zone) TO gpuledger_auditor;
 
 REVOKE ALL ON FUNCTION ledger.usage_refs() FROM PUBLIC;
 

@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from decimal import Decimal
 
@@ -74,6 +74,26 @@ def ledger(config: LedgerConfig) -> Iterator[Ledger]:
     engine = create_app_engine(config.database_url.reveal())
     yield Ledger(engine, config)
     engine.dispose()
+
+
+@pytest.fixture
+def database_factory(pg_cluster: EmbeddedPostgres, ledger_template: str) -> Iterator[Callable[[], str]]:
+    """Fresh ledger databases on demand (one per Hypothesis example), dropped at the end; yields the app URL."""
+    admin = create_engine(pg_cluster.url(), poolclass=NullPool, isolation_level="AUTOCOMMIT")
+    made: list[str] = []
+
+    def make() -> str:
+        name = f"lp_{uuid.uuid4().hex[:12]}"
+        with admin.connect() as conn:
+            conn.execute(text(f'CREATE DATABASE "{name}" TEMPLATE "{ledger_template}"'))
+        made.append(name)
+        return pg_cluster.url(user=APP_ROLE, database=name)
+
+    yield make
+    with admin.connect() as conn:
+        for name in made:
+            conn.execute(text(f'DROP DATABASE "{name}" WITH (FORCE)'))
+    admin.dispose()
 
 
 def cny(text_amount: str) -> int:

@@ -1,4 +1,5 @@
-"""bench/ledger.py keeps working (at a tiny size: speed is measured by running the bench, not here)."""
+"""bench/ledger.py and bench/console.py keep working (at a tiny size: speed is measured by running the benches,
+not here)."""
 
 from __future__ import annotations
 
@@ -23,3 +24,16 @@ def test_bench_runs_and_prints_its_table() -> None:
     assert any(line.startswith("replay of the same ticks: postings created") and line.endswith(" 0")
                for line in lines)
     assert any("export beancount" in line for line in lines)
+
+
+@pytest.mark.slow
+def test_console_bench_runs_and_prints_its_table() -> None:
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "bench" / "console.py"), "--postings", "40000", "--runs", "2", "--raw-runs", "1"],
+        capture_output=True, text=True, check=False, timeout=240,
+    )
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert lines[0].split() == ["measure", "result"]
+    assert sum(line.startswith(("rollup: ", "raw: ")) for line in lines) == 10
+    assert any(line.startswith("rollup rebuild") for line in lines)

@@ -18,8 +18,10 @@ import pytest
 
 from ledger import cli
 from ledger.errors import InsufficientFunds, NonPositiveAmount, RefundExceedsCharge
+from ledger.records import UsageTick
 from ledger.tabular import Amount, Rendering, render
 from tests.ledger.conftest import LedgerDatabase
+from tests.ledger.helpers import gpu, priced, tamper
 
 
 @pytest.fixture
@@ -195,3 +197,18 @@ def test_a_long_export_shows_progress_on_a_terminal_only(gl, ledger_db: LedgerDa
     lines = target.read_bytes().count(b"\n")
     assert shown.decode().rstrip().endswith(f"exported {lines} lines, {target.stat().st_size // 1024} KiB")
     assert target.read_bytes() == plain.read_bytes()  # the progress path writes the same file
+
+
+def test_rollup_rebuild(gl, ledger, superuser) -> None:  # type: ignore[no-untyped-def]
+    priced(ledger).add_user("alice", actor="admin")
+    ledger.post_usage(UsageTick("n1", (gpu("g1"), gpu("g2", minute=60))))  # 00:01 and 01:01 UTC: two hours
+    tamper(superuser, "DELETE FROM ledger.usage_hourly")
+    status, out, _ = gl("audit", "verify")
+    assert status == 1 and out.count("usage-rollup: hour 2026-03-01T0") == 2
+    status, _, err = gl("rollup", "rebuild", "--from", "2026-03-01T10:30+00:00")
+    assert status == 2 and "whole UTC hour" in err
+    status, out, _ = gl("rollup", "rebuild", "--from", "2026-03-01T01:00+00:00")
+    assert (status, out) == (0, "usage rollup rebuilt: 1 hourly rows\n")
+    status, out, _ = gl("rollup", "rebuild", "--to", "2026-03-02")  # local midnight in Asia/Shanghai
+    assert (status, out) == (0, "usage rollup rebuilt: 2 hourly rows\n")
+    assert gl("audit", "verify")[0] == 0

@@ -3,21 +3,15 @@ equal the sum of postings and a simple model's, replays change nothing, and ``au
 
 from __future__ import annotations
 
-import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from datetime import timedelta
 
-import pytest
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
-from sqlalchemy import create_engine, text
-from sqlalchemy.pool import NullPool
 
-from ledger.bootstrap import APP_ROLE
 from ledger.config import LedgerConfig
 from ledger.db import create_app_engine
-from ledger.embedded import EmbeddedPostgres
 from ledger.environ import Secret
 from ledger.errors import AlreadyReversed, InsufficientFunds, LedgerError, RefundExceedsCharge
 from ledger.records import UsageTick
@@ -26,25 +20,6 @@ from tests.ledger.helpers import T0, cpu, gpu, priced
 
 USERS = ("alice", "bob", "carol")
 amounts = st.integers(min_value=1, max_value=50_000_000)
-
-
-@pytest.fixture
-def database_factory(pg_cluster: EmbeddedPostgres, ledger_template: str) -> Iterator[Callable[[], str]]:
-    admin = create_engine(pg_cluster.url(), poolclass=NullPool, isolation_level="AUTOCOMMIT")
-    made: list[str] = []
-
-    def make() -> str:
-        name = f"lp_{uuid.uuid4().hex[:12]}"
-        with admin.connect() as conn:
-            conn.execute(text(f'CREATE DATABASE "{name}" TEMPLATE "{ledger_template}"'))
-        made.append(name)
-        return pg_cluster.url(user=APP_ROLE, database=name)
-
-    yield make
-    with admin.connect() as conn:
-        for name in made:
-            conn.execute(text(f'DROP DATABASE "{name}" WITH (FORCE)'))
-    admin.dispose()
 
 
 def test_random_operations_keep_the_invariants(database_factory: Callable[[], str]) -> None:

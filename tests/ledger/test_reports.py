@@ -23,7 +23,7 @@ from ledger.service import Ledger
 from tests.ledger.conftest import LedgerDatabase, cny
 from tests.ledger.helpers import cpu, gpu, priced
 
-HEAD = "0006"
+HEAD = "0007"
 _GRANTS = """
 SELECT grantee, table_name, privilege_type, NULL AS column_name FROM information_schema.role_table_grants
  WHERE table_schema = 'ledger'
@@ -122,9 +122,13 @@ def test_a_new_migration_applies_to_a_populated_ledger(pg_cluster: EmbeddedPostg
             assert current(admin, LEDGER_VERSION_TABLE) == HEAD
             with engine.connect() as conn:
                 after = conn.execute(text(_GRANTS)).all()
-                # the app role only reads 0005's table (closing is the owner's); nothing else changed
-                assert [g for g in after if g.table_name != "period_close"] == grants
+                # the app role only reads 0005's and 0007's tables (closing is the owner's, the rollup its
+                # trigger's); nothing else changed
+                new = {"period_close", "usage_hourly"}
+                assert [g for g in after if g.table_name not in new] == grants
                 assert {(g.grantee, g.privilege_type) for g in after if g.table_name == "period_close"} == {
+                    ("gpuledger_app", "SELECT")}
+                assert {(g.grantee, g.privilege_type) for g in after if g.table_name == "usage_hourly"} == {
                     ("gpuledger_app", "SELECT")}
                 assert conn.execute(text(entries)).all() == before
                 index = conn.execute(text("SELECT indexdef FROM pg_indexes WHERE indexname = 'usage_user_id'")).scalar()
