@@ -27,7 +27,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from tests.harness.sshd import generate_key
+from tests.harness.sshd import _free_port, generate_key
 
 REPO = Path(__file__).resolve().parents[2]
 CACHE = REPO / "var" / "vm"
@@ -109,12 +109,6 @@ def build_image(cache: Path = CACHE) -> Image:
     return image
 
 
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def _kvm_usable() -> bool:
     try:
         os.close(os.open("/dev/kvm", os.O_RDWR))
@@ -153,22 +147,24 @@ class VmNode:
     def known_hosts_line(self) -> str:
         return f"[127.0.0.1]:{self.port} {self.host_public_key}"
 
-    def ssh_options(self) -> list[str]:
+    def ssh_options(self, key: Path | None = None) -> list[str]:
+        """Pinned host key, no agent, no prompts; ``key`` (default: the lab's client key) the only identity."""
         return [
             "-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=yes",
             "-o", f"UserKnownHostsFile={self.known_hosts}", "-o", "GlobalKnownHostsFile=/dev/null",
-            "-o", "IdentitiesOnly=yes", "-i", str(self.client_key), "-o", "ConnectTimeout=15",
+            "-o", "IdentitiesOnly=yes", "-i", str(key or self.client_key), "-o", "ConnectTimeout=15",
             "-o", "ServerAliveInterval=10", "-o", "ServerAliveCountMax=6", "-o", "LogLevel=ERROR",
         ]
 
-    def ssh_argv(self, user: str, command: str) -> list[str]:
-        return ["ssh", *self.ssh_options(), "-p", str(self.port), f"{user}@127.0.0.1", command]
+    def ssh_argv(self, user: str, command: str, key: Path | None = None) -> list[str]:
+        return ["ssh", *self.ssh_options(key), "-p", str(self.port), f"{user}@127.0.0.1", command]
 
     def ssh(
         self, user: str, command: str, *, timeout: float = 120.0, check: bool = True, stdin: bytes | None = None,
+        key: Path | None = None,
     ) -> subprocess.CompletedProcess[str]:
         result = subprocess.run(
-            self.ssh_argv(user, command), input=stdin.decode() if stdin is not None else None,
+            self.ssh_argv(user, command, key), input=stdin.decode() if stdin is not None else None,
             capture_output=True, text=True, timeout=timeout,
         )
         if check and result.returncode != 0:
