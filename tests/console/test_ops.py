@@ -62,8 +62,9 @@ def machines(api_db: ApiDatabase) -> Machines:
                     "INSERT INTO collector.gpu_hourly (hour, node, uuid, model, samples, utilization_samples,"
                     " utilization_sum, held_samples, idle_held_samples, holders) VALUES (:h, 'gpu01', :u, 'A100',"
                     " 60, 60, :sum, :held, :idle, :who)"),
-                    {"h": HOUR - timedelta(hours=h), "u": f"GPU-{index}", "sum": 60 * (util if busy else 0) + h,
-                     "held": 60 if busy else 40, "idle": 0 if busy else 40, "who": [holders[0]["user"]]})
+                    {"h": HOUR - timedelta(hours=h), "u": f"GPU-{index}",
+                     "sum": 60 * (util - 2 * (h % 12) if busy else 0), "held": 60 if busy else 40,
+                     "idle": 0 if busy else 40, "who": [holders[0]["user"]]})
     engine.dispose()
     return Machines(("gpu01", "gpu02", "gpu03"))
 
