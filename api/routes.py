@@ -239,6 +239,8 @@ OPERATIONS: tuple[Operation, ...] = (
          c_nodes.edit_node, {"roles": OPS, "path_params": _NODE}),
         ("POST", "/nodes/{name}/test", "form_test_connection", "Test the node's connection now",
          c_nodes.test_connection, {"roles": OPS, "path_params": _NODE}),
+        ("GET", "/users/{name}/gpus", "page_my_gpus", "The GPUs a user holds now, with utilization history",
+         c_nodes.my_gpus, {"roles": READERS, "own": Own("name"), "path_params": _NAME}),
         ("GET", "/connection-tests/{test_id}", "page_connection_test", "A connection test, followed until done",
          c_nodes.connection_test, {"roles": OPS_READERS, "path_params": (Param("test_id", s.ID, True),)}),
     )),

@@ -16,9 +16,10 @@ from tests.console.test_ops import Machines, machines  # noqa: F401 (the fixture
 
 pytestmark = NEEDS_CHROMIUM
 
+USER_PAGES = (("/users/alice/gpus", "ops-my-gpus"),)
 PAGES = (("/", "ops-overview"), ("/?bucket=hour", "ops-overview-hour"), ("/nodes", "ops-nodes"),
          ("/nodes?status=failed&sort=last_seen_at", "ops-nodes-failed"), ("/nodes/gpu01", "ops-node"))
-VISITS = (*(path for path, _ in PAGES), "/connection-tests/1")
+VISITS = (*(path for path, _ in PAGES + USER_PAGES), "/connection-tests/1")
 
 
 def test_machines_pages_render_cleanly_and_accessibly(browser: Any, base_url: str, issued: Tokens,
@@ -33,6 +34,13 @@ def test_machines_pages_render_cleanly_and_accessibly(browser: Any, base_url: st
         for path, name in PAGES:
             findings += visit(page, base_url, path, artifacts, prefix + name)
         context.close()
+    context = context_of(browser, base_url, watch)
+    page = context.new_page()
+    watch.attach(page)
+    log_in_browser(page, base_url, issued.alice)
+    for path, name in USER_PAGES:
+        findings += visit(page, base_url, path, artifacts, name)
+    context.close()
     assert watch.problems == []
     assert "\n".join(findings) == ""
 

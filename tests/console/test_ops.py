@@ -170,3 +170,24 @@ def test_connection_test_form_queues_one_and_its_page_follows_it(base_url: str, 
         done = c.get(asked.headers["location"]).text
         assert 'id="test-outcome">ok<' in done and "hx-trigger" not in done
         assert c.post("/nodes/nope/test", data={"csrf": csrf_of(page.text)}).status_code == 404
+
+
+def test_my_gpus_are_those_the_directory_bills_to_the_user(base_url: str, client: httpx.Client, issued: Tokens,
+                                                          machines: Machines) -> None:
+    def mine(token: str, name: str) -> list[tuple[str, str, str]]:
+        with log_in(base_url, token) as c:
+            page = c.get(f"/users/{name}/gpus")
+            assert page.status_code == 200
+            return [(r[0], r[1], r[6]) for r in _rows(page.text, "my-gpus") if len(r) == 7]
+
+    assert mine(issued.alice, "alice") == [("gpu01", "0", "in use")]
+    assert mine(issued.bob, "bob") == [("gpu01", "1", "held but idle")]
+    with log_in(base_url, issued.alice) as c:
+        assert c.get("/users/bob/gpus").status_code == 403
+    # bob's account on gpu01 billed to alice: the GPU is hers, no longer his.
+    mapped = client.put("/v1/mappings", json={"node": "gpu01", "linux_user": "bob", "user": "alice"},
+                        headers=bearer(issued.admin))
+    assert mapped.status_code == 200, mapped.text
+    assert mine(issued.alice, "alice") == [("gpu01", "0", "in use"), ("gpu01", "1", "held but idle")]
+    assert mine(issued.bob, "bob") == []
+    assert mine(issued.admin, "alice")[1] == ("gpu01", "1", "held but idle")

@@ -22,6 +22,7 @@ from api.errors import unprocessable
 from api.handlers import cluster, connections
 from api.operation import Call
 from api.services import services
+from ledger import directory
 
 SORTS = ("name", "region", "status", "last_seen_at", "gpus")
 STATUSES = ("connected", "failed", "unknown", "hostkey_mismatch")
@@ -189,3 +190,36 @@ def connection_test(call: Call) -> Response:
     page = page_of(call)
     test = _times(connections.get_test(_as_call(call, {"test_id": call.params["test_id"]})))
     return page.render("ops/connection_test.html", test=test, done=test["status"] == "done")
+
+
+@dataclass(frozen=True)
+class HeldGpu:
+    node: str
+    index: int | None
+    model: str
+    memory_used_bytes: int | None
+    memory_total_bytes: int | None
+    utilization_percent: int | None
+    idle_held: bool
+    history: GpuHistory | None
+
+
+def my_gpus(call: Call) -> Response:
+    """The GPUs a billing user holds now: each holder's (node, Linux user) goes through the ledger's directory
+    resolution (the mapping the charges use), so a GPU is theirs exactly when its usage would be billed to them."""
+    page, svc, name = page_of(call), services(call), call.params["name"]
+    svc.ledger.get_user(name)  # UnknownUser -> 404
+    with svc.read() as conn:
+        gpus = [(node, uuid, index, model, total, state or {}) for node, uuid, index, model, total, state in
+                conn.execute(text("SELECT node, uuid, index, name, memory_total_bytes, state FROM collector.gpu_status"
+                                  " ORDER BY node, index NULLS LAST, uuid"))]
+        holders = {(node, uuid): [str(h["user"]) for h in state.get("holders") or [] if h.get("user")]
+                   for node, uuid, _, _, _, state in gpus}
+        billed = directory.resolve(conn, [(node, user) for (node, _), users in holders.items() for user in users])
+        now = datetime.now(UTC)
+        held = [HeldGpu(node, index, model or "", state.get("memory_used_bytes"), total,
+                        state.get("utilization_percent"), state.get("activity") == "idle_held",
+                        gpu_history(conn, node, now, only={uuid}).get(uuid))
+                for node, uuid, index, model, total, state in gpus
+                if any(billed.get((node, user)) == name for user in holders[(node, uuid)])]
+    return page.render("ops/my_gpus.html", name=name, gpus=held, hours=HISTORY_HOURS)
