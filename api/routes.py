@@ -9,6 +9,7 @@ from __future__ import annotations
 from api import schemas as s
 from api.console.pages import admin as c_admin
 from api.console.pages import auth as c_auth
+from api.console.pages import enforcement as c_enforcement
 from api.console.pages import nodes as c_nodes
 from api.console.pages import overview as c_overview
 from api.console.pages import public as c_public
@@ -239,6 +240,16 @@ OPERATIONS: tuple[Operation, ...] = (
          c_nodes.edit_node, {"roles": OPS, "path_params": _NODE}),
         ("POST", "/nodes/{name}/test", "form_test_connection", "Test the node's connection now",
          c_nodes.test_connection, {"roles": OPS, "path_params": _NODE}),
+        ("GET", "/enforcement", "page_enforcement", "Enforcement decisions (filtered, paged) and overrides",
+         c_enforcement.enforcement, {"roles": OPS_READERS,
+                                     "query": (Param("node", {"type": "string", "maxLength": 253}),
+                                               Param("billing_user", {"anyOf": [s.NAME, {"const": ""}]}), *_PAGE)}),
+        ("POST", "/enforcement/overrides", "form_create_override", "An override with a reason and an optional end",
+         c_enforcement.create_override, {"roles": OPS}),
+        ("GET", "/settings", "page_settings", "Settings versions with their reasons", c_enforcement.settings_page,
+         {"roles": OPS_READERS}),
+        ("POST", "/settings", "form_put_settings", "A new settings version (as PUT /v1/settings)",
+         c_enforcement.put_settings, {"roles": ADMIN}),
         ("GET", "/users/{name}/gpus", "page_my_gpus", "The GPUs a user holds now, with utilization history",
          c_nodes.my_gpus, {"roles": READERS, "own": Own("name"), "path_params": _NAME}),
         ("GET", "/connection-tests/{test_id}", "page_connection_test", "A connection test, followed until done",

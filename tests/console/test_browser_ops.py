@@ -18,7 +18,8 @@ pytestmark = NEEDS_CHROMIUM
 
 USER_PAGES = (("/users/alice/gpus", "ops-my-gpus"),)
 PAGES = (("/", "ops-overview"), ("/?bucket=hour", "ops-overview-hour"), ("/nodes", "ops-nodes"),
-         ("/nodes?status=failed&sort=last_seen_at", "ops-nodes-failed"), ("/nodes/gpu01", "ops-node"))
+         ("/nodes?status=failed&sort=last_seen_at", "ops-nodes-failed"), ("/nodes/gpu01", "ops-node"),
+         ("/enforcement", "ops-enforcement"), ("/settings", "ops-settings"))
 VISITS = (*(path for path, _ in PAGES + USER_PAGES), "/connection-tests/1")
 
 

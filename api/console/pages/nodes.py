@@ -43,16 +43,16 @@ def api_body(operation_id: str, body: Mapping[str, Any]) -> dict[str, Any]:
     return dict(body)
 
 
-def _as_call(call: Call, params: Mapping[str, Any], body: Mapping[str, Any] | None = None) -> Call:
+def as_call(call: Call, params: Mapping[str, Any], body: Mapping[str, Any] | None = None) -> Call:
     """The page's call as the API handler's: same session principal (the audit's actor), request id, services."""
     page = page_of(call)
     principal = page.principal
     return Call(principal, params, body or {}, call.request_id, None, call.services, call.console)  # type: ignore[arg-type]
 
 
-def _times(row: Mapping[str, Any]) -> dict[str, Any]:
+def with_times(row: Mapping[str, Any], keys: tuple[str, ...] = _TIMES) -> dict[str, Any]:
     """The API's printed instants back to datetimes, for the page's own time zone and language."""
-    return {k: datetime.fromisoformat(v) if k in _TIMES and isinstance(v, str) else v for k, v in row.items()}
+    return {k: datetime.fromisoformat(v) if k in keys and isinstance(v, str) else v for k, v in row.items()}
 
 
 @dataclass(frozen=True)
@@ -118,7 +118,7 @@ def _sort_key(sort: str, gpus: Mapping[str, tuple[GpuSummary, ...]]) -> Any:
 def node_list(call: Call) -> Response:
     page, svc = page_of(call), services(call)
     q, status, sort = call.params.get("q", ""), call.params.get("status") or None, call.params.get("sort", "name")
-    listed = [_times(n) for n in cluster.list_nodes(_as_call(call, {}))]
+    listed = [with_times(n) for n in cluster.list_nodes(as_call(call, {}))]
     with svc.read() as conn:
         gpus, hardware = _gpu_summaries(conn), _hardware(conn)
     shown = sorted((n for n in listed if _matches(n, q, status)), key=_sort_key(sort, gpus))
@@ -161,8 +161,8 @@ def gpu_history(conn: Any, node: str, end: datetime, hours: int = HISTORY_HOURS,
 
 def node_detail(call: Call) -> Response:
     page, svc, name = page_of(call), services(call), call.params["name"]
-    node = _times(cluster.get_node(_as_call(call, {"name": name})))
-    gpus = [_times(g) for g in node.pop("gpus")]
+    node = with_times(cluster.get_node(as_call(call, {"name": name})))
+    gpus = [with_times(g) for g in node.pop("gpus")]
     with svc.read() as conn:
         hardware = Hardware.of(conn.execute(text("SELECT hardware FROM collector.node_status WHERE name = :n"),
                                             {"n": name}).scalar_one_or_none())
@@ -176,19 +176,19 @@ def edit_node(call: Call) -> Response:
     form, name = call.body, call.params["name"]
     body = api_body("update_node", {"listed": form.get("listed") == "on", "region": form.get("region", ""),
                                     "remarks": form.get("remarks", "")})
-    cluster.update_node(_as_call(call, {"name": name}, body))
+    cluster.update_node(as_call(call, {"name": name}, body))
     return see_other(f"/nodes/{name}")
 
 
 def test_connection(call: Call) -> Response:
     """As POST /v1/nodes/{name}/connection-tests; then the test's page, which follows it until it is done."""
-    response = connections.request_test(_as_call(call, {"name": call.params["name"]}))
+    response = connections.request_test(as_call(call, {"name": call.params["name"]}))
     return see_other(f"/connection-tests/{json.loads(response.body)['id']}")
 
 
 def connection_test(call: Call) -> Response:
     page = page_of(call)
-    test = _times(connections.get_test(_as_call(call, {"test_id": call.params["test_id"]})))
+    test = with_times(connections.get_test(as_call(call, {"test_id": call.params["test_id"]})))
     return page.render("ops/connection_test.html", test=test, done=test["status"] == "done")
 
 
