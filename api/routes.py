@@ -9,6 +9,9 @@ from __future__ import annotations
 from api import schemas as s
 from api.console.pages import admin as c_admin
 from api.console.pages import auth as c_auth
+from api.console.pages import enforcement as c_enforcement
+from api.console.pages import nodes as c_nodes
+from api.console.pages import overview as c_overview
 from api.console.pages import public as c_public
 from api.console.pages import user as c_user
 from api.handlers import access, cluster, connections, exports, money, people, reports, settings, system
@@ -210,8 +213,8 @@ OPERATIONS: tuple[Operation, ...] = (
         ("GET", "/licenses", "page_licenses", "Licenses of the shipped front-end files", c_public.licenses,
          {"public": True}),
         ("POST", "/logout", "form_logout", "Log out", c_auth.logout, {"roles": ALL}),
-        ("GET", "/", "page_home", "A user's home; the users list for everyone else", c_admin.landing,
-         {"roles": ALL}),
+        ("GET", "/", "page_home", "A user's home; the machines overview for everyone else", c_admin.landing,
+         {"roles": ALL, "query": (Param("bucket", {"enum": list(c_overview.SPANS), "default": "day"}),)}),
         ("GET", "/users", "page_users", "Billing users with balances and tiers", c_admin.users,
          {"roles": OPS_READERS}),
         ("GET", "/users/{name}", "page_user", "A user's balance, tier, burn rate", c_user.home,
@@ -226,5 +229,30 @@ OPERATIONS: tuple[Operation, ...] = (
         ("GET", "/sessions", "page_sessions", "Console sessions and tokens", c_admin.session_list, {"roles": ADMIN}),
         ("POST", "/sessions/{session_id}/revoke", "form_revoke_session", "Revoke a console session",
          c_admin.revoke_session, {"roles": ADMIN, "path_params": (Param("session_id", s.ID, True),)}),
+        # -- console: machines
+        ("GET", "/nodes", "page_nodes", "The node registry with hardware, filtered and sorted", c_nodes.node_list,
+         {"roles": OPS_READERS, "query": (Param("q", {"type": "string", "maxLength": 253}),
+                                          Param("status", {"enum": ["", *c_nodes.STATUSES]}),
+                                          Param("sort", {"enum": list(c_nodes.SORTS), "default": "name"}))}),
+        ("GET", "/nodes/{name}", "page_node", "A node: its GPUs' latest state, users and utilization history",
+         c_nodes.node_detail, {"roles": OPS_READERS, "path_params": _NODE}),
+        ("POST", "/nodes/{name}/edit", "form_update_node", "Listed flag, region, remarks (as PATCH /v1/nodes)",
+         c_nodes.edit_node, {"roles": OPS, "path_params": _NODE}),
+        ("POST", "/nodes/{name}/test", "form_test_connection", "Test the node's connection now",
+         c_nodes.test_connection, {"roles": OPS, "path_params": _NODE}),
+        ("GET", "/enforcement", "page_enforcement", "Enforcement decisions (filtered, paged) and overrides",
+         c_enforcement.enforcement, {"roles": OPS_READERS,
+                                     "query": (Param("node", {"type": "string", "maxLength": 253}),
+                                               Param("billing_user", {"anyOf": [s.NAME, {"const": ""}]}), *_PAGE)}),
+        ("POST", "/enforcement/overrides", "form_create_override", "An override with a reason and an optional end",
+         c_enforcement.create_override, {"roles": OPS}),
+        ("GET", "/settings", "page_settings", "Settings versions with their reasons", c_enforcement.settings_page,
+         {"roles": OPS_READERS}),
+        ("POST", "/settings", "form_put_settings", "A new settings version (as PUT /v1/settings)",
+         c_enforcement.put_settings, {"roles": ADMIN}),
+        ("GET", "/users/{name}/gpus", "page_my_gpus", "The GPUs a user holds now, with utilization history",
+         c_nodes.my_gpus, {"roles": READERS, "own": Own("name"), "path_params": _NAME}),
+        ("GET", "/connection-tests/{test_id}", "page_connection_test", "A connection test, followed until done",
+         c_nodes.connection_test, {"roles": OPS_READERS, "path_params": (Param("test_id", s.ID, True),)}),
     )),
 )

@@ -178,7 +178,8 @@ CREATE VIEW collector.node_status AS
     node.last_attempt_at,
     node.last_seen_at,
     node.machine_id,
-    node.boot_id
+    node.boot_id,
+    node.hardware
    FROM collector.node;
 
 CREATE TABLE collector.sample (

@@ -30,9 +30,9 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_chain_at_head_and_rerun_is_a_no_op(database: Database) -> None:
-    assert current(database.admin_url, COLLECTOR_VERSION_TABLE) == "c0005"
+    assert current(database.admin_url, COLLECTOR_VERSION_TABLE) == "c0006"
     upgrade_collector(database.admin_url)
-    assert current(database.admin_url, COLLECTOR_VERSION_TABLE) == "c0005"
+    assert current(database.admin_url, COLLECTOR_VERSION_TABLE) == "c0006"
 
 
 def test_app_role_cannot_rewrite_decisions(database: Database) -> None:

@@ -9,6 +9,7 @@ from starlette.responses import Response
 
 from api import tokens
 from api.console import sessions
+from api.console.pages.overview import overview
 from api.console.pages.user import home as user_home
 from api.console.web import page_of, see_other
 from api.errors import not_found
@@ -18,14 +19,14 @@ from api.services import services
 
 
 def landing(call: Call) -> Response:
-    """A user's own home; everyone else's landing is the users list."""
+    """A user's own home; everyone else's landing is the machines overview."""
     principal = page_of(call).principal
     assert principal is not None
     if principal.role == "user":
         assert principal.billing_user is not None
         return user_home(Call(None, {"name": principal.billing_user}, {}, call.request_id, None, call.services,
                               call.console))
-    return users(call)
+    return overview(call)
 
 
 def users(call: Call) -> Response:

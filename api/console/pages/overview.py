@@ -1,0 +1,95 @@
+"""The machines overview, the landing page of admins, operators and auditors (issue #14, admin item 4): GPUs
+in use, held but idle and free by model per hour/day/week/month; money charged per day; top users by GPU-hours
+(the ledger's rollup) and by held-but-idle GPU time; nodes down or stale.
+
+GPU states come from ``collector.gpu_activity``, where a row counts samples, one per controller tick. The API
+does not know the controller's tick interval (GPULEDGER_TICK_SECONDS is the controller's environment), so
+states are shown as shares of the bucket's samples and idle holding as sample counts, never as hours."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from typing import Any
+
+from sqlalchemy import text
+from starlette.responses import Response
+
+from api.console.web import page_of
+from api.operation import Call
+from api.services import services
+from ledger import rollup
+
+# How far back each bucket looks: enough buckets for a trend, few enough for a table.
+SPANS: Mapping[str, timedelta] = {"hour": timedelta(hours=24), "day": timedelta(days=14),
+                                  "week": timedelta(weeks=12), "month": timedelta(days=366)}
+CHARGED_DAYS = 14
+TOP = 10
+STALE = timedelta(minutes=10)
+_GPU_SECONDS_PER_HOUR = Decimal(3600)
+
+
+@dataclass(frozen=True)
+class StateShare:
+    """One bucket of one GPU model: its samples and how many found the GPU busy, held but idle, or free."""
+
+    bucket: datetime
+    model: str
+    samples: int
+    busy: int
+    idle_held: int
+
+    @property
+    def free(self) -> int:
+        return self.samples - self.busy - self.idle_held
+
+    def percent(self, part: int) -> Decimal:
+        """A share in percent to one decimal, rounded half up (display only; the counts are exact)."""
+        return (Decimal(100 * part) / self.samples).quantize(Decimal("0.1"), rounding="ROUND_HALF_UP")
+
+
+def states(conn: Any, start: datetime, end: datetime, bucket: str, tz: str) -> list[StateShare]:
+    rows = conn.execute(text(
+        "SELECT date_trunc(:bucket, hour, :tz), model, sum(samples), sum(held_samples - idle_held_samples),"
+        " sum(idle_held_samples) FROM collector.gpu_activity WHERE hour >= :lo AND hour < :hi"
+        " GROUP BY 1, 2 ORDER BY 1 DESC, 2"), {"bucket": bucket, "tz": tz, "lo": start, "hi": end})
+    return [StateShare(b, m, int(n), int(busy), int(idle)) for b, m, n, busy, idle in rows]
+
+
+def idle_holders(conn: Any, start: datetime, end: datetime, limit: int = TOP) -> list[tuple[str, str, int]]:
+    """(node, linux user, held-but-idle samples), most first: a GPU held by several counts for each holder."""
+    return [(n, u, int(c)) for n, u, c in conn.execute(text(
+        "SELECT node, holder, sum(idle_held_samples) FROM collector.gpu_activity, unnest(holders) AS holder"
+        " WHERE hour >= :lo AND hour < :hi AND idle_held_samples > 0 GROUP BY 1, 2"
+        " ORDER BY 3 DESC, 1, 2 LIMIT :limit"), {"lo": start, "hi": end, "limit": limit})]
+
+
+def _troubled(conn: Any, now: datetime) -> list[tuple[str, str, datetime | None, str | None]]:
+    """Listed nodes whose last connection failed, or last seen over STALE ago (or never)."""
+    return [tuple(r) for r in conn.execute(text(
+        "SELECT name, status, last_seen_at, last_error FROM collector.node_status WHERE listed AND in_inventory"
+        " AND (status <> 'connected' OR last_seen_at IS NULL OR last_seen_at < :stale) ORDER BY name"),
+        {"stale": now - STALE})]
+
+
+def overview(call: Call) -> Response:
+    page, svc = page_of(call), services(call)
+    bucket = call.params.get("bucket", "day")
+    tz = svc.ledger.config.timezone
+    now = datetime.now(UTC)
+    end = now.replace(minute=0, second=0, microsecond=0) + timedelta(hours=1)  # the hour in progress included
+    start = end - SPANS[bucket]
+    whole = now.replace(minute=0, second=0, microsecond=0)  # the rollup's reads take whole hours
+    with svc.read() as conn:
+        shares = states(conn, start, end, bucket, tz.key)
+        charged = rollup.charged_per_day(conn, start=whole - timedelta(days=CHARGED_DAYS), end=whole, tz=tz)
+        top = rollup.top_users(conn, start=whole - SPANS[bucket], end=whole, resource="gpu", limit=TOP)
+        idle = idle_holders(conn, start, end)
+        troubled = _troubled(conn, now)
+    # GPU-hours to two decimals, half up: display only (the rollup's gpu-seconds are exact).
+    top_hours = [(u.user, (u.quantity / _GPU_SECONDS_PER_HOUR).quantize(Decimal("0.01"), rounding="ROUND_HALF_UP"),
+                  u.amount) for u in top if u.unit == "gpu-second"]
+    return page.render("ops/overview.html", bucket=bucket, buckets=tuple(SPANS), shares=shares, charged=charged,
+                       top=top_hours, idle=idle, troubled=troubled, start=start, stale_minutes=STALE.seconds // 60)

@@ -1,0 +1,82 @@
+"""The machines pages in Chromium: overview, registry, node detail and a connection test for an admin and an
+operator (light and dark), with no console error or failed request, axe clean, screenshots at 1280 and 390 px;
+the node forms work without JavaScript, and the test's page follows the controller's answer with htmx."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+from control import connections
+from ledger.service import Ledger
+from tests.api.conftest import Tokens
+from tests.console.browser import NEEDS_CHROMIUM, Watch, context_of, log_in_browser, submit, visit
+from tests.console.test_ops import Machines, machines  # noqa: F401 (the fixture)
+
+pytestmark = NEEDS_CHROMIUM
+
+USER_PAGES = (("/users/alice/gpus", "ops-my-gpus"),)
+PAGES = (("/", "ops-overview"), ("/?bucket=hour", "ops-overview-hour"), ("/nodes", "ops-nodes"),
+         ("/nodes?status=failed&sort=last_seen_at", "ops-nodes-failed"), ("/nodes/gpu01", "ops-node"),
+         ("/enforcement", "ops-enforcement"), ("/settings", "ops-settings"))
+VISITS = (*(path for path, _ in PAGES + USER_PAGES), "/connection-tests/1")
+
+
+def test_machines_pages_render_cleanly_and_accessibly(browser: Any, base_url: str, issued: Tokens,
+                                                      seeded: Ledger, machines: Machines,  # noqa: F811
+                                                      artifacts: Path) -> None:
+    watch, findings = Watch(), []
+    for token, scheme, prefix in ((issued.admin, "light", ""), (issued.operator, "dark", "dark-")):
+        context = context_of(browser, base_url, watch, color_scheme=scheme)
+        page = context.new_page()
+        watch.attach(page)
+        log_in_browser(page, base_url, token)
+        for path, name in PAGES:
+            findings += visit(page, base_url, path, artifacts, prefix + name)
+        context.close()
+    context = context_of(browser, base_url, watch)
+    page = context.new_page()
+    watch.attach(page)
+    log_in_browser(page, base_url, issued.alice)
+    for path, name in USER_PAGES:
+        findings += visit(page, base_url, path, artifacts, name)
+    context.close()
+    assert watch.problems == []
+    assert "\n".join(findings) == ""
+
+
+def test_node_forms_without_javascript_and_the_test_page_follows_the_controller(
+        browser: Any, base_url: str, issued: Tokens, ledger: Ledger, machines: Machines,  # noqa: F811
+        artifacts: Path) -> None:
+    watch = Watch()
+    plain = context_of(browser, base_url, watch, java_script_enabled=False)
+    page = plain.new_page()
+    watch.attach(page)
+    log_in_browser(page, base_url, issued.operator)
+    page.goto(f"{base_url}/nodes/gpu02")
+    page.fill("#edit-form input[name=region]", "north")
+    submit(page, "#edit-form button[type=submit]")
+    assert urlsplit(page.url).path == "/nodes/gpu02"
+    assert page.input_value("#edit-form input[name=region]") == "north"
+    submit(page, "#test-form button[type=submit]")
+    test_path = urlsplit(page.url).path
+    assert test_path.startswith("/connection-tests/")
+    assert page.text_content("#test-status") == "waiting for the controller"
+    plain.close()
+
+    scripted = context_of(browser, base_url, watch)
+    page = scripted.new_page()
+    watch.attach(page)
+    log_in_browser(page, base_url, issued.operator)
+    findings = visit(page, base_url, test_path, artifacts, "ops-connection-test")
+    with ledger.engine.begin() as conn:
+        test_id = int(test_path.rsplit("/", 1)[1])
+        assert connections.claim(conn, 60, 10) == [(test_id, "gpu02")]
+        connections.finish(conn, test_id, "failed", {"error": "connection refused"})
+    # No reload: htmx's poll swaps the result in.
+    page.wait_for_selector("#test-outcome", timeout=30_000)
+    assert page.text_content("#test-outcome") == "failed"
+    scripted.close()
+    assert watch.problems == []
+    assert findings == []
