@@ -65,8 +65,11 @@ class ApiConfig:
     tls_key_file: str | None = None
 
     @property
-    def scheme(self) -> str:
-        return "https" if self.tls_cert_file else "http"
+    def console_url(self) -> str:
+        """Where the console answers, as ``gpuledger run`` prints it (a wildcard listen address is printed as
+        given: the lab's name for the host is not known here)."""
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"{'https' if self.tls_cert_file else 'http'}://{host}:{self.port}/"
 
     def uvicorn_options(self) -> dict[str, Any]:
         """What every uvicorn serving the API gets (``gpuledger api serve``, ``gpuledger run``, the tests):
