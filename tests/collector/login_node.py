@@ -9,16 +9,29 @@ import json
 import os
 import pwd
 import subprocess
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Iterator
 from pathlib import Path
 from typing import Any
+
+import pytest
 
 from collector.nodes.transport.ssh import SshSettings, SshTransport
 from collector.types import Node
 from tests.collector.conftest import forced_command_line
 from tests.collector.harness import SimNode, SudoNodeCommand
 from tests.harness.sshd import SshdNode, generate_key
-from tests.hooks.node import BALANCE, HOOK, configure
+from tests.hooks.node import BALANCE, HOOK, configure, create_user, remove_user
+
+
+def login_users(*names: str) -> Callable[[], Iterator[dict[str, pwd.struct_passwd]]]:
+    """A module-scoped fixture: fresh local users ``names`` who may log in over SSH, removed afterwards."""
+    @pytest.fixture(scope="module")
+    def users() -> Iterator[dict[str, pwd.struct_passwd]]:
+        created = {name: create_user(name) for name in names}
+        yield created
+        for name in created:
+            remove_user(name)
+    return users
 
 
 class LoginNode:

@@ -22,9 +22,8 @@ from control import weblogin
 from control.weblogin import FlowState
 from tests.collector.conftest import Database
 from tests.collector.harness import Cluster, make_nodes, remove_tree
-from tests.collector.login_node import LoginNode
+from tests.collector.login_node import LoginNode, login_users
 from tests.harness.sshd import sshd_available
-from tests.hooks.node import create_user, remove_user
 
 pytestmark = [pytest.mark.root, pytest.mark.skipif(not sshd_available(), reason="needs root and openssh-server")]
 URL = "https://console.example/login"
@@ -32,12 +31,7 @@ BROWSER = "browser-secret-" + "x" * 32
 USERS = ("glw-alice", "glw-bob", "glw-carol")
 
 
-@pytest.fixture(scope="module")
-def users() -> Iterator[dict[str, pwd.struct_passwd]]:
-    created = {name: create_user(name) for name in USERS}
-    yield created
-    for name in created:
-        remove_user(name)
+users = login_users(*USERS)
 
 
 @pytest.fixture

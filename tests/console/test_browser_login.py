@@ -19,10 +19,9 @@ from collector.nodes.weblogin import WebLoginPoller
 from ledger.service import Ledger
 from tests.collector.conftest import client_key, node_user  # noqa: F401 (fixtures)
 from tests.collector.harness import make_nodes, remove_tree
-from tests.collector.login_node import LoginNode
+from tests.collector.login_node import LoginNode, login_users
 from tests.console.browser import NEEDS_CHROMIUM, Watch, context_of, submit, visit
 from tests.harness.sshd import sshd_available
-from tests.hooks.node import create_user, remove_user
 
 pytestmark = [NEEDS_CHROMIUM, pytest.mark.root,
               pytest.mark.skipif(not sshd_available(), reason="needs root and openssh-server")]
@@ -50,12 +49,7 @@ class LoopThread:
         self.loop.close()
 
 
-@pytest.fixture(scope="module")
-def users() -> Iterator[dict[str, pwd.struct_passwd]]:
-    created = {name: create_user(name) for name in USERS}
-    yield created
-    for name in created:
-        remove_user(name)
+users = login_users(*USERS)
 
 
 @pytest.fixture
