@@ -22,9 +22,11 @@ from jsonschema import Draft202012Validator
 from prometheus_client import start_http_server
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Mount, Route
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from api import docs, openapi, tokens
 from api.config import ApiConfig
@@ -77,7 +79,8 @@ def create_app(ledger: Ledger, config: ApiConfig | None = None, *, close_ledger:
     config = config or ApiConfig()
     limiter = FailedAuthLimiter(config.auth_failures, config.auth_window_seconds, config.auth_table_size)
     svc = Services(ledger, config, ApiMetrics(), limiter, TokenCache(config.token_cache_seconds),
-                   CapacityLimiter(config.db_threads))
+                   CapacityLimiter(config.db_threads),
+                   FailedAuthLimiter(config.console_login_starts, config.auth_window_seconds, config.auth_table_size))
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -108,7 +111,33 @@ def create_app(ledger: Ledger, config: ApiConfig | None = None, *, close_ledger:
                                for path, endpoints in by_path.items()]
     routes += docs.routes()   # the page over /openapi.json: not an operation of the API it documents
     routes.append(Mount("/static", ConsoleStatic(), name="static"))
-    return Starlette(routes=routes, lifespan=lifespan, exception_handlers={HTTPException: not_routed})
+    return Starlette(routes=routes, lifespan=lifespan, exception_handlers={HTTPException: not_routed},
+                     middleware=[Middleware(Hsts)])
+
+
+HSTS = (b"strict-transport-security", b"max-age=31536000")
+
+
+class Hsts:
+    """``Strict-Transport-Security`` on every response to a request that came over https: uvicorn's own TLS, or a
+    trusted proxy's ``X-Forwarded-Proto: https`` (uvicorn sets the scheme from it only for GPULEDGER_API_TRUSTED_
+    PROXIES). Plain http gets none: a browser ignores it there, and a lab without TLS must stay reachable. Pure
+    ASGI (no BaseHTTPMiddleware), so streamed exports stay streamed."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope.get("scheme") != "https":
+            await self.app(scope, receive, send)
+            return
+
+        async def with_hsts(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                message = {**message, "headers": [*message.get("headers", []), HSTS]}
+            await send(message)
+
+        await self.app(scope, receive, with_hsts)
 
 
 def create_app_from_env(environ: Mapping[str, str] | None = None) -> Starlette:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import ipaddress
 from collections.abc import Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from ledger.environ import PREFIX, Config
@@ -55,12 +56,27 @@ class ApiConfig:
     # Console cookies get the Secure flag when the request came over https (uvicorn's TLS, or a trusted proxy's
     # X-Forwarded-Proto); this forces it for a TLS proxy the API does not trust with forwarded headers.
     console_secure_cookies: bool = False
+    # SSH-proven login starts (api.console.pages.login_ssh) per client address within auth_window_seconds:
+    # each start is a row and makes the controller poll every node until it is proven or expires.
+    console_login_starts: int = 10
+    # uvicorn's own TLS with the admin's certificate chain and key (PEM files), both or neither. With them every
+    # response carries HSTS and console cookies are Secure (api.app.Hsts: any request that came over https).
+    tls_cert_file: str | None = None
+    tls_key_file: str | None = None
+
+    @property
+    def console_url(self) -> str:
+        """Where the console answers, as ``gpuledger run`` prints it (a wildcard listen address is printed as
+        given: the lab's name for the host is not known here)."""
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"{'https' if self.tls_cert_file else 'http'}://{host}:{self.port}/"
 
     def uvicorn_options(self) -> dict[str, Any]:
         """What every uvicorn serving the API gets (``gpuledger api serve``, ``gpuledger run``, the tests):
         forwarded headers only from the named proxies, else uvicorn's proxy handling off altogether."""
+        tls = {"ssl_certfile": self.tls_cert_file, "ssl_keyfile": self.tls_key_file} if self.tls_cert_file else {}
         return {"host": self.host, "port": self.port, "proxy_headers": bool(self.trusted_proxies),
-                "forwarded_allow_ips": ",".join(self.trusted_proxies)}
+                "forwarded_allow_ips": ",".join(self.trusted_proxies), **tls}
 
     def session_settings(self) -> dict[str, str]:
         """PostgreSQL settings for the API's own engine. Per connection, not ``ALTER ROLE``: the controller and
@@ -94,7 +110,31 @@ class ApiConfig:
             console_max_seconds=env.integer("CONSOLE_MAX_SECONDS", defaults.console_max_seconds, minimum=60,
                                             maximum=30 * 86_400),
             console_secure_cookies=env.boolean("CONSOLE_SECURE_COOKIES", defaults.console_secure_cookies),
+            console_login_starts=env.integer("CONSOLE_LOGIN_STARTS", defaults.console_login_starts, minimum=1,
+                                             maximum=1_000_000),
+            **_tls_files(env),
         )
+
+
+def _tls_files(env: Config) -> dict[str, str | None]:
+    """The certificate and key files, both or neither, each a readable file now (not at the first handshake)."""
+    given = {name: env.get(f"TLS_{name.upper()}_FILE", _readable_file, None) for name in ("cert", "key")}
+    if (given["cert"] is None) != (given["key"] is None):
+        missing = env.key("TLS_KEY_FILE" if given["key"] is None else "TLS_CERT_FILE")
+        raise ConfigError(missing, "must be set too: TLS needs both the certificate and the key file")
+    return {"tls_cert_file": given["cert"], "tls_key_file": given["key"]}
+
+
+def _readable_file(text: str) -> str:
+    path = Path(text.strip())
+    if not path.is_absolute():
+        raise ValueError(f"must be an absolute path, got {text!r}")
+    try:
+        with path.open("rb"):
+            pass
+    except OSError as exc:
+        raise ValueError(f"cannot be read: {exc.strerror} ({text!r})") from None
+    return str(path)
 
 
 def _ip_literal(text: str) -> str:

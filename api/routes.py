@@ -12,6 +12,7 @@ from api.console.pages import auth as c_auth
 from api.console.pages import enforcement as c_enforcement
 from api.console.pages import nodes as c_nodes
 from api.console.pages import overview as c_overview
+from api.console.pages import login_ssh as c_login_ssh
 from api.console.pages import public as c_public
 from api.console.pages import user as c_user
 from api.handlers import access, cluster, connections, exports, money, people, reports, settings, system
@@ -209,6 +210,10 @@ OPERATIONS: tuple[Operation, ...] = (
         ("GET", "/login", "page_login", "Log in", c_auth.login_form,
          {"public": True, "query": (Param("next", _NEXT),)}),
         ("POST", "/login", "form_login", "Log in with an API token", c_auth.login, {"public": True}),
+        ("POST", "/login/ssh", "form_login_ssh", "Start a login proven over SSH on a node", c_login_ssh.start,
+         {"public": True}),
+        ("GET", "/login/ssh", "page_login_ssh", "The SSH login's code, command and state", c_login_ssh.status,
+         {"public": True}),
         ("POST", "/preferences", "form_preferences", "Language and theme", c_auth.preferences, {"public": True}),
         ("GET", "/licenses", "page_licenses", "Licenses of the shipped front-end files", c_public.licenses,
          {"public": True}),

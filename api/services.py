@@ -29,6 +29,8 @@ class Services:
     limiter: FailedAuthLimiter
     tokens: TokenCache
     threads: CapacityLimiter
+    # SSH-proven login starts per client address (the same machinery as failed authentications, counting starts)
+    login_starts: FailedAuthLimiter
 
     @property
     def engine(self) -> Engine:

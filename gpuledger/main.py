@@ -109,8 +109,10 @@ def _serve_api(app_url: str, environ: dict[str, str], out: Callable[[str], None]
                                            log_level="warning", lifespan="on"))
     thread = threading.Thread(target=server.run, name="gpuledger-api", daemon=True)
     thread.start()
-    out(f"API on http://{config.host}:{config.port} "
-        "(first admin token: gpuledger api token create --role admin, with var/env loaded)")
+    out(f"API on {config.console_url}v1/ (docs: {config.console_url}docs)")
+    out(f"Console: {config.console_url}  (admins: paste a token from `gpuledger api token create --role admin`,"
+        " with var/env loaded; users: on a node, `gpuledger-balance --web CODE` with the code the login page"
+        " shows)")
 
     def stop() -> None:
         server.should_exit = True

@@ -59,7 +59,11 @@ def test_embedded_default_serves_ticks_and_api_then_stops_cleanly(tmp_path: Path
             assert f"migrated {package} to head" in output
         ticks = [line for line in lines if line.startswith("tick ")]
         assert len(ticks) == 2 and all("nodes[ok=1]" in line for line in ticks), output
-        assert f"API on http://127.0.0.1:{port}" in output
+        assert f"API on http://127.0.0.1:{port}/v1/" in output
+        console = f"Console: http://127.0.0.1:{port}/  (admins: paste a token from `gpuledger api token create"
+        assert console in output and "users: on a node, `gpuledger-balance --web CODE`" in output, output
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/login", timeout=10) as response:
+            assert response.status == 200 and "/login/ssh" in response.read().decode()
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=10) as response:
             health = json.load(response)
         assert response.status == 200, health

@@ -100,12 +100,14 @@ def issued(ledger: Ledger) -> Tokens:
 
 
 @contextmanager
-def serving(app: Starlette) -> Iterator[str]:
-    """uvicorn on a free loopback port in a thread; yields the base URL."""
+def serving(app: Starlette, config: ApiConfig | None = None) -> Iterator[str]:
+    """uvicorn on a free loopback port in a thread, with ``config``'s uvicorn options (TLS included); yields the
+    base URL."""
     sock = socket.socket()
     sock.bind(("127.0.0.1", 0))
     # As served in production (ApiConfig.uvicorn_options): no proxy configured, X-Forwarded-For ignored.
-    options = {k: v for k, v in ApiConfig().uvicorn_options().items() if k not in ("host", "port")}
+    config = config or ApiConfig()
+    options = {k: v for k, v in config.uvicorn_options().items() if k not in ("host", "port")}
     server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="on", **options))
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()
@@ -114,7 +116,7 @@ def serving(app: Starlette) -> Iterator[str]:
         assert time.monotonic() < deadline and thread.is_alive(), "uvicorn did not start"
         time.sleep(0.01)
     try:
-        yield f"http://127.0.0.1:{sock.getsockname()[1]}"
+        yield f"{'https' if config.tls_cert_file else 'http'}://127.0.0.1:{sock.getsockname()[1]}"
     finally:
         server.should_exit = True
         thread.join(10)

@@ -5,11 +5,8 @@ checked, sudo as the rollout installs it), maps the file's owner through the led
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
-import os
 import pwd
-import subprocess
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -19,16 +16,14 @@ from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from sqlalchemy import create_engine
 
 from collector.nodes.lease import Lease
-from collector.nodes.transport.ssh import SshSettings, SshTransport
 from collector.nodes.weblogin import WebLoginPoller
 from collector.scheduler import TickLoop
-from collector.types import Node
 from control import weblogin
 from control.weblogin import FlowState
-from tests.collector.conftest import Database, forced_command_line
-from tests.collector.harness import Cluster, SudoNodeCommand, make_nodes, remove_tree
-from tests.harness.sshd import SshdNode, generate_key, sshd_available
-from tests.hooks.node import BALANCE, HOOK, configure, create_user, remove_user
+from tests.collector.conftest import Database
+from tests.collector.harness import Cluster, make_nodes, remove_tree
+from tests.collector.login_node import LoginNode, login_users
+from tests.harness.sshd import sshd_available
 
 pytestmark = [pytest.mark.root, pytest.mark.skipif(not sshd_available(), reason="needs root and openssh-server")]
 URL = "https://console.example/login"
@@ -36,58 +31,7 @@ BROWSER = "browser-secret-" + "x" * 32
 USERS = ("glw-alice", "glw-bob", "glw-carol")
 
 
-@pytest.fixture(scope="module")
-def users() -> Iterator[dict[str, pwd.struct_passwd]]:
-    created = {name: create_user(name) for name in USERS}
-    yield created
-    for name in created:
-        remove_user(name)
-
-
-class LoginNode:
-    """One node ``w1``: the spool, the hook and gpuledger-balance as the role installs them, an sshd that lets
-    the test users log in and the controller's key run the node command through sudo."""
-
-    def __init__(self, cluster: Cluster, node_user: str, client_key: Path, users: dict[str, pwd.struct_passwd],
-                 tmp_path: Path) -> None:
-        sim = cluster.nodes["w1"]
-        self.spool = sim.directory / "web-login"
-        self.spool.mkdir()
-        os.chmod(self.spool, 0o1733)
-        config = json.loads(sim.config_path.read_text())
-        sim.config_path.write_text(json.dumps({**config, "web_login_dir": str(self.spool)}))
-        hook = sim.directory / "gpuledger.sh"
-        hook.write_text(configure(HOOK.read_text(), __gl_web_login_dir=str(self.spool), __gl_console_url=URL))
-        self.balance = sim.directory / "gpuledger-balance"
-        self.balance.write_text(BALANCE.read_text().replace("hook=/etc/profile.d/gpuledger.sh", f"hook={hook}"))
-        os.chmod(hook, 0o644)
-        os.chmod(self.balance, 0o755)
-        self.sudo = SudoNodeCommand(sim, node_user)
-        self.user_key = generate_key(tmp_path / "user_key")
-        public = self.user_key.with_name("user_key.pub").read_text().strip()
-        keys = {node_user: [forced_command_line(client_key, self.sudo.argv)]}
-        keys.update({name: [public] for name in users})
-        self.sshd = SshdNode(tmp_path / "sshd", authorized_keys=keys).start()
-        self.known_hosts = tmp_path / "known_hosts"
-        self.known_hosts.write_text(self.sshd.known_hosts_line() + "\n")
-        self.transport = SshTransport(SshSettings(client_key, self.known_hosts, connect_timeout_s=5,
-                                                  login_timeout_s=5))
-        self.node = Node("w1", "127.0.0.1", port=self.sshd.port, ssh_user=node_user)
-
-    def ssh(self, user: str, command: str) -> subprocess.CompletedProcess[str]:
-        """``command`` in a real SSH session of ``user`` (their login shell runs it)."""
-        return subprocess.run(
-            ["ssh", "-F", "/dev/null", "-i", str(self.user_key), "-o", "BatchMode=yes", "-o",
-             "StrictHostKeyChecking=yes", "-o", f"UserKnownHostsFile={self.known_hosts}", "-o", "IdentitiesOnly=yes",
-             "-p", str(self.sshd.port), f"{user}@127.0.0.1", command], capture_output=True, text=True, timeout=60)
-
-    def web(self, user: str, code: str) -> subprocess.CompletedProcess[str]:
-        return self.ssh(user, f"{self.balance} --web {code}")
-
-    def close(self, cluster: Cluster) -> None:
-        self.sshd.stop()
-        self.sudo.close()
-        cluster.runner.run(self.transport.aclose())
+users = login_users(*USERS)
 
 
 @pytest.fixture
@@ -95,13 +39,13 @@ def login_node(api_database: Database, node_user: str, client_key: Path, users: 
                tmp_path: Path) -> Iterator[tuple[Cluster, LoginNode, WebLoginPoller]]:
     nodes, base = make_nodes(["w1"])
     cluster = Cluster(api_database, nodes)
-    node = LoginNode(cluster, node_user, client_key, users, tmp_path)
+    node = LoginNode(cluster.nodes["w1"], node_user, client_key, users, tmp_path, URL)
     cluster.ledger.add_user("team-alice", actor="test")
     cluster.ledger.add_user("glw-bob", actor="test")
     cluster.ledger.map_linux_user("w1", "glw-alice", "team-alice", actor="test")  # carol bills to nobody
     poller = WebLoginPoller(cluster.engine, lambda: [node.node], lambda _: node.transport, command_timeout_s=20)
     yield cluster, node, poller
-    node.close(cluster)
+    node.close(cluster.runner.run)
     cluster.close()
     remove_tree(base)
 

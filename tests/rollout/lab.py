@@ -120,6 +120,12 @@ class Lab:
         (self.root / "controller" / "etc" / "systemd" / "system").mkdir(parents=True)
         (self.root / "controller" / "usr" / "local" / "sbin").mkdir(parents=True)
         (self.root / "controller" / "var" / "backups").mkdir(parents=True)
+        # The console's certificate, as an admin hands it to the controller role (files on the control host).
+        tls = self.root / "tls"
+        tls.mkdir(mode=0o700)
+        _run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
+              "-keyout", str(tls / "key.pem"), "-out", str(tls / "cert.pem"), "-days", "2", "-subj",
+              "/CN=controller-1.lab.example"])
         rules = "\n".join([f"{DEPLOY_USER} ALL=(ALL) NOPASSWD: ALL", *includes]) + "\n"
         candidate = self.root / "sudoers.candidate"
         candidate.write_text(rules)

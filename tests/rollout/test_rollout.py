@@ -106,12 +106,18 @@ def test_controller_units_are_hardened_and_hold_no_secrets(lab: Lab, rolled_out:
     config = lab.root / "controller" / "etc" / "gpuledger"
     for name in ("database_url", "admin_database_url"):
         assert _mode(config / "secrets" / name) == (0, 0, 0o600)
+    for name in ("tls_cert", "tls_key"):
+        assert _mode(config / "secrets" / name) == (0, 0, 0o600)
+    assert (config / "secrets" / "tls_key").read_bytes() == (lab.root / "tls" / "key.pem").read_bytes()
     assert "app-secret" not in (config / "controller.env").read_text()
     assert _mode(config / "ssh" / "id_ed25519") == (0, 0, 0o600)
     units = lab.root / "controller" / "etc" / "systemd" / "system"
     for unit in ("gpuledger-controller.service", "gpuledger-api.service"):
         text = (units / unit).read_text()
         assert "LoadCredential=database_url:" in text and "app-secret" not in text
+        serves = unit == "gpuledger-api.service"  # only the API's unit gets the TLS files
+        assert (f"LoadCredential=tls_key:{config}/secrets/tls_key" in text) is serves
+        assert ("Environment=GPULEDGER_API_TLS_CERT_FILE=%d/tls_cert" in text) is serves
         report = subprocess.run(["systemd-analyze", "security", "--offline=true", "--threshold=20", str(units / unit)],
                                 capture_output=True, text=True)
         assert report.returncode == 0, report.stdout + report.stderr
@@ -164,6 +170,12 @@ def test_hook_is_configured_for_the_node(lab: Lab, rolled_out: Recap) -> None:
     etc = lab.node_root("node-b") / "etc"
     hook = (etc / "profile.d" / "gpuledger.sh").read_text()
     assert f"    __gl_status_dir={lab.node_root('node-b')}/run/status\n" in hook
+    spool = lab.node_root("node-b") / "var" / "spool" / "gpuledger" / "web-login"
+    assert f"    __gl_web_login_dir={spool}\n" in hook
+    assert "    __gl_console_url=https://controller-1.lab.example:8470/login\n" in hook
+    assert _mode(spool) == (0, 0, 0o1733)
+    node_config = json.loads((etc / "gpuledger" / "node.json").read_text())
+    assert node_config["web_login_dir"] == str(spool)
     balance = (lab.node_root("node-b") / "usr" / "local" / "bin" / "gpuledger-balance").read_text()
     assert f"hook={etc}/profile.d/gpuledger.sh\n" in balance
     assert f". {etc}/profile.d/gpuledger.sh; fi" in (etc / "bash.bashrc").read_text()
@@ -249,7 +261,8 @@ def test_retiring_a_node_lifts_enforcement_revokes_the_key_and_removes_everythin
             pwd.getpwnam("gla-node-b")
         root = lab.node_root("node-b")
         for gone in ("opt/gpuledger", "home", "etc/sudoers.d/gpuledger", "etc/ssh/sshd_config.d/50-gpuledger.conf",
-                     "etc/profile.d/gpuledger.sh", "usr/local/bin/gpuledger-balance", "etc/gpuledger/node.json"):
+                     "etc/profile.d/gpuledger.sh", "usr/local/bin/gpuledger-balance", "etc/gpuledger/node.json",
+                     "var/spool/gpuledger/web-login"):
             assert not (root / gone).exists(), gone
         assert "gpuledger" not in (root / "etc" / "bash.bashrc").read_text()
         config = lab.root / "controller" / "etc" / "gpuledger"
