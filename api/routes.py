@@ -10,9 +10,9 @@ from api import schemas as s
 from api.console.pages import admin as c_admin
 from api.console.pages import auth as c_auth
 from api.console.pages import enforcement as c_enforcement
+from api.console.pages import login_ssh as c_login_ssh
 from api.console.pages import nodes as c_nodes
 from api.console.pages import overview as c_overview
-from api.console.pages import login_ssh as c_login_ssh
 from api.console.pages import public as c_public
 from api.console.pages import user as c_user
 from api.handlers import access, cluster, connections, exports, money, people, reports, settings, system
