@@ -11,7 +11,9 @@ from collections.abc import Iterator
 import pytest
 
 from tests.harness.vm import VmLab, VmNode, build_image, vm_unavailable
+from tests.rollout.lab import Recap
 from tests.vm.install import install_probe
+from tests.vm.role import RoleRun
 
 
 @pytest.fixture(scope="session")
@@ -37,3 +39,15 @@ def vm_node(vm_lab: VmLab) -> VmNode:
 def probe_node(vm_node: VmNode, tmp_path_factory: pytest.TempPathFactory) -> VmNode:
     install_probe(vm_node, tmp_path_factory.mktemp("vm-probe"))
     return vm_node
+
+
+@pytest.fixture(scope="session")
+def role_run(vm_node: VmNode, tmp_path_factory: pytest.TempPathFactory) -> RoleRun:
+    return RoleRun(vm_node, tmp_path_factory.mktemp("vm-role"))
+
+
+@pytest.fixture(scope="session")
+def converged(role_run: RoleRun) -> Recap:
+    recap = role_run.playbook()
+    assert recap.rc == 0, recap.explain()
+    return recap
