@@ -3,6 +3,7 @@
     .venv/bin/python bench/console.py            # a year of a 24-node lab, 10 million postings
     .venv/bin/python bench/console.py --small    # 100,000 postings, for a quick look
     .venv/bin/python bench/console.py --postings 2000000 --runs 50
+    .venv/bin/python bench/console.py --keep /var/tmp/gl-console   # keep the database; a second run reuses it
 
 1. Generates a year (2026) of a 24-node lab's usage in the shape ``ledger.post_usage`` writes it: per usage row
    (GPU or CPU, one of 40 users, three GPU models by node, the day's ticks evenly spaced) one ``usage`` entry and two
@@ -15,12 +16,16 @@
    same question from the raw usage rows / postings for contrast (fewer runs: it is slow): p50 and p99 of the
    wall time of the query on a loopback connection (server time plus one round trip).
 
-It starts its own throwaway PostgreSQL (ledger.embedded) under a temporary directory.
+It starts its own PostgreSQL (ledger.embedded) under a temporary directory, or with ``--keep DIR`` in ``DIR``,
+left there afterwards: a later run with the same ``--keep DIR`` finds the year generated (``DIR/generated.json``
+records its size) and only migrates, rebuilds the rollup and times, so the timings can be rerun without the
+generation (minutes at full size). A kept database generated for another ``--postings`` is refused.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import statistics
 import sys
 import tempfile
@@ -201,17 +206,27 @@ def main() -> int:
     parser.add_argument("--small", action="store_true", help="100,000 postings (overrides --postings)")
     parser.add_argument("--runs", type=int, default=30, help="timed runs of each rollup query")
     parser.add_argument("--raw-runs", type=int, default=3, help="timed runs of each raw query")
+    parser.add_argument("--keep", metavar="DIR", help="keep the database in DIR; reuse the year found there")
     args = parser.parse_args()
     postings = 100_000 if args.small else args.postings
     with tempfile.TemporaryDirectory(prefix="gpuledger-console-") as tmp:
-        cluster = EmbeddedPostgres(Path(tmp) / "pg").start()
+        home = Path(args.keep) if args.keep else Path(tmp)
+        marker = home / "generated.json"
+        kept = json.loads(marker.read_text()) if marker.exists() else None
+        if kept is not None and kept["asked"] != postings:
+            parser.error(f"{home} holds a year of {kept['asked']:,} postings, not {postings:,}")
+        cluster = EmbeddedPostgres(home / "pg").start()
         try:
             admin = bootstrap(cluster.url(), "bench")
             upgrade_ledger(admin)
             config = LedgerConfig(database_url=Secret(cluster.url(user=APP_ROLE, database="bench")))
             engine = create_app_engine(config.database_url.reveal())
             ledger = Ledger(engine, config)
-            written, load_s = generate(ledger, postings)
+            if kept is None:
+                written, load_s = generate(ledger, postings)
+                kept = {"asked": postings, "written": written, "seconds": load_s}
+                marker.write_text(json.dumps(kept))
+            written, load_s = kept["written"], kept["seconds"]
             t = time.perf_counter()
             with writing(engine) as conn:
                 hourly = rollup.rebuild(conn)
