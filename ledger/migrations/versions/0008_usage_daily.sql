@@ -15,7 +15,7 @@
 --     it with ledger.usage_daily_of (the one definition of its grouping).
 
 CREATE TABLE ledger.rollup_zone (
-    one  boolean PRIMARY KEY DEFAULT true CHECK (one),
+    one  boolean PRIMARY KEY DEFAULT TRUE CHECK (one),
     zone text NOT NULL
 );
 INSERT INTO ledger.rollup_zone (zone) VALUES ('Asia/Shanghai');
