@@ -350,8 +350,11 @@ def rollup_rebuild(lg: Ledger, a: argparse.Namespace) -> int:
     start = None if a.start is None else _when(lg, a.start)
     end = None if a.end is None else _when(lg, a.end)
     with writing(lg.engine) as conn:
+        # the daily level in the configured zone: set (rebuilt whole) when it is new or the zone changed
+        rezoned = rollup.set_zone(conn, lg.config.timezone)
         written = rollup.rebuild(conn, start, end)
-    print(f"usage rollup rebuilt: {written} hourly rows")
+    print(f"usage rollup rebuilt: {written} hourly rows"
+          + (f"; daily level rebuilt in {lg.config.timezone.key}" if rezoned else ""))
     return OK
 
 
@@ -506,7 +509,7 @@ def register(subparsers: Any) -> None:
 
     rollups = _group(subparsers, "rollup", "the hourly usage rollup the console's pages read")
     p = _command(rollups, "rebuild", rollup_rebuild, "recompute the rollup from the usage rows (all, or whole hours"
-                                                     " --from to --to)")
+                                                     " --from to --to), its daily level in the configured zone")
     p.add_argument("--from", dest="start", help="first hour: a date (local midnight) or ISO time (default: the start)")
     p.add_argument("--to", dest="end", help="end hour, exclusive: a date or ISO time (default: no end)")
 

@@ -229,6 +229,15 @@ def usage_rollup(conn: Connection) -> Iterator[Problem]:
                       f"stored {_shown(d.stored)}; usage rows say {_shown(d.recomputed)}")
 
 
+def usage_rollup_daily(conn: Connection) -> Iterator[Problem]:
+    """The daily level equals the hourly level summed per local day (the hourly level is checked against the
+    usage rows above, so together the daily level is checked against the ledger)."""
+    for d in rollup.daily_differences(conn):
+        yield Problem("usage-rollup-daily", f"day {d.day.isoformat()} user {d.user_id} wallet {d.account_id}"
+                      f" node {d.node} model {d.model or '-'} {d.resource} {d.unit}",
+                      f"stored {_shown(d.stored)}; hourly rows say {_shown(d.recomputed)}")
+
+
 CHECKS: tuple[tuple[str, Check], ...] = (
     ("entries balanced", entries_balanced),
     ("trial balance is zero", trial_balance_zero),
@@ -239,6 +248,7 @@ CHECKS: tuple[tuple[str, Check], ...] = (
     ("usage re-rated", usage_rerated),
     ("closed periods unchanged", closed_periods),
     ("usage rollup = usage rows", usage_rollup),
+    ("daily rollup = hourly rollup", usage_rollup_daily),
 )
 
 

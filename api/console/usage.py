@@ -1,21 +1,20 @@
-"""A user's usage per local day and GPU model (or resource), read from the ledger's usage rows
-(ledger.browse.usage_page, every page of the period). The hourly rollup (issue #14 item 6) replaces this
-read; the totals are the ledger's, to the micro-unit and to the last digit of quantity."""
+"""A user's usage per local day and GPU model (or resource), read from the ledger's usage rollup
+(``ledger.rollup.usage_series``, issue #14 item 6), not the raw usage rows: a 90-day page reads a few hundred
+aggregate rows. The rollup is the usage report summed per hour, so the totals are the ledger's, to the micro-unit
+and to the last digit of quantity (tests/console/test_browser.py checks the chart against ``usage_report``).
+In a zone whose offset is not a whole hour, a day is the rollup's day: the UTC hours that start in it."""
 
 from __future__ import annotations
 
 from collections import defaultdict
 from dataclasses import dataclass
-from datetime import date, datetime, time, timedelta
+from datetime import UTC, date, datetime, time, timedelta
 from decimal import Decimal
 from zoneinfo import ZoneInfo
 
 from sqlalchemy.engine import Connection
 
-from ledger import browse
-from ledger.money import parse_amount
-
-PAGE = 500
+from ledger import rollup
 
 
 @dataclass(frozen=True)
@@ -47,22 +46,27 @@ class DailyUsage:
         return tuple(sum(s.amounts[i] for s in self.series) for i in range(len(self.days)))
 
 
+def _day_start(day: date, tz: ZoneInfo) -> datetime:
+    """The first UTC hour of the local ``day``: its midnight, or the next whole hour where midnight is not on one
+    (the rollup asks whole hours, and counts an hour in the day it starts in)."""
+    midnight = datetime.combine(day, time(), tzinfo=tz).astimezone(UTC)
+    whole = midnight.replace(minute=0, second=0, microsecond=0)
+    return whole if whole == midnight else whole + timedelta(hours=1)
+
+
 def daily(conn: Connection, user: str, start: date, end: date, tz: ZoneInfo) -> DailyUsage:
-    """Usage of ``user`` with intervals ending in local days [start, end), by day and key."""
+    """Usage of ``user`` in local days [start, end), by day and key: the GPU model for GPUs, else the resource."""
     days = tuple(start + timedelta(days=i) for i in range((end - start).days))
     index = {d: i for i, d in enumerate(days)}
     amounts: dict[tuple[str, str], list[int]] = defaultdict(lambda: [0] * len(days))
     quantities: dict[tuple[str, str], list[Decimal]] = defaultdict(lambda: [Decimal(0)] * len(days))
-    filters = {"user": user, "start": datetime.combine(start, time(), tzinfo=tz),
-               "end": datetime.combine(end, time(), tzinfo=tz)}
-    after: int | None = 0
-    while after is not None:
-        items, after = browse.usage_page(conn, filters, after, PAGE, with_evidence=False)
-        for item in items:
-            # The usage row's day is the local day its interval ends in, as the ledger's usage report counts it.
-            day = datetime.fromisoformat(item["interval_end"]).astimezone(tz).date()
-            key = (item["model"] or item["resource"]) if item["resource"] == "gpu" else item["resource"]
-            amounts[(key, item["unit"])][index[day]] += parse_amount(item["amount"])
-            quantities[(key, item["unit"])][index[day]] += Decimal(item["quantity"])
+    lo, hi = _day_start(start, tz), _day_start(end, tz)
+    points = rollup.usage_series(conn, start=lo, end=hi, bucket="day", tz=tz, user=user, by="model", resource="gpu")
+    points += [p for p in rollup.usage_series(conn, start=lo, end=hi, bucket="day", tz=tz, user=user, by="resource")
+               if p.key != "gpu"]
+    for p in points:
+        key = (p.key or "gpu", p.unit)
+        amounts[key][index[p.bucket.date()]] += p.amount
+        quantities[key][index[p.bucket.date()]] += p.quantity
     return DailyUsage(days, tuple(Series(k, u, tuple(amounts[(k, u)]), tuple(quantities[(k, u)]))
                                   for k, u in sorted(amounts)))

@@ -245,11 +245,23 @@ BEGIN
     RETURN NULL;
 END $$;
 
-CREATE FUNCTION ledger.rebuild_usage_hourly(lo timestamp with time zone, hi timestamp with time zone) RETURNS bigint
+CREATE FUNCTION ledger.rebuild_usage_daily(lo date, hi date) RETURNS bigint
     LANGUAGE plpgsql SECURITY DEFINER
     SET search_path TO 'ledger', 'pg_temp'
     AS $$
 DECLARE n bigint;
+BEGIN
+    DELETE FROM ledger.usage_daily WHERE (lo IS NULL OR day >= lo) AND (hi IS NULL OR day < hi);
+    INSERT INTO ledger.usage_daily SELECT * FROM ledger.usage_daily_of(lo, hi);
+    GET DIAGNOSTICS n = ROW_COUNT;
+    RETURN n;
+END $$;
+
+CREATE FUNCTION ledger.rebuild_usage_hourly(lo timestamp with time zone, hi timestamp with time zone) RETURNS bigint
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path TO 'ledger', 'pg_temp'
+    AS $$
+DECLARE n bigint; z text := (SELECT zone FROM ledger.rollup_zone);
 BEGIN
     IF lo <> date_trunc('hour', lo, 'UTC') OR hi <> date_trunc('hour', hi, 'UTC') THEN
         RAISE EXCEPTION 'the rollup is rebuilt in whole hours: % to % is not hour-aligned', lo, hi
@@ -260,6 +272,8 @@ BEGIN
     DELETE FROM ledger.usage_hourly WHERE (lo IS NULL OR hour >= lo) AND (hi IS NULL OR hour < hi);
     INSERT INTO ledger.usage_hourly SELECT * FROM ledger.usage_hourly_of(lo, hi);
     GET DIAGNOSTICS n = ROW_COUNT;
+    -- every local day an hour of [lo, hi) starts in, whole: its other hours are unchanged and summed again
+    PERFORM ledger.rebuild_usage_daily((lo AT TIME ZONE z)::date, ((hi - interval '1 hour') AT TIME ZONE z)::date + 1);
     RETURN n;
 END $$;
 
@@ -302,6 +316,7 @@ CREATE FUNCTION ledger.rollup_usage() RETURNS trigger
     SET search_path TO 'ledger', 'pg_temp'
     SET jit TO 'off'
     AS $$
+DECLARE z text := (SELECT zone FROM ledger.rollup_zone);
 BEGIN
     INSERT INTO ledger.usage_hourly AS h (hour, user_id, account_id, node, model, resource, unit, quantity, amount,
                                           records)
@@ -312,6 +327,15 @@ BEGIN
     ON CONFLICT (hour, user_id, account_id, node, model, resource, unit) DO UPDATE
        SET quantity = h.quantity + excluded.quantity, amount = h.amount + excluded.amount,
            records = h.records + excluded.records;
+    INSERT INTO ledger.usage_daily AS d (day, user_id, account_id, node, model, resource, unit, quantity, amount,
+                                         records)
+    SELECT (date_trunc('hour', n.interval_end, 'UTC') AT TIME ZONE z)::date, n.user_id, n.account_id, n.node,
+           n.model, n.resource, n.unit, sum(n.quantity), sum(n.amount), count(*)
+      FROM new_rows n
+     GROUP BY 1, 2, 3, 4, 5, 6, 7
+    ON CONFLICT (day, user_id, account_id, node, model, resource, unit) DO UPDATE
+       SET quantity = d.quantity + excluded.quantity, amount = d.amount + excluded.amount,
+           records = d.records + excluded.records;
     RETURN NULL;
 END $$;
 
@@ -348,6 +372,50 @@ BEGIN
     VALUES (coalesce(prev.seq, 0) + 1, lo, hi, n, coalesce(prev.block_hash, '\x00'::bytea), h);
     RETURN h;
 END $$;
+
+CREATE FUNCTION ledger.set_rollup_zone(new_zone text) RETURNS boolean
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path TO 'ledger', 'pg_temp'
+    AS $$
+BEGIN
+    IF NOT EXISTS (SELECT 1 FROM pg_timezone_names WHERE name = new_zone) THEN
+        RAISE EXCEPTION 'unknown time zone %', new_zone USING ERRCODE = '22023';
+    END IF;
+    PERFORM ledger.writer_lock();
+    IF new_zone = (SELECT zone FROM ledger.rollup_zone) THEN
+        RETURN false;
+    END IF;
+    UPDATE ledger.rollup_zone SET zone = new_zone;
+    PERFORM ledger.rebuild_usage_daily(NULL, NULL);
+    RETURN true;
+END $$;
+
+CREATE TABLE ledger.usage_daily (
+    day date NOT NULL,
+    user_id bigint NOT NULL,
+    account_id bigint NOT NULL,
+    node text NOT NULL,
+    model text NOT NULL,
+    resource text NOT NULL,
+    unit text NOT NULL,
+    quantity numeric NOT NULL,
+    amount bigint NOT NULL,
+    records bigint NOT NULL,
+    CONSTRAINT usage_daily_records_check CHECK ((records > 0))
+);
+
+COMMENT ON TABLE ledger.usage_daily IS 'ledger.usage_hourly summed per local day (of each hour''s start) in ledger.rollup_zone; kept by the trigger usage_rollup, rebuilt with the hourly level, checked by audit verify.';
+
+CREATE FUNCTION ledger.usage_daily_of(lo date, hi date) RETURNS SETOF ledger.usage_daily
+    LANGUAGE sql STABLE
+    AS $$
+    SELECT (h.hour AT TIME ZONE z.zone)::date, h.user_id, h.account_id, h.node, h.model, h.resource, h.unit,
+           sum(h.quantity), sum(h.amount)::bigint, sum(h.records)::bigint
+      FROM ledger.usage_hourly h CROSS JOIN ledger.rollup_zone z
+     WHERE (lo IS NULL OR (h.hour >= lo - interval '2 days' AND (h.hour AT TIME ZONE z.zone)::date >= lo))
+       AND (hi IS NULL OR (h.hour < hi + interval '2 days' AND (h.hour AT TIME ZONE z.zone)::date < hi))
+     GROUP BY 1, 2, 3, 4, 5, 6, 7
+$$;
 
 CREATE TABLE ledger.usage_hourly (
     hour timestamp with time zone NOT NULL,
@@ -664,6 +732,12 @@ ALTER TABLE ledger.project ALTER COLUMN id ADD GENERATED ALWAYS AS IDENTITY (
     CACHE 1
 );
 
+CREATE TABLE ledger.rollup_zone (
+    one boolean DEFAULT true NOT NULL,
+    zone text NOT NULL,
+    CONSTRAINT rollup_zone_one_check CHECK (one)
+);
+
 CREATE TABLE ledger.usage (
     id bigint NOT NULL,
     idem_key text NOT NULL,
@@ -773,6 +847,12 @@ ALTER TABLE ONLY ledger.project
 
 ALTER TABLE ONLY ledger.project
     ADD CONSTRAINT project_wallet_account_id_key UNIQUE (wallet_account_id);
+
+ALTER TABLE ONLY ledger.rollup_zone
+    ADD CONSTRAINT rollup_zone_pkey PRIMARY KEY (one);
+
+ALTER TABLE ONLY ledger.usage_daily
+    ADD CONSTRAINT usage_daily_pkey PRIMARY KEY (day, user_id, account_id, node, model, resource, unit);
 
 ALTER TABLE ONLY ledger.usage_hourly
     ADD CONSTRAINT usage_hourly_pkey PRIMARY KEY (hour, user_id, account_id, node, model, resource, unit);
@@ -1015,6 +1095,8 @@ GRANT ALL ON FUNCTION ledger.post_usage(doc jsonb) TO gpuledger_app;
 
 REVOKE ALL ON FUNCTION ledger.queue_balance_check() FROM PUBLIC;
 
+REVOKE ALL ON FUNCTION ledger.rebuild_usage_daily(lo date, hi date) FROM PUBLIC;
+
 REVOKE ALL ON FUNCTION ledger.rebuild_usage_hourly(lo timestamp with time zone, hi timestamp with time zone) FROM PUBLIC;
 GRANT ALL ON FUNCTION ledger.rebuild_usage_hourly(lo timestamp with time zone, hi timestamp with time zone) TO gpuledger_app;
 
@@ -1026,6 +1108,16 @@ REVOKE ALL ON FUNCTION ledger.rollup_usage() FROM PUBLIC;
 
 REVOKE ALL ON FUNCTION ledger.seal_block() FROM PUBLIC;
 GRANT ALL ON FUNCTION ledger.seal_block() TO gpuledger_app;
+
+REVOKE ALL ON FUNCTION ledger.set_rollup_zone(new_zone text) FROM PUBLIC;
+GRANT ALL ON FUNCTION ledger.set_rollup_zone(new_zone text) TO gpuledger_app;
+
+GRANT SELECT ON TABLE ledger.usage_daily TO gpuledger_app;
+GRANT SELECT ON TABLE ledger.usage_daily TO gpuledger_auditor;
+
+REVOKE ALL ON FUNCTION ledger.usage_daily_of(lo date, hi date) FROM PUBLIC;
+GRANT ALL ON FUNCTION ledger.usage_daily_of(lo date, hi date) TO gpuledger_app;
+GRANT ALL ON FUNCTION ledger.usage_daily_of(lo date, hi date) TO gpuledger_auditor;
 
 GRANT SELECT ON TABLE ledger.usage_hourly TO gpuledger_app;
 GRANT SELECT ON TABLE ledger.usage_hourly TO gpuledger_auditor;
@@ -1114,6 +1206,9 @@ GRANT SELECT,INSERT ON TABLE ledger.project TO gpuledger_app;
 GRANT SELECT ON TABLE ledger.project TO gpuledger_auditor;
 
 GRANT UPDATE(display_name) ON TABLE ledger.project TO gpuledger_app;
+
+GRANT SELECT ON TABLE ledger.rollup_zone TO gpuledger_app;
+GRANT SELECT ON TABLE ledger.rollup_zone TO gpuledger_auditor;
 
 GRANT SELECT ON TABLE ledger.usage TO gpuledger_app;
 GRANT SELECT ON TABLE ledger.usage TO gpuledger_auditor;

@@ -7,6 +7,7 @@ from collections import defaultdict
 from collections.abc import Callable, Sequence
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
+from typing import Any
 from zoneinfo import ZoneInfo
 
 import pytest
@@ -14,7 +15,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import Engine
-from sqlalchemy.exc import ProgrammingError
+from sqlalchemy.exc import DBAPIError, ProgrammingError
 from sqlalchemy.pool import NullPool
 
 from ledger import prices, reports, rollup, usage
@@ -75,9 +76,10 @@ steps = st.lists(st.tuples(st.sampled_from(("tick", "tick", "crash", "replay")),
 def test_rollup_equals_the_ledger_after_ticks_crashes_and_replays(database_factory: Callable[[], str]) -> None:
     @settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.too_slow])
     @given(steps=steps, zone=st.sampled_from(ZONES), by=st.sampled_from(sorted(reports.USAGE_KEYS)),
-           period=st.tuples(st.integers(min_value=0, max_value=DAYS), st.integers(min_value=0, max_value=DAYS)))
+           period=st.tuples(st.integers(min_value=0, max_value=DAYS), st.integers(min_value=0, max_value=DAYS)),
+           daily=st.tuples(st.sampled_from(ZONES), st.integers(min_value=0, max_value=8)))
     def run(steps: list[tuple[str, list[tuple[str, str, str, str, int, Decimal]]]], zone: str, by: str,
-            period: tuple[int, int]) -> None:
+            period: tuple[int, int], daily: tuple[str, int]) -> None:
         url = database_factory()
         engine = create_app_engine(url)
         try:
@@ -86,6 +88,9 @@ def test_rollup_equals_the_ledger_after_ticks_crashes_and_replays(database_facto
                 ledger.add_user(user, actor="admin")
             posted: list[UsageTick] = []
             for n, (what, recs) in enumerate(steps):
+                if n == daily[1]:  # the daily level's zone, set (and the level rebuilt) between two ticks
+                    with writing(engine) as conn:
+                        rollup.set_zone(conn, ZoneInfo(daily[0]))
                 if what == "replay" and posted:
                     _post(engine, [posted[n % len(posted)]])
                     continue
@@ -110,6 +115,17 @@ def test_rollup_equals_the_ledger_after_ticks_crashes_and_replays(database_facto
                                              by=by)  # type: ignore[arg-type]
                 total = conn.execute(text("SELECT coalesce(sum(records), 0) FROM ledger.usage_hourly")).scalar_one()
                 rows = conn.execute(text("SELECT count(*) FROM ledger.usage")).scalar_one()
+                assert rollup.daily_differences(conn) == []
+                hours = rollup.usage_series(conn, start=reports.local_midnight(lo, tz),
+                                            end=reports.local_midnight(hi, tz), bucket="hour", tz=tz,
+                                            by=by)  # type: ignore[arg-type]
+            # per day, the daily level (when kept in tz) gives what the hours starting in that day sum to
+            per_day: dict[tuple[date, str | None, str], list[Any]] = defaultdict(lambda: [Decimal(0), 0, 0])
+            for p in hours:
+                figures = per_day[p.bucket.astimezone(tz).date(), p.key, p.unit]
+                figures[:] = [figures[0] + p.quantity, figures[1] + p.amount, figures[2] + p.records]
+            days = {(p.bucket.date(), p.key, p.unit): [p.quantity, p.amount, p.records] for p in series}
+            assert days == dict(per_day)
             assert _summed([(p.key, p.unit, p.quantity, p.amount) for p in series]) == _summed(
                 [(r.key, r.unit, r.quantity, r.amount) for r in report])
             assert total == rows
@@ -200,6 +216,38 @@ def test_verify_names_a_tampered_rollup_row_and_rebuild_mends_it(ledger: Ledger,
     with writing(ledger.engine) as conn:
         assert rollup.rebuild(conn) == 4
     assert ledger.verify().ok
+
+
+def test_verify_names_a_tampered_daily_row_and_rebuild_mends_it(ledger: Ledger, superuser: Engine) -> None:
+    _usage(ledger)
+    with superuser.begin() as conn:
+        conn.execute(text("UPDATE ledger.usage_daily SET records = records + 1 WHERE resource = 'cpu'"))
+    report = ledger.verify()
+    assert report.counts["daily rollup = hourly rollup"] == 1
+    (row,) = (p for p in report.problems if p.check == "usage-rollup-daily")
+    assert "day 2026-03-01" in row.subject and "core-second" in row.subject  # 09:58 UTC is 17:58 in Shanghai
+    assert row.detail.endswith("hourly rows say quantity 30, amount 10000, 1 records")
+    with writing(ledger.engine) as conn:  # the hours of that day rebuilt: the whole day is recomputed
+        rollup.rebuild(conn, T0 + timedelta(hours=9), T0 + timedelta(hours=10))
+    assert ledger.verify().ok
+
+
+def test_the_daily_zone_is_one_and_a_change_rebuilds_it(ledger: Ledger) -> None:
+    _usage(ledger)
+    start, end = T0 - timedelta(days=1), T0 + timedelta(days=2)
+    with writing(ledger.engine) as conn:
+        assert rollup.zone(conn).key == "Asia/Shanghai"  # the migration's: the configuration's default
+        assert rollup.set_zone(conn, ZoneInfo("Asia/Shanghai")) is False
+        assert rollup.set_zone(conn, ZoneInfo("America/New_York")) is True
+        assert rollup.daily_differences(conn) == []
+        days = {d.day for d in conn.execute(text("SELECT day FROM ledger.usage_daily"))}
+    assert days == {date(2026, 3, 1)}  # 09:58 and 10:00 UTC: the morning of 1 March in New York
+    with reading(ledger.engine) as conn:  # Shanghai is no longer the daily level's zone: answered from the hours
+        shanghai = rollup.charged_per_day(conn, start=start, end=end, tz="Asia/Shanghai")
+        new_york = rollup.charged_per_day(conn, start=start, end=end, tz="America/New_York")
+    assert [d.amount for d in shanghai] == [d.amount for d in new_york] == [1_510_000]
+    with pytest.raises(DBAPIError, match="unknown time zone Mars/Olympus"), writing(ledger.engine) as conn:
+        conn.execute(text("SELECT ledger.set_rollup_zone('Mars/Olympus')"))
 
 
 def test_only_the_ledger_writes_the_rollup(ledger: Ledger) -> None:
