@@ -129,13 +129,15 @@ def wallet_figures(conn: Connection, wallets: Sequence[str]) -> dict[str, Wallet
 
 def burn_per_hour(conn: Connection, users: Sequence[str], now: datetime) -> dict[str, int]:
     """Micro-units each of ``users`` was charged over the hour before ``now`` (usage rows by interval end);
-    users charged nothing are absent."""
+    users charged nothing are absent. Usage ending after ``now`` (a node whose clock runs ahead, or a history
+    written ahead of the clock) is not yet burnt."""
     if not users:
         return {}
     rows = conn.execute(
         text(
             "SELECT bu.name, s.spent FROM (SELECT user_id, sum(amount) AS spent FROM ledger.usage"
             "  WHERE interval_end > CAST(:now AS timestamptz) - interval '1 hour'"
+            "    AND interval_end <= CAST(:now AS timestamptz)"
             "    AND user_id IN (SELECT id FROM ledger.billing_user WHERE name = ANY(:users))"
             "  GROUP BY user_id) s JOIN ledger.billing_user bu ON bu.id = s.user_id"
         ),

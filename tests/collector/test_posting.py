@@ -153,6 +153,7 @@ def test_burn_per_hour_sums_the_charges_of_the_hour_before_now(setup: tuple[Char
     with engine.connect() as conn:
         assert burn_per_hour(conn, [USER, "glc-idle"], T0 + timedelta(seconds=120)) == {USER: 12000}
         assert burn_per_hour(conn, [USER], T0 + timedelta(seconds=3660)) == {USER: 6000}  # the first hour is over
+        assert burn_per_hour(conn, [USER], T0 + timedelta(seconds=60)) == {USER: 6000}  # the later one: not yet
         assert burn_per_hour(conn, [USER], T0 + timedelta(hours=2)) == {}
         assert burn_per_hour(conn, [], T0) == {}
 
