@@ -112,7 +112,7 @@ def test_user_settings_form_is_the_api_patch(base_url: str, issued: Tokens, ledg
         mapped = c.post("/admin/mappings", data={**hidden, "node": "*", "linux_user": "carol1", "user": "carol"})
         assert mapped.status_code == 303
         assert "carol1" in c.get("/admin/mappings").text and "vision" in c.get("/admin/projects").text
-        assert "carol1@*" in c.get("/admin/users/carol").text
+        assert "carol1 on *" in c.get("/admin/users/carol").text
 
 
 def test_roles_see_what_the_route_table_allows(base_url: str, issued: Tokens, ledger: Ledger) -> None:
