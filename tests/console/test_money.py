@@ -4,6 +4,7 @@ once), the numbers on the pages are the ledger's, and the role table decides who
 from __future__ import annotations
 
 import re
+from datetime import timedelta
 from decimal import Decimal
 
 import httpx
@@ -12,7 +13,7 @@ from sqlalchemy import text
 from api.console import i18n
 from ledger.service import Ledger
 from tests.api.conftest import Tokens, bearer
-from tests.console.conftest import csrf_of, log_in
+from tests.console.conftest import T_END, csrf_of, log_in
 
 KEY = re.compile(r'name="idempotency_key" value="([^"]+)"')
 
@@ -149,8 +150,7 @@ def test_a_token_secret_is_shown_once(base_url: str, issued: Tokens, client: htt
 
 def test_the_price_preview_and_the_export_are_the_apis(base_url: str, issued: Tokens, seeded: Ledger,
                                                        client: httpx.Client) -> None:
-    from tests.console.conftest import T_END
-    start, end = (T_END.date() - __import__("datetime").timedelta(days=12)).isoformat(), T_END.date().isoformat()
+    start, end = (T_END.date() - timedelta(days=12)).isoformat(), T_END.date().isoformat()
     proposal = {"resource": "gpu", "amount": "0.7", "per": "3600", "model_pattern": "A100", "match": "exact"}
     api = client.post("/v1/prices/preview", params={"from": start, "to": end}, json=proposal,
                       headers=bearer(issued.auditor)).json()["rows"]

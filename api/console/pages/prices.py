@@ -5,6 +5,7 @@ forms run their API operations (POST /v1/prices, POST /v1/prices/preview)."""
 from __future__ import annotations
 
 from datetime import date, datetime, timedelta
+from decimal import Decimal
 from typing import Any
 
 from starlette.responses import Response
@@ -54,6 +55,6 @@ def preview(call: Call) -> Response:
         raise unprocessable("invalid_range", "from and to must be dates (YYYY-MM-DD)") from exc
     result = operate.run(call, "preview_price", operate.fields(form, *_PRICE_FIELDS),
                          params={"from": start, "to": end})
-    rows = [(r["model"], r["quantity"], parse_amount(r["charged"]), parse_amount(r["would_charge"]),
+    rows = [(r["model"], Decimal(r["quantity"]), parse_amount(r["charged"]), parse_amount(r["would_charge"]),
              _signed(r["difference"])) for r in result["rows"]]
     return book(call, {"rows": rows, "start": start, "end": end, "form": form})
