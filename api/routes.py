@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from api import schemas as s
 from api.console.pages import admin as c_admin
+from api.console.pages import audit as c_audit
 from api.console.pages import auth as c_auth
 from api.console.pages import exports as c_exports
 from api.console.pages import money as c_money
@@ -267,6 +268,10 @@ OPERATIONS: tuple[Operation, ...] = (
         ("GET", "/admin/exports/file", "page_export_file", "Download an export", c_exports.download,
          {"roles": READERS, "query": (Param("format", {"enum": list(FORMATS)}, True), *_PERIOD,
                                       Param("as", {"enum": list(exports.FILE_TYPES), "default": "csv"}))}),
+        ("GET", "/admin/audit", "page_audit", "The admin audit log, filtered and paged", c_audit.log,
+         {"roles": READERS, "query": (*(Param(k, {"type": "string", "maxLength": 200}) for k in ("actor", "action",
+                                                                                                  "target")),
+                                      Param("before", s.ID, description="the last id of the previous page"))}),
         ("POST", "/tokens", "form_issue_token", "Issue an API token (its secret shown once)", c_tokens.issue,
          {"roles": ADMIN}),
         ("POST", "/tokens/{token_id}/revoke", "form_revoke_token", "Revoke an API token", c_tokens.revoke,

@@ -27,8 +27,10 @@ def _first_usage_entry(ledger: Ledger) -> int:
 ADMIN_PAGES = (("/admin/users/alice", "money-user"), ("/admin/wallets/user:alice", "money-wallet"),
                ("/admin/wallets/project:lab", "money-wallet-project"), ("/admin/entries/{usage}", "money-entry"),
                ("/admin/projects", "money-projects"), ("/admin/mappings", "money-mappings"),
-               ("/admin/prices", "money-prices"), ("/admin/exports", "money-exports"), ("/sessions", "money-tokens"))
-AUDITOR_PAGES = (("/admin/wallets/user:alice", "money-wallet-auditor"), ("/admin/prices", "money-prices-auditor"))
+               ("/admin/prices", "money-prices"), ("/admin/exports", "money-exports"), ("/sessions", "money-tokens"),
+               ("/admin/audit", "money-audit"))
+AUDITOR_PAGES = (("/admin/wallets/user:alice", "money-wallet-auditor"), ("/admin/prices", "money-prices-auditor"),
+                 ("/admin/audit?action=user.", "money-audit-auditor"))
 OPERATOR_PAGES = (("/admin/projects", "money-projects-operator"), ("/admin/mappings", "money-mappings-operator"))
 EXPORT = "/admin/exports/file?format=csv&from=2026-01-01&to=2026-02-01"
 

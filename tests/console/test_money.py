@@ -166,3 +166,25 @@ def test_the_price_preview_and_the_export_are_the_apis(base_url: str, issued: To
         download = c.get("/admin/exports/file", params={"format": "beancount", "from": start, "to": end})
         assert download.status_code == 200 and download.content == exported.content
         assert "attachment" in download.headers["content-disposition"]
+
+
+def test_the_audit_log_filters_and_pages(base_url: str, issued: Tokens, ledger: Ledger) -> None:
+    from api.console.pages.audit import PAGE_ROWS
+    for i in range(PAGE_ROWS):
+        ledger.add_user(f"u{i:02d}", actor="test")
+    ledger.set_exempt("bob", True, actor="api:someone")
+    with log_in(base_url, issued.auditor) as c:
+        first = c.get("/admin/audit")
+        assert first.status_code == 200
+        rows = first.text.count("<tr><td>")
+        assert rows == PAGE_ROWS and "api:someone" in first.text   # newest first
+        older = re.search(r'href="(/admin/audit\?before=\d+)"', first.text)
+        assert older is not None
+        rest = c.get(older.group(1).replace("&amp;", "&")).text
+        assert "api:someone" not in rest and rest.count("<tr><td>") >= 1
+        only = c.get("/admin/audit", params={"actor": "api:someone"}).text
+        assert only.count("<tr><td>") == 1 and "user:bob" in only
+        none = c.get("/admin/audit", params={"target": "nothing-like-this"}).text
+        assert none.count("<tr><td>") == 0 and "Nothing recorded." in none
+    with log_in(base_url, issued.operator) as c:
+        assert c.get("/admin/audit").status_code == 403
