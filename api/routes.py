@@ -8,12 +8,18 @@ from __future__ import annotations
 
 from api import schemas as s
 from api.console.pages import admin as c_admin
+from api.console.pages import audit as c_audit
 from api.console.pages import auth as c_auth
 from api.console.pages import enforcement as c_enforcement
+from api.console.pages import exports as c_exports
 from api.console.pages import login_ssh as c_login_ssh
+from api.console.pages import money as c_money
 from api.console.pages import nodes as c_nodes
 from api.console.pages import overview as c_overview
+from api.console.pages import people as c_people
+from api.console.pages import prices as c_prices
 from api.console.pages import public as c_public
+from api.console.pages import tokens as c_tokens
 from api.console.pages import user as c_user
 from api.handlers import access, cluster, connections, exports, money, people, reports, settings, system
 from api.operation import Operation, Own, Param
@@ -259,5 +265,49 @@ OPERATIONS: tuple[Operation, ...] = (
          c_nodes.my_gpus, {"roles": READERS, "own": Own("name"), "path_params": _NAME}),
         ("GET", "/connection-tests/{test_id}", "page_connection_test", "A connection test, followed until done",
          c_nodes.connection_test, {"roles": OPS_READERS, "path_params": (Param("test_id", s.ID, True),)}),
+        # -- console: money and people (each form runs its API row's handler: api.console.pages.operate)
+        ("GET", "/admin/users/{name}", "page_admin_user", "A billing user's settings and Linux accounts",
+         c_people.user, {"roles": READERS, "path_params": _NAME}),
+        ("POST", "/admin/users/{name}", "form_update_user", "Exemption, credit limit, project", c_people.update_user,
+         {"roles": ADMIN, "path_params": _NAME}),
+        ("POST", "/admin/users", "form_create_user", "Create a billing user", c_people.create_user, {"roles": ADMIN}),
+        ("GET", "/admin/projects", "page_projects_list", "Projects with members and balances", c_people.projects,
+         {"roles": OPS_READERS}),
+        ("POST", "/admin/projects", "form_create_project", "Create a project", c_people.create_project,
+         {"roles": ADMIN}),
+        ("GET", "/admin/mappings", "page_mappings", "Linux accounts -> billing users", c_people.mappings,
+         {"roles": OPS_READERS}),
+        ("POST", "/admin/mappings", "form_put_mapping", "Map a Linux account", c_people.put_mapping,
+         {"roles": ADMIN}),
+        ("GET", "/admin/wallets/{wallet}", "page_wallet", "A wallet: balance, entries, money forms", c_money.wallet,
+         {"roles": READERS, "path_params": _WALLET, "query": (Param("posted", s.ID),)}),
+        ("POST", "/admin/wallets/{wallet}/recharge", "form_recharge", "Recharge a wallet", c_money.recharge,
+         {"roles": ADMIN, "path_params": _WALLET}),
+        ("POST", "/admin/wallets/{wallet}/grant", "form_grant", "Grant money", c_money.grant,
+         {"roles": ADMIN, "path_params": _WALLET}),
+        ("POST", "/admin/wallets/{wallet}/adjust", "form_adjust", "Adjust a wallet", c_money.adjust,
+         {"roles": ADMIN, "path_params": _WALLET}),
+        ("GET", "/admin/entries/{entry_id}", "page_entry", "A journal entry; refund and reverse", c_money.entry,
+         {"roles": READERS, "path_params": _ENTRY}),
+        ("POST", "/admin/entries/{entry_id}/refund", "form_refund", "Refund a usage charge", c_money.refund,
+         {"roles": ADMIN, "path_params": _ENTRY}),
+        ("POST", "/admin/entries/{entry_id}/reverse", "form_reverse", "Reverse an entry", c_money.reverse,
+         {"roles": ADMIN, "path_params": _ENTRY}),
+        ("GET", "/admin/prices", "page_prices", "The price book", c_prices.book, {"roles": OPS_READERS}),
+        ("POST", "/admin/prices", "form_add_price", "A new price version", c_prices.add, {"roles": ADMIN}),
+        ("POST", "/admin/prices/preview", "form_preview_price", "What a past period would cost at a price",
+         c_prices.preview, {"roles": READERS}),
+        ("GET", "/admin/exports", "page_exports", "Export a period", c_exports.form, {"roles": READERS}),
+        ("GET", "/admin/exports/file", "page_export_file", "Download an export", c_exports.download,
+         {"roles": READERS, "query": (Param("format", {"enum": list(FORMATS)}, True), *_PERIOD,
+                                      Param("as", {"enum": list(exports.FILE_TYPES), "default": "csv"}))}),
+        ("GET", "/admin/audit", "page_audit", "The admin audit log, filtered and paged", c_audit.log,
+         {"roles": READERS, "query": (*(Param(k, {"type": "string", "maxLength": 200}) for k in ("actor", "action",
+                                                                                                  "target")),
+                                      Param("before", s.ID, description="the last id of the previous page"))}),
+        ("POST", "/tokens", "form_issue_token", "Issue an API token (its secret shown once)", c_tokens.issue,
+         {"roles": ADMIN}),
+        ("POST", "/tokens/{token_id}/revoke", "form_revoke_token", "Revoke an API token", c_tokens.revoke,
+         {"roles": ADMIN, "path_params": (Param("token_id", s.ID, True),)}),
     )),
 )

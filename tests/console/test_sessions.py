@@ -135,7 +135,7 @@ def test_an_admin_lists_and_revokes_sessions(base_url: str, issued: Tokens) -> N
         r = admin.post(f"/sessions/{found.group(1)}/revoke", data={"csrf": csrf_of(page.text)})
         assert (r.status_code, r.headers["location"]) == (303, "/sessions")
         assert alice.get("/").status_code == 302
-        assert admin.get("/sessions").text.count("/revoke\"") == 1
+        assert len(re.findall(r'action="/sessions/[0-9]+/revoke"', admin.get("/sessions").text)) == 1
         assert admin.post("/sessions/999999/revoke", data={"csrf": csrf_of(page.text)}).status_code == 404
 
 
