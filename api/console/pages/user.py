@@ -71,6 +71,11 @@ def usage(call: Call) -> Response:
                        end=end, chart_json=json.dumps(chart))
 
 
+# A busy month has ten thousand charges: the page shows them this many at a time (each line with its running
+# balance, opening and closing on every page); the CSV has them all.
+STATEMENT_LINES = 200
+
+
 def statement(call: Call) -> Response:
     page, svc, name = page_of(call), services(call), call.params["name"]
     if call.params.get("from") is None and call.params.get("to") is None:
@@ -90,8 +95,13 @@ def statement(call: Call) -> Response:
                   format_amount(line.running)] for line in st.lines]
         rows.append(["", st.end.isoformat(), "closing", "", "", format_amount(st.closing)])
         return _csv(rows, f"statement-{name}-{start}-{end}.csv")
+    pages = max(1, -(-len(st.lines) // STATEMENT_LINES))
+    number = min(call.params.get("page") or 1, pages)
+    first = (number - 1) * STATEMENT_LINES
     return page.render("user/statement.html", name=name, statement=st, start=start, end=end, project=project,
-                       last_day=end - timedelta(days=1))
+                       last_day=end - timedelta(days=1), lines=st.lines[first:first + STATEMENT_LINES],
+                       page_number=number, pages=pages, first_line=first + 1,
+                       last_line=min(first + STATEMENT_LINES, len(st.lines)))
 
 
 def projects(call: Call) -> Response:
