@@ -63,6 +63,7 @@ from api import tokens
 from api.app import create_app
 from api.config import ApiConfig
 from api.routes import OPERATIONS
+from bench.table import print_rows
 from collector.nodes.registry import sync_inventory
 from collector.types import Node
 from control.nodes import TABLE as NODE_EDITS
@@ -397,11 +398,7 @@ def main() -> int:
             engine.dispose()
         finally:
             cluster.stop()
-    width = max(len(k) for k, _ in rows)
-    print(f"{'measure'.ljust(width)}  result")
-    print(f"{'-' * width}  {'-' * 40}")
-    for k, v in rows:
-        print(f"{k.ljust(width)}  {v}")
+    print_rows(rows)
     return 0
 
 

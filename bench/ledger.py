@@ -33,6 +33,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from sqlalchemy import create_engine, text
 from sqlalchemy.pool import NullPool
 
+from bench.table import print_rows
 from ledger import journal
 from ledger.bootstrap import APP_ROLE, bootstrap
 from ledger.config import LedgerConfig
@@ -237,11 +238,7 @@ def main() -> int:
             engine.dispose()
         finally:
             cluster.stop()
-    width = max(len(k) for k, _ in rows)
-    print(f"{'measure'.ljust(width)}  result")
-    print(f"{'-' * width}  {'-' * 40}")
-    for k, v in rows:
-        print(f"{k.ljust(width)}  {v}")
+    print_rows(rows)
     return 0
 
 
