@@ -4,6 +4,7 @@ with its running balance; the CSV keeps every line."""
 from __future__ import annotations
 
 import re
+from datetime import date, datetime, timedelta
 
 from ledger.money import MICRO
 from ledger.service import Ledger
@@ -29,3 +30,20 @@ def test_a_long_statement_is_paged_and_its_csv_is_whole(base_url: str, issued: T
     for page in (first, second):
         assert "Opening balance" in page.text and "Closing balance" in page.text
     assert len(csv.text.strip().splitlines()) == 1 + 203 + 2   # header, lines, opening and closing
+
+
+def test_the_wallet_page_lists_the_newest_entries_only(base_url: str, issued: Tokens, ledger: Ledger) -> None:
+    for i in range(103):
+        ledger.recharge("user:bob", MICRO + i, idem_key=f"many-{i}", actor="test", memo="r")
+    with log_in(base_url, issued.admin) as admin:
+        page = admin.get("/admin/wallets/user:bob")
+    assert page.status_code == 200
+    assert "The newest 100 of 103" in page.text
+    ids = [int(i) for i in re.findall(r'href="/admin/entries/(\d+)"', page.text)]
+    newest = ledger.statement("user:bob", *_month(ledger)).lines[-100:]
+    assert sorted(set(ids)) == sorted(line.entry_id for line in newest)
+
+
+def _month(ledger: Ledger) -> tuple[date, date]:
+    today = datetime.now(ledger.config.timezone).date()
+    return today - timedelta(days=30), today + timedelta(days=1)

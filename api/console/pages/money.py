@@ -16,8 +16,10 @@ from api.handlers.settings import thresholds_in_force
 from api.operation import Call
 from api.services import services
 
-# The wallet page lists this many days of entries (older ones: the statement or an export).
+# The wallet page lists the newest WALLET_LINES entries of this many days (the rest: the statement or an export):
+# a busy wallet has ten thousand charges a month.
 ENTRY_DAYS = 31
+WALLET_LINES = 100
 
 
 def wallet(call: Call) -> Response:
@@ -26,7 +28,7 @@ def wallet(call: Call) -> Response:
     end = datetime.now(svc.ledger.config.timezone).date() + timedelta(days=1)
     statement = svc.ledger.statement(code, end - timedelta(days=ENTRY_DAYS), end)
     return page.render("money/wallet.html", wallet=code, balance=held, statement=statement,
-                       lines=tuple(reversed(statement.lines)), key=operate.new_key(),
+                       lines=tuple(reversed(statement.lines[-WALLET_LINES:])), key=operate.new_key(),
                        posted=call.params.get("posted"))
 
 
