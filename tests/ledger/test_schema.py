@@ -246,7 +246,7 @@ def test_the_writer_lock_is_one_function_and_its_key_is_written_there_only(seede
             "SELECT p.proname FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace"
             " WHERE n.nspname = 'ledger' AND p.prosrc ~ 'ledger\\.writer_lock(_held)?\\(' ORDER BY 1")).scalars()
         assert list(callers) == ["close_period", "post_usage", "rebuild_usage_hourly", "require_writer_lock",
-                                "seal_block"]
+                                "seal_block", "set_rollup_zone"]
     with seeded.engine.connect() as conn, conn.begin():
         assert conn.execute(text("SELECT ledger.writer_lock_held()")).scalar() is False
         conn.execute(text("SELECT ledger.writer_lock()"))
