@@ -61,6 +61,18 @@ def context_of(browser: Any, base_url: str, watch: Watch, **options: Any) -> Any
     return context
 
 
+def watched_page(browser: Any, base_url: str, watch: Watch, token: str | None = None,
+                 **options: Any) -> tuple[Any, Any]:
+    """A new context (``options``: viewport aside, as ``context_of``) and its page under ``watch``, logged in
+    through the form with ``token`` when one is given."""
+    context = context_of(browser, base_url, watch, **options)
+    page = context.new_page()
+    watch.attach(page)
+    if token is not None:
+        log_in_browser(page, base_url, token)
+    return context, page
+
+
 def submit(page: Any, selector: str) -> None:
     """Click a form's button and wait until the next page has loaded (its stylesheet included)."""
     with page.expect_navigation(wait_until="load"):

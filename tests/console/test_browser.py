@@ -13,7 +13,7 @@ from urllib.parse import urlsplit
 
 from ledger.service import Ledger
 from tests.api.conftest import Tokens
-from tests.console.browser import NEEDS_CHROMIUM, Watch, context_of, log_in_browser, submit, visit
+from tests.console.browser import NEEDS_CHROMIUM, Watch, log_in_browser, submit, visit, watched_page
 
 pytestmark = NEEDS_CHROMIUM
 
@@ -27,9 +27,7 @@ ADMIN_PAGES = (("/users", "admin-users"), ("/users/alice", "admin-user-alice"), 
 def test_every_page_renders_cleanly_and_accessibly(browser: Any, base_url: str, issued: Tokens, seeded: Ledger,
                                                     artifacts: Path) -> None:
     watch, findings = Watch(), []
-    context = context_of(browser, base_url, watch)
-    page = context.new_page()
-    watch.attach(page)
+    context, page = watched_page(browser, base_url, watch)
     findings += visit(page, base_url, "/login", artifacts, "login")
     log_in_browser(page, base_url, issued.alice)
     for path, name in USER_PAGES:
@@ -37,17 +35,11 @@ def test_every_page_renders_cleanly_and_accessibly(browser: Any, base_url: str, 
     context.close()
     for token, pages in ((issued.admin, ADMIN_PAGES), (issued.operator, (("/users", "operator-users"),)),
                          (issued.auditor, (("/users/alice/usage?days=7", "auditor-usage"),))):
-        context = context_of(browser, base_url, watch)
-        page = context.new_page()
-        watch.attach(page)
-        log_in_browser(page, base_url, token)
+        context, page = watched_page(browser, base_url, watch, token)
         for path, name in pages:
             findings += visit(page, base_url, path, artifacts, name)
         context.close()
-    dark = context_of(browser, base_url, watch, color_scheme="dark")
-    page = dark.new_page()
-    watch.attach(page)
-    log_in_browser(page, base_url, issued.alice)
+    dark, page = watched_page(browser, base_url, watch, issued.alice, color_scheme="dark")
     findings += visit(page, base_url, "/users/alice/usage?days=30", artifacts, "user-usage-dark")
     dark.close()
     assert watch.problems == []
@@ -57,10 +49,7 @@ def test_every_page_renders_cleanly_and_accessibly(browser: Any, base_url: str, 
 def test_the_usage_chart_holds_the_ledgers_numbers(browser: Any, base_url: str, issued: Tokens,
                                                    seeded: Ledger) -> None:
     watch = Watch()
-    context = context_of(browser, base_url, watch)
-    page = context.new_page()
-    watch.attach(page)
-    log_in_browser(page, base_url, issued.alice)
+    context, page = watched_page(browser, base_url, watch, issued.alice)
     for days in (7, 30, 90):
         page.goto(f"{base_url}/users/alice/usage?days={days}")
         page.wait_for_selector("#usage-chart .uplot canvas")   # drawn by uPlot from the page's data
@@ -90,10 +79,7 @@ def test_the_usage_chart_holds_the_ledgers_numbers(browser: Any, base_url: str, 
 
 def test_forms_work_without_javascript(browser: Any, base_url: str, issued: Tokens) -> None:
     watch = Watch()
-    context = context_of(browser, base_url, watch, java_script_enabled=False)
-    page = context.new_page()
-    watch.attach(page)
-    log_in_browser(page, base_url, issued.admin)
+    context, page = watched_page(browser, base_url, watch, issued.admin, java_script_enabled=False)
     page.select_option("select[name=lang]", "zh_Hans")
     submit(page, "form.prefs button[type=submit]")
     assert page.locator("h1").inner_text() == "概览"   # the landing page: the machines overview

@@ -20,7 +20,7 @@ from ledger.service import Ledger
 from tests.collector.conftest import client_key, node_user  # noqa: F401 (fixtures)
 from tests.collector.harness import make_nodes, remove_tree
 from tests.collector.login_node import LoginNode, login_users
-from tests.console.browser import NEEDS_CHROMIUM, Watch, context_of, submit, visit
+from tests.console.browser import NEEDS_CHROMIUM, Watch, submit, visit, watched_page
 from tests.harness.sshd import sshd_available
 
 pytestmark = [NEEDS_CHROMIUM, pytest.mark.root,
@@ -77,9 +77,7 @@ def test_a_real_ssh_session_logs_the_browser_in(browser: Any, base_url: str, art
                                                 node: tuple[LoginNode, WebLoginPoller, LoopThread]) -> None:
     login_node, poller, runner = node
     watch = Watch()
-    context = context_of(browser, base_url, watch)
-    page = context.new_page()
-    watch.attach(page)
+    context, page = watched_page(browser, base_url, watch)
     findings = visit(page, base_url, "/login", artifacts, "login-ssh-start")
     submit(page, "form[action='/login/ssh'] button[type=submit]")
     assert urlsplit(page.url).path == "/login/ssh"
@@ -113,9 +111,7 @@ def test_a_user_billing_to_nobody_stays_on_the_waiting_page(
         browser: Any, base_url: str, node: tuple[LoginNode, WebLoginPoller, LoopThread]) -> None:
     login_node, poller, runner = node
     watch = Watch()
-    context = context_of(browser, base_url, watch)
-    page = context.new_page()
-    watch.attach(page)
+    context, page = watched_page(browser, base_url, watch)
     page.goto(f"{base_url}/login")
     submit(page, "form[action='/login/ssh'] button[type=submit]")
     code = page.inner_text("#login-code").strip()

@@ -13,7 +13,7 @@ from sqlalchemy import text
 from api.console import i18n
 from ledger.service import Ledger
 from tests.api.conftest import Tokens
-from tests.console.browser import NEEDS_CHROMIUM, Watch, context_of, log_in_browser, submit, visit
+from tests.console.browser import NEEDS_CHROMIUM, Watch, submit, visit, watched_page
 
 pytestmark = NEEDS_CHROMIUM
 
@@ -44,10 +44,7 @@ def test_money_pages_render_cleanly_and_accessibly(browser: Any, base_url: str, 
     for token, pages, options in ((issued.admin, ADMIN_PAGES, {}), (issued.auditor, AUDITOR_PAGES, {}),
                                   (issued.operator, OPERATOR_PAGES, {}),
                                   (issued.admin, DARK_PAGES, {"color_scheme": "dark"})):
-        context = context_of(browser, base_url, watch, **options)
-        page = context.new_page()
-        watch.attach(page)
-        log_in_browser(page, base_url, token)
+        context, page = watched_page(browser, base_url, watch, token, **options)
         for path, name in pages:
             findings += visit(page, base_url, path.format(usage=usage), artifacts, name)
         if pages is ADMIN_PAGES:
@@ -70,10 +67,7 @@ def test_money_pages_render_cleanly_and_accessibly(browser: Any, base_url: str, 
 def test_the_recharge_form_clicked_twice_posts_once(browser: Any, base_url: str, issued: Tokens,
                                                     ledger: Ledger) -> None:
     watch = Watch()
-    context = context_of(browser, base_url, watch, java_script_enabled=False)
-    page = context.new_page()
-    watch.attach(page)
-    log_in_browser(page, base_url, issued.admin)
+    context, page = watched_page(browser, base_url, watch, issued.admin, java_script_enabled=False)
     page.goto(f"{base_url}/admin/wallets/user:bob")
     page.fill("#recharge input[name=amount]", "7.000001")
     sent = {name: page.locator(f"#recharge input[name={name}]").input_value()

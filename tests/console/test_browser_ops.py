@@ -11,7 +11,7 @@ from urllib.parse import urlsplit
 from control import connections
 from ledger.service import Ledger
 from tests.api.conftest import Tokens
-from tests.console.browser import NEEDS_CHROMIUM, Watch, context_of, log_in_browser, submit, visit
+from tests.console.browser import NEEDS_CHROMIUM, Watch, submit, visit, watched_page
 from tests.console.test_ops import Machines, machines  # noqa: F401 (the fixture)
 
 pytestmark = NEEDS_CHROMIUM
@@ -28,17 +28,11 @@ def test_machines_pages_render_cleanly_and_accessibly(browser: Any, base_url: st
                                                       artifacts: Path) -> None:
     watch, findings = Watch(), []
     for token, scheme, prefix in ((issued.admin, "light", ""), (issued.operator, "dark", "dark-")):
-        context = context_of(browser, base_url, watch, color_scheme=scheme)
-        page = context.new_page()
-        watch.attach(page)
-        log_in_browser(page, base_url, token)
+        context, page = watched_page(browser, base_url, watch, token, color_scheme=scheme)
         for path, name in PAGES:
             findings += visit(page, base_url, path, artifacts, prefix + name)
         context.close()
-    context = context_of(browser, base_url, watch)
-    page = context.new_page()
-    watch.attach(page)
-    log_in_browser(page, base_url, issued.alice)
+    context, page = watched_page(browser, base_url, watch, issued.alice)
     for path, name in USER_PAGES:
         findings += visit(page, base_url, path, artifacts, name)
     context.close()
@@ -50,10 +44,7 @@ def test_node_forms_without_javascript_and_the_test_page_follows_the_controller(
         browser: Any, base_url: str, issued: Tokens, ledger: Ledger, machines: Machines,  # noqa: F811
         artifacts: Path) -> None:
     watch = Watch()
-    plain = context_of(browser, base_url, watch, java_script_enabled=False)
-    page = plain.new_page()
-    watch.attach(page)
-    log_in_browser(page, base_url, issued.operator)
+    plain, page = watched_page(browser, base_url, watch, issued.operator, java_script_enabled=False)
     page.goto(f"{base_url}/nodes/gpu02")
     page.fill("#edit-form input[name=region]", "north")
     submit(page, "#edit-form button[type=submit]")
@@ -65,10 +56,7 @@ def test_node_forms_without_javascript_and_the_test_page_follows_the_controller(
     assert page.text_content("#test-status") == "waiting for the controller"
     plain.close()
 
-    scripted = context_of(browser, base_url, watch)
-    page = scripted.new_page()
-    watch.attach(page)
-    log_in_browser(page, base_url, issued.operator)
+    scripted, page = watched_page(browser, base_url, watch, issued.operator)
     findings = visit(page, base_url, test_path, artifacts, "ops-connection-test")
     with ledger.engine.begin() as conn:
         test_id = int(test_path.rsplit("/", 1)[1])
