@@ -86,12 +86,32 @@ def test_overview_is_the_landing_page_with_the_collectors_shares(base_url: str, 
             assert len(states) == 24
             assert all(r[1:3] == ["A100", "120"] for r in states)
             assert {tuple(r[3:]) for r in states} == {("50 %", "33.3 %", "16.7 %")}
-            assert _rows(page.text, "idle-holders") == [["gpu01", "bob", str(24 * 40)]]
+            assert _rows(page.text, "idle-holders") == [["bob", "bob@gpu01", str(24 * 40)]]
             troubled = page.text.split('id="troubled"', 1)[1].split("</section>", 1)[0]
             # gpu02 failed and is stale; gpu03 is not listed; gpu01 answered now.
             assert "/nodes/gpu02" in troubled and "gpu03" not in troubled and "gpu01" not in troubled
     with log_in(base_url, issued.admin) as c:
         assert c.get("/?bucket=year").status_code == 422
+
+
+def test_idle_holding_is_ranked_per_billing_user_through_the_mappings(base_url: str, issued: Tokens, ledger: Ledger,
+                                                                       api_db: ApiDatabase,
+                                                                       machines: Machines) -> None:
+    """bob2 on gpu01 is mapped to bob: their idle samples add up under bob; a holder no mapping or billing user
+    answers to is ranked on its own, as not mapped."""
+    ledger.map_linux_user("gpu01", "bob2", "bob", actor="test")
+    engine = create_engine(api_db.admin_url, poolclass=NullPool)
+    with engine.begin() as conn:
+        for uuid, who, idle in (("GPU-2", "bob2", 7), ("GPU-3", "ghost", 50)):
+            conn.execute(text(
+                "INSERT INTO collector.gpu_hourly (hour, node, uuid, model, samples, utilization_samples,"
+                " utilization_sum, held_samples, idle_held_samples, holders) VALUES (:h, 'gpu01', :u, 'A100',"
+                " 60, 60, 0, :idle, :idle, :who)"), {"h": HOUR, "u": uuid, "idle": idle, "who": [who]})
+    engine.dispose()
+    with log_in(base_url, issued.admin) as c:
+        page = c.get("/?bucket=hour")
+    assert _rows(page.text, "idle-holders") == [["bob", "bob@gpu01, bob2@gpu01", str(24 * 40 + 7)],
+                                                 ["not mapped", "ghost@gpu01", "50"]]
 
 
 def test_overview_money_and_top_users_are_the_rollups(base_url: str, issued: Tokens, seeded: Ledger) -> None:

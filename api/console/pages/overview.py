@@ -20,7 +20,7 @@ from starlette.responses import Response
 from api.console.web import page_of
 from api.operation import Call
 from api.services import services
-from ledger import rollup
+from ledger import directory, rollup
 
 # How far back each bucket looks: enough buckets for a trend, few enough for a table.
 SPANS: Mapping[str, timedelta] = {"hour": timedelta(hours=24), "day": timedelta(days=14),
@@ -58,12 +58,31 @@ def states(conn: Any, start: datetime, end: datetime, bucket: str, tz: str) -> l
     return [StateShare(b, m, int(n), int(busy), int(idle)) for b, m, n, busy, idle in rows]
 
 
-def idle_holders(conn: Any, start: datetime, end: datetime, limit: int = TOP) -> list[tuple[str, str, int]]:
-    """(node, linux user, held-but-idle samples), most first: a GPU held by several counts for each holder."""
-    return [(n, u, int(c)) for n, u, c in conn.execute(text(
+@dataclass(frozen=True)
+class IdleHolder:
+    """A billing user's held-but-idle samples over a period, with the (node, Linux user) holders behind them;
+    ``user`` is None for a holder no mapping and no billing user of that name answers to (ranked on its own)."""
+
+    user: str | None
+    holders: tuple[tuple[str, str], ...]
+    samples: int
+
+
+def idle_holders(conn: Any, start: datetime, end: datetime, limit: int = TOP) -> list[IdleHolder]:
+    """Billing users by held-but-idle samples, most first. Each (node, Linux user) holder goes through the
+    ledger's directory resolution, the mapping the charges use, so idle holding is ranked per person who
+    pays, not per account; a GPU held by several counts for each holder."""
+    rows = [(n, u, int(c)) for n, u, c in conn.execute(text(
         "SELECT node, holder, sum(idle_held_samples) FROM collector.gpu_activity, unnest(holders) AS holder"
-        " WHERE hour >= :lo AND hour < :hi AND idle_held_samples > 0 GROUP BY 1, 2"
-        " ORDER BY 3 DESC, 1, 2 LIMIT :limit"), {"lo": start, "hi": end, "limit": limit})]
+        " WHERE hour >= :lo AND hour < :hi AND idle_held_samples > 0 GROUP BY 1, 2"), {"lo": start, "hi": end})]
+    billed = directory.resolve(conn, [(n, u) for n, u, _ in rows])
+    ranked: dict[tuple[str | None, tuple[str, str] | None], list[tuple[str, str, int]]] = {}
+    for n, u, c in rows:
+        user = billed.get((n, u))
+        ranked.setdefault((user, None if user is not None else (n, u)), []).append((n, u, c))
+    found = [IdleHolder(user, tuple(sorted((n, u) for n, u, _ in held)), sum(c for _, _, c in held))
+             for (user, _), held in ranked.items()]
+    return sorted(found, key=lambda h: (-h.samples, h.user is None, h.user or "", h.holders))[:limit]
 
 
 def _troubled(conn: Any, now: datetime) -> list[tuple[str, str, datetime | None, str | None]]:
