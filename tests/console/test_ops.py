@@ -142,6 +142,34 @@ def test_registry_lists_every_field_filters_and_sorts(base_url: str, issued: Tok
         assert c.get("/nodes?sort=ram").status_code == 422
 
 
+def test_registry_pages_keep_the_filter_and_sort_and_cover_every_node_once(base_url: str, issued: Tokens,
+                                                                          api_db: ApiDatabase,
+                                                                          machines: Machines) -> None:
+    from api.console.pages.nodes import NODE_ROWS
+    engine = create_engine(api_db.admin_url, poolclass=NullPool)
+    with engine.begin() as conn:
+        conn.execute(text("INSERT INTO collector.node (name, address, port, region, listed, status)"
+                          " SELECT 'bulk' || lpad(i::text, 3, '0'), '10.9.0.1', 22, 'south', true, 'unknown'"
+                          " FROM generate_series(1, :n) AS i"), {"n": 2 * NODE_ROWS + 50})
+    engine.dispose()
+    with log_in(base_url, issued.operator) as c:
+        first = c.get("/nodes", params={"q": "south", "sort": "name"}).text
+        assert len(_rows(first, "nodes")) == NODE_ROWS and f"1-{NODE_ROWS} of {2 * NODE_ROWS + 50}" in first
+        seen, page = [], first
+        while True:
+            seen += [r[0] for r in _rows(page, "nodes")]
+            link = re.search(r'href="(/nodes\?[^"]*)" rel="next"', page)
+            if link is None:
+                break
+            assert "q=south" in link.group(1) and "sort=name" in link.group(1)
+            page = c.get(link.group(1).replace("&amp;", "&")).text
+        assert seen == [f"bulk{i:03d}" for i in range(1, 2 * NODE_ROWS + 51)]
+        last = c.get("/nodes", params={"q": "south", "page": 99}).text   # past the end: the last page
+        assert [r[0] for r in _rows(last, "nodes")] == seen[2 * NODE_ROWS:]
+        assert 'rel="prev"' in last and "q=south" in last
+        assert c.get("/nodes", params={"page": 0}).status_code == 422
+
+
 def test_node_detail_shows_each_gpu_its_users_and_history(base_url: str, issued: Tokens,
                                                            machines: Machines) -> None:
     with log_in(base_url, issued.auditor) as c:
