@@ -56,6 +56,7 @@ def test_the_usage_chart_holds_the_ledgers_numbers(browser: Any, base_url: str, 
         data = json.loads(page.locator("#usage-data").text_content() or "{}")
         start, end = (datetime.fromisoformat(data[k]).date() for k in ("start", "end"))
         assert len(data["days"]) == days
+        assert data["currency"] == seeded.config.currency   # the y-axis label (uPlot draws it on the canvas)
         by_user = {r.key: r for r in seeded.usage_report(start, end, by="user")}
         charted = {s["key"]: sum(s["amounts"]) for s in data["series"]}
         assert sum(charted.values()) == data["total"] == sum(

@@ -8,7 +8,8 @@ states are shown as shares of the bucket's samples and idle holding as sample co
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import json
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -54,7 +55,7 @@ def states(conn: Any, start: datetime, end: datetime, bucket: str, tz: str) -> l
     rows = conn.execute(text(
         "SELECT date_trunc(:bucket, hour, :tz), model, sum(samples), sum(held_samples - idle_held_samples),"
         " sum(idle_held_samples) FROM collector.gpu_activity WHERE hour >= :lo AND hour < :hi"
-        " GROUP BY 1, 2 ORDER BY 1 DESC, 2"), {"bucket": bucket, "tz": tz, "lo": start, "hi": end})
+        " GROUP BY 1, 2 ORDER BY 1, 2"), {"bucket": bucket, "tz": tz, "lo": start, "hi": end})
     return [StateShare(b, m, int(n), int(busy), int(idle)) for b, m, n, busy, idle in rows]
 
 
@@ -93,6 +94,22 @@ def _troubled(conn: Any, now: datetime) -> list[tuple[str, str, datetime | None,
         {"stale": now - STALE})]
 
 
+def chart_data(shares: Sequence[StateShare], charged: Sequence[rollup.DayCharge], currency: str) -> dict[str, Any]:
+    """The overview charts' data, oldest first like the tables: sample counts per bucket summed over the models
+    (the script draws their shares) and micro-unit charges per day, exact integers; the tables stay the
+    accessible, exact fallback."""
+    buckets: dict[datetime, list[int]] = {}
+    for s in shares:
+        counts = buckets.setdefault(s.bucket, [0, 0, 0, 0])
+        for i, n in enumerate((s.samples, s.busy, s.idle_held, s.free)):
+            counts[i] += n
+    keys = ("samples", "busy", "idle", "free")
+    return {"states": {"buckets": [b.isoformat() for b in buckets],
+                       **{k: [c[i] for c in buckets.values()] for i, k in enumerate(keys)}},
+            "charged": {"days": [d.day.isoformat() for d in charged], "amounts": [d.amount for d in charged]},
+            "currency": currency}
+
+
 def overview(call: Call) -> Response:
     page, svc = page_of(call), services(call)
     bucket = call.params.get("bucket", "day")
@@ -110,5 +127,7 @@ def overview(call: Call) -> Response:
     # GPU-hours to two decimals, half up: display only (the rollup's gpu-seconds are exact).
     top_hours = [(u.user, (u.quantity / _GPU_SECONDS_PER_HOUR).quantize(Decimal("0.01"), rounding="ROUND_HALF_UP"),
                   u.amount) for u in top if u.unit == "gpu-second"]
-    return page.render("ops/overview.html", bucket=bucket, buckets=tuple(SPANS), shares=shares, charged=charged,
+    chart = chart_data(shares, charged, svc.ledger.config.currency)
+    return page.render("ops/overview.html", chart_json=json.dumps(chart), bucket=bucket, buckets=tuple(SPANS),
+                       shares=shares, charged=charged,
                        top=top_hours, idle=idle, troubled=troubled, start=start, stale_minutes=STALE.seconds // 60)

@@ -66,7 +66,8 @@ def usage(call: Call) -> Response:
     # The chart's data, exact: micro-unit integers (the page's script divides only to draw).
     chart = {"days": [d.isoformat() for d in data.days], "series": [
         {"key": s.key, "unit": s.unit, "amounts": list(s.amounts)} for s in data.series],
-        "start": start.isoformat(), "end": end.isoformat(), "total": data.total}
+        "start": start.isoformat(), "end": end.isoformat(), "total": data.total,
+        "currency": svc.ledger.config.currency}
     return page.render("user/usage.html", name=name, days=days, choices=USAGE_DAYS, data=data, start=start,
                        end=end, chart_json=json.dumps(chart))
 
