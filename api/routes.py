@@ -236,7 +236,7 @@ OPERATIONS: tuple[Operation, ...] = (
         ("GET", "/users/{name}/statement", "page_statement", "A user's statement for a period", c_user.statement,
          {"roles": READERS, "own": Own("name"), "path_params": _NAME,
           "query": (_FROM, _TO, _FORMAT, Param("after", s.ID, description="the last entry of the previous page"),
-                    Param("before", s.ID, description="the first entry of the next page (0: the end)"))}),
+                    Param("before", s.CURSOR, description="the first entry of the next page (0: the end)"))}),
         ("GET", "/users/{name}/projects", "page_projects", "A user's project", c_user.projects,
          {"roles": READERS, "own": Own("name"), "path_params": _NAME}),
         ("GET", "/sessions", "page_sessions", "Console sessions and tokens", c_admin.session_list, {"roles": ADMIN}),

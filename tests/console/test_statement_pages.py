@@ -27,6 +27,7 @@ def test_a_long_statement_is_paged_and_its_csv_is_whole(base_url: str, issued: T
         back = bob.get("/users/bob/statement?" + earlier.group(1).replace("&amp;", "&"))
         csv = bob.get("/users/bob/statement", params={"format": "csv"})
         both = bob.get("/users/bob/statement", params={"after": "1", "before": "2"})
+        last = bob.get("/users/bob/statement", params={"before": "0"})   # the end: the last page
     assert first.status_code == second.status_code == back.status_code == 200
     assert len(ROW.findall(first.text)) == 200 and len(ROW.findall(second.text)) == 3
     assert "Lines 1-200 of 203" in first.text and "Lines 201-203 of 203" in second.text
@@ -35,6 +36,7 @@ def test_a_long_statement_is_paged_and_its_csv_is_whole(base_url: str, issued: T
         assert "Opening balance" in page.text and "Closing balance" in page.text
     assert len(csv.text.strip().splitlines()) == 1 + 203 + 2   # header, lines, opening and closing
     assert both.status_code >= 400
+    assert last.status_code == 200 and "Lines 4-203 of 203" in last.text
 
 
 def test_statement_pages_are_exactly_the_unpaged_statement(issued: Tokens, ledger: Ledger) -> None:
