@@ -78,12 +78,14 @@ def test_the_usage_chart_holds_the_ledgers_numbers(browser: Any, base_url: str, 
     assert watch.problems == []
 
 
-def test_forms_work_without_javascript(browser: Any, base_url: str, issued: Tokens) -> None:
+def test_forms_work_without_javascript(browser: Any, base_url: str, issued: Tokens, artifacts: Path) -> None:
     watch = Watch()
     context, page = watched_page(browser, base_url, watch, issued.admin, java_script_enabled=False)
     page.select_option("select[name=lang]", "zh_Hans")
     submit(page, "form.prefs button[type=submit]")
     assert page.locator("h1").inner_text() == "概览"   # the landing page: the machines overview
+    # Readable Chinese, not tofu, needs a CJK font on the machine (scripts/test installs fonts-noto-cjk).
+    page.screenshot(path=str(artifacts / "zh-overview-1280.png"), full_page=True)
     submit(page, "form[action='/logout'] button[type=submit]")
     assert urlsplit(page.url).path == "/login"
     page.goto(f"{base_url}/users")
