@@ -1,6 +1,6 @@
 // Draws the overview's two charts from the JSON the server put in #overview-data (sample counts and micro-unit
 // integers, oldest first like the tables beside them, which stay the exact and accessible fallback). Without
-// JavaScript only the tables show.
+// JavaScript (or without data) only the tables show.
 (function () {
   "use strict";
   function axes() {
@@ -12,6 +12,7 @@
   function seconds(iso) { return Date.parse(iso.length === 10 ? iso + "T00:00:00Z" : iso) / 1000; }
   function chart(holder, xs, series, columns, yLabel) {
     var axis = axes();
+    holder.hidden = false;   // hidden until drawn: no empty box without JavaScript or without data
     holder.textContent = "";
     new uPlot({ width: Math.max(280, holder.clientWidth), height: 240, series: [{}].concat(series),
       axes: [axis, Object.assign({ label: yLabel, size: 70 }, axis)], scales: { x: { time: true } } },
