@@ -156,10 +156,11 @@ def burn_per_hour(conn: Connection, users: Sequence[str], now: datetime) -> dict
 
 
 # A statement's lines: each entry's net movement on the wallet's accounts over the period (entries that net to
-# zero there are not lines), in (effective_at, id) order.
+# zero there are not lines), in (effective_at, id) order. Read from the postings' index alone: a posting carries
+# its entry's effective_at (checked by the ledger's trigger), so the entries are joined only for lines shown.
 _MOVEMENTS = (
-    "WITH m AS (SELECT entry_id, sum(amount) AS total FROM ledger.posting WHERE account_id = ANY(:ids)"
-    "  AND effective_at >= :lo AND effective_at < :hi GROUP BY entry_id HAVING sum(amount) <> 0)")
+    "WITH m AS (SELECT entry_id, effective_at, sum(amount) AS total FROM ledger.posting WHERE account_id = ANY(:ids)"
+    "  AND effective_at >= :lo AND effective_at < :hi GROUP BY entry_id, effective_at HAVING sum(amount) <> 0)")
 
 
 def _opening(conn: Connection, ids: Sequence[int], lo: datetime) -> int:
@@ -175,7 +176,7 @@ def statement(conn: Connection, wallet: str, start: date, end: date, tz: ZoneInf
     opening = _opening(conn, ids, lo)
     rows = conn.execute(
         text(_MOVEMENTS + " SELECT e.id, e.effective_at, e.kind, e.memo, m.total FROM m"  # noqa: S608 (constants)
-             " JOIN ledger.journal_entry e ON e.id = m.entry_id ORDER BY e.effective_at, e.id"),
+             " JOIN ledger.journal_entry e ON e.id = m.entry_id ORDER BY m.effective_at, m.entry_id"),
         {"ids": ids, "lo": lo, "hi": hi},
     )
     running = opening
@@ -200,15 +201,16 @@ def statement_page(conn: Connection, wallet: str, start: date, end: date, tz: Zo
     ids = wallet_accounts(conn, wallet)
     opening = _opening(conn, ids, lo)
     rows = conn.execute(
-        text(_MOVEMENTS + ", l AS (SELECT e.id, e.effective_at, e.kind, e.memo, m.total,"  # noqa: S608 (constants)
-             "  row_number() OVER w AS n, sum(m.total) OVER w AS cum FROM m"
-             "  JOIN ledger.journal_entry e ON e.id = m.entry_id WINDOW w AS (ORDER BY e.effective_at, e.id)),"
+        text(_MOVEMENTS + ", l AS (SELECT entry_id AS id, effective_at, total,"  # noqa: S608 (constants)
+             "  row_number() OVER w AS n, sum(total) OVER w AS cum FROM m"
+             "  WINDOW w AS (ORDER BY effective_at, entry_id)),"
              " t AS (SELECT count(*) AS lines, coalesce(sum(total), 0) AS net FROM l)"
-             " SELECT t.lines, t.net, p.id, p.effective_at, p.kind, p.memo, p.total, p.n, p.cum FROM t"
+             " SELECT t.lines, t.net, p.id, p.effective_at, e.kind, e.memo, p.total, p.n, p.cum FROM t"
              " LEFT JOIN LATERAL (SELECT * FROM l"
              "  WHERE n > coalesce((SELECT n FROM l WHERE id = :after), 0)"
              "  AND n < coalesce((SELECT n FROM l WHERE id = :before), t.lines + 1)"
-             "  ORDER BY CASE WHEN :backward THEN -n ELSE n END LIMIT :limit) p ON true"),
+             "  ORDER BY CASE WHEN :backward THEN -n ELSE n END LIMIT :limit) p ON true"
+             " LEFT JOIN ledger.journal_entry e ON e.id = p.id"),
         {"ids": ids, "lo": lo, "hi": hi, "after": after, "before": before, "backward": before is not None,
          "limit": limit},
     ).all()
