@@ -114,6 +114,24 @@ def test_idle_holding_is_ranked_per_billing_user_through_the_mappings(base_url: 
                                                  ["not mapped", "ghost@gpu01", "50"]]
 
 
+def test_overview_lists_the_first_troubled_nodes_and_counts_them_all(base_url: str, issued: Tokens,
+                                                                     api_db: ApiDatabase,
+                                                                     machines: Machines) -> None:
+    from api.console.pages.overview import TROUBLED
+    engine = create_engine(api_db.admin_url, poolclass=NullPool)
+    with engine.begin() as conn:
+        conn.execute(text("INSERT INTO collector.node (name, address, port, listed, status)"
+                          " SELECT 'down' || lpad(i::text, 2, '0'), '10.8.0.1', 22, true, 'failed'"
+                          " FROM generate_series(1, :n) AS i"), {"n": TROUBLED + 5})
+    engine.dispose()
+    with log_in(base_url, issued.admin) as c:
+        page = c.get("/").text
+    troubled = page.split('id="troubled"', 1)[1].split("</section>", 1)[0]
+    shown = re.findall(r'href="/nodes/([^"]+)"', troubled)
+    assert shown == sorted([f"down{i:02d}" for i in range(1, TROUBLED + 6)] + ["gpu02"])[:TROUBLED]
+    assert f"The first {TROUBLED} of {TROUBLED + 6} by name" in troubled and "/nodes?sort=last_seen_at" in troubled
+
+
 def test_overview_money_and_top_users_are_the_rollups(base_url: str, issued: Tokens, seeded: Ledger) -> None:
     with log_in(base_url, issued.admin) as c:
         page = c.get("/?bucket=month").text

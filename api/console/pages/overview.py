@@ -28,6 +28,7 @@ SPANS: Mapping[str, timedelta] = {"hour": timedelta(hours=24), "day": timedelta(
                                   "week": timedelta(weeks=12), "month": timedelta(days=366)}
 CHARGED_DAYS = 14
 TOP = 10
+TROUBLED = 20
 STALE = timedelta(minutes=10)
 _GPU_SECONDS_PER_HOUR = Decimal(3600)
 
@@ -86,12 +87,17 @@ def idle_holders(conn: Any, start: datetime, end: datetime, limit: int = TOP) ->
     return sorted(found, key=lambda h: (-h.samples, h.user is None, h.user or "", h.holders))[:limit]
 
 
-def _troubled(conn: Any, now: datetime) -> list[tuple[str, str, datetime | None, str | None]]:
-    """Listed nodes whose last connection failed, or last seen over STALE ago (or never)."""
-    return [tuple(r) for r in conn.execute(text(
-        "SELECT name, status, last_seen_at, last_error FROM collector.node_status WHERE listed AND in_inventory"
-        " AND (status <> 'connected' OR last_seen_at IS NULL OR last_seen_at < :stale) ORDER BY name"),
-        {"stale": now - STALE})]
+Troubled = tuple[str, str, datetime | None, str | None]   # name, status, last seen, last error
+
+
+def _troubled(conn: Any, now: datetime, limit: int = TROUBLED) -> tuple[list[Troubled], int]:
+    """The first ``limit`` listed nodes (by name) whose last connection failed, or last seen over STALE ago (or
+    never), and how many there are: a registry of a thousand unseen nodes rendered as a thousand rows here."""
+    rows = [tuple(r) for r in conn.execute(text(
+        "SELECT name, status, last_seen_at, last_error, count(*) OVER () FROM collector.node_status"
+        " WHERE listed AND in_inventory AND (status <> 'connected' OR last_seen_at IS NULL OR last_seen_at < :stale)"
+        " ORDER BY name LIMIT :limit"), {"stale": now - STALE, "limit": limit})]
+    return [r[:4] for r in rows], int(rows[0][4]) if rows else 0
 
 
 def chart_data(shares: Sequence[StateShare], charged: Sequence[rollup.DayCharge], currency: str) -> dict[str, Any]:
@@ -123,11 +129,12 @@ def overview(call: Call) -> Response:
         charged = rollup.charged_per_day(conn, start=whole - timedelta(days=CHARGED_DAYS), end=whole, tz=tz)
         top = rollup.top_users(conn, start=whole - SPANS[bucket], end=whole, resource="gpu", limit=TOP)
         idle = idle_holders(conn, start, end)
-        troubled = _troubled(conn, now)
+        troubled, troubled_count = _troubled(conn, now)
     # GPU-hours to two decimals, half up: display only (the rollup's gpu-seconds are exact).
     top_hours = [(u.user, (u.quantity / _GPU_SECONDS_PER_HOUR).quantize(Decimal("0.01"), rounding="ROUND_HALF_UP"),
                   u.amount) for u in top if u.unit == "gpu-second"]
     chart = chart_data(shares, charged, svc.ledger.config.currency)
     return page.render("ops/overview.html", chart_json=json.dumps(chart), bucket=bucket, buckets=tuple(SPANS),
                        shares=shares, charged=charged,
-                       top=top_hours, idle=idle, troubled=troubled, start=start, stale_minutes=STALE.seconds // 60)
+                       top=top_hours, idle=idle, troubled=troubled,
+                       troubled_count=troubled_count, start=start, stale_minutes=STALE.seconds // 60)
