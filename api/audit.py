@@ -26,14 +26,17 @@ def page(conn: Connection, *, actor: str | None = None, action: str | None = Non
     """The API's own audit rows (tokens, settings, nodes, overrides), newest first: the same filters and keyset
     paging as ``ledger.auditlog.page`` (actor exact, action and target prefixes, ids below ``before_id``), so
     the console's audit page reads either log the same way without reading this table itself."""
+    given = {"actor": actor, "action": action, "target": target, "before": before_id}
+    clauses = [_CLAUSES[k] for k, v in given.items() if v is not None] or ["true"]
     rows = conn.execute(
-        text("SELECT id, at, actor, action, target, before, after, request_id FROM api.audit"
-             " WHERE (CAST(:actor AS text) IS NULL OR actor = :actor)"
-             " AND (CAST(:action AS text) IS NULL OR starts_with(action, :action))"
-             " AND (CAST(:target AS text) IS NULL OR starts_with(target, :target))"
-             " AND (CAST(:before AS bigint) IS NULL OR id < :before) ORDER BY id DESC LIMIT :limit"),
-        {"actor": actor, "action": action, "target": target, "before": before_id, "limit": limit})
+        text("SELECT id, at, actor, action, target, before, after, request_id FROM api.audit"  # noqa: S608
+             f" WHERE {' AND '.join(clauses)} ORDER BY id DESC LIMIT :limit"), {**given, "limit": limit})
     return [AuditRow(*r) for r in rows]
+
+
+# A filter's clause, only when it is given (constants: the values are bound).
+_CLAUSES = {"actor": "actor = :actor", "action": "starts_with(action, :action)",
+            "target": "starts_with(target, :target)", "before": "id < :before"}
 
 
 def _json(value: Any) -> str | None:

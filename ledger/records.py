@@ -188,17 +188,12 @@ class Statement:
 
 
 @dataclass(frozen=True)
-class StatementPage:
-    """Some consecutive lines of a wallet's statement over ``[start, end)``, with the whole statement's opening,
-    closing and line count: each line's ``running`` is the balance after it in the whole statement, so a page's
-    figures are exactly the unpaged statement's. ``first`` is the 1-based number of the page's first line."""
+class StatementPage(Statement):
+    """Some consecutive lines (``lines``) of a wallet's statement over ``[start, end)``, with the whole
+    statement's opening, closing and line count: each line's ``running`` is the balance after it in the whole
+    statement, so a page's figures are exactly the unpaged statement's. ``first`` is the 1-based number of the
+    page's first line."""
 
-    wallet: str
-    start: datetime
-    end: datetime
-    opening: int
-    lines: tuple[StatementLine, ...]
-    closing: int
     line_count: int
     first: int
 

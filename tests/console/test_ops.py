@@ -69,6 +69,16 @@ def machines(api_db: ApiDatabase) -> Machines:
     return Machines(("gpu01", "gpu02", "gpu03"))
 
 
+def _more_nodes(api_db: ApiDatabase, prefix: str, n: int, *, region: str, status: str) -> None:
+    """``n`` listed registry rows PREFIX001... (never seen) besides the fixture's."""
+    engine = create_engine(api_db.admin_url, poolclass=NullPool)
+    with engine.begin() as conn:
+        conn.execute(text("INSERT INTO collector.node (name, address, port, region, listed, status)"
+                          " SELECT :p || lpad(i::text, 3, '0'), '10.9.0.1', 22, :r, true, :s"
+                          " FROM generate_series(1, :n) AS i"), {"p": prefix, "n": n, "r": region, "s": status})
+    engine.dispose()
+
+
 def _rows(html: str, table: str) -> list[list[str]]:
     body = html.split(f'id="{table}"', 1)[1].split("</table>", 1)[0]
     return [[re.sub(r"<[^>]+>", "", c).strip() for c in re.findall(r"<td[^>]*>(.*?)</td>", r, re.S)]
@@ -118,17 +128,12 @@ def test_overview_lists_the_first_troubled_nodes_and_counts_them_all(base_url: s
                                                                      api_db: ApiDatabase,
                                                                      machines: Machines) -> None:
     from api.console.pages.overview import TROUBLED
-    engine = create_engine(api_db.admin_url, poolclass=NullPool)
-    with engine.begin() as conn:
-        conn.execute(text("INSERT INTO collector.node (name, address, port, listed, status)"
-                          " SELECT 'down' || lpad(i::text, 2, '0'), '10.8.0.1', 22, true, 'failed'"
-                          " FROM generate_series(1, :n) AS i"), {"n": TROUBLED + 5})
-    engine.dispose()
+    _more_nodes(api_db, "down", TROUBLED + 5, region="", status="failed")
     with log_in(base_url, issued.admin) as c:
         page = c.get("/").text
     troubled = page.split('id="troubled"', 1)[1].split("</section>", 1)[0]
     shown = re.findall(r'href="/nodes/([^"]+)"', troubled)
-    assert shown == sorted([f"down{i:02d}" for i in range(1, TROUBLED + 6)] + ["gpu02"])[:TROUBLED]
+    assert shown == sorted([f"down{i:03d}" for i in range(1, TROUBLED + 6)] + ["gpu02"])[:TROUBLED]
     assert f"The first {TROUBLED} of {TROUBLED + 6} by name" in troubled and "/nodes?sort=last_seen_at" in troubled
 
 
@@ -164,12 +169,7 @@ def test_registry_pages_keep_the_filter_and_sort_and_cover_every_node_once(base_
                                                                           api_db: ApiDatabase,
                                                                           machines: Machines) -> None:
     from api.console.pages.nodes import NODE_ROWS
-    engine = create_engine(api_db.admin_url, poolclass=NullPool)
-    with engine.begin() as conn:
-        conn.execute(text("INSERT INTO collector.node (name, address, port, region, listed, status)"
-                          " SELECT 'bulk' || lpad(i::text, 3, '0'), '10.9.0.1', 22, 'south', true, 'unknown'"
-                          " FROM generate_series(1, :n) AS i"), {"n": 2 * NODE_ROWS + 50})
-    engine.dispose()
+    _more_nodes(api_db, "bulk", 2 * NODE_ROWS + 50, region="south", status="unknown")
     with log_in(base_url, issued.operator) as c:
         first = c.get("/nodes", params={"q": "south", "sort": "name"}).text
         assert len(_rows(first, "nodes")) == NODE_ROWS and f"1-{NODE_ROWS} of {2 * NODE_ROWS + 50}" in first
