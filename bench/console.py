@@ -66,6 +66,7 @@ from api.routes import OPERATIONS
 from bench.table import print_rows
 from collector.nodes.registry import sync_inventory
 from collector.types import Node
+from control import connections
 from control.nodes import TABLE as NODE_EDITS
 from control.presence import ControlTable
 from gpuledger.main import upgrade_all
@@ -249,7 +250,10 @@ PATH = {"name": USER, "wallet": f"user:{USER}"}
 PATH_UNDER = {"/nodes/": {"name": "reg0000"}}
 VARIANTS: dict[str, tuple[dict[str, str], ...]] = {
     "/users/{name}/usage": ({"days": "7"}, {"days": "30"}, {"days": "90"}),
-    "/users/{name}/statement": ({"from": "2026-11-01", "to": "2026-12-01"},),
+    "/users/{name}/statement": ({"from": "2026-11-01", "to": "2026-12-01"},
+                                {"from": "2026-11-01", "to": "2026-12-01", "before": "0"}),
+    "/nodes": ({}, {"page": "10"}, {"sort": "gpus"}),
+    "/admin/audit": ({}, {"log": "api"}),
     # a download, not a page: one day's CSV, the time to its last byte
     "/admin/exports/file": ({"format": "csv", "from": "2026-11-30", "to": "2026-12-01"},),
 }
@@ -281,15 +285,16 @@ async def _logged_in(client: httpx.AsyncClient, token: str) -> None:
         raise RuntimeError(f"POST /login answered {done.status_code}: {done.text[:200]}")
 
 
-def page_targets() -> tuple[list[tuple[str, str, dict[str, str]]], list[str]]:
-    """(role, path, query) of every GET page row the mapping can fill, and the rows it cannot."""
+def page_targets(found: dict[str, str]) -> tuple[list[tuple[str, str, dict[str, str]]], list[str]]:
+    """(role, path, query) of every GET page row the mapping (with ``found``: ids read from the data set) can fill,
+    and the rows it cannot."""
     timed: list[tuple[str, str, dict[str, str]]] = []
     untimed: list[str] = []
     for op in OPERATIONS:
         if not (op.page and op.method == "GET"):
             continue
         names = re.findall(r"{(\w+)}", op.path)
-        known = {**PATH, **next((v for k, v in PATH_UNDER.items() if op.path.startswith(k)), {})}
+        known = {**PATH, **found, **next((v for k, v in PATH_UNDER.items() if op.path.startswith(k)), {})}
         if any(n not in known for n in names):
             untimed.append(f"{op.method} {op.path}")
             continue
@@ -323,8 +328,13 @@ async def _time_pages(ledger: Ledger, runs: int) -> list[tuple[str, str]]:
     with writing(ledger.engine) as conn:
         sync_inventory(conn, [Node(name=f"reg{i:04d}", address=f"10.{i // 250}.{i % 250}.1") for i in range(REGISTRY)],
                        ControlTable(NODE_EDITS, "node edits"))
+        # A connection test (pending: no controller runs here) and the user's newest usage entry, for their pages.
+        found = {"test_id": str(connections.request(conn, "reg0000", "bench", "bench").id),
+                 "entry_id": str(conn.execute(text(
+                     "SELECT max(e.id) FROM ledger.journal_entry e JOIN ledger.usage u ON u.id = e.usage_id"
+                     " JOIN ledger.billing_user b ON b.id = u.user_id WHERE b.name = :u"), {"u": USER}).scalar_one())}
     timer = ServerTimer(create_app(ledger, ApiConfig(auth_failures=100_000)))
-    targets, untimed = page_targets()
+    targets, untimed = page_targets(found)
     out: list[tuple[str, str]] = []
     clients = {role: httpx.AsyncClient(transport=httpx.ASGITransport(app=timer), base_url="https://bench")
                for role in (*ROLES, "anonymous")}

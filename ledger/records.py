@@ -188,6 +188,25 @@ class Statement:
 
 
 @dataclass(frozen=True)
+class StatementPage(Statement):
+    """Some consecutive lines (``lines``) of a wallet's statement over ``[start, end)``, with the whole
+    statement's opening, closing and line count: each line's ``running`` is the balance after it in the whole
+    statement, so a page's figures are exactly the unpaged statement's. ``first`` is the 1-based number of the
+    page's first line."""
+
+    line_count: int
+    first: int
+
+    @property
+    def has_earlier(self) -> bool:
+        return self.first > 1
+
+    @property
+    def has_later(self) -> bool:
+        return self.first - 1 + len(self.lines) < self.line_count
+
+
+@dataclass(frozen=True)
 class TrialBalanceRow:
     account: str
     kind: str

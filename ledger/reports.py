@@ -18,7 +18,16 @@ from sqlalchemy.engine import Connection
 from ledger.directory import wallet_ref
 from ledger.errors import LedgerError
 from ledger.money import available
-from ledger.records import Balance, RevenueRow, Statement, StatementLine, TrialBalance, TrialBalanceRow, UsageRow
+from ledger.records import (
+    Balance,
+    RevenueRow,
+    Statement,
+    StatementLine,
+    StatementPage,
+    TrialBalance,
+    TrialBalanceRow,
+    UsageRow,
+)
 from ledger.tiers import Thresholds, tier_for
 
 # A wallet's accounts: the wallet and its grants' sub-accounts (ledger.grant_account, not a code pattern: ``_`` in
@@ -146,18 +155,28 @@ def burn_per_hour(conn: Connection, users: Sequence[str], now: datetime) -> dict
     return {row.name: int(row.spent) for row in rows}
 
 
-def statement(conn: Connection, wallet: str, start: date, end: date, tz: ZoneInfo) -> Statement:
-    lo, hi = local_midnight(start, tz), local_midnight(end, tz)
-    ids = wallet_accounts(conn, wallet)
-    opening = available(int(conn.execute(
+# A statement's lines: each entry's net movement on the wallet's accounts over the period (entries that net to
+# zero there are not lines), in (effective_at, id) order. Read from the postings' index alone: a posting carries
+# its entry's effective_at (checked by the ledger's trigger), so the entries are joined only for lines shown.
+_MOVEMENTS = (
+    "WITH m AS (SELECT entry_id, effective_at, sum(amount) AS total FROM ledger.posting WHERE account_id = ANY(:ids)"
+    "  AND effective_at >= :lo AND effective_at < :hi GROUP BY entry_id, effective_at HAVING sum(amount) <> 0)")
+
+
+def _opening(conn: Connection, ids: Sequence[int], lo: datetime) -> int:
+    return available(int(conn.execute(
         text("SELECT coalesce(sum(amount), 0) FROM ledger.posting WHERE account_id = ANY(:ids) AND effective_at < :lo"),
         {"ids": ids, "lo": lo},
     ).scalar_one()))
+
+
+def statement(conn: Connection, wallet: str, start: date, end: date, tz: ZoneInfo) -> Statement:
+    lo, hi = local_midnight(start, tz), local_midnight(end, tz)
+    ids = wallet_accounts(conn, wallet)
+    opening = _opening(conn, ids, lo)
     rows = conn.execute(
-        text("SELECT e.id, e.effective_at, e.kind, e.memo, m.total FROM ("
-             "  SELECT entry_id, sum(amount) AS total FROM ledger.posting WHERE account_id = ANY(:ids)"
-             "   AND effective_at >= :lo AND effective_at < :hi GROUP BY entry_id) m"
-             " JOIN ledger.journal_entry e ON e.id = m.entry_id WHERE m.total <> 0 ORDER BY e.effective_at, e.id"),
+        text(_MOVEMENTS + " SELECT e.id, e.effective_at, e.kind, e.memo, m.total FROM m"  # noqa: S608 (constants)
+             " JOIN ledger.journal_entry e ON e.id = m.entry_id ORDER BY m.effective_at, m.entry_id"),
         {"ids": ids, "lo": lo, "hi": hi},
     )
     running = opening
@@ -167,6 +186,40 @@ def statement(conn: Connection, wallet: str, start: date, end: date, tz: ZoneInf
         running += amount
         lines.append(StatementLine(int(entry_id), effective_at, kind, memo, amount, running))
     return Statement(wallet, lo, hi, opening, tuple(lines), running)
+
+
+def statement_page(conn: Connection, wallet: str, start: date, end: date, tz: ZoneInfo, *, limit: int,
+                   after: int | None = None, before: int | None = None) -> StatementPage:
+    """At most ``limit`` lines of ``statement``: the first ones, those after entry ``after``, or (``before``: an
+    entry id, or 0 for the end) the last ones before it; keyset paging by entry, so a page does not shift when
+    lines are added after it. One statement: the running balances, the line count and the closing are summed in
+    the database (exact integers, window sums), and only the page's lines come back. A cursor that is not a line
+    of this statement reads as the start (``after``) or the end (``before``)."""
+    if after is not None and before is not None:
+        raise LedgerError("a statement page is either after a line or before one", after=after, before=before)
+    lo, hi = local_midnight(start, tz), local_midnight(end, tz)
+    ids = wallet_accounts(conn, wallet)
+    opening = _opening(conn, ids, lo)
+    rows = conn.execute(
+        text(_MOVEMENTS + ", l AS (SELECT entry_id AS id, effective_at, total,"  # noqa: S608 (constants)
+             "  row_number() OVER w AS n, sum(total) OVER w AS cum FROM m"
+             "  WINDOW w AS (ORDER BY effective_at, entry_id)),"
+             " t AS (SELECT count(*) AS lines, coalesce(sum(total), 0) AS net FROM l)"
+             " SELECT t.lines, t.net, p.id, p.effective_at, e.kind, e.memo, p.total, p.n, p.cum FROM t"
+             " LEFT JOIN LATERAL (SELECT * FROM l"
+             "  WHERE n > coalesce((SELECT n FROM l WHERE id = :after), 0)"
+             "  AND n < coalesce((SELECT n FROM l WHERE id = :before), t.lines + 1)"
+             "  ORDER BY CASE WHEN :backward THEN -n ELSE n END LIMIT :limit) p ON true"
+             " LEFT JOIN ledger.journal_entry e ON e.id = p.id"),
+        {"ids": ids, "lo": lo, "hi": hi, "after": after, "before": before, "backward": before is not None,
+         "limit": limit},
+    ).all()
+    count, net = int(rows[0][0]), int(rows[0][1])
+    lines = sorted((StatementLine(int(i), at, kind, memo, available(int(total)), opening + available(int(cum)))
+                    for _, _, i, at, kind, memo, total, _, cum in rows if i is not None),
+                   key=lambda line: (line.effective_at, line.entry_id))
+    first = min((int(r[7]) for r in rows if r[2] is not None), default=count + 1)
+    return StatementPage(wallet, lo, hi, opening, tuple(lines), opening + available(net), count, first)
 
 
 def trial_balance(conn: Connection, at: date | None, tz: ZoneInfo) -> TrialBalance:

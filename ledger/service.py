@@ -36,6 +36,7 @@ from ledger.records import (
     Project,
     RevenueRow,
     Statement,
+    StatementPage,
     TickResult,
     TrialBalance,
     UsageRow,
@@ -313,6 +314,12 @@ class Ledger:
     def statement(self, wallet: str, start: date, end: date) -> Statement:
         return self._read(lambda conn: reports.statement(
             conn, directory.wallet_of(conn, wallet), start, end, self.config.timezone))
+
+    def statement_page(self, wallet: str, start: date, end: date, *, limit: int, after: int | None = None,
+                       before: int | None = None) -> StatementPage:
+        return self._read(lambda conn: reports.statement_page(
+            conn, directory.wallet_of(conn, wallet), start, end, self.config.timezone, limit=limit, after=after,
+            before=before))
 
     def trial_balance(self, at: date | None = None) -> TrialBalance:
         return self._read(lambda conn: reports.trial_balance(conn, at, self.config.timezone))

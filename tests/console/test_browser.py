@@ -56,6 +56,7 @@ def test_the_usage_chart_holds_the_ledgers_numbers(browser: Any, base_url: str, 
         data = json.loads(page.locator("#usage-data").text_content() or "{}")
         start, end = (datetime.fromisoformat(data[k]).date() for k in ("start", "end"))
         assert len(data["days"]) == days
+        assert data["currency"] == seeded.config.currency   # the y-axis label (uPlot draws it on the canvas)
         by_user = {r.key: r for r in seeded.usage_report(start, end, by="user")}
         charted = {s["key"]: sum(s["amounts"]) for s in data["series"]}
         assert sum(charted.values()) == data["total"] == sum(
@@ -77,12 +78,14 @@ def test_the_usage_chart_holds_the_ledgers_numbers(browser: Any, base_url: str, 
     assert watch.problems == []
 
 
-def test_forms_work_without_javascript(browser: Any, base_url: str, issued: Tokens) -> None:
+def test_forms_work_without_javascript(browser: Any, base_url: str, issued: Tokens, artifacts: Path) -> None:
     watch = Watch()
     context, page = watched_page(browser, base_url, watch, issued.admin, java_script_enabled=False)
     page.select_option("select[name=lang]", "zh_Hans")
     submit(page, "form.prefs button[type=submit]")
     assert page.locator("h1").inner_text() == "概览"   # the landing page: the machines overview
+    # Readable Chinese, not tofu, needs a CJK font on the machine (scripts/test installs fonts-noto-cjk).
+    page.screenshot(path=str(artifacts / "zh-overview-1280.png"), full_page=True)
     submit(page, "form[action='/logout'] button[type=submit]")
     assert urlsplit(page.url).path == "/login"
     page.goto(f"{base_url}/users")

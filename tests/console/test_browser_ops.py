@@ -4,6 +4,7 @@ the node forms work without JavaScript, and the test's page follows the controll
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -38,6 +39,25 @@ def test_machines_pages_render_cleanly_and_accessibly(browser: Any, base_url: st
     context.close()
     assert watch.problems == []
     assert "\n".join(findings) == ""
+
+
+def test_overview_draws_its_charts_from_the_pages_data(browser: Any, base_url: str, issued: Tokens, seeded: Ledger,
+                                                       machines: Machines, artifacts: Path) -> None:  # noqa: F811
+    """uPlot draws the states and charged-per-day charts (a static script reading #overview-data: no inline
+    script under the CSP); the y-axes carry their units; the tables stay beside them."""
+    watch = Watch()
+    context, page = watched_page(browser, base_url, watch, issued.admin)
+    page.goto(f"{base_url}/?bucket=hour")
+    page.wait_for_selector("#states-chart .uplot canvas")
+    page.wait_for_selector("#charged-chart .uplot canvas")
+    data = json.loads(page.locator("#overview-data").text_content() or "{}")
+    assert data["currency"] == seeded.config.currency   # the charged chart's y-axis label (uPlot draws it)
+    assert data["states"]["buckets"] == sorted(data["states"]["buckets"])   # oldest first, like the table
+    assert data["charged"]["days"] == sorted(data["charged"]["days"])
+    assert page.locator("#gpu-states tbody tr").count() == 24 and page.locator("#charged-per-day tbody tr").count() > 0
+    page.screenshot(path=str(artifacts / "ops-overview-charts-1280.png"), full_page=True)
+    context.close()
+    assert watch.problems == []
 
 
 def test_node_forms_without_javascript_and_the_test_page_follows_the_controller(

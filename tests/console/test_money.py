@@ -177,7 +177,7 @@ def test_the_audit_log_filters_and_pages(base_url: str, issued: Tokens, ledger: 
         assert first.status_code == 200
         rows = first.text.count("<tr><td>")
         assert rows == PAGE_ROWS and "api:someone" in first.text   # newest first
-        older = re.search(r'href="(/admin/audit\?before=\d+)"', first.text)
+        older = re.search(r'href="(/admin/audit\?before=\d+&amp;log=ledger)"', first.text)
         assert older is not None
         rest = c.get(older.group(1).replace("&amp;", "&")).text
         assert "api:someone" not in rest and rest.count("<tr><td>") >= 1
@@ -187,6 +187,32 @@ def test_the_audit_log_filters_and_pages(base_url: str, issued: Tokens, ledger: 
         assert none.count("<tr><td>") == 0 and "Nothing recorded." in none
     with log_in(base_url, issued.operator) as c:
         assert c.get("/admin/audit").status_code == 403
+
+
+def test_the_audit_page_shows_the_apis_own_log_through_its_reader(base_url: str, issued: Tokens,
+                                                                   ledger: Ledger) -> None:
+    """api.audit's rows (tokens, settings, nodes) are the page's second log, with the same filters and paging."""
+    from api import audit
+    from api.console.pages.audit import PAGE_ROWS
+    with ledger.engine.begin() as conn:
+        for i in range(PAGE_ROWS):
+            audit.record(conn, actor="api:tok-admin", action="token.issue", target=f"token:t{i:02d}", before=None,
+                         after={"role": "operator"}, request_id=f"r{i}")
+        audit.record(conn, actor="api:other", action="settings.put", target="settings", before=None,
+                     after={"dry_run": True}, request_id="rs")
+    with log_in(base_url, issued.auditor) as c:
+        ledger_log = c.get("/admin/audit").text
+        assert "token:t00" not in ledger_log and "settings.put" not in ledger_log
+        first = c.get("/admin/audit", params={"log": "api"})
+        assert first.status_code == 200 and first.text.count("<tr><td>") == PAGE_ROWS
+        assert "settings.put" in first.text and "token:t00" not in first.text   # newest first
+        older = re.search(r'href="(/admin/audit\?before=\d+&amp;log=api)"', first.text)
+        assert older is not None
+        rest = c.get(older.group(1).replace("&amp;", "&")).text
+        assert rest.count("<tr><td>") == 1 and "token:t00" in rest
+        only = c.get("/admin/audit", params={"log": "api", "action": "settings."}).text
+        assert only.count("<tr><td>") == 1 and "api:other" in only
+        assert c.get("/admin/audit", params={"log": "nope"}).status_code == 422
 
 
 def test_a_usage_charge_is_refunded_once_through_its_entry_page(base_url: str, issued: Tokens,

@@ -69,6 +69,16 @@ def machines(api_db: ApiDatabase) -> Machines:
     return Machines(("gpu01", "gpu02", "gpu03"))
 
 
+def _more_nodes(api_db: ApiDatabase, prefix: str, n: int, *, region: str, status: str) -> None:
+    """``n`` listed registry rows PREFIX001... (never seen) besides the fixture's."""
+    engine = create_engine(api_db.admin_url, poolclass=NullPool)
+    with engine.begin() as conn:
+        conn.execute(text("INSERT INTO collector.node (name, address, port, region, listed, status)"
+                          " SELECT :p || lpad(i::text, 3, '0'), '10.9.0.1', 22, :r, true, :s"
+                          " FROM generate_series(1, :n) AS i"), {"p": prefix, "n": n, "r": region, "s": status})
+    engine.dispose()
+
+
 def _rows(html: str, table: str) -> list[list[str]]:
     body = html.split(f'id="{table}"', 1)[1].split("</table>", 1)[0]
     return [[re.sub(r"<[^>]+>", "", c).strip() for c in re.findall(r"<td[^>]*>(.*?)</td>", r, re.S)]
@@ -86,12 +96,45 @@ def test_overview_is_the_landing_page_with_the_collectors_shares(base_url: str, 
             assert len(states) == 24
             assert all(r[1:3] == ["A100", "120"] for r in states)
             assert {tuple(r[3:]) for r in states} == {("50 %", "33.3 %", "16.7 %")}
-            assert _rows(page.text, "idle-holders") == [["gpu01", "bob", str(24 * 40)]]
+            assert _rows(page.text, "idle-holders") == [["bob", "bob@gpu01", str(24 * 40)]]
             troubled = page.text.split('id="troubled"', 1)[1].split("</section>", 1)[0]
             # gpu02 failed and is stale; gpu03 is not listed; gpu01 answered now.
             assert "/nodes/gpu02" in troubled and "gpu03" not in troubled and "gpu01" not in troubled
     with log_in(base_url, issued.admin) as c:
         assert c.get("/?bucket=year").status_code == 422
+
+
+def test_idle_holding_is_ranked_per_billing_user_through_the_mappings(base_url: str, issued: Tokens, ledger: Ledger,
+                                                                       api_db: ApiDatabase,
+                                                                       machines: Machines) -> None:
+    """bob2 on gpu01 is mapped to bob: their idle samples add up under bob; a holder no mapping or billing user
+    answers to is ranked on its own, as not mapped."""
+    ledger.map_linux_user("gpu01", "bob2", "bob", actor="test")
+    engine = create_engine(api_db.admin_url, poolclass=NullPool)
+    with engine.begin() as conn:
+        for uuid, who, idle in (("GPU-2", "bob2", 7), ("GPU-3", "ghost", 50)):
+            conn.execute(text(
+                "INSERT INTO collector.gpu_hourly (hour, node, uuid, model, samples, utilization_samples,"
+                " utilization_sum, held_samples, idle_held_samples, holders) VALUES (:h, 'gpu01', :u, 'A100',"
+                " 60, 60, 0, :idle, :idle, :who)"), {"h": HOUR, "u": uuid, "idle": idle, "who": [who]})
+    engine.dispose()
+    with log_in(base_url, issued.admin) as c:
+        page = c.get("/?bucket=hour")
+    assert _rows(page.text, "idle-holders") == [["bob", "bob@gpu01, bob2@gpu01", str(24 * 40 + 7)],
+                                                 ["not mapped", "ghost@gpu01", "50"]]
+
+
+def test_overview_lists_the_first_troubled_nodes_and_counts_them_all(base_url: str, issued: Tokens,
+                                                                     api_db: ApiDatabase,
+                                                                     machines: Machines) -> None:
+    from api.console.pages.overview import TROUBLED
+    _more_nodes(api_db, "down", TROUBLED + 5, region="", status="failed")
+    with log_in(base_url, issued.admin) as c:
+        page = c.get("/").text
+    troubled = page.split('id="troubled"', 1)[1].split("</section>", 1)[0]
+    shown = re.findall(r'href="/nodes/([^"]+)"', troubled)
+    assert shown == sorted([f"down{i:03d}" for i in range(1, TROUBLED + 6)] + ["gpu02"])[:TROUBLED]
+    assert f"The first {TROUBLED} of {TROUBLED + 6} by name" in troubled and "/nodes?sort=last_seen_at" in troubled
 
 
 def test_overview_money_and_top_users_are_the_rollups(base_url: str, issued: Tokens, seeded: Ledger) -> None:
@@ -120,6 +163,29 @@ def test_registry_lists_every_field_filters_and_sorts(base_url: str, issued: Tok
         assert [r[0] for r in _rows(c.get("/nodes?sort=last_seen_at").text, "nodes")] == ["gpu03", "gpu02", "gpu01"]
         assert [r[0] for r in _rows(c.get("/nodes?sort=gpus").text, "nodes")][0] == "gpu01"
         assert c.get("/nodes?sort=ram").status_code == 422
+
+
+def test_registry_pages_keep_the_filter_and_sort_and_cover_every_node_once(base_url: str, issued: Tokens,
+                                                                          api_db: ApiDatabase,
+                                                                          machines: Machines) -> None:
+    from api.console.pages.nodes import NODE_ROWS
+    _more_nodes(api_db, "bulk", 2 * NODE_ROWS + 50, region="south", status="unknown")
+    with log_in(base_url, issued.operator) as c:
+        first = c.get("/nodes", params={"q": "south", "sort": "name"}).text
+        assert len(_rows(first, "nodes")) == NODE_ROWS and f"1-{NODE_ROWS} of {2 * NODE_ROWS + 50}" in first
+        seen, page = [], first
+        while True:
+            seen += [r[0] for r in _rows(page, "nodes")]
+            link = re.search(r'href="(/nodes\?[^"]*)" rel="next"', page)
+            if link is None:
+                break
+            assert "q=south" in link.group(1) and "sort=name" in link.group(1)
+            page = c.get(link.group(1).replace("&amp;", "&")).text
+        assert seen == [f"bulk{i:03d}" for i in range(1, 2 * NODE_ROWS + 51)]
+        last = c.get("/nodes", params={"q": "south", "page": 99}).text   # past the end: the last page
+        assert [r[0] for r in _rows(last, "nodes")] == seen[2 * NODE_ROWS:]
+        assert 'rel="prev"' in last and "q=south" in last
+        assert c.get("/nodes", params={"page": 0}).status_code == 422
 
 
 def test_node_detail_shows_each_gpu_its_users_and_history(base_url: str, issued: Tokens,

@@ -19,17 +19,57 @@ def test_a_long_statement_is_paged_and_its_csv_is_whole(base_url: str, issued: T
         ledger.recharge("user:bob", MICRO + i, idem_key=f"many-{i}", actor="test", memo="r")
     with log_in(base_url, issued.bob) as bob:
         first = bob.get("/users/bob/statement")
-        second = bob.get("/users/bob/statement", params={"page": "2"})
-        beyond = bob.get("/users/bob/statement", params={"page": "9"})
+        later = re.search(r'href="\?([^"]*after=\d+)" rel="next"', first.text)
+        assert later is not None
+        second = bob.get("/users/bob/statement?" + later.group(1).replace("&amp;", "&"))
+        earlier = re.search(r'href="\?([^"]*before=\d+)" rel="prev"', second.text)
+        assert earlier is not None
+        back = bob.get("/users/bob/statement?" + earlier.group(1).replace("&amp;", "&"))
         csv = bob.get("/users/bob/statement", params={"format": "csv"})
-    assert first.status_code == second.status_code == beyond.status_code == 200
+        both = bob.get("/users/bob/statement", params={"after": "1", "before": "2"})
+        last = bob.get("/users/bob/statement", params={"before": "0"})   # the end: the last page
+    assert first.status_code == second.status_code == back.status_code == 200
     assert len(ROW.findall(first.text)) == 200 and len(ROW.findall(second.text)) == 3
     assert "Lines 1-200 of 203" in first.text and "Lines 201-203 of 203" in second.text
-    assert "page=2" in first.text and "page=1" in second.text
-    assert beyond.text.count("Lines 201-203 of 203") == 1   # a page past the end shows the last one
+    assert "Lines 1-200 of 203" in back.text and 'rel="prev"' not in first.text and 'rel="next"' not in second.text
     for page in (first, second):
         assert "Opening balance" in page.text and "Closing balance" in page.text
     assert len(csv.text.strip().splitlines()) == 1 + 203 + 2   # header, lines, opening and closing
+    assert both.status_code >= 400
+    assert last.status_code == 200 and "Lines 4-203 of 203" in last.text
+
+
+def test_statement_pages_are_exactly_the_unpaged_statement(issued: Tokens, ledger: Ledger) -> None:
+    """Forward from the start and backward from the end, the pages' lines, running balances, opening and
+    closing are the unpaged statement's to the micro-unit; a cursor outside the statement reads as its edge."""
+    ledger.recharge("user:bob", 10 * MICRO, idem_key="before-period", actor="test", memo="opening")
+    for i in range(23):
+        ledger.recharge("user:bob", MICRO + 7 * i, idem_key=f"p-{i}", actor="test", memo="r")
+        if i % 5 == 0:
+            ledger.adjust("user:bob", -(3 * i + 1), idem_key=f"a-{i}", actor="test", reason="fix")
+    start, end = _month(ledger)
+    whole = ledger.statement("user:bob", start, end)
+    forward, after = [], None
+    while True:
+        page = ledger.statement_page("user:bob", start, end, limit=4, after=after)
+        assert (page.opening, page.closing, page.line_count) == (whole.opening, whole.closing, len(whole.lines))
+        assert page.first == len(forward) + 1
+        forward += page.lines
+        if not page.has_later:
+            break
+        after = page.lines[-1].entry_id
+    assert forward == list(whole.lines)
+    backward: list = []
+    before = 0
+    while True:
+        page = ledger.statement_page("user:bob", start, end, limit=5, before=before)
+        backward = list(page.lines) + backward
+        if not page.has_earlier:
+            break
+        before = page.lines[0].entry_id
+    assert backward == list(whole.lines)
+    empty = ledger.statement_page("user:bob", end, end + timedelta(days=1), limit=4)
+    assert (empty.lines, empty.line_count, empty.opening, empty.closing) == ((), 0, whole.closing, whole.closing)
 
 
 def test_the_wallet_page_lists_the_newest_entries_only(base_url: str, issued: Tokens, ledger: Ledger) -> None:

@@ -276,3 +276,20 @@ def test_csv_round_trips_every_posting_exactly_with_the_entries_metadata(busy: L
     assert (project_recharge["user"], project_recharge["payee"]) == ("", "liabilities:wallet:project:lab.1")
     closing = [r for r in rows if r["kind"] == "closing"]
     assert closing and all(r["user"] == r["payee"] == r["link"] == "" for r in closing)
+
+
+def test_balances_at_an_instant_are_exact_from_either_side(busy: Ledger) -> None:
+    """A period's opening and closing balances come from the history before the instant, or (the instant in the
+    later half of the ledger) from the balance cache less what follows it: both equal the trial balance then."""
+    exporter = csv_file.CsvExporter("CNY", busy.config.timezone)
+    with reading(busy.engine) as conn:
+        first, last = conn.execute(text("SELECT min(effective_at), max(effective_at) FROM ledger.journal_entry")).one()
+        instants = [first, first + (last - first) / 4, first + (last - first) * 3 / 4, last, last + timedelta(days=1)]
+        sides = []
+        for t in instants:
+            at_start_of_day = busy.trial_balance(t.astimezone(busy.config.timezone).date())
+            day = t.astimezone(busy.config.timezone).replace(hour=0, minute=0, second=0, microsecond=0)
+            sides.append(exporter._nearer_the_end(conn, day))
+            got = dict(exporter._balances(conn, day))
+            assert got == {r.account: r.balance for r in at_start_of_day.rows}
+    assert sides == [False, False, True, True, True]   # both sides taken

@@ -26,9 +26,10 @@ def wallet(call: Call) -> Response:
     page, svc, code = page_of(call), services(call), call.params["wallet"]
     held = svc.ledger.balance(code, thresholds_in_force(call))
     end = datetime.now(svc.ledger.config.timezone).date() + timedelta(days=1)
-    statement = svc.ledger.statement(code, end - timedelta(days=ENTRY_DAYS), end)
-    return page.render("money/wallet.html", wallet=code, balance=held, statement=statement,
-                       lines=tuple(reversed(statement.lines[-WALLET_LINES:])), key=operate.new_key(),
+    # The last page of the period's statement (before=0: the end), read as one page, not the whole month.
+    newest = svc.ledger.statement_page(code, end - timedelta(days=ENTRY_DAYS), end, limit=WALLET_LINES, before=0)
+    return page.render("money/wallet.html", wallet=code, balance=held, statement=newest,
+                       lines=tuple(reversed(newest.lines)), key=operate.new_key(),
                        posted=call.params.get("posted"))
 
 

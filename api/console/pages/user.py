@@ -66,7 +66,8 @@ def usage(call: Call) -> Response:
     # The chart's data, exact: micro-unit integers (the page's script divides only to draw).
     chart = {"days": [d.isoformat() for d in data.days], "series": [
         {"key": s.key, "unit": s.unit, "amounts": list(s.amounts)} for s in data.series],
-        "start": start.isoformat(), "end": end.isoformat(), "total": data.total}
+        "start": start.isoformat(), "end": end.isoformat(), "total": data.total,
+        "currency": svc.ledger.config.currency}
     return page.render("user/usage.html", name=name, days=days, choices=USAGE_DAYS, data=data, start=start,
                        end=end, chart_json=json.dumps(chart))
 
@@ -87,21 +88,19 @@ def statement(call: Call) -> Response:
     # other members' charges, which are not theirs to read.
     project = svc.ledger.get_user(name).project
     wallet = f"user:{name}"
-    st = svc.ledger.statement(wallet, start, end)
     if call.params.get("format") == "csv":
+        st = svc.ledger.statement(wallet, start, end)
         rows = [["entry_id", "effective_at", "kind", "memo", "amount", "running"],
                 ["", st.start.isoformat(), "opening", "", "", format_amount(st.opening)]]
         rows += [[str(line.entry_id), line.effective_at.isoformat(), line.kind, line.memo, format_amount(line.amount),
                   format_amount(line.running)] for line in st.lines]
         rows.append(["", st.end.isoformat(), "closing", "", "", format_amount(st.closing)])
         return _csv(rows, f"statement-{name}-{start}-{end}.csv")
-    pages = max(1, -(-len(st.lines) // STATEMENT_LINES))
-    number = min(call.params.get("page") or 1, pages)
-    first = (number - 1) * STATEMENT_LINES
-    return page.render("user/statement.html", name=name, statement=st, start=start, end=end, project=project,
-                       last_day=end - timedelta(days=1), lines=st.lines[first:first + STATEMENT_LINES],
-                       page_number=number, pages=pages, first_line=first + 1,
-                       last_line=min(first + STATEMENT_LINES, len(st.lines)))
+    # Keyset paging by entry: the page reads STATEMENT_LINES lines, the running balances summed in the database.
+    shown = svc.ledger.statement_page(wallet, start, end, limit=STATEMENT_LINES, after=call.params.get("after"),
+                                      before=call.params.get("before"))
+    return page.render("user/statement.html", name=name, statement=shown, start=start, end=end, project=project,
+                       last_day=end - timedelta(days=1), lines=shown.lines)
 
 
 def projects(call: Call) -> Response:

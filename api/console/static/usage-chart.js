@@ -20,9 +20,11 @@
     var style = getComputedStyle(document.documentElement);
     var fg = style.getPropertyValue("--fg").trim(), line = style.getPropertyValue("--line").trim();
     var axis = { stroke: fg, grid: { stroke: line }, ticks: { stroke: line } };
+    // The y-axis carries its unit: the amounts are money in the ledger's currency.
+    var yAxis = Object.assign({ label: data.currency, size: 70 }, axis);
     var width = Math.max(280, holder.clientWidth);
     holder.textContent = "";
-    new uPlot({ width: width, height: 280, series: series, axes: [axis, axis], scales: { x: { time: true } } },
+    new uPlot({ width: width, height: 280, series: series, axes: [axis, yAxis], scales: { x: { time: true } } },
       columns, holder);
   }
   if (document.readyState === "loading") { document.addEventListener("DOMContentLoaded", draw); } else { draw(); }
