@@ -51,18 +51,24 @@ CREATE UNIQUE INDEX queue_gpu_live ON control.queue_gpu (node, gpu_index) WHERE 
 CREATE INDEX queue_gpu_request ON control.queue_gpu (request_id);
 
 -- Past grants are immutable: an ended request, a released GPU row, stay as they were.
-CREATE FUNCTION control.queue_immutable() RETURNS trigger LANGUAGE plpgsql AS $$
+CREATE FUNCTION control.queue_request_immutable() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
-    IF (TG_TABLE_NAME = 'queue_request' AND OLD.state IN ('ended', 'refused'))
-       OR (TG_TABLE_NAME = 'queue_gpu' AND OLD.released_at IS NOT NULL) THEN
-        RAISE EXCEPTION 'control.%: row % has ended and cannot change', TG_TABLE_NAME, OLD.id;
+    IF OLD.state IN ('ended', 'refused') THEN
+        RAISE EXCEPTION 'control.queue_request: request % has ended and cannot change', OLD.id;
+    END IF;
+    RETURN NEW;
+END $$;
+CREATE FUNCTION control.queue_gpu_immutable() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    IF OLD.released_at IS NOT NULL THEN
+        RAISE EXCEPTION 'control.queue_gpu: row % was released and cannot change', OLD.id;
     END IF;
     RETURN NEW;
 END $$;
 CREATE TRIGGER queue_request_immutable BEFORE UPDATE ON control.queue_request
-    FOR EACH ROW EXECUTE FUNCTION control.queue_immutable();
+    FOR EACH ROW EXECUTE FUNCTION control.queue_request_immutable();
 CREATE TRIGGER queue_gpu_immutable BEFORE UPDATE ON control.queue_gpu
-    FOR EACH ROW EXECUTE FUNCTION control.queue_immutable();
+    FOR EACH ROW EXECUTE FUNCTION control.queue_gpu_immutable();
 
 GRANT SELECT, INSERT, UPDATE ON control.queue_request TO gpuledger_app;
 GRANT SELECT, INSERT, UPDATE, DELETE ON control.queue_gpu TO gpuledger_app;
