@@ -8,11 +8,11 @@ CREATE TABLE control.queue_request (
     origin_node   text,
     uid           integer,
     nonce         text NOT NULL CHECK (nonce ~ '^[A-Za-z0-9_-]{16,64}$'),
-    models        text [] NOT NULL,
+    models        text[] NOT NULL,
     gpu_count     integer NOT NULL CHECK (gpu_count BETWEEN 1 AND 64),
     hours         numeric NOT NULL CHECK (hours > 0 AND hours <= 168),
     node          text,
-    run           boolean NOT NULL DEFAULT false,
+    run           boolean NOT NULL DEFAULT FALSE,
     created_at    timestamptz NOT NULL,
     state         text NOT NULL DEFAULT 'queued'
         CHECK (state IN ('queued', 'offered', 'granted', 'ended', 'refused')),
