@@ -81,21 +81,27 @@ class _Pools:
     """The free GPUs by node during one allocation, and the holds placed on some of them."""
 
     def __init__(self, free: set[GpuRef]) -> None:
-        self.by_node: dict[str, set[GpuRef]] = defaultdict(set)
-        for ref in free:
-            self.by_node[ref.node].add(ref)
+        # In node order, so that ``fit`` may stop at the first exact fit; a node leaves when its last GPU goes.
+        self.by_node: dict[str, set[GpuRef]] = {}
+        for ref in sorted(free, key=lambda g: g.node):
+            self.by_node.setdefault(ref.node, set()).add(ref)
         self.held: dict[GpuRef, Hold] = {}
 
     def fit(self, r: Request, now: datetime) -> tuple[GpuRef, ...] | None:
         """The GPUs to offer ``r``: ``count`` usable ones on the node with the fewest usable (best fit)."""
         best: list[GpuRef] | None = None
         ends = now + r.duration
-        for node, refs in self.by_node.items():
-            if r.node is not None and node != r.node:
+        nodes = self.by_node.items() if r.node is None else [(r.node, self.by_node.get(r.node, set()))]
+        for node, refs in nodes:
+            if len(refs) < r.count:  # cheap skip: usable GPUs are a subset of the node's free ones
                 continue
-            usable = [g for g in refs if r.matches(g) and self._lendable(g, ends)]
+            usable = [g for g in refs if r.matches(g)]
+            if self.held:  # few ticks have holds: skip the per-GPU look-up when none does
+                usable = [g for g in usable if self._lendable(g, ends)]
             if len(usable) >= r.count and (best is None or (len(usable), node) < (len(best), best[0].node)):
                 best = usable
+                if len(usable) == r.count:  # no node has fewer, and later nodes sort after this one
+                    break
         if best is None:
             return None
         return tuple(sorted(best, key=lambda g: (g in self.held, g.index))[: r.count])
@@ -106,7 +112,10 @@ class _Pools:
 
     def take(self, gpus: Sequence[GpuRef]) -> None:
         for g in gpus:
-            self.by_node[g.node].discard(g)
+            refs = self.by_node[g.node]
+            refs.discard(g)
+            if not refs:
+                del self.by_node[g.node]
             self.held.pop(g, None)
 
     def hold(self, r: Request, availability: Mapping[GpuRef, datetime | None], now: datetime) -> Hold | None:
