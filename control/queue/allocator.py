@@ -98,9 +98,12 @@ class _Pools:
         """The GPUs to offer ``r``: ``count`` usable ones on the node with the fewest usable (best fit)."""
         best: tuple[int, str] | None = None
         ends = now + r.duration
+        wanted = tuple(r.models)
         for node in self._candidates(r):
-            models = self.models[node]
-            n = len(self.by_node[node]) if not r.models else sum(models[m] for m in r.models)
+            if len(wanted) == 1:  # the common case, without a generator per node
+                n = self.models[node][wanted[0]]
+            else:
+                n = len(self.by_node[node]) if not wanted else sum(self.models[node][m] for m in wanted)
             if n < r.count:  # the matching free GPUs bound the usable ones
                 continue
             if self.held_on[node]:
