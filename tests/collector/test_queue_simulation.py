@@ -6,14 +6,17 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from datetime import timedelta
+from typing import Any
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from sqlalchemy import Engine, create_engine, text
+from sqlalchemy import Engine, Row, create_engine, text
 
+from control.queue.records import GpuFact
+from control.queue.tick import Op, run
 from tests.collector.conftest import Database
-from tests.collector.queue_sim import POLICY, TICK, Arrival, Fault, Lab
+from tests.collector.queue_sim import POLICY, T0, TICK, Arrival, Fault, Lab
 
 ARRIVAL_TICKS = 15
 
@@ -99,3 +102,53 @@ def test_a_multi_gpu_request_behind_a_stream_of_single_ones_completes(engines: t
     with app.begin() as conn:
         rows = conn.execute(text("SELECT gpu_count, granted_at FROM control.queue_request WHERE gpu_count = 4")).all()
     assert len(rows) == 1 and rows[0].granted_at is not None
+
+
+def _rows(engine: Engine) -> list[Row[Any]]:
+    with engine.begin() as conn:
+        return list(conn.execute(text(
+            "SELECT q.id, q.billing_user, q.state, q.reason, q.offer_expires, q.granted_at, q.ended_at,"
+            " (SELECT count(*) FROM control.queue_gpu g WHERE g.request_id = q.id AND g.kind = 'grant') AS grants"
+            " FROM control.queue_request q ORDER BY q.id")).all())
+
+
+def test_an_unclaimed_offer_expires_and_its_gpu_passes_to_the_next_in_line(engines: tuple[Engine, Engine]) -> None:
+    """One GPU; u0 is offered it and never claims; u1, queued behind, is offered it the tick u0's offer
+    expires (POLICY.offer_s = 3 ticks) and, claiming by running on it, is granted it the tick after."""
+    app, _ = engines
+    lab = Lab(app, (("a",),), 2)
+    arrivals = [Arrival(0, 0, 1, None, 5, None), Arrival(1, 1, 1, None, 5, 0)]
+    for tick in range(6):
+        lab.tick([a for a in arrivals if a.tick == tick], [])
+    first, second = _rows(app)
+    expiry = T0 + 3 * TICK
+    assert (first.billing_user, first.state, first.reason, first.ended_at) == ("u0", "ended", "offer expired", expiry)
+    assert first.grants == 0 and first.offer_expires == expiry
+    # Offered at the expiry (its own offer runs offer_s from there), granted the tick after.
+    assert (second.billing_user, second.state, second.offer_expires, second.granted_at) == (
+        "u1", "granted", expiry + 3 * TICK, expiry + TICK)
+    assert second.grants == 1
+
+
+def test_a_controller_killed_mid_tick_neither_loses_a_request_nor_grants_twice(engines: tuple[Engine, Engine]) -> None:
+    """A tick's transaction is lost twice: once while filing the request (the same file, read again, is one
+    request), once while granting it (the next tick grants it once, with one live GPU row)."""
+    app, _ = engines
+    lab = Lab(app, (("a", "a"),), 2)
+    request = Arrival(0, 0, 2, None, 5, 0)
+    lab.tick([request], [], crash=True)
+    assert _rows(app) == []
+    lab.tick([request], [])                     # re-read after the restart: filed and offered
+    lab.tick([], [], crash=True)                # killed while granting
+    (row,) = _rows(app)
+    assert (row.state, row.granted_at, row.grants) == ("offered", None, 0)
+    lab.tick([], [])
+    lab.tick([], [])
+    (row,) = _rows(app)
+    assert (row.state, row.granted_at, row.grants) == ("granted", T0 + TICK, 2)
+    with app.begin() as conn:               # the same file read once more, after the grant: nothing new
+        again = run(conn, [Op("u0", "lab", {"op": "request", "nonce": "sim-000000-nonce-0", "models": [],
+                                            "count": 2, "hours": "0.1", "node": None, "run": False}, "n0", 2000)],
+                    [GpuFact(g, frozenset({"u0"})) for g in lab.gpus()], {}, POLICY, lab.now, {})
+    assert [o.request_id for o in again.outcomes] == [row.id]
+    assert len(_rows(app)) == 1
