@@ -82,28 +82,48 @@ class _Pools:
 
     def __init__(self, free: set[GpuRef]) -> None:
         # In node order, so that ``fit`` may stop at the first exact fit; a node leaves when its last GPU goes.
-        # Per node also the free GPUs' models and how many are held, so that ``fit`` counts a node's usable
-        # GPUs without walking them unless a hold is there (bench/queue.py: 1,000 nodes, 500 requests a tick).
+        # Per node also the free GPUs' models and how many are held, and ``levels``: per model (None: any) and
+        # free count the nodes with exactly that many, so that ``fit`` finds the best fit of a one-model or
+        # any-model request by look-up, walking only the nodes with a hold (bench/queue.py: 1,000 nodes).
         self.by_node: dict[str, set[GpuRef]] = {}
         self.models: dict[str, Counter[str]] = {}
-        self.nodes_with: dict[str, set[str]] = defaultdict(set)  # model -> the nodes with a free GPU of it
         for ref in sorted(free, key=lambda g: g.node):
             self.by_node.setdefault(ref.node, set()).add(ref)
             self.models.setdefault(ref.node, Counter())[ref.model] += 1
-            self.nodes_with[ref.model].add(ref.node)
+        self.levels: dict[str | None, dict[int, set[str]]] = defaultdict(dict)
+        for node, refs in self.by_node.items():
+            self._move(None, node, 0, len(refs))
+            for model, count in self.models[node].items():
+                self._move(model, node, 0, count)
         self.held: dict[GpuRef, Hold] = {}
         self.held_on: Counter[str] = Counter()
 
+    def _move(self, key: str | None, node: str, old: int, new: int) -> None:
+        levels = self.levels[key]
+        if old:
+            levels[old].discard(node)
+        if new:
+            levels.setdefault(new, set()).add(node)
+
     def fit(self, r: Request, now: datetime) -> tuple[GpuRef, ...] | None:
-        """The GPUs to offer ``r``: ``count`` usable ones on the node with the fewest usable (best fit)."""
-        best: tuple[int, str] | None = None
+        """The GPUs to offer ``r``: ``count`` usable ones on the node with the fewest usable (best fit; ties:
+        the first node by name)."""
         ends = now + r.duration
         wanted = tuple(r.models)
+        if r.node is None and len(wanted) <= 1:
+            best = self._best_level(r, wanted[0] if wanted else None, ends)
+        else:
+            best = self._best_walk(r, wanted, ends)
+        if best is None:
+            return None
+        usable = self._usable(r, best[1], ends)
+        return tuple(sorted(usable, key=lambda g: (g in self.held, g.index))[: r.count])
+
+    def _best_walk(self, r: Request, wanted: tuple[str, ...], ends: datetime) -> tuple[int, str] | None:
+        """``fit``'s (usable count, node) by walking the candidate nodes in node order."""
+        best: tuple[int, str] | None = None
         for node in self._candidates(r):
-            if len(wanted) == 1:  # the common case, without a generator per node
-                n = self.models[node][wanted[0]]
-            else:
-                n = len(self.by_node[node]) if not wanted else sum(self.models[node][m] for m in wanted)
+            n = len(self.by_node[node]) if not wanted else sum(self.models[node][m] for m in wanted)
             if n < r.count:  # the matching free GPUs bound the usable ones
                 continue
             if self.held_on[node]:
@@ -112,10 +132,24 @@ class _Pools:
                 best = (n, node)
                 if n == r.count:  # no node has fewer, and later nodes sort after this one
                     break
-        if best is None:
-            return None
-        usable = self._usable(r, best[1], ends)
-        return tuple(sorted(usable, key=lambda g: (g in self.held, g.index))[: r.count])
+        return best
+
+    def _best_level(self, r: Request, key: str | None, ends: datetime) -> tuple[int, str] | None:
+        """``fit``'s (usable count, node) for a request of one model (``key``) or any (None) on no named node:
+        the fewest matching free GPUs >= ``count`` among nodes without a hold, against each node with one."""
+        best: tuple[int, str] | None = None
+        levels = self.levels.get(key, {})
+        for k in sorted(levels):
+            clear = [n for n in levels[k] if not self.held_on[n]] if k >= r.count else []
+            if clear:
+                best = (k, min(clear))
+                break
+        for node, held in self.held_on.items():
+            if held:
+                n = len(self._usable(r, node, ends))
+                if n >= r.count and (best is None or (n, node) < best):
+                    best = (n, node)
+        return best
 
     def _candidates(self, r: Request) -> Iterable[str]:
         """In node order, the nodes with a free GPU ``r`` matches."""
@@ -123,7 +157,7 @@ class _Pools:
             return [r.node] if r.node in self.by_node else []
         if not r.models:
             return self.by_node
-        return sorted(set().union(*(self.nodes_with.get(m, ()) for m in r.models)))
+        return sorted(set().union(*(n for m in r.models for n in self.levels.get(m, {}).values())))
 
     def _usable(self, r: Request, node: str, ends: datetime) -> list[GpuRef]:
         """The free GPUs of ``node`` that ``r`` matches and may take: unheld, or held by a hold that completes
@@ -137,10 +171,10 @@ class _Pools:
     def take(self, gpus: Sequence[GpuRef]) -> None:
         for g in gpus:
             refs = self.by_node[g.node]
+            self._move(None, g.node, len(refs), len(refs) - 1)
+            self._move(g.model, g.node, self.models[g.node][g.model], self.models[g.node][g.model] - 1)
             refs.discard(g)
             self.models[g.node][g.model] -= 1
-            if not self.models[g.node][g.model]:
-                self.nodes_with[g.model].discard(g.node)
             if not refs:
                 del self.by_node[g.node], self.models[g.node]
             if self.held.pop(g, None) is not None:
