@@ -123,7 +123,7 @@ class _Pools:
         """``fit``'s (usable count, node) by walking the candidate nodes in node order."""
         best: tuple[int, str] | None = None
         for node in self._candidates(r):
-            n = len(self.by_node[node]) if not wanted else sum(self.models[node][m] for m in wanted)
+            n = len(self.by_node[node]) if not wanted else sum(map(self.models[node].__getitem__, wanted))
             if n < r.count:  # the matching free GPUs bound the usable ones
                 continue
             if self.held_on[node]:
