@@ -4,6 +4,26 @@
 
 CREATE SCHEMA control;
 
+CREATE FUNCTION control.queue_gpu_immutable() RETURNS trigger
+    LANGUAGE plpgsql
+    AS $$
+BEGIN
+    IF OLD.released_at IS NOT NULL THEN
+        RAISE EXCEPTION 'control.queue_gpu: row % was released and cannot change', OLD.id;
+    END IF;
+    RETURN NEW;
+END $$;
+
+CREATE FUNCTION control.queue_request_immutable() RETURNS trigger
+    LANGUAGE plpgsql
+    AS $$
+BEGIN
+    IF OLD.state IN ('ended', 'refused') THEN
+        RAISE EXCEPTION 'control.queue_request: request % has ended and cannot change', OLD.id;
+    END IF;
+    RETURN NEW;
+END $$;
+
 CREATE TABLE control.connection_test (
     id bigint NOT NULL,
     node text NOT NULL,
@@ -70,6 +90,70 @@ ALTER TABLE control.node_edit ALTER COLUMN id ADD GENERATED ALWAYS AS IDENTITY (
     CACHE 1
 );
 
+CREATE TABLE control.queue_gpu (
+    id bigint NOT NULL,
+    request_id bigint NOT NULL,
+    node text NOT NULL,
+    gpu_index integer NOT NULL,
+    model text NOT NULL,
+    kind text NOT NULL,
+    since timestamp with time zone NOT NULL,
+    released_at timestamp with time zone,
+    idle_since timestamp with time zone,
+    idle_notices integer DEFAULT 0 NOT NULL,
+    CONSTRAINT queue_gpu_gpu_index_check CHECK ((gpu_index >= 0)),
+    CONSTRAINT queue_gpu_kind_check CHECK ((kind = ANY (ARRAY['hold'::text, 'offer'::text, 'grant'::text])))
+);
+
+ALTER TABLE control.queue_gpu ALTER COLUMN id ADD GENERATED ALWAYS AS IDENTITY (
+    SEQUENCE NAME control.queue_gpu_id_seq
+    START WITH 1
+    INCREMENT BY 1
+    NO MINVALUE
+    NO MAXVALUE
+    CACHE 1
+);
+
+CREATE TABLE control.queue_request (
+    id bigint NOT NULL,
+    billing_user text NOT NULL,
+    project text,
+    origin_node text,
+    uid integer,
+    nonce text NOT NULL,
+    models text[] NOT NULL,
+    gpu_count integer NOT NULL,
+    hours numeric NOT NULL,
+    node text,
+    run boolean DEFAULT false NOT NULL,
+    created_at timestamp with time zone NOT NULL,
+    state text DEFAULT 'queued'::text NOT NULL,
+    offer_expires timestamp with time zone,
+    granted_at timestamp with time zone,
+    ends timestamp with time zone,
+    ended_at timestamp with time zone,
+    boost_hours integer DEFAULT 0 NOT NULL,
+    reason text DEFAULT ''::text NOT NULL,
+    "position" integer,
+    eta timestamp with time zone,
+    eta_basis text DEFAULT ''::text NOT NULL,
+    CONSTRAINT queue_request_check CHECK ((((state = 'granted'::text) = ((granted_at IS NOT NULL) AND (ends IS NOT NULL) AND (ended_at IS NULL))) OR (state = 'ended'::text))),
+    CONSTRAINT queue_request_check1 CHECK (((state = ANY (ARRAY['ended'::text, 'refused'::text])) = (ended_at IS NOT NULL))),
+    CONSTRAINT queue_request_gpu_count_check CHECK (((gpu_count >= 1) AND (gpu_count <= 64))),
+    CONSTRAINT queue_request_hours_check CHECK (((hours > (0)::numeric) AND (hours <= (168)::numeric))),
+    CONSTRAINT queue_request_nonce_check CHECK ((nonce ~ '^[A-Za-z0-9_-]{16,64}$'::text)),
+    CONSTRAINT queue_request_state_check CHECK ((state = ANY (ARRAY['queued'::text, 'offered'::text, 'granted'::text, 'ended'::text, 'refused'::text])))
+);
+
+ALTER TABLE control.queue_request ALTER COLUMN id ADD GENERATED ALWAYS AS IDENTITY (
+    SEQUENCE NAME control.queue_request_id_seq
+    START WITH 1
+    INCREMENT BY 1
+    NO MINVALUE
+    NO MAXVALUE
+    CACHE 1
+);
+
 CREATE TABLE control.settings_version (
     id bigint NOT NULL,
     settings jsonb NOT NULL,
@@ -124,6 +208,12 @@ ALTER TABLE ONLY control.enforcement_override
 ALTER TABLE ONLY control.node_edit
     ADD CONSTRAINT node_edit_pkey PRIMARY KEY (id);
 
+ALTER TABLE ONLY control.queue_gpu
+    ADD CONSTRAINT queue_gpu_pkey PRIMARY KEY (id);
+
+ALTER TABLE ONLY control.queue_request
+    ADD CONSTRAINT queue_request_pkey PRIMARY KEY (id);
+
 ALTER TABLE ONLY control.settings_version
     ADD CONSTRAINT settings_version_pkey PRIMARY KEY (id);
 
@@ -141,12 +231,29 @@ CREATE INDEX enforcement_override_user ON control.enforcement_override USING btr
 
 CREATE INDEX node_edit_pending ON control.node_edit USING btree (node, id) WHERE (applied_at IS NULL);
 
+CREATE UNIQUE INDEX queue_gpu_live ON control.queue_gpu USING btree (node, gpu_index) WHERE (released_at IS NULL);
+
+CREATE INDEX queue_gpu_request ON control.queue_gpu USING btree (request_id);
+
+CREATE INDEX queue_request_live ON control.queue_request USING btree (state) WHERE (state = ANY (ARRAY['queued'::text, 'offered'::text, 'granted'::text]));
+
+CREATE UNIQUE INDEX queue_request_nonce ON control.queue_request USING btree (billing_user, nonce);
+
+CREATE INDEX queue_request_user ON control.queue_request USING btree (billing_user, id);
+
 CREATE INDEX web_login_created ON control.web_login USING btree (created_at);
 
 CREATE INDEX web_login_pending ON control.web_login USING btree (expires_at) WHERE (proven_at IS NULL);
 
+CREATE TRIGGER queue_gpu_immutable BEFORE UPDATE ON control.queue_gpu FOR EACH ROW EXECUTE FUNCTION control.queue_gpu_immutable();
+
+CREATE TRIGGER queue_request_immutable BEFORE UPDATE ON control.queue_request FOR EACH ROW EXECUTE FUNCTION control.queue_request_immutable();
+
 ALTER TABLE ONLY control.enforcement_override
     ADD CONSTRAINT enforcement_override_billing_user_fkey FOREIGN KEY (billing_user) REFERENCES ledger.billing_user(name);
+
+ALTER TABLE ONLY control.queue_gpu
+    ADD CONSTRAINT queue_gpu_request_id_fkey FOREIGN KEY (request_id) REFERENCES control.queue_request(id);
 
 GRANT USAGE ON SCHEMA control TO gpuledger_app;
 GRANT USAGE ON SCHEMA control TO gpuledger_auditor;
@@ -169,6 +276,12 @@ GRANT SELECT,INSERT ON TABLE control.node_edit TO gpuledger_app;
 GRANT SELECT ON TABLE control.node_edit TO gpuledger_auditor;
 
 GRANT UPDATE(applied_at) ON TABLE control.node_edit TO gpuledger_app;
+
+GRANT SELECT,INSERT,DELETE,UPDATE ON TABLE control.queue_gpu TO gpuledger_app;
+GRANT SELECT ON TABLE control.queue_gpu TO gpuledger_auditor;
+
+GRANT SELECT,INSERT,UPDATE ON TABLE control.queue_request TO gpuledger_app;
+GRANT SELECT ON TABLE control.queue_request TO gpuledger_auditor;
 
 GRANT SELECT,INSERT ON TABLE control.settings_version TO gpuledger_app;
 GRANT SELECT ON TABLE control.settings_version TO gpuledger_auditor;

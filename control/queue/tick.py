@@ -1,0 +1,112 @@
+"""One tick of the queue, in ONE transaction on the caller's connection: the users' operations read from the
+nodes' drop boxes (or the API), the idle-held releases, the allocator, and its decisions written. A controller
+killed anywhere in it leaves the previous tick's state; the next tick recomputes from there, and the unique
+index on live GPU rows stops a double grant even if two controllers overlapped."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from decimal import Decimal
+from typing import Any
+
+from sqlalchemy.engine import Connection
+
+from control.queue import idle, store
+from control.queue.allocator import allocate
+from control.queue.intake import Catalog, Refused, check, target
+from control.queue.records import Decisions, GpuFact, Policy, Request
+from ledger import fairshare
+
+log = logging.getLogger("gpuledger.controller")
+
+
+@dataclass(frozen=True)
+class Op:
+    """One operation a user filed: ``user`` is the billing user the kernel-vouched (node, uid) maps to."""
+
+    user: str
+    project: str | None
+    body: Mapping[str, Any]
+    origin_node: str | None = None
+    uid: int | None = None
+
+
+@dataclass(frozen=True)
+class OpOutcome:
+    op: Op
+    outcome: str
+    request_id: int | None = None
+
+
+@dataclass(frozen=True)
+class Result:
+    decisions: Decisions
+    outcomes: tuple[OpOutcome, ...] = ()
+    idle: idle.Assessment = field(default_factory=lambda: idle.Assessment((), (), ()))
+    live: tuple[Request, ...] = ()
+
+
+def submit(conn: Connection, op: Op, catalog: Catalog, policy: Policy, now: datetime) -> OpOutcome:
+    """Check and queue an ``op: request`` (the queued-requests cap counts here), or record its refusal."""
+    try:
+        new = check(op.body, user=op.user, project=op.project, catalog=catalog, policy=policy,
+                    origin_node=op.origin_node, uid=op.uid)
+    except Refused as exc:
+        return OpOutcome(op, f"refused: {exc.reason}")
+    if store.queued_count(conn, op.user) >= policy.max_queued_per_user:
+        store.refuse(conn, new, f"at most {policy.max_queued_per_user} queued requests per user", now=now)
+        return OpOutcome(op, "refused: queued cap")
+    return OpOutcome(op, "queued", store.submit(conn, new, now=now))
+
+
+def _apply_op(conn: Connection, op: Op, catalog: Catalog, policy: Policy, now: datetime,
+              claims: set[int]) -> OpOutcome:
+    kind = op.body.get("op")
+    try:
+        if kind == "request":
+            return submit(conn, op, catalog, policy, now)
+        if kind == "cancel":
+            rid = target(op.body, required=True)
+            assert rid is not None
+            return OpOutcome(op, "cancelled" if store.end(conn, rid, "cancelled", now=now, user=op.user)
+                             else "refused: no such request", rid)
+        if kind == "release":
+            rid = target(op.body, required=False)
+            if rid is None:
+                return OpOutcome(op, f"released {len(store.release_all(conn, op.user, 'released', now=now))}")
+            return OpOutcome(op, "released" if store.end(conn, rid, "released", now=now, user=op.user)
+                             else "refused: no such request", rid)
+        if kind == "claim":
+            rid = target(op.body, required=True)
+            assert rid is not None
+            request = store.get(conn, rid)
+            if request is None or request.user != op.user:
+                return OpOutcome(op, "refused: no such request", rid)
+            claims.add(rid)
+            return OpOutcome(op, "claimed", rid)
+    except Refused as exc:
+        return OpOutcome(op, f"refused: {exc.reason}")
+    return OpOutcome(op, f"refused: unknown op {str(kind)[:20]!r}")
+
+
+def run(conn: Connection, ops: Sequence[Op], facts: Sequence[GpuFact], idle_gpus: Mapping[Any, bool],
+        policy: Policy, now: datetime, usage: Mapping[str, Decimal] | None = None) -> Result:
+    """The queue's tick (module docstring). ``usage`` defaults to the ledger's decayed GPU charges."""
+    catalog = Catalog.of([f.ref for f in facts])
+    claims: set[int] = set()
+    outcomes = tuple(_apply_op(conn, op, catalog, policy, now, claims) for op in ops)
+    live = store.load(conn)
+    assessment = idle.assess(live, idle_gpus, store.idle_state(conn), now)
+    store.idle_update(conn, assessment.rows)
+    for rid in assessment.releases:
+        store.end(conn, rid, idle.RELEASED, now=now)
+    if assessment.releases:
+        live = store.load(conn)
+    if usage is None:
+        usage = fairshare.decayed_gpu_charges(conn, half_life_s=policy.half_life_s, now=now)
+    decisions = allocate(live, facts, usage, now, policy, claims)
+    store.apply(conn, decisions, now=now)
+    return Result(decisions, outcomes, assessment, tuple(store.load(conn)))
