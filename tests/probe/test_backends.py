@@ -71,7 +71,7 @@ def subject(request, tmp_path):
         if not is_root() or not os.access("/sys/fs/cgroup/cpu/cpu.cfs_quota_us", os.W_OK):
             pytest.skip("needs root and a writable cgroup v1 cpu hierarchy")
         parent = "gpuledger-test-" + secrets.token_hex(4)
-        yield CgroupV1("/sys/fs/cgroup", parent, proc, CPUS), plan.REAL_OPS
+        yield CgroupV1("/sys/fs/cgroup", parent, proc, CPUS, str(tmp_path / "masks")), plan.REAL_OPS
         for hierarchy in ("cpu", "devices"):
             path = f"/sys/fs/cgroup/{hierarchy}/{parent}"
             for child in os.listdir(path) if os.path.isdir(path) else []:
@@ -81,7 +81,7 @@ def subject(request, tmp_path):
                 os.rmdir(path)
         return
     if request.param == "v1-fixture":
-        yield CgroupV1(str(_fixture_v1(tmp_path)), "gpuledger", proc, CPUS), FIXTURE_OPS
+        yield CgroupV1(str(_fixture_v1(tmp_path)), "gpuledger", proc, CPUS, str(tmp_path / "masks")), FIXTURE_OPS
     else:
         yield CgroupV2(str(_fixture_v2(tmp_path)), "gpuledger", proc, CPUS), FIXTURE_OPS
 
@@ -113,27 +113,27 @@ def test_gpu_block_unblock_and_idempotence(subject):
     assert observed.blocked is False and observed.majors == [195, 234, 235]
     if isinstance(backend, CgroupV2):
         with pytest.raises(Unsupported):
-            backend.plan_gpu(NO_PROCESSES_UID, True, observed)
-        assert backend.plan_gpu(NO_PROCESSES_UID, False, observed).steps == []
+            backend.plan_gpu(NO_PROCESSES_UID, "all", observed)
+        assert backend.plan_gpu(NO_PROCESSES_UID, None, observed).steps == []
         return
-    plan.execute(backend.plan_gpu(NO_PROCESSES_UID, True, observed), ops)
+    plan.execute(backend.plan_gpu(NO_PROCESSES_UID, "all", observed), ops)
     observed = backend.observe_gpu(NO_PROCESSES_UID)
     assert observed.blocked is True
-    assert backend.plan_gpu(NO_PROCESSES_UID, True, observed).steps == []
-    plan.execute(backend.plan_gpu(NO_PROCESSES_UID, False, observed), ops)
+    assert backend.plan_gpu(NO_PROCESSES_UID, "all", observed).steps == []
+    plan.execute(backend.plan_gpu(NO_PROCESSES_UID, None, observed), ops)
     observed = backend.observe_gpu(NO_PROCESSES_UID)
     assert observed.blocked is False
-    assert backend.plan_gpu(NO_PROCESSES_UID, False, observed).steps == []
+    assert backend.plan_gpu(NO_PROCESSES_UID, None, observed).steps == []
 
 
 def test_v1_block_recovers_from_a_crash_between_mkdir_and_deny(tmp_path):
     proc = str(tmp_path / "proc")
     proctree.build(proc, [])
-    backend = CgroupV1(str(_fixture_v1(tmp_path)), "gpuledger", proc, CPUS)
+    backend = CgroupV1(str(_fixture_v1(tmp_path)), "gpuledger", proc, CPUS, str(tmp_path / "masks"))
     os.makedirs(tmp_path / "cgroup/devices/gpuledger/user-7.staging")  # left by a crash: no deny rules
     observed = backend.observe_gpu(7)
     assert observed.blocked is False
-    steps = backend.plan_gpu(7, True, observed).steps
+    steps = backend.plan_gpu(7, "all", observed).steps
     assert isinstance(steps[0], plan.DrainAndRemove) and isinstance(steps[-1], plan.Rename)
 
 
@@ -195,12 +195,12 @@ def test_systemd_gpu_plans_allow_every_device_group_but_nvidias(tmp_path):
     backend, _ = _systemd("DevicePolicy=auto\nDeviceAllow=\n")
     backend.proc_root = proc
     observed = backend.observe_gpu(1001)
-    (step,) = backend.plan_gpu(1001, True, observed).steps
+    (step,) = backend.plan_gpu(1001, "all", observed).steps
     assert step.argv[4] == "DevicePolicy=closed"
     assert "DeviceAllow=char-pts rwm" in step.argv and "DeviceAllow=block-sd rwm" in step.argv
     assert not [arg for arg in step.argv if "nvidia" in arg]
     assert not [arg for arg in step.argv if "/dev/" in arg]  # /dev/tty etc.: closed still allows the pseudo devices
-    assert backend.plan_gpu(1001, False, observed).steps == []
+    assert backend.plan_gpu(1001, None, observed).steps == []
 
 
 def test_systemd_counts_the_users_processes_outside_the_user_slice(tmp_path):
