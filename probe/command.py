@@ -125,11 +125,12 @@ def _assign(verb, names, optional, arguments):
         positional += 1
     if positional > len(names):
         raise Refused("bad_arity", "%s takes %d argument(s), got %d" % (verb, len(names), positional))
-    assigned = dict(zip(names, arguments[:positional]))
+    assigned = {names[index]: arguments[index] for index in range(positional)}
     pairs = arguments[positional:]
     if len(pairs) % 2:
         raise Refused("bad_arity", "%s: an option without its value" % verb)
-    for flag, word in zip(pairs[::2], pairs[1::2]):
+    for index in range(0, len(pairs), 2):
+        flag, word = pairs[index], pairs[index + 1]
         name = flag[2:].replace("-", "_")
         if not flag.startswith("--") or name not in names + optional:
             raise Refused("bad_option", "%s takes no option %s" % (verb, ascii(flag)))

@@ -79,7 +79,8 @@ def problems(document, uid, account_name):
     if "uid" in document and document["uid"] != uid:
         found.append("uid: must be the command's uid %d" % uid)
     if "user" in document and document["user"] != account_name:
-        found.append("user: %s is not uid %d's name on this node (%s)" % (ascii(document["user"])[:80], uid, account_name))
+        shown = ascii(document["user"])[:80]
+        found.append("user: %s is not uid %d's name on this node (%s)" % (shown, uid, account_name))
     if "updated_at" in document and not (status.is_int(document["updated_at"]) and document["updated_at"] >= 0):
         found.append("updated_at: must be a non-negative integer")
     requests = document.get("requests", [])

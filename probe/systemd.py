@@ -30,7 +30,8 @@ SHARED_NVIDIA_NODES = ("nvidiactl", "nvidia-modeset")
 
 QuotaObserved = collections.namedtuple("QuotaObserved", "quota_ppm raw outside usec_per_sec")
 GpuObserved = collections.namedtuple(
-    "GpuObserved", "blocked majors outside policy allow_groups allowed gpu_minors shared_nodes nvidia_groups denied_minors"
+    "GpuObserved",
+    "blocked majors outside policy allow_groups allowed gpu_minors shared_nodes nvidia_groups denied_minors",
 )
 
 
