@@ -242,3 +242,20 @@ def test_run_stops_when_the_request_is_refused(installed: Installed, alice: pwd.
     installed.answer(alice, [request(5, entry.value["nonce"], "refused", reason="no such model")])
     _, err = process.communicate(timeout=60)
     assert process.returncode == 1 and "request 5 refused: no such model" in err
+
+
+def test_run_claims_an_offer_itself(installed: Installed, alice: pwd.struct_passwd) -> None:
+    process = subprocess.Popen(installed.argv(alice, "--run", "--", "true"), stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True, env=ENV)
+    entry = wait_for_entry(installed, process)
+    gpu = {"node": NODE_NAME, "index": 1, "model": "rtx3090"}
+    installed.answer(alice, [request(8, entry.value["nonce"], "offered", gpus=[gpu],
+                                     offer_expires=int(time.time()) + 300)])
+    claim = wait_for_entry(installed, process)
+    assert (claim.uid, claim.value["op"], claim.value["id"]) == (alice.pw_uid, "claim", 8)
+    installed.answer(alice, [request(8, entry.value["nonce"], "granted", gpus=[gpu])])
+    out, err = process.communicate(timeout=60)
+    assert process.returncode == 0, err
+    assert "CUDA_VISIBLE_DEVICES=1" in out
+    [release] = installed.collect()
+    assert isinstance(release, dropbox.Accepted) and (release.value["op"], release.value["id"]) == ("release", 8)
