@@ -89,23 +89,26 @@ def kill_process(context, command):
     return failed, EXIT_FAILED
 
 
-def status_write(context, command):
+def _document_for(context, command, kind):
+    """The controller's JSON document on stdin for ``command.uid``'s file, checked by ``kind.problems`` (the
+    ``status`` or ``queuestatus`` module) against the account; ``Refused`` with every problem found."""
     account = account_of(context, command.uid, mutating=True, include_exemptions=False)
-    document = status.decode(context.read_stdin(status.MAX_DOCUMENT_BYTES + 1))
-    found = status.problems(document, command.uid, account.name)
+    document = status.decode(context.read_stdin(kind.MAX_DOCUMENT_BYTES + 1))
+    found = kind.problems(document, command.uid, account.name)
     if found:
         raise Refused("bad_document", "; ".join(found))
+    return document
+
+
+def status_write(context, command):
+    document = _document_for(context, command, status)
     path = "%s/%d.status" % (context.config.status_dir, command.uid)
     changed = status.write(context.config.status_dir, command.uid, status.render(document))
     return ok(command, path=path, changed=changed)
 
 
 def queue_status(context, command):
-    account = account_of(context, command.uid, mutating=True, include_exemptions=False)
-    document = status.decode(context.read_stdin(queuestatus.MAX_DOCUMENT_BYTES + 1))
-    found = queuestatus.problems(document, command.uid, account.name)
-    if found:
-        raise Refused("bad_document", "; ".join(found))
+    document = _document_for(context, command, queuestatus)
     name = queuestatus.file_name(command.uid)
     changed = atomicfile.replace(context.config.status_dir, name, queuestatus.render(document))
     return ok(command, path="%s/%s" % (context.config.status_dir, name), changed=changed)

@@ -9,7 +9,7 @@ import pytest
 
 from probe import gpurequests
 from tests.harness.sshd import SshdNode, ensure_user, generate_key, remove_user, sshd_available
-from tests.probe.support import is_root, run_node
+from tests.probe.support import drop_box, is_root, run_node
 
 pytestmark = pytest.mark.skipif(not is_root(), reason="needs root to own files as other uids")
 NONCE = "n0nce_" + "a" * 16
@@ -19,15 +19,12 @@ REQUEST = {"op": "request", "nonce": NONCE, "models": ["rtx3090"], "count": 2, "
 
 @pytest.fixture
 def box(tmp_path):
-    path = tmp_path / "gpu-requests"
-    path.mkdir()
-    os.chmod(path, 0o1733)
-    return path
+    return drop_box(tmp_path / "gpu-requests")
 
 
 @pytest.fixture
-def config(box, write_config, test_users):
-    return write_config(gpu_request_dir=str(box), uid_min=min(user.pw_uid for user in test_users))
+def config(box, write_config, uid_min):
+    return write_config(gpu_request_dir=str(box), uid_min=uid_min)
 
 
 def drop(box, user, body=REQUEST, name=None, mode=0o644):
