@@ -159,10 +159,37 @@ _gpuledger_detail() {
         printf '  Your GPU processes will be stopped at %s: save your work now.\n' "$__gl_when"
     fi
     [[ -n $__gl_notice ]] && printf '  Notice: %s\n' "$__gl_notice"
+    _gpuledger_queue_line
     if [[ $__gl_tier != normal && $__gl_tier != exempt && -n $__gl_recharge_hint ]]; then
         printf '  To recharge: %s\n' "$__gl_recharge_hint"
     fi
     return 0
+}
+
+# One line about the user's GPU-queue request from <uid>.queue (docs/gpu-request.md), when one is active and
+# the answer is fresh. Called only with a usable status file, so its directories are already known to be safe;
+# the file itself must be root's, a regular file and not writable by others. No file: no fork, no line.
+_gpuledger_queue_line() {
+    local __gl_file=$__gl_status_dir/$UID.queue __gl_line __gl_now __gl_q_uid='' __gl_q_at='' __gl_q_active='' \
+        __gl_q_summary=''
+    [[ -f $__gl_file ]] || return 0
+    # shellcheck disable=SC2207
+    local -a __gl_facts=($(LC_ALL=C /usr/bin/stat -c '%u %f' -- "$__gl_file" 2>/dev/null))
+    [[ ${__gl_facts[0]-} == 0 ]] && (((16#${__gl_facts[1]:-0} & 0170022) == 0100000)) || return 0
+    while IFS= read -r __gl_line || [[ -n $__gl_line ]]; do
+        case $__gl_line in
+        uid=*) __gl_q_uid=${__gl_line#*=} ;;
+        updated_at=*) __gl_q_at=${__gl_line#*=} ;;
+        active=*) __gl_q_active=${__gl_line#*=} ;;
+        summary=*) __gl_q_summary=${__gl_line#*=} ;;
+        esac
+    done 2>/dev/null <"$__gl_file"
+    [[ $__gl_q_uid == "$UID" && $__gl_q_at == +([0-9]) && ${#__gl_q_at} -le 15 && $__gl_q_active == +([1-9])*([0-9]) &&
+        -n $__gl_q_summary ]] || return 0
+    # As gpu-request --status: an answer older than 600 s is not shown as current.
+    printf -v __gl_now '%(%s)T' -1
+    ((__gl_now - 10#$__gl_q_at <= 600 && 10#$__gl_q_at - __gl_now <= 600)) || return 0
+    printf '  GPU queue: %s (gpu-request --status)\n' "${__gl_q_summary//[[:cntrl:]]/}"
 }
 
 # Decides whether the GPU command $1 may start (status 0) or is refused (status 1), saying why on stderr.
@@ -249,6 +276,6 @@ _gpuledger_balance() {
 if [[ ${_gpuledger_as_library-} != 1 ]] && ! _gpuledger_with_status _gpuledger_on_login; then
     # Exempt users keep only the guard, so that a second sourcing does not read the status again.
     unset -f _gpuledger_config _gpuledger_with_status _gpuledger_read _gpuledger_decimal _gpuledger_problem_line \
-        _gpuledger_detail _gpuledger_admit _gpuledger_gate _gpuledger_exempt_by_config _gpuledger_on_login \
+        _gpuledger_detail _gpuledger_queue_line _gpuledger_admit _gpuledger_gate _gpuledger_exempt_by_config _gpuledger_on_login \
         _gpuledger_balance
 fi

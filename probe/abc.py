@@ -24,7 +24,8 @@ class Backend(abc.ABC):
 
     @abc.abstractmethod
     def observe_gpu(self, uid):
-        """Whether new GPU use is blocked for the user: an object with ``blocked`` (bool) and ``majors``."""
+        """Whether new GPU use is blocked for the user: an object with ``blocked`` (bool: any denial),
+        ``denied_minors`` (a ``probe.gpumask`` mask) and ``majors``."""
 
     @abc.abstractmethod
     def observe_session(self, uid):
@@ -37,8 +38,9 @@ class Backend(abc.ABC):
         everything the session starts is inside them from its first instruction."""
 
     @abc.abstractmethod
-    def plan_gpu(self, uid, blocked, observed):
-        """The plan that makes the block state ``blocked`` from ``observed``; pure.
+    def plan_gpu(self, uid, mask, observed):
+        """The plan that makes the denied GPUs ``mask`` (``probe.gpumask``: None, ``ALL`` or minors) from
+        ``observed``; pure, and empty when ``observed`` already is that mask.
 
         Raises ``probe.errors.Unsupported`` when the node has no device-control mechanism.
         """

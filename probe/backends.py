@@ -17,5 +17,5 @@ def detect(config, cpus=None, systemd_run_dir=None):
     if os.path.isfile(root + "/cgroup.controllers"):
         return CgroupV2(root, config.cgroup_parent, config.proc_root, cpus)
     if os.path.isfile(root + "/cpu/cpu.cfs_quota_us"):
-        return CgroupV1(root, config.cgroup_parent, config.proc_root, cpus)
+        return CgroupV1(root, config.cgroup_parent, config.proc_root, cpus, config.gpu_mask_dir)
     raise Unsupported("no_cgroup_backend", "no systemd, no cgroup v2 and no cgroup v1 cpu hierarchy under " + root)

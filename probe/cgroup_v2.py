@@ -15,7 +15,7 @@ QuotaObserved = collections.namedtuple(
     "QuotaObserved",
     "quota_ppm raw outside root_subtree parent_subtree parent_exists exists quota_us period_us members user_pids",
 )
-GpuObserved = collections.namedtuple("GpuObserved", "blocked majors outside")
+GpuObserved = collections.namedtuple("GpuObserved", "blocked majors outside denied_minors")
 SessionObserved = collections.namedtuple("SessionObserved", "quota_group")
 
 
@@ -95,9 +95,9 @@ class CgroupV2(abc.Backend):
         return Plan([WriteFile(self._group(uid) + "/cgroup.procs", str(pid), ("ESRCH",))], "")
 
     def observe_gpu(self, uid):
-        return GpuObserved(blocked=False, majors=cgroupfs.nvidia_majors(self.proc_root), outside=0)
+        return GpuObserved(blocked=False, majors=cgroupfs.nvidia_majors(self.proc_root), outside=0, denied_minors=None)
 
-    def plan_gpu(self, uid, blocked, observed):
-        if blocked:
+    def plan_gpu(self, uid, mask, observed):
+        if mask is not None:
             raise Unsupported("no_device_control", "cgroup v2 without systemd has no device controller file")
         return Plan([], "uid %d is not blocked (no device control on this node)" % uid)

@@ -2,6 +2,9 @@
 
 A request is a list of words. Over SSH the words come from ``split_ssh_command`` (strict single-space
 splitting of ``SSH_ORIGINAL_COMMAND``); locally they are argv. Nothing here touches the system.
+
+After the verb come its required arguments, each either positional (in order) or as ``--name VALUE``, then
+its optional ones, only as ``--name VALUE`` (``gpu-block 1001``, ``gpu-block --uid 1001 --minors 0,3``).
 """
 
 import collections
@@ -10,11 +13,14 @@ import re
 from probe.errors import Refused
 
 MAX_COMMAND_BYTES = 256
-_WORD = re.compile(r"[A-Za-z0-9-]{1,64}\Z")
+_WORD = re.compile(r"[A-Za-z0-9,-]{1,64}\Z")
+_MINORS = re.compile(r"(0|[1-9][0-9]{0,2})(,(0|[1-9][0-9]{0,2}))*\Z")
+# /dev/nvidiaN minors: 254 is nvidia-modeset and 255 nvidiactl, shared by every GPU and never masked alone.
+MAX_GPU_MINOR = 253
 _DECIMAL = re.compile(r"(0|[1-9][0-9]*)\Z")
 _BOOT_ID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}\Z")
 
-Command = collections.namedtuple("Command", "verb uid ppm pid start_ticks boot_id", defaults=(None,) * 5)
+Command = collections.namedtuple("Command", "verb uid ppm pid start_ticks boot_id minors", defaults=(None,) * 6)
 Command.__doc__ = "A validated request: the verb and its typed arguments (unused ones are None)."
 
 
@@ -36,14 +42,28 @@ def _boot_id(word):
     return word
 
 
+def _minors(word):
+    """A comma-separated set of GPU minors, returned sorted and unique as a tuple."""
+    if not _MINORS.match(word):
+        raise ValueError("not a comma-separated list of decimal minors")
+    values = [int(part) for part in word.split(",")]
+    if len(set(values)) != len(values):
+        raise ValueError("a minor is repeated")
+    if max(values) > MAX_GPU_MINOR:
+        raise ValueError("a GPU minor is 0..%d" % MAX_GPU_MINOR)
+    return tuple(sorted(values))
+
+
 _ARGUMENT_TYPES = {
     "uid": _bounded(0, 4294967294),
     "ppm": _bounded(1, 1000000),
     "pid": _bounded(1, 4194304),
     "start_ticks": _bounded(0, 2**64 - 1),
     "boot_id": _boot_id,
+    "minors": _minors,
 }
 
+# verb -> required argument names (in positional order); OPTIONS: verb -> its optional ones.
 VERBS = collections.OrderedDict(
     [
         ("version", ()),
@@ -59,8 +79,11 @@ VERBS = collections.OrderedDict(
         ("notify", ("uid",)),
         ("session-open", ()),
         ("login-codes", ()),
+        ("gpu-requests", ()),
+        ("queue-status", ("uid",)),
     ]
 )
+OPTIONS = {"gpu-block": ("minors",)}
 
 
 def split_ssh_command(line):
@@ -85,13 +108,36 @@ def parse(words):
     names = VERBS.get(verb)
     if names is None:
         raise Refused("unknown_verb", ascii(verb))
-    if len(arguments) != len(names):
-        raise Refused("bad_arity", "%s takes %d argument(s), got %d" % (verb, len(names), len(arguments)))
+    words_of = _assign(verb, names, OPTIONS.get(verb, ()), arguments)
     values = {}
-    for index, name in enumerate(names):
-        word = arguments[index]
+    for name, word in words_of.items():
         try:
             values[name] = _ARGUMENT_TYPES[name](word)
         except ValueError as error:
             raise Refused("bad_argument", "%s=%s: %s" % (name, ascii(word), error)) from None
     return Command(verb=verb, **values)
+
+
+def _assign(verb, names, optional, arguments):
+    """``{name: word}``: the leading positional words fill ``names`` in order, then ``--name VALUE`` pairs."""
+    positional = 0
+    while positional < len(arguments) and not arguments[positional].startswith("--"):
+        positional += 1
+    if positional > len(names):
+        raise Refused("bad_arity", "%s takes %d argument(s), got %d" % (verb, len(names), positional))
+    assigned = {names[index]: arguments[index] for index in range(positional)}
+    pairs = arguments[positional:]
+    if len(pairs) % 2:
+        raise Refused("bad_arity", "%s: an option without its value" % verb)
+    for index in range(0, len(pairs), 2):
+        flag, word = pairs[index], pairs[index + 1]
+        name = flag[2:].replace("-", "_")
+        if not flag.startswith("--") or name not in names + optional:
+            raise Refused("bad_option", "%s takes no option %s" % (verb, ascii(flag)))
+        if name in assigned:
+            raise Refused("bad_option", "%s: %s given twice" % (verb, ascii(flag)))
+        assigned[name] = word
+    missing = [name for name in names if name not in assigned]
+    if missing:
+        raise Refused("bad_arity", "%s takes %d argument(s), missing %s" % (verb, len(names), " ".join(missing)))
+    return assigned

@@ -61,6 +61,8 @@ _KEYS = collections.OrderedDict(
         ("cgroup_parent", ("gpuledger", _group_name)),
         ("proc_root", ("/proc", _path)),
         ("web_login_dir", ("/var/spool/gpuledger/web-login", _path)),
+        ("gpu_request_dir", ("/var/spool/gpuledger/gpu-requests", _path)),
+        ("gpu_mask_dir", ("/run/gpuledger/gpu-masks", _path)),
     ]
 )
 

@@ -1,6 +1,6 @@
 """The enforcement verbs: quotas, GPU blocks, kills, status files and notices."""
 
-from probe import backends, kill, notify, procfs, status
+from probe import atomicfile, backends, gpumask, kill, notify, procfs, queuestatus, status
 from probe.constants import EXIT_FAILED
 from probe.errors import Refused
 from probe.plan import execute
@@ -12,7 +12,9 @@ def _quota_view(observed):
 
 
 def _gpu_view(observed):
-    return {"blocked": observed.blocked, "majors": list(observed.majors), "outside": observed.outside}
+    view = {"blocked": observed.blocked, "denied_minors": gpumask.view(observed.denied_minors)}
+    view.update(majors=list(observed.majors), outside=observed.outside)
+    return view
 
 
 def _enforce(context, command, observe, plan_for, view):
@@ -52,21 +54,22 @@ def gpu_state(context, command):
 
 
 def gpu_block(context, command):
-    return _gpu(context, command, True)
+    """``gpu-block UID``: every NVIDIA device; ``--minors 0,3``: only /dev/nvidia0 and /dev/nvidia3."""
+    return _gpu(context, command, gpumask.ALL if command.minors is None else command.minors)
 
 
 def gpu_unblock(context, command):
-    return _gpu(context, command, False)
+    return _gpu(context, command, None)
 
 
-def _gpu(context, command, blocked):
+def _gpu(context, command, mask):
     uid = command.uid
     account_of(context, uid, mutating=True)
     return _enforce(
         context,
         command,
         lambda backend: backend.observe_gpu(uid),
-        lambda backend, observed: backend.plan_gpu(uid, blocked, observed),
+        lambda backend, observed: backend.plan_gpu(uid, mask, observed),
         _gpu_view,
     )
 
@@ -86,15 +89,29 @@ def kill_process(context, command):
     return failed, EXIT_FAILED
 
 
-def status_write(context, command):
+def _document_for(context, command, kind):
+    """The controller's JSON document on stdin for ``command.uid``'s file, checked by ``kind.problems`` (the
+    ``status`` or ``queuestatus`` module) against the account; ``Refused`` with every problem found."""
     account = account_of(context, command.uid, mutating=True, include_exemptions=False)
-    document = status.decode(context.read_stdin(status.MAX_DOCUMENT_BYTES + 1))
-    found = status.problems(document, command.uid, account.name)
+    document = status.decode(context.read_stdin(kind.MAX_DOCUMENT_BYTES + 1))
+    found = kind.problems(document, command.uid, account.name)
     if found:
         raise Refused("bad_document", "; ".join(found))
+    return document
+
+
+def status_write(context, command):
+    document = _document_for(context, command, status)
     path = "%s/%d.status" % (context.config.status_dir, command.uid)
     changed = status.write(context.config.status_dir, command.uid, status.render(document))
     return ok(command, path=path, changed=changed)
+
+
+def queue_status(context, command):
+    document = _document_for(context, command, queuestatus)
+    name = queuestatus.file_name(command.uid)
+    changed = atomicfile.replace(context.config.status_dir, name, queuestatus.render(document))
+    return ok(command, path="%s/%s" % (context.config.status_dir, name), changed=changed)
 
 
 def notify_user(context, command):

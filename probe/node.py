@@ -33,6 +33,8 @@ HANDLERS = {
     "notify": ("probe.enforce", "notify_user"),
     "session-open": ("probe.session", "session_open"),
     "login-codes": ("probe.logincodes", "login_codes"),
+    "gpu-requests": ("probe.gpurequests", "gpu_requests"),
+    "queue-status": ("probe.enforce", "queue_status"),
 }
 # A login waits for the PAM session hook; past this it is killed (SIGALRM) and the login goes on without it.
 SESSION_OPEN_SECONDS = 2

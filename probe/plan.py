@@ -6,6 +6,7 @@ import collections
 import errno
 import os
 
+from probe import atomicfile
 from probe.errors import Failed
 
 MakeDir = collections.namedtuple("MakeDir", "path")
@@ -14,6 +15,8 @@ WriteFile = collections.namedtuple("WriteFile", "path text tolerate")
 WriteFile.__new__.__defaults__ = ((),)
 DrainAndRemove = collections.namedtuple("DrainAndRemove", "group target_procs")
 Run = collections.namedtuple("Run", "argv")
+Record = collections.namedtuple("Record", "directory name text")
+Record.__doc__ = "Replace the root-owned file ``directory/name`` with ``text`` atomically, or remove it (None)."
 
 Ops = collections.namedtuple("Ops", "mkdir rmdir")
 Ops.__doc__ = "The directory operations a plan uses; tests of fixture cgroup trees pass ones that mimic cgroupfs."
@@ -37,6 +40,9 @@ def describe(step):
         return "write %r > %s" % (step.text, step.path)
     if isinstance(step, DrainAndRemove):
         return "move processes of %s to %s; rmdir %s" % (step.group, step.target_procs, step.group)
+    if isinstance(step, Record):
+        what = "remove" if step.text is None else "record %r in" % step.text
+        return "%s %s/%s" % (what, step.directory, step.name)
     return "run %s" % " ".join(step.argv)
 
 
@@ -98,6 +104,11 @@ def _apply(step, ops):
         _write(step.path, step.text, step.tolerate)
     elif isinstance(step, DrainAndRemove):
         _drain_and_remove(step.group, step.target_procs, ops)
+    elif isinstance(step, Record):
+        if step.text is None:
+            atomicfile.remove(step.directory, step.name)
+        else:
+            atomicfile.replace(step.directory, step.name, step.text.encode("ascii"))
     else:
         run_argv(step.argv)
 

@@ -1,15 +1,14 @@
 """``status-write``: validate the controller's JSON document and write docs/status-file.md version 1.
 
-Validation returns every problem as data; the writer never follows a symlink and never leaves a
-partial file (temporary file, fsync, rename, directory fsync).
+Validation returns every problem as data; the writer (``probe.atomicfile``) never follows a symlink and never
+leaves a partial file.
 """
 
 import json
-import os
 import re
-import stat
 
-from probe.errors import Failed, Refused
+from probe import atomicfile
+from probe.errors import Refused
 
 MAX_DOCUMENT_BYTES = 64 * 1024
 MAX_TEXT_CHARS = 300
@@ -37,11 +36,11 @@ KEYS = (
 )
 
 
-def _is_int(value):
+def is_int(value):
     return isinstance(value, int) and not isinstance(value, bool)
 
 
-def _text_problem(value):
+def text_problem(value):
     if not isinstance(value, str):
         return "must be a string"
     if len(value) > MAX_TEXT_CHARS:
@@ -60,11 +59,11 @@ def _decimal_problem(value, optional=False):
 
 
 _CHECKS = {
-    "version": lambda v: None if _is_int(v) and v == 1 else "must be 1",
-    "user": _text_problem,
-    "uid": lambda v: None if _is_int(v) else "must be an integer",
-    "billing_user": _text_problem,
-    "updated_at": lambda v: None if _is_int(v) and v >= 0 else "must be a non-negative integer",
+    "version": lambda v: None if is_int(v) and v == 1 else "must be 1",
+    "user": text_problem,
+    "uid": lambda v: None if is_int(v) else "must be an integer",
+    "billing_user": text_problem,
+    "updated_at": lambda v: None if is_int(v) and v >= 0 else "must be a non-negative integer",
     "tier": lambda v: None if v in TIERS else "must be one of " + " ".join(TIERS),
     "balance": _decimal_problem,
     "currency": lambda v: None if isinstance(v, str) and _CURRENCY.match(v) else "must be an ISO 4217 code",
@@ -72,9 +71,9 @@ _CHECKS = {
     "time_to_empty_hours": lambda v: _decimal_problem(v, optional=True),
     "gpu_blocked": lambda v: None if isinstance(v, bool) else "must be true or false",
     "cpu_quota_percent": lambda v: _decimal_problem(v, optional=True),
-    "kill_at": lambda v: None if v is None or (_is_int(v) and v >= 0) else "must be a non-negative integer or null",
-    "notice": _text_problem,
-    "recharge_hint": _text_problem,
+    "kill_at": lambda v: None if v is None or (is_int(v) and v >= 0) else "must be a non-negative integer or null",
+    "notice": text_problem,
+    "recharge_hint": text_problem,
 }
 
 
@@ -104,7 +103,7 @@ def problems(document, uid, account_name):
             problem = _CHECKS[key](document[key])
             if problem:
                 found.append("%s: %s" % (key, problem))
-    if _is_int(document.get("uid")) and document["uid"] != uid:
+    if is_int(document.get("uid")) and document["uid"] != uid:
         found.append("uid: %d does not match the command's uid %d" % (document["uid"], uid))
     if isinstance(document.get("user"), str) and document["user"] != account_name:
         found.append("user: %s is not uid %d's name on this node (%s)" % (ascii(document["user"]), uid, account_name))
@@ -124,59 +123,6 @@ def render(document):
     return "".join(lines).encode("utf-8")
 
 
-def _open_safe_dir(path):
-    try:
-        os.makedirs(path, 0o755, exist_ok=True)
-        fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
-    except OSError as error:
-        raise Failed("unsafe_status_dir", "%s: %s" % (path, error)) from None
-    info = os.fstat(fd)
-    problem = None
-    if os.geteuid() == 0 and info.st_uid != 0:
-        problem = "not owned by root"
-    elif info.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
-        problem = "writable by group or others"
-    if problem:
-        os.close(fd)
-        raise Failed("unsafe_status_dir", "%s: %s" % (path, problem))
-    return fd
-
-
-def _previous(dir_fd, name):
-    try:
-        fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW, dir_fd=dir_fd)
-    except OSError:
-        return None
-    try:
-        return os.read(fd, MAX_DOCUMENT_BYTES)
-    finally:
-        os.close(fd)
-
-
 def write(status_dir, uid, data):
     """Atomically replace ``<status_dir>/<uid>.status`` with ``data``; returns whether the bytes changed."""
-    dir_fd = _open_safe_dir(status_dir)
-    name = "%d.status" % uid
-    temporary = ".%s.%d.tmp" % (name, os.getpid())
-    try:
-        changed = _previous(dir_fd, name) != data
-        fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644, dir_fd=dir_fd)
-        try:
-            os.fchmod(fd, 0o644)
-            view = memoryview(data)
-            while view:
-                view = view[os.write(fd, view) :]
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.rename(temporary, name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
-        os.fsync(dir_fd)
-    except OSError as error:
-        try:
-            os.unlink(temporary, dir_fd=dir_fd)
-        except OSError:
-            pass
-        raise Failed("os_error", "%s/%s: %s" % (status_dir, name, error)) from None
-    finally:
-        os.close(dir_fd)
-    return changed
+    return atomicfile.replace(status_dir, "%d.status" % uid, data)

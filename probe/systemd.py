@@ -2,6 +2,12 @@
 
 systemd is the single writer of its cgroup tree, so nothing here writes cgroup files directly. Facts
 come from ``systemctl show`` and the pure parsers below.
+
+A GPU block is ``DevicePolicy=closed`` (only the pseudo devices such as /dev/null and /dev/pts stay open) plus
+a ``DeviceAllow=`` for every device group of /proc/devices but NVIDIA's. A GPU mask (some minors denied) also
+allows the shared NVIDIA devices (``nvidiactl``, ``nvidia-modeset``, the ``nvidia-uvm``/``nvidia-caps``
+groups) and ``/dev/nvidiaN`` for each GPU of this node not in the mask. Every change resets the list and sets
+it whole in one ``set-property`` call, so the slice never holds a half-written list.
 """
 
 import collections
@@ -9,6 +15,8 @@ import os
 import re
 
 from probe import abc, cgroupfs, cpuquota, processes, procfs
+from probe.constants import NVIDIA_MAJOR
+from probe.gpumask import ALL
 from probe.plan import Plan, Run, run_argv
 
 SYSTEMD_RUN_DIR = "/run/systemd/system"
@@ -16,14 +24,61 @@ _SYSTEMCTL_PATHS = ("/usr/bin/systemctl", "/bin/systemctl")
 _UNITS_USEC = {"us": 1, "ms": 1000, "s": 10**6, "min": 60 * 10**6, "h": 3600 * 10**6, "d": 86400 * 10**6}
 _SPAN = re.compile(r"([0-9]+)(?:\.([0-9]+))?(us|ms|s|min|h|d)\Z")
 _DEVICE_NAME = re.compile(r"[A-Za-z0-9_.:+-]+\Z")
+_GPU_NODE = re.compile(r"nvidia(0|[1-9][0-9]{0,2})\Z")
+# Shared by every GPU: a process needs them to use the GPUs it may open.
+SHARED_NVIDIA_NODES = ("nvidiactl", "nvidia-modeset")
 
 QuotaObserved = collections.namedtuple("QuotaObserved", "quota_ppm raw outside usec_per_sec")
-GpuObserved = collections.namedtuple("GpuObserved", "blocked majors outside policy allow_groups")
+GpuObserved = collections.namedtuple(
+    "GpuObserved",
+    "blocked majors outside policy allow_groups allowed gpu_minors shared_nodes nvidia_groups denied_minors",
+)
 
 
 def is_systemd_host(run_dir=SYSTEMD_RUN_DIR):
     """sd_booted(3): systemd is PID 1 and manages the cgroup tree."""
     return os.path.isdir(run_dir)
+
+
+def parse_show_all(text, key):
+    """Every non-empty value of ``key`` in ``systemctl show`` output (list properties print one line each)."""
+    return [line[len(key) + 1 :] for line in text.splitlines() if line.startswith(key + "=") and line[len(key) + 1 :]]
+
+
+def gpu_nodes(names):
+    """``(gpu_minors, shared)`` from a /dev listing: the N of each ``nvidiaN`` and the shared nodes present."""
+    minors = sorted(int(match.group(1)) for match in map(_GPU_NODE.match, names) if match)
+    return tuple(minors), tuple(name for name in SHARED_NVIDIA_NODES if name in names)
+
+
+def shared_nvidia_groups(devices):
+    """``DeviceAllow=`` values for the NVIDIA character groups that are not the GPUs' own major (uvm, caps)."""
+    return [
+        "DeviceAllow=char-%s rw" % name
+        for major, name in devices["char"]
+        if cgroupfs.is_nvidia_device(major, name) and major != NVIDIA_MAJOR and _DEVICE_NAME.match(name)
+    ]
+
+
+def mask_allow_list(mask, observed):
+    """The whole ``DeviceAllow=`` list that enforces ``mask`` (``ALL`` or minors) under DevicePolicy=closed."""
+    entries = list(observed.allow_groups)
+    if mask == ALL:
+        return entries
+    entries += observed.nvidia_groups
+    entries += ["DeviceAllow=/dev/%s rw" % name for name in observed.shared_nodes]
+    return entries + ["DeviceAllow=/dev/nvidia%d rw" % minor for minor in observed.gpu_minors if minor not in mask]
+
+
+def _denied_minors(policy, allowed, gpu_minors):
+    """What a slice's policy and ``DeviceAllow`` list deny: None, ``ALL`` (no NVIDIA node allowed) or minors."""
+    if policy != "closed":
+        return None
+    nodes = [entry.split()[0][len("/dev/") :] for entry in allowed if entry.startswith("/dev/nvidia")]
+    if not nodes:
+        return ALL
+    open_minors = gpu_nodes(nodes)[0]
+    return tuple(minor for minor in gpu_minors if minor not in open_minors)
 
 
 def parse_show(text):
@@ -86,8 +141,9 @@ def _systemctl():
 class Systemd(abc.Backend):
     name = "systemd"
 
-    def __init__(self, proc_root, cpus, show=None):
+    def __init__(self, proc_root, cpus, show=None, dev_root="/dev"):
         self.proc_root = proc_root
+        self.dev_root = dev_root
         self.cpus = cpus
         self.systemctl = _systemctl()
         self._show = show or run_argv
@@ -98,9 +154,12 @@ class Systemd(abc.Backend):
     def _set(self, uid, *assignments):
         return Run((self.systemctl, "set-property", "--runtime", self._slice(uid)) + assignments)
 
-    def _properties(self, uid, *names):
+    def _show_text(self, uid, *names):
         argv = [self.systemctl, "show"] + ["--property=" + name for name in names] + [self._slice(uid)]
-        return parse_show(self._show(argv))
+        return self._show(argv)
+
+    def _properties(self, uid, *names):
+        return parse_show(self._show_text(uid, *names))
 
     def _outside(self, uid):
         """The user's processes outside user-UID.slice (started by a system service, not a session): systemd
@@ -142,21 +201,35 @@ class Systemd(abc.Backend):
         return Plan([], reason % self._slice(uid))
 
     def observe_gpu(self, uid):
-        values = self._properties(uid, "DevicePolicy", "DeviceAllow")
+        text = self._show_text(uid, "DevicePolicy", "DeviceAllow")
         devices = procfs.parse_devices(procfs.read_text(self.proc_root + "/devices"))
-        policy = values.get("DevicePolicy", "auto")
+        policy = parse_show(text).get("DevicePolicy", "auto")
+        allowed = tuple(parse_show_all(text, "DeviceAllow"))
         blocked = policy == "closed"
+        try:
+            names = os.listdir(self.dev_root)
+        except OSError:
+            names = []
+        gpu_minors, shared_nodes = gpu_nodes(names)
         return GpuObserved(
             blocked=blocked,
             majors=cgroupfs.nvidia_majors_of(devices),
             outside=self._outside(uid) if blocked else 0,
             policy=policy,
             allow_groups=tuple(device_allow_list(devices)),
+            allowed=allowed,
+            gpu_minors=gpu_minors,
+            shared_nodes=shared_nodes,
+            nvidia_groups=tuple(shared_nvidia_groups(devices)),
+            denied_minors=_denied_minors(policy, allowed, gpu_minors),
         )
 
-    def plan_gpu(self, uid, blocked, observed):
-        if blocked == observed.blocked:
-            return Plan([], "%s DevicePolicy is already %s" % (self._slice(uid), observed.policy))
-        if blocked:
-            return Plan([self._set(uid, "DevicePolicy=closed", *observed.allow_groups)], "")
-        return Plan([self._set(uid, "DevicePolicy=auto", "DeviceAllow=")], "")
+    def plan_gpu(self, uid, mask, observed):
+        if mask is None:
+            if not observed.blocked:
+                return Plan([], "%s DevicePolicy is already %s" % (self._slice(uid), observed.policy))
+            return Plan([self._set(uid, "DevicePolicy=auto", "DeviceAllow=")], "")
+        want = mask_allow_list(mask, observed)
+        if observed.blocked and sorted("DeviceAllow=" + entry for entry in observed.allowed) == sorted(want):
+            return Plan([], "%s is already closed with exactly %d DeviceAllow entries" % (self._slice(uid), len(want)))
+        return Plan([self._set(uid, "DevicePolicy=closed", "DeviceAllow=", *want)], "")

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import os
 import pwd
 import subprocess
+import time
+from pathlib import Path
 
 import pytest
 
-from probe import status
+from probe import queuestatus, status
 from tests.hooks.node import HookNode, status_fields
 
 
@@ -103,3 +106,35 @@ def test_reads_what_the_node_command_writes(node: HookNode, alice: pwd.struct_pa
         "  Your CPU use is limited to 12.5% of this node's CPUs.\n"
         "  To recharge: Ask your PI or write to gpu-admin@lab.example to recharge.\n"
     )
+
+
+def _queue(node: HookNode, user: pwd.struct_passwd, state: str, *, age_s: int = 0) -> Path:
+    """The user's <uid>.queue as queue-status renders it: one request 12 in ``state``."""
+    document = {"version": 1, "uid": user.pw_uid, "user": user.pw_name, "updated_at": int(time.time()) - age_s,
+                "requests": [{"id": 12, "nonce": "n" * 16, "state": state, "position": 3, "eta": None,
+                              "eta_basis": "", "gpus": [], "offer_expires": None, "ends": None, "reason": ""}]}
+    assert queuestatus.problems(document, user.pw_uid, user.pw_name) == []
+    path = node.status_dir / queuestatus.file_name(user.pw_uid)
+    path.write_bytes(queuestatus.render(document))
+    os.chmod(path, 0o644)
+    return path
+
+
+def test_an_active_queue_request_adds_one_line(node: HookNode, alice: pwd.struct_passwd) -> None:
+    node.status.write(alice.pw_uid, status_fields(alice))
+    _queue(node, alice, "queued")
+    lines = _balance(node, alice).stdout.decode().splitlines()
+    assert lines[-1] == "  GPU queue: request 12 queued at position 3 (gpu-request --status)"
+
+
+@pytest.mark.parametrize("case", ["ended", "stale", "not-root", "group-writable", "no-status"])
+def test_no_queue_line_without_a_fresh_active_root_answer(node: HookNode, alice: pwd.struct_passwd,
+                                                          case: str) -> None:
+    if case != "no-status":
+        node.status.write(alice.pw_uid, status_fields(alice))
+    path = _queue(node, alice, "ended" if case == "ended" else "queued", age_s=700 if case == "stale" else 0)
+    if case == "not-root":
+        os.chown(path, alice.pw_uid, -1)
+    if case == "group-writable":
+        os.chmod(path, 0o664)
+    assert b"GPU queue" not in _balance(node, alice).stdout + _balance(node, alice).stderr

@@ -59,6 +59,12 @@ def test_users():
 
 
 @pytest.fixture
+def uid_min(test_users):
+    """The lowest test user's uid as the policy's uid_min: every test user is a person, root and system users not."""
+    return min(user.pw_uid for user in test_users)
+
+
+@pytest.fixture
 def spawn():
     """Start processes as a test user; ``ready=True`` waits for their first line. All are reaped afterwards."""
     children = []

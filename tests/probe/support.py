@@ -20,6 +20,13 @@ sys.exit(main())
 """
 
 
+def drop_box(path):
+    """A fresh drop-box directory at ``path`` as the node role makes it (the test's owner, mode 1733)."""
+    path.mkdir()
+    os.chmod(path, 0o1733)
+    return path
+
+
 def is_root():
     return os.geteuid() == 0
 

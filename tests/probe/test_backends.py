@@ -71,7 +71,7 @@ def subject(request, tmp_path):
         if not is_root() or not os.access("/sys/fs/cgroup/cpu/cpu.cfs_quota_us", os.W_OK):
             pytest.skip("needs root and a writable cgroup v1 cpu hierarchy")
         parent = "gpuledger-test-" + secrets.token_hex(4)
-        yield CgroupV1("/sys/fs/cgroup", parent, proc, CPUS), plan.REAL_OPS
+        yield CgroupV1("/sys/fs/cgroup", parent, proc, CPUS, str(tmp_path / "masks")), plan.REAL_OPS
         for hierarchy in ("cpu", "devices"):
             path = f"/sys/fs/cgroup/{hierarchy}/{parent}"
             for child in os.listdir(path) if os.path.isdir(path) else []:
@@ -81,7 +81,7 @@ def subject(request, tmp_path):
                 os.rmdir(path)
         return
     if request.param == "v1-fixture":
-        yield CgroupV1(str(_fixture_v1(tmp_path)), "gpuledger", proc, CPUS), FIXTURE_OPS
+        yield CgroupV1(str(_fixture_v1(tmp_path)), "gpuledger", proc, CPUS, str(tmp_path / "masks")), FIXTURE_OPS
     else:
         yield CgroupV2(str(_fixture_v2(tmp_path)), "gpuledger", proc, CPUS), FIXTURE_OPS
 
@@ -113,27 +113,27 @@ def test_gpu_block_unblock_and_idempotence(subject):
     assert observed.blocked is False and observed.majors == [195, 234, 235]
     if isinstance(backend, CgroupV2):
         with pytest.raises(Unsupported):
-            backend.plan_gpu(NO_PROCESSES_UID, True, observed)
-        assert backend.plan_gpu(NO_PROCESSES_UID, False, observed).steps == []
+            backend.plan_gpu(NO_PROCESSES_UID, "all", observed)
+        assert backend.plan_gpu(NO_PROCESSES_UID, None, observed).steps == []
         return
-    plan.execute(backend.plan_gpu(NO_PROCESSES_UID, True, observed), ops)
+    plan.execute(backend.plan_gpu(NO_PROCESSES_UID, "all", observed), ops)
     observed = backend.observe_gpu(NO_PROCESSES_UID)
     assert observed.blocked is True
-    assert backend.plan_gpu(NO_PROCESSES_UID, True, observed).steps == []
-    plan.execute(backend.plan_gpu(NO_PROCESSES_UID, False, observed), ops)
+    assert backend.plan_gpu(NO_PROCESSES_UID, "all", observed).steps == []
+    plan.execute(backend.plan_gpu(NO_PROCESSES_UID, None, observed), ops)
     observed = backend.observe_gpu(NO_PROCESSES_UID)
     assert observed.blocked is False
-    assert backend.plan_gpu(NO_PROCESSES_UID, False, observed).steps == []
+    assert backend.plan_gpu(NO_PROCESSES_UID, None, observed).steps == []
 
 
 def test_v1_block_recovers_from_a_crash_between_mkdir_and_deny(tmp_path):
     proc = str(tmp_path / "proc")
     proctree.build(proc, [])
-    backend = CgroupV1(str(_fixture_v1(tmp_path)), "gpuledger", proc, CPUS)
+    backend = CgroupV1(str(_fixture_v1(tmp_path)), "gpuledger", proc, CPUS, str(tmp_path / "masks"))
     os.makedirs(tmp_path / "cgroup/devices/gpuledger/user-7.staging")  # left by a crash: no deny rules
     observed = backend.observe_gpu(7)
     assert observed.blocked is False
-    steps = backend.plan_gpu(7, True, observed).steps
+    steps = backend.plan_gpu(7, "all", observed).steps
     assert isinstance(steps[0], plan.DrainAndRemove) and isinstance(steps[-1], plan.Rename)
 
 
@@ -195,12 +195,12 @@ def test_systemd_gpu_plans_allow_every_device_group_but_nvidias(tmp_path):
     backend, _ = _systemd("DevicePolicy=auto\nDeviceAllow=\n")
     backend.proc_root = proc
     observed = backend.observe_gpu(1001)
-    (step,) = backend.plan_gpu(1001, True, observed).steps
+    (step,) = backend.plan_gpu(1001, "all", observed).steps
     assert step.argv[4] == "DevicePolicy=closed"
     assert "DeviceAllow=char-pts rwm" in step.argv and "DeviceAllow=block-sd rwm" in step.argv
     assert not [arg for arg in step.argv if "nvidia" in arg]
     assert not [arg for arg in step.argv if "/dev/" in arg]  # /dev/tty etc.: closed still allows the pseudo devices
-    assert backend.plan_gpu(1001, False, observed).steps == []
+    assert backend.plan_gpu(1001, None, observed).steps == []
 
 
 def test_systemd_counts_the_users_processes_outside_the_user_slice(tmp_path):
@@ -216,3 +216,71 @@ def test_systemd_counts_the_users_processes_outside_the_user_slice(tmp_path):
     assert (backend.observe_gpu(1001).outside, backend.observe_quota(1001).outside) == (1, 1)
     assert not systemd.in_slice("0::/user.slice/user-10011.slice/x.scope\n", "user-1001.slice")
     assert systemd.in_slice("4:cpu,cpuacct:/user.slice/user-1001.slice\n", "user-1001.slice")
+
+
+def _systemd_with_gpus(tmp_path, show_output):
+    proc, dev = str(tmp_path / "proc"), tmp_path / "dev"
+    proctree.build(proc, [])
+    dev.mkdir()
+    for name in ("nvidia0", "nvidia1", "nvidia2", "nvidiactl", "nvidia-modeset", "nvidia-uvm", "null"):
+        (dev / name).write_text("")
+    backend, _ = _systemd(show_output)
+    backend.proc_root, backend.dev_root = proc, str(dev)
+    return backend
+
+
+def _show_of(step):
+    """What ``systemctl show`` prints after that ``set-property``: the policy, then one line per DeviceAllow."""
+    assignments = step.argv[4:]
+    policy = next(a for a in assignments if a.startswith("DevicePolicy=")).partition("=")[2]
+    allows = [a for a in assignments if a.startswith("DeviceAllow=") and a != "DeviceAllow="]
+    lines = "\n".join(allows)
+    return f"DevicePolicy={policy}\n{lines}\n"
+
+
+def test_systemd_gpu_mask_allows_the_other_gpus_and_the_shared_nvidia_devices(tmp_path):
+    backend = _systemd_with_gpus(tmp_path, "DevicePolicy=auto\nDeviceAllow=\n")
+    observed = backend.observe_gpu(1001)
+    assert (observed.gpu_minors, observed.shared_nodes, observed.denied_minors) == ((0, 1, 2), (
+        "nvidiactl", "nvidia-modeset"), None)
+    (step,) = backend.plan_gpu(1001, (0, 2), observed).steps
+    assert step.argv[4:6] == ("DevicePolicy=closed", "DeviceAllow=")  # reset, then the whole list in one call
+    nvidia = [arg for arg in step.argv if "nvidia" in arg]
+    assert nvidia == ["DeviceAllow=char-nvidia-uvm rw", "DeviceAllow=char-nvidia-caps rw",
+                      "DeviceAllow=/dev/nvidiactl rw", "DeviceAllow=/dev/nvidia-modeset rw",
+                      "DeviceAllow=/dev/nvidia1 rw"]
+    assert "DeviceAllow=char-pts rwm" in step.argv and "char-nvidia-frontend" not in " ".join(step.argv)
+    masked = _systemd_with_gpus(tmp_path / "after", _show_of(step)).observe_gpu(1001)
+    assert (masked.blocked, masked.denied_minors) == (True, (0, 2))
+    assert backend.plan_gpu(1001, (0, 2), masked).steps == []  # idempotent: the same list plans nothing
+    (change,) = backend.plan_gpu(1001, (1,), masked).steps
+    assert "DeviceAllow=/dev/nvidia0 rw" in change.argv and "DeviceAllow=/dev/nvidia1 rw" not in change.argv
+    (whole,) = backend.plan_gpu(1001, "all", masked).steps
+    assert not [arg for arg in whole.argv if "nvidia" in arg]
+    blocked = _systemd_with_gpus(tmp_path / "all", _show_of(whole)).observe_gpu(1001)
+    assert blocked.denied_minors == "all" and backend.plan_gpu(1001, "all", blocked).steps == []
+    (lift,) = backend.plan_gpu(1001, None, masked).steps
+    assert lift.argv[4:] == ("DevicePolicy=auto", "DeviceAllow=")
+
+
+def test_v1_gpu_mask_plans_deny_the_new_then_allow_the_old_with_the_union_recorded_first(tmp_path):
+    proc = str(tmp_path / "proc")
+    proctree.build(proc, [])
+    masks = str(tmp_path / "masks")
+    backend = CgroupV1(str(_fixture_v1(tmp_path)), "gpuledger", proc, CPUS, masks)
+    plan.execute(backend.plan_gpu(7, (0, 3), backend.observe_gpu(7)), FIXTURE_OPS)
+    observed = backend.observe_gpu(7)
+    assert (observed.blocked, observed.denied_minors) == (True, (0, 3))
+    assert backend.plan_gpu(7, (0, 3), observed).steps == []
+    steps = backend.plan_gpu(7, (3, 5), observed).steps
+    assert [plan.describe(step).split(" /")[0] for step in steps] == [
+        "record 'c 195:0 rwm\\nc 195:3 rwm\\nc 195:5 rwm\\n' in", "write 'c 195:5 rwm' >", "write 'c 195:0 rwm' >",
+        "record 'c 195:3 rwm\\nc 195:5 rwm\\n' in"]
+    assert steps[1].path.endswith("devices.deny") and steps[2].path.endswith("devices.allow")
+    plan.execute(backend.plan_gpu(7, "all", observed), FIXTURE_OPS)
+    observed = backend.observe_gpu(7)
+    assert observed.denied_minors == "all" and observed.denied == {"c 195:* rwm", "c 234:* rwm", "c 235:* rwm"}
+    os.unlink(os.path.join(masks, "gpuledger.user-7"))  # a group made before masks existed: the whole block
+    assert backend.observe_gpu(7).denied_minors == "all"
+    plan.execute(backend.plan_gpu(7, None, observed), FIXTURE_OPS)
+    assert backend.observe_gpu(7).blocked is False and os.listdir(masks) == []

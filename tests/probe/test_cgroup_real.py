@@ -2,7 +2,9 @@
 
 import json
 import os
+import shutil
 import subprocess
+import tempfile
 import time
 from pathlib import Path
 
@@ -159,3 +161,73 @@ def test_gpu_state_and_quota_get_count_processes_outside_the_groups_and_a_re_app
     assert stray.stdout.readline().strip() == os.strerror(1)  # EPERM now
     for words in (["gpu-unblock", uid], ["quota-clear", uid]):
         assert run_node(node_script, ["--config", str(config)] + words)[0] == 0
+
+
+@pytest.fixture
+def two_gpus():
+    """Character devices 195:0 and 195:1 (like /dev/nvidia0 and /dev/nvidia1; no driver here)."""
+    directory = tempfile.mkdtemp(prefix="gpuledger-test-dev-")
+    os.chmod(directory, 0o755)
+    paths = []
+    for minor in (0, 1):
+        path = os.path.join(directory, f"nvidia{minor}")
+        os.mknod(path, 0o20666, os.makedev(195, minor))
+        os.chmod(path, 0o666)  # mknod applies the umask
+        paths.append(path)
+    yield paths
+    shutil.rmtree(directory)
+
+
+def _opener(spawn, user):
+    child = spawn(user, ["/usr/bin/python3", "-c", PROBE_OPEN], ready=True, stdin=subprocess.PIPE)
+
+    def try_open(path):
+        child.stdin.write(path + "\n")
+        child.stdin.flush()
+        return child.stdout.readline().strip()
+
+    return try_open
+
+
+def test_a_gpu_mask_denies_only_its_minors_to_others_and_unblock_restores(
+    test_users, parent, node_script, spawn, two_gpus, tmp_path
+):
+    """The GPU queue's per-GPU rule: the holder opens 0; the other user is refused 0 and allowed 1 (ENXIO =
+    the cgroup let the open through to a missing driver, EPERM = the devices cgroup refused it)."""
+    name, config = parent
+    config.write_text(json.dumps({"cgroup_parent": name, "gpu_mask_dir": str(tmp_path / "masks")}))
+    holder, other = test_users
+    gpu0, gpu1 = two_gpus
+    no_driver, refused = os.strerror(6), os.strerror(1)
+    holder_open, other_open = _opener(spawn, holder), _opener(spawn, other)
+    uid = str(other.pw_uid)
+
+    def node(*words):
+        status, result, stderr = run_node(node_script, ["--config", str(config), *words])
+        assert status == 0, (result, stderr)
+        return result
+
+    result = node("gpu-block", "--uid", uid, "--minors", "0")
+    assert (result["changed"], result["after"]["blocked"], result["after"]["denied_minors"]) == (True, True, [0])
+    assert (other_open(gpu0), other_open(gpu1)) == (refused, no_driver)
+    assert (holder_open(gpu0), holder_open(gpu1)) == (no_driver, no_driver)
+    late = _opener(spawn, other)  # a session placed after the mask (the PAM hook's placement)
+    assert late(gpu0) == no_driver  # not yet in the group: counted as outside, moved in by the next apply
+    assert node("gpu-state", uid)["outside"] == 1
+    assert node("gpu-block", uid, "--minors", "0")["changed"] is True
+    assert (late(gpu0), late(gpu1)) == (refused, no_driver)
+    again = node("gpu-block", uid, "--minors", "0")
+    assert (again["changed"], again["actions"]) == (False, [])
+    # Changing the mask denies the new minor and lifts the old one; the whole block and back again.
+    result = node("gpu-block", uid, "--minors", "1")
+    assert result["after"]["denied_minors"] == [1]
+    assert (other_open(gpu0), other_open(gpu1)) == (no_driver, refused)
+    assert node("gpu-block", uid)["after"]["denied_minors"] == "all"
+    assert (other_open(gpu0), other_open(gpu1)) == (refused, refused)
+    assert node("gpu-block", uid, "--minors", "0,1")["after"]["denied_minors"] == [0, 1]
+    assert (other_open(gpu0), other_open(gpu1)) == (refused, refused)
+    assert node("gpu-state", uid)["denied_minors"] == [0, 1]
+    result = node("gpu-unblock", uid)
+    assert (result["changed"], result["after"]["blocked"], result["after"]["denied_minors"]) == (True, False, [])
+    assert (other_open(gpu0), other_open(gpu1), late(gpu0)) == (no_driver, no_driver, no_driver)
+    assert list((tmp_path / "masks").iterdir()) == []

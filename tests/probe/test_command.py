@@ -26,6 +26,11 @@ VALID = [
     f"kill {BOOT} 4242 123456 1001",
     "status-write 1001",
     "notify 1001",
+    "gpu-requests",
+    "queue-status 1001",
+    "queue-status --uid 1001",
+    "gpu-block --uid 1001 --minors 0,3",
+    "gpu-block 1001 --minors 7",
 ]
 SPAWN_EVENTS = ("subprocess.Popen", "os.system", "os.exec", "os.posix_spawn", "os.spawn", "os.fork", "pty.spawn")
 _events: list[str] = []
@@ -51,6 +56,30 @@ def test_arguments_are_typed():
     parsed = command.parse(command.split_ssh_command(f"kill {BOOT} 4242 18446744073709551615 1001"))
     assert parsed == command.Command("kill", uid=1001, pid=4242, start_ticks=2**64 - 1, boot_id=BOOT)
     assert command.parse(["quota-set", "0", "1000000"]).ppm == 1000000
+
+
+def test_options_name_arguments_and_minors_are_a_sorted_set():
+    assert command.parse(["gpu-block", "--uid", "1001", "--minors", "3,0"]) == command.Command(
+        "gpu-block", uid=1001, minors=(0, 3))
+    assert command.parse(["gpu-block", "1001"]).minors is None
+    assert command.parse(["kill", "--uid", "5", "--pid", "9", "--start-ticks", "1", "--boot-id", BOOT]).pid == 9
+    for words, reason in [
+        (["gpu-block", "1001", "--minors", "0,0"], "bad_argument"),
+        (["gpu-block", "1001", "--minors", "254"], "bad_argument"),
+        (["gpu-block", "1001", "--minors", "0,,1"], "bad_argument"),
+        (["gpu-block", "1001", "--minors", "01"], "bad_argument"),
+        (["gpu-block", "1001", "--minors"], "bad_arity"),
+        (["gpu-unblock", "1001", "--minors", "0"], "bad_option"),
+        (["gpu-block", "1001", "--uid", "1001"], "bad_option"),
+        (["gpu-block", "--minors", "0"], "bad_arity"),
+        (["queue-status", "1001", "1002"], "bad_arity"),
+        (["queue-status", "--uid", "1001", "junk", "x"], "bad_option"),
+        (["gpu-requests", "1001"], "bad_arity"),
+        (["quota-get", "1,2"], "bad_argument"),
+    ]:
+        with pytest.raises(Refused) as raised:
+            command.parse(words)
+        assert raised.value.reason == reason, words
 
 
 def _mutations(rng):

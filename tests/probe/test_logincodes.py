@@ -10,7 +10,7 @@ import pytest
 from control import weblogin
 from probe import logincodes
 from probe.errors import Refused
-from tests.probe.support import is_root, run_node
+from tests.probe.support import drop_box, is_root, run_node
 
 pytestmark = pytest.mark.skipif(not is_root(), reason="needs root to own files as other uids")
 CODE = "ABCD2345"
@@ -18,15 +18,7 @@ CODE = "ABCD2345"
 
 @pytest.fixture
 def spool(tmp_path):
-    path = tmp_path / "web-login"
-    path.mkdir()
-    os.chmod(path, 0o1733)
-    return path
-
-
-@pytest.fixture
-def uid_min(test_users):
-    return min(user.pw_uid for user in test_users)
+    return drop_box(tmp_path / "web-login")
 
 
 def drop(spool, user, content=CODE + "\n", name=None, mode=0o600):

@@ -1,0 +1,189 @@
+"""``gpu-requests`` against real files in a real drop box owned by real test users, and over real SSH."""
+
+import json
+import os
+import subprocess
+import time
+
+import pytest
+
+from probe import gpurequests
+from tests.harness.sshd import SshdNode, ensure_user, generate_key, remove_user, sshd_available
+from tests.probe.support import drop_box, is_root, run_node
+
+pytestmark = pytest.mark.skipif(not is_root(), reason="needs root to own files as other uids")
+NONCE = "n0nce_" + "a" * 16
+REQUEST = {"op": "request", "nonce": NONCE, "models": ["rtx3090"], "count": 2, "hours": "4", "node": None,
+           "run": False}
+
+
+@pytest.fixture
+def box(tmp_path):
+    return drop_box(tmp_path / "gpu-requests")
+
+
+@pytest.fixture
+def config(box, write_config, uid_min):
+    return write_config(gpu_request_dir=str(box), uid_min=uid_min)
+
+
+def drop(box, user, body=REQUEST, name=None, mode=0o644):
+    """A request file as ``gpu-request`` leaves it: the user's own, 0644 unless said otherwise."""
+    path = box / (name or f"req-{os.urandom(4).hex()}")
+    path.write_bytes(body if isinstance(body, bytes) else json.dumps(body).encode())
+    os.chown(path, user.pw_uid, user.pw_gid)
+    os.chmod(path, mode)
+    return path
+
+
+def read(node_script, config):
+    status, result, stderr = run_node(node_script, ["--config", str(config), "gpu-requests"])
+    assert status == 0, (result, stderr)
+    return result
+
+
+def test_two_users_racing_are_both_read_each_as_the_files_owner(node_script, config, box, test_users):
+    a, b = test_users
+    drop(box, a, name=b.pw_name)  # the name is a's to choose; the identity is not
+    drop(box, b, {**REQUEST, "models": [], "count": 1, "hours": None, "node": "n1", "run": True})
+    result = read(node_script, config)
+    assert (result["verb"], result["present"], result["more"], result["refused"]) == ("gpu-requests", True, False, [])
+    by_user = {entry["user"]: entry for entry in result["requests"]}
+    assert set(by_user) == {a.pw_name, b.pw_name}
+    assert (by_user[a.pw_name]["uid"], by_user[a.pw_name]["request"]) == (a.pw_uid, REQUEST)
+    assert by_user[b.pw_name]["request"]["node"] == "n1" and by_user[b.pw_name]["request"]["run"] is True
+    assert all(abs(entry["ctime"] - time.time()) < 120 for entry in result["requests"])
+    assert list(box.iterdir()) == []
+    assert read(node_script, config)["requests"] == []
+
+
+@pytest.mark.parametrize("body", [
+    {"op": "cancel", "nonce": NONCE, "id": 12},
+    {"op": "release", "nonce": NONCE, "id": None},
+    {"op": "release", "nonce": NONCE, "id": 3},
+    {"op": "claim", "nonce": NONCE, "id": 7},
+    {**REQUEST, "hours": "0.5", "count": 64, "models": ["a100-80gb", "h100"]},
+    {**REQUEST, "hours": "168"},
+])
+def test_every_op_passes_as_written(node_script, config, box, test_users, body):
+    drop(box, test_users[0], body)
+    [entry] = read(node_script, config)["requests"]
+    assert entry["request"] == body
+
+
+def _symlink(box, user, other):
+    target = drop(box.parent, other)
+    os.symlink(target, box / "link")
+    os.lchown(box / "link", user.pw_uid, user.pw_gid)
+
+
+@pytest.mark.parametrize(("make", "reason", "owner"), [
+    (_symlink, "symlink", 0),
+    (lambda box, user, other: os.link(drop(box, user, name="orig"), box / "second"), "hard_link", 0),
+    (lambda box, user, other: os.mkfifo(box / "fifo"), "not_regular_file", None),
+    (lambda box, user, other: os.chown(drop(box, user), 0, 0), "system_user", None),
+    (lambda box, user, other: os.chown(drop(box, user), 1, 1), "system_user", None),
+    (lambda box, user, other: os.chown(drop(box, user), 65534, 65534), "system_user", None),
+    (lambda box, user, other: drop(box, user, mode=0o664), "writable_by_others", 0),
+    (lambda box, user, other: drop(box, user, mode=0o646), "writable_by_others", 0),
+    (lambda box, user, other: drop(box, user, {**REQUEST, "node": "x" * 5000}), "oversize", 0),
+    (lambda box, user, other: drop(box, user, b"{not json"), "malformed", 0),
+    (lambda box, user, other: drop(box, user, b"\xff\xfe"), "malformed", 0),
+    (lambda box, user, other: drop(box, user, b"[1, 2]"), "malformed", 0),
+], ids=["symlink", "hard-link", "fifo", "root", "system", "nobody", "group-writable", "other-writable", "oversize",
+        "json", "utf8", "not-object"])
+def test_each_unsafe_file_is_refused_reported_and_removed(node_script, config, box, test_users, make, reason, owner):
+    make(box, *test_users)
+    result = read(node_script, config)
+    assert result["requests"] == []
+    assert reason in {entry["reason"] for entry in result["refused"]}, result
+    if owner is not None:
+        assert {entry["uid"] for entry in result["refused"]} == {test_users[owner].pw_uid}
+    assert list(box.iterdir()) == []
+
+
+@pytest.mark.parametrize(("change", "why"), [
+    ({"count": 0}, "count must be"), ({"count": 65}, "count must be"), ({"count": True}, "count must be"),
+    ({"count": "2"}, "count must be"), ({"hours": 4}, "hours must be"), ({"hours": "0"}, "more than 0"),
+    ({"hours": "168.5"}, "at most 168"), ({"hours": "1e3"}, "hours must be"), ({"models": "rtx3090"}, "models must"),
+    ({"models": ["rtx 3090"]}, "each model"), ({"models": [3]}, "each model"), ({"node": ""}, "node must"),
+    ({"node": "../etc"}, "node must"), ({"run": 1}, "run must"), ({"nonce": "short"}, "nonce must"),
+    ({"nonce": "x" * 16 + ";"}, "nonce must"), ({"op": "grab"}, "op must"), ({"extra": 1}, "unknown: extra"),
+    ({"hours": 4.5}, "fraction"),
+])
+def test_a_request_of_the_wrong_shape_is_refused_with_what_is_wrong(node_script, config, box, test_users, change,
+                                                                    why):
+    body = {**REQUEST, **change}
+    drop(box, test_users[1], json.dumps(body).encode())
+    [refused] = read(node_script, config)["refused"]
+    assert (refused["uid"], refused["reason"]) == (test_users[1].pw_uid, "malformed")
+    assert why in refused["detail"], refused
+
+
+@pytest.mark.parametrize("body", [
+    {"op": "cancel", "nonce": NONCE}, {"op": "cancel", "nonce": NONCE, "id": None},
+    {"op": "claim", "nonce": NONCE, "id": 0}, {"op": "release", "nonce": NONCE, "id": "3"},
+    {"op": "request", "nonce": NONCE, "count": 1},
+])
+def test_ids_and_keys_are_exact_per_op(body):
+    reason, detail, value = gpurequests.parse_request(json.dumps(body).encode())
+    assert (reason, value) == ("malformed", None) and detail
+
+
+def test_a_stale_request_is_refused(box, test_users):
+    drop(box, test_users[0])
+    entries, _ = gpurequests.dropbox.collect(gpurequests.BOX, str(box), 1, now=time.time() + gpurequests.MAX_AGE_S + 5)
+    assert [(entry.reason, entry.uid) for entry in entries] == [("expired", test_users[0].pw_uid)]
+
+
+def test_output_is_bounded_and_the_rest_waits(box, test_users):
+    for index in range(gpurequests.MAX_ENTRIES + 2):
+        drop(box, test_users[0], name=f"n{index:04d}")
+    entries, more = gpurequests.dropbox.collect(gpurequests.BOX, str(box), 1)
+    assert (len(entries), more) == (gpurequests.MAX_ENTRIES, True)
+    assert len(gpurequests.dropbox.collect(gpurequests.BOX, str(box), 1)[0]) == 2
+
+
+def test_an_untrusted_or_missing_box(node_script, config, box, tmp_path, write_config):
+    os.chmod(box, 0o1777)
+    status, result, _ = run_node(node_script, ["--config", str(config), "gpu-requests"])
+    assert (status, result["error"]["reason"]) == (2, "unsafe_spool")
+    missing = write_config(gpu_request_dir=str(tmp_path / "none"))
+    result = read(node_script, missing)
+    assert (result["present"], result["requests"], result["refused"]) == (False, [], [])
+
+
+@pytest.mark.skipif(not sshd_available(), reason="needs root and openssh-server")
+def test_requests_from_real_users_over_real_ssh(node_script, tmp_path):
+    """Two users log in over SSH and drop a request each (as the hook does); the owners are the SSH logins."""
+    box = f"/run/gpuledger-test-requests-{os.getpid()}"
+    os.makedirs(box)
+    os.chmod(box, 0o1733)
+    names = [f"glq-{os.urandom(2).hex()}-{side}" for side in "ab"]
+    key = generate_key(tmp_path / "id_ed25519")
+    try:
+        users = [ensure_user(name) for name in names]
+        with SshdNode(tmp_path / "sshd", {name: [key.with_suffix(".pub").read_text()] for name in names}) as node:
+            known = tmp_path / "known_hosts"
+            known.write_text(node.known_hosts_line() + "\n")
+            for name in names:
+                script = (f"import json,os;fd=os.open('{box}/r-'+os.urandom(8).hex(),os.O_WRONLY|os.O_CREAT|os.O_EXCL,"
+                          f"0o600);os.write(fd,json.dumps({REQUEST!r}).encode());os.fchmod(fd,0o644)")
+                done = subprocess.run(
+                    ["ssh", "-i", str(key), "-p", str(node.port), "-o", "UserKnownHostsFile=" + str(known),
+                     "-o", "StrictHostKeyChecking=yes", "-o", "BatchMode=yes", name + "@127.0.0.1",
+                     "python3 -c " + json.dumps(script)],
+                    capture_output=True, timeout=60)
+                assert done.returncode == 0, (done.stderr, node.log()[-2000:])
+        config = tmp_path / "node.json"
+        config.write_text(json.dumps({"gpu_request_dir": box}))
+        result = read(node_script, config)
+        assert sorted((e["user"], e["uid"]) for e in result["requests"]) == sorted(
+            (user.pw_name, user.pw_uid) for user in users)
+        assert result["refused"] == []
+    finally:
+        for name in names:
+            remove_user(name)
+        for entry in os.listdir(box):
+            os.unlink(os.path.join(box, entry))
+        os.rmdir(box)
