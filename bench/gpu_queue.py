@@ -1,7 +1,7 @@
 """Queue benchmark: the allocator's decision time for one tick, 1,000 nodes x 8 GPUs, 500 pending requests.
 
-    .venv/bin/python bench/queue.py                   # 30 ticks per scenario
-    .venv/bin/python bench/queue.py --runs 100 --nodes 2000 --pending 1000
+    .venv/bin/python bench/gpu_queue.py                   # 30 ticks per scenario
+    .venv/bin/python bench/gpu_queue.py --runs 100 --nodes 2000 --pending 1000
 
 ``control.queue.allocator.allocate`` is pure (no clock, no database), so this times exactly the tick's
 decisions: settling grants and offers, free GPUs, fair-share order, fitting, holds, backfill and every
