@@ -212,10 +212,12 @@ async def _handle(op: Operation, svc: Services, validators: _Validators, request
         raw = bound
     params = _params(op, validators, raw)
     body = await _body(validators.body, request, svc.config.max_body_bytes)
-    key = request.headers.get("idempotency-key") if op.money else None
-    if op.money and (key is None or not _KEY.is_valid(key)):
+    key = request.headers.get("idempotency-key") if op.money or op.idempotent else None
+    if op.money and key is None:
         raise bad_request("idempotency_key_required", "money-moving requests need an Idempotency-Key header "
                           "(1-200 of A-Z a-z 0-9 . _ : -)")
+    if key is not None and not _KEY.is_valid(key):
+        raise bad_request("bad_idempotency_key", "the Idempotency-Key header must be 1-200 of A-Z a-z 0-9 . _ : -")
     call = Call(principal, params, body, request_id, key, svc)
     result = await to_thread.run_sync(op.handler, call, limiter=svc.threads)
     if isinstance(result, Response):

@@ -57,8 +57,8 @@ def _param(p: Any, where: str) -> dict[str, Any]:
 
 def _operation(op: Operation) -> dict[str, Any]:
     params = [_param(p, "path") for p in op.path_params] + [_param(p, "query") for p in op.query]
-    if op.money:
-        params.append({"name": "Idempotency-Key", "in": "header", "required": True, "schema": s.IDEMPOTENCY_KEY,
+    if op.money or op.idempotent:
+        params.append({"name": "Idempotency-Key", "in": "header", "required": op.money, "schema": s.IDEMPOTENCY_KEY,
                        "description": "a replay with the same key returns the original result; other content: 409"})
     roles = sorted(op.roles) + (["user (own objects only)"] if op.own else [])
     success: dict[str, Any] = {"description": "success",

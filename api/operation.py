@@ -88,6 +88,9 @@ class Operation:
     body: Schema | None = None
     status: int = 200
     money: bool = False
+    # Takes an optional Idempotency-Key (money operations require one): a retry with the same key changes
+    # nothing a second time and answers as the first did.
+    idempotent: bool = False
     # The success response's content types, for the OpenAPI document (an export's depends on its format).
     media_types: tuple[str, ...] = ("application/json",)
     # Headers of the success response the handler sets itself (name, description), for the OpenAPI document.

@@ -174,7 +174,7 @@ OPERATIONS: tuple[Operation, ...] = (
               s.out({**s.NODE["properties"], "gpus": s.array(s.GPU)}), roles=OPS_READERS,
               path_params=_NODE),
     Operation("PATCH", "/v1/nodes/{name}", "update_node", "Listed flag, region, remarks", cluster.update_node,
-              s.out({"name": {"type": "string"}}), roles=OPS,
+              s.out({"name": {"type": "string"}}), roles=OPS, idempotent=True,
               path_params=_NODE,
               body=s.obj({"listed": {"type": "boolean"}, "region": {"type": "string", "maxLength": 100},
                           "remarks": {"type": "string", "maxLength": 500}})),

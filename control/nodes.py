@@ -10,6 +10,9 @@ API wrote the registry at once.
 
 Until the sync has taken an edit it is *pending*: whoever shows the registry lays the pending edits over it
 (:func:`lay_over`), so a PATCH's answer and every read after it show the new value at once, as before.
+
+An edit may carry the idempotency key of the request or form that made it (control0005): a retry or a double
+submit with the key finds the stored edit (:func:`replayed`) instead of appending a second one.
 """
 
 from __future__ import annotations
@@ -28,7 +31,7 @@ TABLE = "control.node_edit"
 # Two-key advisory locks (this namespace, the node's hash) live apart from our one-key ones (writer,
 # migration and settings locks).
 _LOCK_NAMESPACE = 0x676C6E65
-_COLUMNS = "id, node, listed, region, remarks, actor, at"
+_COLUMNS = "id, node, listed, region, remarks, actor, at, idempotency_key"
 
 
 @dataclass(frozen=True)
@@ -40,11 +43,23 @@ class NodeEdit:
     changes: Mapping[str, Any]
     actor: str
     at: datetime
+    key: str | None = None
+
+
+class KeyReused(Exception):
+    """The idempotency key is stored with another edit (another node or other fields): the request is refused,
+    since storing it would make the key name two different edits."""
+
+    def __init__(self, key: str, edit: NodeEdit) -> None:
+        super().__init__(f"idempotency key {key!r} was already used for another edit (#{edit.id} of {edit.node})")
+        self.key = key
+        self.edit = edit
 
 
 def _edit(row: Sequence[Any]) -> NodeEdit:
     changes: dict[str, Any] = {k: v for k, v in zip(FIELDS, row[2:5], strict=True) if v is not None}
-    return NodeEdit(id=int(row[0]), node=str(row[1]), changes=MappingProxyType(changes), actor=str(row[5]), at=row[6])
+    return NodeEdit(id=int(row[0]), node=str(row[1]), changes=MappingProxyType(changes), actor=str(row[5]), at=row[6],
+                    key=row[7])
 
 
 def lock(conn: Connection, node: str) -> None:
@@ -53,18 +68,41 @@ def lock(conn: Connection, node: str) -> None:
     conn.execute(text("SELECT pg_advisory_xact_lock(:ns, hashtext(:n))"), {"ns": _LOCK_NAMESPACE, "n": node})
 
 
-def edit(conn: Connection, node: str, changes: Mapping[str, Any], actor: str) -> NodeEdit | None:
-    """Append an edit of ``node``'s fields (None when ``changes`` is empty: nothing to store). The caller checks
-    that the registry has the node; ``changes`` holds only names of ``FIELDS``, none of them None."""
+def replayed(conn: Connection, key: str, node: str, changes: Mapping[str, Any]) -> NodeEdit | None:
+    """The edit stored under ``key`` when it is this same edit of ``node`` (a replay: store nothing, audit
+    nothing), None when the key is new; :class:`KeyReused` when the key names another edit. Call it under
+    :func:`lock`, so a concurrent replay waits for the first request's commit and then finds its edit."""
+    row = conn.execute(text(f"SELECT {_COLUMNS} FROM control.node_edit WHERE idempotency_key = :k"),  # noqa: S608 (constant column list)
+                       {"k": key}).one_or_none()
+    if row is None:
+        return None
+    stored = _edit(row)
+    if stored.node != node or dict(stored.changes) != dict(changes):
+        raise KeyReused(key, stored)
+    return stored
+
+
+def edit(conn: Connection, node: str, changes: Mapping[str, Any], actor: str,
+         key: str | None = None) -> NodeEdit | None:
+    """Append an edit of ``node``'s fields (None when ``changes`` is empty: nothing to store), under the
+    idempotency ``key`` when given (check :func:`replayed` first). The caller checks that the registry has the
+    node; ``changes`` holds only names of ``FIELDS``, none of them None."""
     unknown = set(changes) - set(FIELDS)
     if unknown or any(v is None for v in changes.values()):
         raise ValueError(f"node edit: only {', '.join(FIELDS)} with values, got {dict(changes)!r}")
     if not changes:
         return None
+    # A key taken meanwhile by an edit of another node (whose lock we do not hold) inserts nothing here.
     row = conn.execute(text(
-        "INSERT INTO control.node_edit (node, listed, region, remarks, actor)"  # noqa: S608 (constant column list)
-        f" VALUES (:node, :listed, :region, :remarks, :actor) RETURNING {_COLUMNS}"),
-        {"node": node, "actor": actor, **{k: changes.get(k) for k in FIELDS}}).one()
+        "INSERT INTO control.node_edit (node, listed, region, remarks, actor, idempotency_key)"  # noqa: S608 (constant column list)
+        " VALUES (:node, :listed, :region, :remarks, :actor, :key) ON CONFLICT (idempotency_key) DO NOTHING"
+        f" RETURNING {_COLUMNS}"),
+        {"node": node, "actor": actor, "key": key, **{k: changes.get(k) for k in FIELDS}}).one_or_none()
+    if row is None:
+        assert key is not None  # only a key can conflict
+        other = replayed(conn, key, node, changes)
+        assert other is not None
+        return other
     return _edit(row)
 
 

@@ -13,7 +13,7 @@ from sqlalchemy import text
 from sqlalchemy.engine import Connection
 
 from api import audit, render
-from api.errors import not_found, unprocessable
+from api.errors import ApiError, not_found, unprocessable
 from api.operation import Call
 from api.services import aware, services
 from control import nodes, overrides
@@ -67,10 +67,17 @@ def update_node(call: Call) -> Any:
     """The registry's admin fields (listed, region, remarks), as an edit the controller takes in at its next
     sync; the controller owns everything else."""
     name, changes = call.params["name"], dict(call.body)
+    key = None if call.idempotency_key is None else f"api:{call.idempotency_key}"
     with services(call).write() as conn:
         nodes.lock(conn, name)
         before = _one(conn, name)
-        nodes.edit(conn, name, changes, call.actor)
+        try:
+            if key is not None and nodes.replayed(conn, key, name, changes) is not None:
+                return before  # the first request's edit is laid over the registry already
+            nodes.edit(conn, name, changes, call.actor, key)
+        except nodes.KeyReused as exc:
+            raise ApiError(409, "idempotency_conflict", str(exc), {"key": call.idempotency_key,
+                                                                  "edit_id": exc.edit.id}) from exc
         after = {**before, **changes}
         audit.record(conn, actor=call.actor, action="node.update", target=f"node:{name}",
                      before={k: before[k] for k in changes}, after={k: after[k] for k in changes},

@@ -77,7 +77,9 @@ CREATE TABLE control.node_edit (
     actor text NOT NULL,
     at timestamp with time zone DEFAULT now() NOT NULL,
     applied_at timestamp with time zone,
+    idempotency_key text,
     CONSTRAINT node_edit_check CHECK (((listed IS NOT NULL) OR (region IS NOT NULL) OR (remarks IS NOT NULL))),
+    CONSTRAINT node_edit_idempotency_key_check CHECK (((idempotency_key IS NULL) OR (idempotency_key <> ''::text))),
     CONSTRAINT node_edit_node_check CHECK ((node <> ''::text))
 );
 
@@ -204,6 +206,9 @@ ALTER TABLE ONLY control.connection_test
 
 ALTER TABLE ONLY control.enforcement_override
     ADD CONSTRAINT enforcement_override_pkey PRIMARY KEY (id);
+
+ALTER TABLE ONLY control.node_edit
+    ADD CONSTRAINT node_edit_idempotency_key_key UNIQUE (idempotency_key);
 
 ALTER TABLE ONLY control.node_edit
     ADD CONSTRAINT node_edit_pkey PRIMARY KEY (id);

@@ -82,3 +82,34 @@ def test_health_ages_the_last_tick(client: httpx.Client, api_db: ApiDatabase) ->
                           " VALUES ('c', false, now() - interval '90 seconds')"))
     engine.dispose()
     assert 89 <= client.get("/healthz").json()["last_tick_age_seconds"] < 120
+
+
+def _edits(api_db: ApiDatabase) -> list[tuple[str, str | None, str | None]]:
+    with create_engine(api_db.admin_url, poolclass=NullPool).connect() as conn:
+        return [tuple(r) for r in conn.execute(text("SELECT node, region, idempotency_key FROM control.node_edit"
+                                                    " ORDER BY id"))]
+
+
+def test_an_edit_retried_with_its_key_is_stored_and_audited_once(client: httpx.Client, issued: Tokens,
+                                                                 api_db: ApiDatabase) -> None:
+    _sync(api_db, NODE, replace(NODE, name="gpu02"))
+    once = {"Idempotency-Key": "edit-1", **bearer(issued.operator)}
+    first = client.patch("/v1/nodes/gpu01", headers=once, json={"region": "lab-b"})
+    again = client.patch("/v1/nodes/gpu01", headers=once, json={"region": "lab-b"})
+    assert (first.status_code, again.status_code) == (200, 200), again.text
+    assert first.json() == again.json()
+    assert _edits(api_db) == [("gpu01", "lab-b", "api:edit-1")]
+    # The same key for another edit (other fields, another node) is refused and stores nothing.
+    for name, body in (("gpu01", {"region": "lab-c"}), ("gpu02", {"region": "lab-b"})):
+        r = client.patch(f"/v1/nodes/{name}", headers=once, json=body)
+        assert (r.status_code, r.json()["error"]["code"]) == (409, "idempotency_conflict"), r.text
+    bad = client.patch("/v1/nodes/gpu01", headers={"Idempotency-Key": "no spaces", **bearer(issued.operator)},
+                       json={"region": "lab-d"})
+    assert (bad.status_code, bad.json()["error"]["code"]) == (400, "bad_idempotency_key")
+    # Without a key every PATCH is an edit of its own, as before.
+    for _ in range(2):
+        r = client.patch("/v1/nodes/gpu01", headers=bearer(issued.operator), json={"remarks": "r"})
+        assert r.status_code == 200, r.text
+    assert _edits(api_db)[1:] == [("gpu01", None, None), ("gpu01", None, None)]
+    with create_engine(api_db.admin_url, poolclass=NullPool).connect() as conn:
+        assert conn.execute(text("SELECT count(*) FROM api.audit WHERE action = 'node.update'")).scalar() == 3

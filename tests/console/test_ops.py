@@ -203,16 +203,25 @@ def test_node_detail_shows_each_gpu_its_users_and_history(base_url: str, issued:
 
 
 def test_edit_takes_the_api_path_and_is_refused_without_csrf_or_role(base_url: str, client: httpx.Client,
-                                                                      issued: Tokens, machines: Machines) -> None:
+                                                                      issued: Tokens, machines: Machines,
+                                                                      api_db: ApiDatabase) -> None:
     with log_in(base_url, issued.operator) as c:
         page = c.get("/nodes/gpu02")
         assert 'id="edit-form"' in page.text
-        form = {"region": "north", "remarks": "rack 7"}  # listed box unchecked: listed false
+        key = re.search(r'name="idempotency_key" value="([^"]+)"', page.text)
+        assert key is not None
+        form = {"region": "north", "remarks": "rack 7", "idempotency_key": key.group(1)}  # listed unchecked: false
         assert c.post("/nodes/gpu02/edit", data=form).status_code == 403     # no CSRF field
-        done = c.post("/nodes/gpu02/edit", data={**form, "csrf": csrf_of(page.text)})
-        assert (done.status_code, done.headers["location"]) == (303, "/nodes/gpu02")
-        too_long = c.post("/nodes/gpu02/edit", data={"region": "x" * 101, "csrf": csrf_of(page.text)})
+        for _ in range(2):   # a double submit stores one edit
+            done = c.post("/nodes/gpu02/edit", data={**form, "csrf": csrf_of(page.text)})
+            assert (done.status_code, done.headers["location"]) == (303, "/nodes/gpu02")
+        keyless = c.post("/nodes/gpu02/edit", data={"region": "south", "csrf": csrf_of(page.text)})
+        assert keyless.status_code == 400
+        too_long = c.post("/nodes/gpu02/edit", data={"region": "x" * 101, "csrf": csrf_of(page.text),
+                                                     "idempotency_key": "k2"})
         assert too_long.status_code == 422
+    with create_engine(api_db.admin_url, poolclass=NullPool).connect() as conn:
+        assert conn.execute(text("SELECT count(*) FROM control.node_edit WHERE node = 'gpu02'")).scalar() == 1
     node = client.get("/v1/nodes/gpu02", headers=bearer(issued.admin)).json()
     assert (node["region"], node["remarks"], node["listed"]) == ("north", "rack 7", False)
     with log_in(base_url, issued.auditor) as c:

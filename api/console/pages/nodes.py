@@ -18,6 +18,7 @@ from jsonschema import Draft202012Validator
 from sqlalchemy import text
 from starlette.responses import Response
 
+from api.console.pages import operate
 from api.console.web import page_of, see_other
 from api.errors import unprocessable
 from api.handlers import cluster, connections
@@ -46,11 +47,13 @@ def api_body(operation_id: str, body: Mapping[str, Any]) -> dict[str, Any]:
     return dict(body)
 
 
-def as_call(call: Call, params: Mapping[str, Any], body: Mapping[str, Any] | None = None) -> Call:
-    """The page's call as the API handler's: same session principal (the audit's actor), request id, services."""
+def as_call(call: Call, params: Mapping[str, Any], body: Mapping[str, Any] | None = None,
+            key: str | None = None) -> Call:
+    """The page's call as the API handler's: same session principal (the audit's actor), request id, services,
+    and the form's idempotency ``key`` where the API row takes one."""
     page = page_of(call)
     principal = page.principal
-    return Call(principal, params, body or {}, call.request_id, None, call.services, call.console)  # type: ignore[arg-type]
+    return Call(principal, params, body or {}, call.request_id, key, call.services, call.console)  # type: ignore[arg-type]
 
 
 def with_times(row: Mapping[str, Any], keys: tuple[str, ...] = _TIMES) -> dict[str, Any]:
@@ -186,7 +189,7 @@ def node_detail(call: Call) -> Response:
                                             {"n": name}).scalar_one_or_none())
         history = gpu_history(conn, name, datetime.now(UTC))
     return page.render("ops/node.html", node=node, gpus=gpus, hardware=hardware, history=history,
-                       hours=HISTORY_HOURS)
+                       hours=HISTORY_HOURS, key=operate.new_key())
 
 
 def edit_node(call: Call) -> Response:
@@ -194,7 +197,7 @@ def edit_node(call: Call) -> Response:
     form, name = call.body, call.params["name"]
     body = api_body("update_node", {"listed": form.get("listed") == "on", "region": form.get("region", ""),
                                     "remarks": form.get("remarks", "")})
-    cluster.update_node(as_call(call, {"name": name}, body))
+    cluster.update_node(as_call(call, {"name": name}, body, operate.form_key(call)))
     return see_other(f"/nodes/{name}")
 
 

@@ -45,6 +45,15 @@ def principal_of(call: Call) -> Principal:
     return Principal(web.token_id, web.actor.removeprefix("api:"), web.role, web.billing_user)
 
 
+def form_key(call: Call) -> str:
+    """The idempotency key the form was rendered with (:func:`new_key`); a form without a valid one is refused
+    rather than run unprotected."""
+    key = call.body.get(KEY_FIELD)
+    if key is None or not _KEY.is_valid(key):
+        raise bad_request("idempotency_key_required", "the form has lost its idempotency key: open it again")
+    return str(key)
+
+
 def run(call: Call, operation_id: str, body: Mapping[str, Any], params: Mapping[str, Any] | None = None) -> Any:
     """Run API operation ``operation_id`` for this form; its answer is the API's JSON-shaped result."""
     op, validator = _operation(operation_id)
@@ -53,11 +62,7 @@ def run(call: Call, operation_id: str, body: Mapping[str, Any], params: Mapping[
         if errors:
             where = "/".join(str(p) for p in errors[0].path) or "form"
             raise unprocessable("validation_error", f"{where}: {errors[0].message}", field=where)
-    key = None
-    if op.money:
-        key = call.body.get(KEY_FIELD)
-        if key is None or not _KEY.is_valid(key):
-            raise bad_request("idempotency_key_required", "the form has lost its idempotency key: open it again")
+    key = form_key(call) if op.money or op.idempotent else None
     return op.handler(Call(principal_of(call), {**call.params, **(params or {})}, body, call.request_id, key,
                            call.services, call.console))
 
