@@ -5,6 +5,7 @@ the node forms work without JavaScript, and the test's page follows the controll
 from __future__ import annotations
 
 import json
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -56,6 +57,33 @@ def test_overview_draws_its_charts_from_the_pages_data(browser: Any, base_url: s
     assert data["charged"]["days"] == sorted(data["charged"]["days"])
     assert page.locator("#gpu-states tbody tr").count() == 24 and page.locator("#charged-per-day tbody tr").count() > 0
     page.screenshot(path=str(artifacts / "ops-overview-charts-1280.png"), full_page=True)
+    context.close()
+    assert watch.problems == []
+
+
+def _first_point(page: Any, chart: str) -> str:
+    """The chart legend's x value with the cursor on the chart's first point (uPlot snaps to the nearest)."""
+    over = page.locator(f"{chart} .u-over")
+    over.scroll_into_view_if_needed()
+    box = over.bounding_box()
+    page.mouse.move(box["x"] + 1, box["y"] + box["height"] / 2)
+    return page.locator(f"{chart} .u-legend .u-series").first.locator(".u-value").text_content() or ""
+
+
+def test_the_charts_show_the_labs_time_zone_not_the_browsers(browser: Any, base_url: str, issued: Tokens,
+                                                             seeded: Ledger, machines: Machines) -> None:  # noqa: F811
+    """A browser in Los Angeles reads the hour buckets in the ledger's zone (as the table beside them) and each
+    day as its own date (16 hours west of Shanghai, it showed the bucket's hour there and the day before)."""
+    watch = Watch()
+    context, page = watched_page(browser, base_url, watch, issued.admin, timezone_id="America/Los_Angeles")
+    page.goto(f"{base_url}/?bucket=hour")
+    page.wait_for_selector("#states-chart .uplot canvas")
+    data = json.loads(page.locator("#overview-data").text_content() or "{}")
+    assert data["timezone"] == seeded.config.timezone.key
+    first = datetime.fromisoformat(data["states"]["buckets"][0]).astimezone(seeded.config.timezone)
+    hour = f"{first.hour % 12 or 12}:{first:%M}{'am' if first.hour < 12 else 'pm'}"
+    assert _first_point(page, "#states-chart") == f"{first:%Y-%m-%d} {hour}"
+    assert _first_point(page, "#charged-chart") == f"{data['charged']['days'][0]} 12:00am"
     context.close()
     assert watch.problems == []
 

@@ -100,10 +100,11 @@ def _troubled(conn: Any, now: datetime, limit: int = TROUBLED) -> tuple[list[Tro
     return [r[:4] for r in rows], int(rows[0][4]) if rows else 0
 
 
-def chart_data(shares: Sequence[StateShare], charged: Sequence[rollup.DayCharge], currency: str) -> dict[str, Any]:
+def chart_data(shares: Sequence[StateShare], charged: Sequence[rollup.DayCharge], currency: str,
+               timezone: str) -> dict[str, Any]:
     """The overview charts' data, oldest first like the tables: sample counts per bucket summed over the models
     (the script draws their shares) and micro-unit charges per day, exact integers; the tables stay the
-    accessible, exact fallback."""
+    accessible, exact fallback. ``timezone`` (the ledger's) is the zone the script shows the buckets in."""
     buckets: dict[datetime, list[int]] = {}
     for s in shares:
         counts = buckets.setdefault(s.bucket, [0, 0, 0, 0])
@@ -113,7 +114,7 @@ def chart_data(shares: Sequence[StateShare], charged: Sequence[rollup.DayCharge]
     return {"states": {"buckets": [b.isoformat() for b in buckets],
                        **{k: [c[i] for c in buckets.values()] for i, k in enumerate(keys)}},
             "charged": {"days": [d.day.isoformat() for d in charged], "amounts": [d.amount for d in charged]},
-            "currency": currency}
+            "currency": currency, "timezone": timezone}
 
 
 def overview(call: Call) -> Response:
@@ -133,7 +134,7 @@ def overview(call: Call) -> Response:
     # GPU-hours to two decimals, half up: display only (the rollup's gpu-seconds are exact).
     top_hours = [(u.user, (u.quantity / _GPU_SECONDS_PER_HOUR).quantize(Decimal("0.01"), rounding="ROUND_HALF_UP"),
                   u.amount) for u in top if u.unit == "gpu-second"]
-    chart = chart_data(shares, charged, svc.ledger.config.currency)
+    chart = chart_data(shares, charged, svc.ledger.config.currency, tz.key)
     return page.render("ops/overview.html", chart_json=json.dumps(chart), bucket=bucket, buckets=tuple(SPANS),
                        shares=shares, charged=charged,
                        top=top_hours, idle=idle, troubled=troubled,

@@ -24,7 +24,10 @@
     var yAxis = Object.assign({ label: data.currency, size: 70 }, axis);
     var width = Math.max(280, holder.clientWidth);
     holder.textContent = "";
-    new uPlot({ width: width, height: 280, series: series, axes: [axis, yAxis], scales: { x: { time: true } } },
+    // The days are the lab's calendar days (the ledger's zone): drawn at their UTC midnight and read back in
+    // UTC, each shows as its own date whatever the browser's zone (a browser west of UTC showed the day before).
+    new uPlot({ width: width, height: 280, series: series, axes: [axis, yAxis], scales: { x: { time: true } },
+      tzDate: function (ts) { return uPlot.tzDate(new Date(ts * 1e3), "Etc/UTC"); } },
       columns, holder);
   }
   if (document.readyState === "loading") { document.addEventListener("DOMContentLoaded", draw); } else { draw(); }
