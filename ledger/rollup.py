@@ -175,10 +175,15 @@ def _hours(start: datetime | None, end: datetime | None) -> dict[str, datetime |
 def _filters(user: str | None, wallet: str | None, resource: str | None) -> tuple[str, dict[str, Any]]:
     where = ""
     params: dict[str, Any] = {}
-    for column, value in (("bu.name", user), ("w.code", wallet), ("h.resource", resource)):
+    # A user or wallet is looked up once (a scalar subquery, run before the scan), so the comparison is on the
+    # rollup's own id column and its (id, hour/day) indexes serve it; a join on the name filtered only after the
+    # range's rows of every user were read.
+    for column, value in (("h.user_id = (SELECT id FROM ledger.billing_user WHERE name = :{})", user),
+                          ("h.account_id = (SELECT id FROM ledger.account WHERE code = :{})", wallet),
+                          ("h.resource = :{}", resource)):
         if value is not None:
             name = f"f{len(params)}"
-            where += f" AND {column} = :{name}"
+            where += " AND " + column.format(name)
             params[name] = value
     return where, params
 

@@ -875,6 +875,8 @@ CREATE INDEX journal_entry_ref ON ledger.journal_entry USING btree (ref_entry_id
 
 CREATE INDEX posting_account ON ledger.posting USING btree (account_id, effective_at) INCLUDE (amount, entry_id);
 
+CREATE INDEX usage_daily_user ON ledger.usage_daily USING btree (user_id, day);
+
 CREATE INDEX usage_epoch ON ledger.usage USING btree (epoch, price_version_id, id DESC) INCLUDE (cumulative_quantity);
 
 CREATE INDEX usage_hourly_user ON ledger.usage_hourly USING btree (user_id, hour);

@@ -17,11 +17,11 @@ from pathlib import Path
 import pytest
 from sqlalchemy import text
 
-from ledger import journal
+from ledger import journal, reports
 from ledger.db import reading
 from ledger.exports import EXPORTERS, csv_file
 from ledger.exports.abc import EARNINGS
-from ledger.money import MICRO, parse_amount
+from ledger.money import MICRO, available, parse_amount
 from ledger.records import UsageTick
 from ledger.service import Ledger
 from tests.ledger.conftest import cny
@@ -289,7 +289,18 @@ def test_balances_at_an_instant_are_exact_from_either_side(busy: Ledger) -> None
         for t in instants:
             at_start_of_day = busy.trial_balance(t.astimezone(busy.config.timezone).date())
             day = t.astimezone(busy.config.timezone).replace(hour=0, minute=0, second=0, microsecond=0)
-            sides.append(exporter._nearer_the_end(conn, day))
+            sides.append(reports.nearer_the_end(conn, day))
             got = dict(exporter._balances(conn, day))
             assert got == {r.account: r.balance for r in at_start_of_day.rows}
+            # A statement's opening takes the same two ways (li_wei's wallet has a grant sub-account).
+            for wallet in ("liabilities:wallet:user:alice", "liabilities:wallet:user:li_wei",
+                           "liabilities:wallet:project:lab.1"):
+                ids = reports.wallet_accounts(conn, wallet)
+                assert ids
+                before = conn.execute(text("SELECT coalesce(sum(amount), 0) FROM ledger.posting"
+                                           " WHERE account_id = ANY(:ids) AND effective_at < :t"),
+                                      {"ids": ids, "t": day}).scalar_one()
+                local = day.date()
+                statement = reports.statement(conn, wallet, local, local + timedelta(days=1), busy.config.timezone)
+                assert statement.opening == available(int(before)), (wallet, day)
     assert sides == [False, False, True, True, True]   # both sides taken
