@@ -13,9 +13,13 @@ import httpx
 import pytest
 from babel.messages.extract import extract_from_dir
 from babel.messages.pofile import read_po
+from babel.numbers import format_currency, format_decimal
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from api.console import i18n
 from api.console.render import TEMPLATE_DIR, environment
+from ledger.money import MICRO
 from tests.api.conftest import Tokens
 from tests.console.conftest import log_in
 
@@ -107,6 +111,27 @@ def test_money_is_exact_and_dates_are_in_the_configured_zone() -> None:
     t = datetime(2026, 1, 31, 17, 30, tzinfo=UTC)
     assert en.datetime(t) == "Feb 1, 2026, 1:30:00\u202fAM"
     assert zh.datetime(t) == "2026年2月1日 01:30:00"
+
+
+@settings(max_examples=400, deadline=None)
+@given(micro=st.integers(min_value=-(10**18), max_value=10**18),
+       places=st.integers(min_value=0, max_value=9), language=st.sampled_from(i18n.LANGUAGES),
+       currency=st.sampled_from(("CNY", "USD", "EUR", "JPY")))
+def test_the_spelled_out_formats_are_babels(micro: int, places: int, language: str, currency: str) -> None:
+    """Formats' own rendering of money and numbers (Babel's patterns read once) is Babel's, digit for digit."""
+    fmt = i18n.Formats(language, currency, ZoneInfo("UTC"))
+    value = Decimal(micro).scaleb(-places)
+    assert fmt.money(micro) == format_currency(Decimal(micro) / MICRO, currency, locale=fmt.locale,
+                                               decimal_quantization=False)
+    assert fmt.number(value) == format_decimal(value, locale=fmt.locale, decimal_quantization=False)
+    assert fmt.number(micro) == format_decimal(micro, locale=fmt.locale, decimal_quantization=False)
+
+
+def test_floats_and_negative_zero_are_left_to_babel() -> None:
+    fmt = i18n.Formats("en", "CNY", ZoneInfo("UTC"))
+    assert fmt.number(1.5) == "1.5"
+    assert fmt.number(Decimal("-0.0")) == format_decimal(Decimal("-0.0"), locale=fmt.locale,
+                                                         decimal_quantization=False)
 
 
 def test_pages_follow_accept_language_and_the_switch(base_url: str, issued: Tokens) -> None:
