@@ -16,13 +16,14 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from ledger.cli import BAD_INPUT, OK, _command, _group, _when
+from ledger.cli import BAD_INPUT, OK, USER_NAME, _command, _group, _period, _show, _when
 from ledger.db import reading, writing
-from ledger.importing import apply, source
+from ledger.importing import apply, evidence, source
 from ledger.importing.plan import DEFAULT_CREDIT, SOURCE, ImportRefused, Plan, build
 from ledger.money import parse_decimal
+from ledger.reports import local_midnight
 from ledger.service import Ledger
-from ledger.tabular import Amount, Rendering, render
+from ledger.tabular import Amount, Rendering, listing_options, render
 
 DSN_KEY = "GPULEDGER_IMPORT_DSN"
 RECONCILIATION = ("user", "initial credit", "recharges", "usage costs", "expected", "old balance", "difference")
@@ -87,6 +88,16 @@ def hit_aiot_ops(lg: Ledger, a: argparse.Namespace) -> int:
     return OK
 
 
+def history(lg: Ledger, a: argparse.Namespace) -> int:
+    tz = lg.config.timezone
+    with reading(lg.engine) as conn:
+        found = evidence.lines(conn, a.user, local_midnight(a.start, tz), local_midnight(a.end, tz))
+    _show(lg, a, ("at", "source", "kind", "node", "linux user", "gpus", "cpu percent", "amount"),
+          ((line.at.astimezone(tz).isoformat(), line.source, line.kind, line.node, line.linux_user, line.gpus,
+            line.cpu_percent, Amount(line.amount)) for line in found))
+    return OK
+
+
 def register(subparsers: Any) -> None:
     imports = _group(subparsers, "import", "bring a lab over from the system gpuledger replaces")
     p = _command(imports, "hit-aiot-ops", hit_aiot_ops,
@@ -100,6 +111,11 @@ def register(subparsers: Any) -> None:
     p.add_argument("--initial-credit", default=str(DEFAULT_CREDIT),
                    help="the credit the old system gave every new user (its default_balance, 100)")
     p.add_argument("--report-csv", metavar="FILE", help="also write the reconciliation as CSV to FILE")
+    p = _command(imports, "history", history,
+                 "a user's imported lines from before the cutover (evidence: never charged here)")
+    p.add_argument("user", help=USER_NAME)
+    _period(p)
+    listing_options(p)
 
 
 

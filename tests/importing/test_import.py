@@ -183,3 +183,25 @@ def test_an_existing_billing_user_of_an_old_name_is_refused(gl: Run, old_db: Old
     status, _, err = gl("--dsn", old_db.url, "--cutover", CUTOVER)
     assert status == 2 and "billing user 'carol' exists already" in err
     assert ledger_rows(superuser) == before
+
+
+def test_the_history_before_the_cutover_reads_back_in_local_days(gl: Run, old_db: OldDatabase,
+                                                                 capsys: pytest.CaptureFixture[str]) -> None:
+    assert gl("--dsn", old_db.url, "--cutover", CUTOVER)[0] == 0
+    parser = argparse.ArgumentParser(prog="gpuledger")
+    cli.register(parser.add_subparsers(dest="command", required=True))
+    args = parser.parse_args(["import", "history", "alice", "--from", "2026-02-01", "--to", "2026-02-02",
+                              "--format", "csv"])
+    assert args.func(args) == 0
+    rows = list(csv.DictReader(capsys.readouterr().out.splitlines()))
+    # 16:00-16:04 UTC are the first minutes of 1 February at +08:00; 15:55-15:59 belong to 31 January
+    assert [(r["at"], r["node"], r["gpus"], r["amount"]) for r in rows[:2]] == [
+        ("2026-02-01T00:00:00+08:00", "60001", "NVIDIA A100-SXM4-80GB", "0.502500"),
+        ("2026-02-01T00:00:00+08:00", "60002", "", "0.004000")]
+    assert len(rows) == 10 and {r["kind"] for r in rows} == {"usage"} and {r["source"] for r in rows} == {
+        "hit-aiot-ops"}
+    args = parser.parse_args(["import", "history", "alice", "--from", "2026-01-01", "--to", "2026-01-31",
+                              "--format", "csv"])
+    assert args.func(args) == 0
+    rows = list(csv.DictReader(capsys.readouterr().out.splitlines()))
+    assert [(r["at"], r["kind"], r["amount"]) for r in rows] == [("2026-01-05T09:00:00+08:00", "recharge", "50.000000")]
