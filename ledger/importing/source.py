@@ -17,7 +17,7 @@ from decimal import Decimal
 import psycopg
 from psycopg import IsolationLevel
 
-from ledger.errors import LedgerUnavailable
+from ledger.errors import LedgerError, LedgerUnavailable
 
 # The fork's (Samsara-1999) SSH lists; upstream has only ssh_whitelist. A table that is absent reads as empty.
 LIST_TABLES = ("ssh_exemptions", "ssh_whitelist", "ssh_blacklist")
@@ -106,6 +106,9 @@ def reading(dsn: str) -> Iterator[psycopg.Connection]:
         conn.read_only = True
         with conn.transaction():
             yield conn
+    except psycopg.errors.UndefinedTable as exc:
+        raise LedgerError(f"the old database is not hit-aiot-ops's: {exc.diag.message_primary}",
+                          missing=exc.diag.message_primary) from exc
     finally:
         conn.close()
 

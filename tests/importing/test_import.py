@@ -205,3 +205,11 @@ def test_the_history_before_the_cutover_reads_back_in_local_days(gl: Run, old_db
     assert args.func(args) == 0
     rows = list(csv.DictReader(capsys.readouterr().out.splitlines()))
     assert [(r["at"], r["kind"], r["amount"]) for r in rows] == [("2026-01-05T09:00:00+08:00", "recharge", "50.000000")]
+
+
+def test_a_database_that_is_not_the_old_system_is_refused(gl: Run, ledger_db: LedgerDatabase,
+                                                          superuser: Engine) -> None:
+    empty = ledger_rows(superuser)
+    status, _, err = gl("--dsn", ledger_db.admin_url, "--cutover", CUTOVER)
+    assert status == 2 and 'the old database is not hit-aiot-ops\'s: relation "users" does not exist' in err
+    assert ledger_rows(superuser) == empty
