@@ -6,6 +6,9 @@ from __future__ import annotations
 import argparse
 import csv
 import hashlib
+import shutil
+import subprocess
+import sys
 from collections.abc import Callable
 from datetime import UTC, date, datetime
 from decimal import Decimal
@@ -213,3 +216,18 @@ def test_a_database_that_is_not_the_old_system_is_refused(gl: Run, ledger_db: Le
     status, _, err = gl("--dsn", ledger_db.admin_url, "--cutover", CUTOVER)
     assert status == 2 and 'the old database is not hit-aiot-ops\'s: relation "users" does not exist' in err
     assert ledger_rows(superuser) == empty
+
+
+@pytest.mark.parametrize("fmt", ["hledger", "beancount"])
+def test_the_imported_books_pass_the_accounting_tools(gl: Run, old_db: OldDatabase, ledger: Ledger, tmp_path: Path,
+                                                      fmt: str) -> None:
+    assert gl("--dsn", old_db.url, "--cutover", CUTOVER)[0] == 0
+    path = tmp_path / f"books.{fmt}"
+    with path.open("w") as out:
+        ledger.export(fmt, out)
+    tool = ([shutil.which("hledger") or "/usr/bin/hledger", "-f", str(path), "check", "-s"] if fmt == "hledger"
+            else [str(Path(sys.executable).with_name("bean-check")), str(path)])
+    done = subprocess.run(tool, capture_output=True, text=True, timeout=120, check=False)
+    assert done.returncode == 0, done.stdout + done.stderr
+    equity = "equity:migration:hit-aiot-ops" if fmt == "hledger" else "Equity:Migration:Hit-aiot-ops"
+    assert equity in path.read_text()
