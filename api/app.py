@@ -29,6 +29,8 @@ from starlette.routing import BaseRoute, Mount, Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from api import docs, openapi, tokens
+from api.compat import CompatConfig
+from api.compat import routes as compat_routes
 from api.config import ApiConfig
 from api.console import web
 from api.console.static import ConsoleStatic
@@ -73,7 +75,8 @@ def all_operations() -> tuple[Operation, ...]:
     return (*OPERATIONS, OPENAPI)
 
 
-def create_app(ledger: Ledger, config: ApiConfig | None = None, *, close_ledger: bool = False) -> Starlette:
+def create_app(ledger: Ledger, config: ApiConfig | None = None, *, close_ledger: bool = False,
+               compat: CompatConfig | None = None) -> Starlette:
     """The app over a ``Ledger`` (whose engine also serves the API's own tables). The lead's ``gpuledger run``
     passes its ledger; ``close_ledger`` disposes of it at shutdown."""
     config = config or ApiConfig()
@@ -109,6 +112,7 @@ def create_app(ledger: Ledger, config: ApiConfig | None = None, *, close_ledger:
     # One Route per path, so a 405 lists every method of the path in Allow.
     routes: list[BaseRoute] = [Route(path, _by_method(endpoints), methods=list(endpoints))
                                for path, endpoints in by_path.items()]
+    routes += compat_routes(svc, compat or CompatConfig())   # the old hit-aiot-ops hooks' routes, when turned on
     routes += docs.routes()   # the page over /openapi.json: not an operation of the API it documents
     routes.append(Mount("/static", ConsoleStatic(), name="static"))
     return Starlette(routes=routes, lifespan=lifespan, exception_handlers={HTTPException: not_routed},
@@ -144,7 +148,7 @@ def create_app_from_env(environ: Mapping[str, str] | None = None) -> Starlette:
     env = os.environ if environ is None else environ
     config = ApiConfig.from_env(env)
     return create_app(Ledger.from_config(LedgerConfig.from_env(env), config.session_settings()), config,
-                      close_ledger=True)
+                      close_ledger=True, compat=CompatConfig.from_env(env))
 
 
 def _error(err: ApiError, request_id: str) -> Response:

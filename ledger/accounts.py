@@ -14,6 +14,10 @@ _NAME = re.compile(NAME_RULE)
 FUNDING_DEFAULT = "bank"
 GRANTS = "expenses:grants"
 COUNTERS = {"adjustment": "expenses:adjustment", "writeoff": "expenses:writeoff"}
+# An opening balance brought over from another system (ledger.importing): an adjustment whose counter account is
+# the source's equity account, so the old money enters the books as equity, neither revenue nor an expense.
+OPENING_COUNTER = "opening"
+MIGRATION_EQUITY = "equity:migration"
 KIND_OF_ROOT = {"assets": "asset", "liabilities": "liability", "equity": "equity", "revenues": "revenue",
                 "expenses": "expense"}
 
@@ -36,6 +40,10 @@ def grant_code(wallet: str, grant_no: int) -> str:
 
 def funding_code(channel: str) -> str:
     return f"assets:funding:{check_name('funding channel', channel)}"
+
+
+def migration_equity_code(source: str) -> str:
+    return f"{MIGRATION_EQUITY}:{check_name('import source', source)}"
 
 
 def model_slug(model: str) -> str:

@@ -15,7 +15,7 @@ from sqlalchemy import text
 from sqlalchemy.engine import Connection
 
 from ledger import chain, journal, periods, prices, rating, rollup
-from ledger.accounts import COUNTERS
+from ledger.accounts import COUNTERS, MIGRATION_EQUITY, OPENING_COUNTER
 from ledger.codec import usage_payload
 from ledger.journal import sha256_of
 from ledger.records import PriceVersion, Problem, UsageRecord, VerifyReport
@@ -74,7 +74,8 @@ def reversals(conn: Connection) -> Iterator[Problem]:
 def entry_payload_sha256(row: Any) -> bytes:
     """An entry's payload hash recomputed from what is stored (``journal.payload``): its kind, postings and
     referenced entry, and the facts each kind was posted with: a charge's usage record hash
-    (``ledger.tickplan.entry_sha256``), a grant's expiry and an adjustment's counter (``ledger.operations``)."""
+    (``ledger.tickplan.entry_sha256``), a grant's expiry and an adjustment's counter (``ledger.operations``;
+    ``opening`` for an imported opening balance, ``ledger.importing.apply``)."""
     postings = [(code, int(amount)) for _, code, amount in row.postings or ()]
     if row.kind == "usage":
         return entry_sha256(b"" if row.usage_sha is None else bytes(row.usage_sha), postings)
@@ -83,7 +84,8 @@ def entry_payload_sha256(row: Any) -> bytes:
         facts = {"expires_at": row.grant_expires_at}
     elif row.kind == "adjustment":
         accounts = {code for code, _ in postings}
-        facts = {"counter": next((name for name, code in COUNTERS.items() if code in accounts), None)}
+        opening = OPENING_COUNTER if any(c.startswith(MIGRATION_EQUITY + ":") for c in accounts) else None
+        facts = {"counter": next((name for name, code in COUNTERS.items() if code in accounts), opening)}
     return sha256_of(journal.payload(row.kind, postings, row.ref_entry_id, facts))
 
 

@@ -629,6 +629,55 @@ ALTER TABLE ledger.idempotency_conflict ALTER COLUMN id ADD GENERATED ALWAYS AS 
     CACHE 1
 );
 
+CREATE TABLE ledger.import_run (
+    id bigint NOT NULL,
+    source text NOT NULL,
+    cutover timestamp with time zone NOT NULL,
+    source_sha256 bytea NOT NULL,
+    counts jsonb NOT NULL,
+    actor text NOT NULL,
+    imported_at timestamp with time zone DEFAULT now() NOT NULL,
+    CONSTRAINT import_run_actor_check CHECK ((actor <> ''::text)),
+    CONSTRAINT import_run_source_check CHECK ((source <> ''::text)),
+    CONSTRAINT import_run_source_sha256_check CHECK ((length(source_sha256) = 32))
+);
+
+ALTER TABLE ledger.import_run ALTER COLUMN id ADD GENERATED ALWAYS AS IDENTITY (
+    SEQUENCE NAME ledger.import_run_id_seq
+    START WITH 1
+    INCREMENT BY 1
+    NO MINVALUE
+    NO MAXVALUE
+    CACHE 1
+);
+
+CREATE TABLE ledger.imported_recharge (
+    run_id bigint NOT NULL,
+    source_id bigint NOT NULL,
+    user_id bigint NOT NULL,
+    amount bigint NOT NULL,
+    method text NOT NULL,
+    at timestamp with time zone NOT NULL
+);
+
+COMMENT ON TABLE ledger.imported_recharge IS 'recharges of an imported system (evidence only: the opening-balance entry carries the money).';
+
+CREATE TABLE ledger.imported_usage (
+    run_id bigint NOT NULL,
+    source_id bigint NOT NULL,
+    node text NOT NULL,
+    linux_user text NOT NULL,
+    user_id bigint NOT NULL,
+    at timestamp with time zone NOT NULL,
+    pid integer,
+    cpu_percent text,
+    memory_mb text,
+    gpu_models text[] NOT NULL,
+    cost bigint NOT NULL
+);
+
+COMMENT ON TABLE ledger.imported_usage IS 'usage rows of an imported system (evidence only: never rated, never posted); cost in micro-units as the old system recorded it, cpu_percent and memory_mb as the old float text, at read as UTC.';
+
 CREATE TABLE ledger.journal_entry (
     id bigint NOT NULL,
     idem_key text NOT NULL,
@@ -815,6 +864,18 @@ ALTER TABLE ONLY ledger.grant_account
 ALTER TABLE ONLY ledger.idempotency_conflict
     ADD CONSTRAINT idempotency_conflict_pkey PRIMARY KEY (id);
 
+ALTER TABLE ONLY ledger.import_run
+    ADD CONSTRAINT import_run_pkey PRIMARY KEY (id);
+
+ALTER TABLE ONLY ledger.import_run
+    ADD CONSTRAINT import_run_source_key UNIQUE (source);
+
+ALTER TABLE ONLY ledger.imported_recharge
+    ADD CONSTRAINT imported_recharge_pkey PRIMARY KEY (run_id, source_id);
+
+ALTER TABLE ONLY ledger.imported_usage
+    ADD CONSTRAINT imported_usage_pkey PRIMARY KEY (run_id, source_id);
+
 ALTER TABLE ONLY ledger.journal_entry
     ADD CONSTRAINT journal_entry_idem_key UNIQUE (idem_key);
 
@@ -864,6 +925,10 @@ ALTER TABLE ONLY ledger.usage
     ADD CONSTRAINT usage_pkey PRIMARY KEY (id);
 
 CREATE INDEX grant_account_wallet ON ledger.grant_account USING btree (wallet_account_id);
+
+CREATE INDEX imported_recharge_user_at ON ledger.imported_recharge USING btree (user_id, at);
+
+CREATE INDEX imported_usage_user_at ON ledger.imported_usage USING btree (user_id, at);
 
 CREATE INDEX journal_entry_effective_at ON ledger.journal_entry USING btree (effective_at);
 
@@ -944,6 +1009,30 @@ ALTER TABLE ledger.idempotency_conflict ENABLE ALWAYS TRIGGER idempotency_confli
 CREATE TRIGGER idempotency_conflict_no_truncate BEFORE TRUNCATE ON ledger.idempotency_conflict FOR EACH STATEMENT EXECUTE FUNCTION ledger.forbid_change();
 
 ALTER TABLE ledger.idempotency_conflict ENABLE ALWAYS TRIGGER idempotency_conflict_no_truncate;
+
+CREATE TRIGGER import_run_append_only BEFORE DELETE OR UPDATE ON ledger.import_run FOR EACH ROW EXECUTE FUNCTION ledger.forbid_change();
+
+ALTER TABLE ledger.import_run ENABLE ALWAYS TRIGGER import_run_append_only;
+
+CREATE TRIGGER import_run_no_truncate BEFORE TRUNCATE ON ledger.import_run FOR EACH STATEMENT EXECUTE FUNCTION ledger.forbid_change();
+
+ALTER TABLE ledger.import_run ENABLE ALWAYS TRIGGER import_run_no_truncate;
+
+CREATE TRIGGER imported_recharge_append_only BEFORE DELETE OR UPDATE ON ledger.imported_recharge FOR EACH ROW EXECUTE FUNCTION ledger.forbid_change();
+
+ALTER TABLE ledger.imported_recharge ENABLE ALWAYS TRIGGER imported_recharge_append_only;
+
+CREATE TRIGGER imported_recharge_no_truncate BEFORE TRUNCATE ON ledger.imported_recharge FOR EACH STATEMENT EXECUTE FUNCTION ledger.forbid_change();
+
+ALTER TABLE ledger.imported_recharge ENABLE ALWAYS TRIGGER imported_recharge_no_truncate;
+
+CREATE TRIGGER imported_usage_append_only BEFORE DELETE OR UPDATE ON ledger.imported_usage FOR EACH ROW EXECUTE FUNCTION ledger.forbid_change();
+
+ALTER TABLE ledger.imported_usage ENABLE ALWAYS TRIGGER imported_usage_append_only;
+
+CREATE TRIGGER imported_usage_no_truncate BEFORE TRUNCATE ON ledger.imported_usage FOR EACH STATEMENT EXECUTE FUNCTION ledger.forbid_change();
+
+ALTER TABLE ledger.imported_usage ENABLE ALWAYS TRIGGER imported_usage_no_truncate;
 
 CREATE TRIGGER journal_entry_append_only BEFORE DELETE OR UPDATE ON ledger.journal_entry FOR EACH ROW EXECUTE FUNCTION ledger.forbid_change();
 
@@ -1054,6 +1143,18 @@ ALTER TABLE ONLY ledger.grant_account
 
 ALTER TABLE ONLY ledger.grant_account
     ADD CONSTRAINT grant_account_wallet_account_id_fkey FOREIGN KEY (wallet_account_id) REFERENCES ledger.account(id);
+
+ALTER TABLE ONLY ledger.imported_recharge
+    ADD CONSTRAINT imported_recharge_run_id_fkey FOREIGN KEY (run_id) REFERENCES ledger.import_run(id);
+
+ALTER TABLE ONLY ledger.imported_recharge
+    ADD CONSTRAINT imported_recharge_user_id_fkey FOREIGN KEY (user_id) REFERENCES ledger.billing_user(id);
+
+ALTER TABLE ONLY ledger.imported_usage
+    ADD CONSTRAINT imported_usage_run_id_fkey FOREIGN KEY (run_id) REFERENCES ledger.import_run(id);
+
+ALTER TABLE ONLY ledger.imported_usage
+    ADD CONSTRAINT imported_usage_user_id_fkey FOREIGN KEY (user_id) REFERENCES ledger.billing_user(id);
 
 ALTER TABLE ONLY ledger.node_user_map
     ADD CONSTRAINT node_user_map_user_id_fkey FOREIGN KEY (user_id) REFERENCES ledger.billing_user(id);
@@ -1171,6 +1272,25 @@ GRANT SELECT ON TABLE ledger.grant_account TO gpuledger_auditor;
 
 GRANT SELECT,INSERT ON TABLE ledger.idempotency_conflict TO gpuledger_app;
 GRANT SELECT ON TABLE ledger.idempotency_conflict TO gpuledger_auditor;
+
+GRANT SELECT ON TABLE ledger.import_run TO gpuledger_app;
+GRANT SELECT ON TABLE ledger.import_run TO gpuledger_auditor;
+
+GRANT INSERT(source) ON TABLE ledger.import_run TO gpuledger_app;
+
+GRANT INSERT(cutover) ON TABLE ledger.import_run TO gpuledger_app;
+
+GRANT INSERT(source_sha256) ON TABLE ledger.import_run TO gpuledger_app;
+
+GRANT INSERT(counts) ON TABLE ledger.import_run TO gpuledger_app;
+
+GRANT INSERT(actor) ON TABLE ledger.import_run TO gpuledger_app;
+
+GRANT SELECT,INSERT ON TABLE ledger.imported_recharge TO gpuledger_app;
+GRANT SELECT ON TABLE ledger.imported_recharge TO gpuledger_auditor;
+
+GRANT SELECT,INSERT ON TABLE ledger.imported_usage TO gpuledger_app;
+GRANT SELECT ON TABLE ledger.imported_usage TO gpuledger_auditor;
 
 GRANT SELECT ON TABLE ledger.journal_entry TO gpuledger_app;
 GRANT SELECT ON TABLE ledger.journal_entry TO gpuledger_auditor;
