@@ -39,6 +39,8 @@ SUITE = "bookworm"
 PACKAGES = (
     "systemd", "systemd-sysv", "dbus", "libpam-systemd", "libnss-systemd", "openssh-server", "python3",
     "python3-venv", "sudo", "linux-image-amd64", "iproute2", "procps", "kmod", "udev",
+    # A user manager with its own bus (systemd-run --user) and cron, the ways work starts outside an SSH session.
+    "dbus-user-session", "cron",
 )
 USERS = ("root", "gltest", "glcontrol")
 TOOLS = ("qemu-system-x86_64", "qemu-img", "mmdebstrap", "mkfs.ext4", "ssh", "ssh-keygen")
