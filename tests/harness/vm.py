@@ -39,6 +39,8 @@ SUITE = "bookworm"
 PACKAGES = (
     "systemd", "systemd-sysv", "dbus", "libpam-systemd", "libnss-systemd", "openssh-server", "python3",
     "python3-venv", "sudo", "linux-image-amd64", "iproute2", "procps", "kmod", "udev",
+    # A user manager with its own bus (systemd-run --user) and cron, the ways work starts outside an SSH session.
+    "dbus-user-session", "cron",
 )
 USERS = ("root", "gltest", "glcontrol")
 TOOLS = ("qemu-system-x86_64", "qemu-img", "mmdebstrap", "mkfs.ext4", "ssh", "ssh-keygen")
@@ -158,15 +160,31 @@ class VmNode:
             "-o", "ServerAliveInterval=10", "-o", "ServerAliveCountMax=6", "-o", "LogLevel=ERROR",
         ]
 
-    def ssh_argv(self, user: str, command: str, key: Path | None = None) -> list[str]:
-        return ["ssh", *self.ssh_options(key), "-p", str(self.port), f"{user}@127.0.0.1", command]
+    def control_path(self, user: str) -> Path:
+        return self.workdir / f"mux-{user}.sock"
+
+    def _multiplex(self, user: str, key: Path | None, fresh: bool) -> list[str]:
+        """One master connection per user, reused by every later call: a TCG guest spends a second or more of CPU
+        on each key exchange. Only for the lab's own key (a call with another key is about that key: it must
+        authenticate itself) and never for a ``fresh`` call, which needs a login of its own (a new logind
+        session: multiplexed channels share the master's)."""
+        if fresh or key is not None:
+            return ["-o", "ControlPath=none"]
+        # ControlPersist: the master outlives the call that started it; stop() ends it, and 10 minutes unused
+        # end it too should a session die without stop().
+        return ["-o", "ControlMaster=auto", "-o", f"ControlPath={self.control_path(user)}",
+                "-o", "ControlPersist=600"]
+
+    def ssh_argv(self, user: str, command: str, key: Path | None = None, *, fresh: bool = False) -> list[str]:
+        return ["ssh", *self.ssh_options(key), *self._multiplex(user, key, fresh), "-p", str(self.port),
+                f"{user}@127.0.0.1", command]
 
     def ssh(
         self, user: str, command: str, *, timeout: float = 120.0, check: bool = True, stdin: bytes | None = None,
-        key: Path | None = None,
+        key: Path | None = None, fresh: bool = False,
     ) -> subprocess.CompletedProcess[str]:
         result = subprocess.run(
-            self.ssh_argv(user, command, key), input=stdin.decode() if stdin is not None else None,
+            self.ssh_argv(user, command, key, fresh=fresh), input=stdin.decode() if stdin is not None else None,
             capture_output=True, text=True, timeout=timeout,
         )
         if check and result.returncode != 0:
@@ -236,7 +254,16 @@ class VmNode:
             time.sleep(1.0)
         raise VmError(f"{self.name}: sshd did not answer within {timeout:.0f} s", self.console_tail())
 
+    def _end_masters(self) -> None:
+        """Ask each master connection to exit (``ssh -O exit``: by its socket, no process hunting)."""
+        for socket_path in self.workdir.glob("mux-*.sock"):
+            subprocess.run(
+                ["ssh", "-o", f"ControlPath={socket_path}", "-O", "exit", "127.0.0.1"],
+                capture_output=True, timeout=30, check=False,
+            )
+
     def stop(self) -> None:
+        self._end_masters()
         process, self._process = self._process, None
         if process is None or process.poll() is not None:
             return
