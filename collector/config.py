@@ -70,6 +70,7 @@ class ControllerConfig:
     # series a wallet, so the list is what bounds the cardinality (collector.metrics.WalletBalances says why).
     metrics_wallets: tuple[str, ...] = ()
     anchor_file: Path | None = None
+    queue: bool = False
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str]) -> ControllerConfig:
@@ -132,6 +133,7 @@ class ControllerConfig:
             metrics_address=env.get("METRICS_ADDRESS", _ip_literal, cls.metrics_address),
             metrics_wallets=_wallets(env.key("METRICS_WALLETS"), env.items("METRICS_WALLETS")),
             anchor_file=env.get("ANCHOR_FILE", _optional_path, _state_file(environ, "chain-anchors")),
+            queue=env.boolean("QUEUE", False),
         )
 
 

@@ -46,6 +46,7 @@ from collector.logs import node_logger
 from collector.metrics import Metrics
 from collector.nodes.registry import NodeReport
 from collector.nodes.transport.abc import NodeSession, Transport
+from collector.queueing.driver import QueueDriver
 from collector.ticklog import TickLog
 from collector.types import Node, Outcome, TickSettings, TickSummary
 from control.overrides import Override
@@ -111,6 +112,7 @@ class Controller:
         self.ticklog = TickLog(engine, name)
         self.converger = Converger(db=self._db, decisions=DecisionLog(engine), metrics=metrics, settings=settings,
                                    currency=ledger_config.currency)
+        self.queue = QueueDriver(engine=engine, db=self._db, settings=settings) if settings.queue else None
         self._burn = standing.BurnRates()
         self._pool = ThreadPoolExecutor(max_workers=settings.db_workers, thread_name_prefix="gpuledger-db")
 
@@ -263,6 +265,8 @@ class Controller:
         decision = await self._db(decide, self.engine, self._burn, pairs, self.rules.thresholds,
                                   self.overrides, now)
         notices = tier_notices(decision.transitions, decision.standings)
+        if self.queue is not None:  # before converging: what the queue grants is what the nodes enforce
+            await self.queue.tick(sampled, decision.billing, now)
         work = [
             self.converger.enforce_node(tick_id, node, sample, session, decision, self.rules, self.overrides, now)
             for node, sample, session in sampled if session is not None

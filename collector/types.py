@@ -80,6 +80,7 @@ class TickSettings:
     db_workers: int = 4
     sample_retention_days: int = 30
     decision_retention_days: int = 90
+    queue: bool = False  # the GPU queue's driver (collector.queueing) runs in each tick
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,191 @@
+"""The GPU queue's turn in a tick (docs/queue.md, "The per-tick driver").
+
+On each sampled node's session: ``gpu-requests`` (the node reads and removes its drop box). Then ONE
+transaction: the (node, Linux user) owners of the files and of the GPU processes mapped to billing users
+(``ledger.directory.resolve``), and ``control.queue.tick.run`` on the operations, the samples' GPU facts and
+idle observations. Then, on the same sessions, each user's answer with ``queue-status UID``, when it changed
+or every ``ANSWER_REFRESH_S`` (like the converger's status files).
+
+The node removes what it hands over, so operations read in a tick whose transaction failed are kept here and
+offered again next tick (the (user, nonce) key makes that idempotent); a controller killed between the read
+and the commit loses them, and the user, seeing no answer for their nonce, files again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+import zlib
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import Engine
+
+from collector.charging.samples import Sample
+from collector.errors import NodeUnavailable
+from collector.logs import node_logger
+from collector.nodes.transport.abc import NodeSession
+from collector.queueing import answers
+from collector.queueing.facts import linux_users, node_facts
+from collector.queueing.filed import BadReport, Filed, Report, parse_report
+from collector.types import Db, TickSettings
+from control.queue import store
+from control.queue import tick as queue_tick
+from control.queue.records import GpuFact, GpuRef, Policy
+from ledger import directory
+
+log = logging.getLogger("gpuledger.controller")
+ANSWER_REFRESH_S = 120
+# Ended and refused requests stay in their user's answer this long, so ``gpu-request --status`` says why.
+ANSWER_WINDOW = timedelta(hours=1)
+# ``gpu-requests`` hands over at most 200 files a call; a node with more is read again, this many times a tick.
+MAX_READS = 5
+
+Sampled = tuple[str, Sample, NodeSession | None]
+
+
+@dataclass(frozen=True)
+class Decided:
+    """One queue tick: its result and each node's answers to write, (uid, document) pairs."""
+
+    result: queue_tick.Result
+    answers: Mapping[str, Sequence[tuple[int, dict[str, Any]]]]
+    unmapped: tuple[Filed, ...] = ()
+
+
+class QueueDriver:
+    """Keeps across ticks: the operations read but not yet committed, the Linux name of each (node, uid) seen
+    (an answer must name the account it is for), and when each answer was last written."""
+
+    def __init__(self, *, engine: Engine, db: Db, settings: TickSettings, policy: Policy | None = None) -> None:
+        self._engine = engine
+        self._db = db
+        self._settings = settings
+        self.policy = policy or Policy()
+        self._pending: list[Filed] = []
+        self._names: dict[tuple[str, int], str] = {}
+        self._written: dict[tuple[str, int], tuple[tuple[object, ...], float]] = {}
+
+    async def tick(self, sampled: Sequence[Sampled], billing: Mapping[tuple[str, str], str],
+                   now: datetime) -> Decided:
+        """``billing``: the (node, Linux user) pairs this tick resolved already (the enforcement's decision)."""
+        semaphore = asyncio.Semaphore(self._settings.concurrency)
+        sessions = {node: session for node, _, session in sampled if session is not None}
+        reports = await asyncio.gather(*(self._read(node, s, semaphore) for node, s in sessions.items()))
+        filed = self._pending + [f for report in reports for f in report]
+        self._pending = filed
+        for node, sample, _ in sampled:
+            self._names.update(linux_users(node, sample))
+        self._names.update({(f.node, f.uid): f.linux_user for f in filed})
+        decided = await self._db(self._decide, filed, [(n, s) for n, s, _ in sampled], billing, now)
+        self._pending = []
+        for f in decided.unmapped:
+            log.warning("gpu queue: %s on %s (uid %d) bills to nobody; %s op dropped", f.linux_user, f.node, f.uid,
+                        str(f.body.get("op"))[:20])
+        for outcome in decided.result.outcomes:
+            log.info("gpu queue: %s (node %s, uid %s) %s: %s", outcome.op.user, outcome.op.origin_node,
+                     outcome.op.uid, str(outcome.op.body.get("op"))[:20], outcome.outcome)
+        await asyncio.gather(*(self._answer(sessions[node], docs) for node, docs in decided.answers.items()
+                               if node in sessions))
+        return decided
+
+    async def _read(self, node: str, session: NodeSession, semaphore: asyncio.Semaphore) -> list[Filed]:
+        nlog = node_logger(node)
+        filed: list[Filed] = []
+        async with semaphore:
+            for _ in range(MAX_READS):
+                try:
+                    result = await session.run(["gpu-requests"], timeout_s=self._settings.command_timeout_s)
+                except NodeUnavailable as exc:
+                    nlog.warning("gpu-requests: %s: %s", exc.outcome, exc.detail)
+                    break
+                if not result.ok:
+                    nlog.warning("gpu-requests exited %d: %s", result.exit_status,
+                                 result.stdout[:300].decode("utf-8", "replace"))
+                    break
+                try:
+                    report = parse_report(node, result.stdout)
+                except BadReport as exc:
+                    nlog.warning("%s", exc)
+                    break
+                _log_report(report)
+                filed.extend(report.filed)
+                if not report.more:
+                    break
+        return filed
+
+    def _decide(self, filed: Sequence[Filed], sampled: Sequence[tuple[str, Sample]],
+                known: Mapping[tuple[str, str], str], now: datetime) -> Decided:
+        wanted = {(f.node, f.linux_user) for f in filed}
+        wanted |= {(node, p.user) for node, sample in sampled for p in sample.gpu_processes if p.user}
+        with self._engine.begin() as conn:
+            billing = {**known, **directory.resolve(conn, wanted - known.keys())}
+            projects: dict[str, str | None] = {}
+            ops, unmapped = [], []
+            for f in filed:
+                user = billing.get((f.node, f.linux_user))
+                if user is None:
+                    unmapped.append(f)
+                    continue
+                if user not in projects:
+                    projects[user] = directory.get_user(conn, user).project
+                ops.append(queue_tick.Op(user, projects[user], f.body, origin_node=f.node, uid=f.uid))
+            facts: list[GpuFact] = []
+            idle: dict[GpuRef, bool] = {}
+            for node, sample in sampled:
+                per_node = node_facts(node, sample, billing)
+                facts.extend(per_node.facts)
+                idle.update(per_node.idle)
+            result = queue_tick.run(conn, ops, facts, idle, self.policy, now)
+            standings = store.standings(conn, since=now - ANSWER_WINDOW)
+        return Decided(result, self._documents(standings, billing, now), tuple(unmapped))
+
+    def _documents(self, standings: Mapping[str, Sequence[store.Standing]], billing: Mapping[tuple[str, str], str],
+                   now: datetime) -> dict[str, list[tuple[int, dict[str, Any]]]]:
+        """Each user's answer goes where they filed from and to every node where their processes run."""
+        targets: dict[str, set[tuple[str, int]]] = {}
+        for user, rows in standings.items():
+            targets[user] = {(s.origin_node, s.uid) for s in rows if s.origin_node is not None and s.uid is not None}
+        for (node, uid), name in self._names.items():
+            holder = billing.get((node, name))
+            if holder is not None and holder in targets:
+                targets[holder].add((node, uid))
+        per_node: dict[str, list[tuple[int, dict[str, Any]]]] = {}
+        for user, pairs in targets.items():
+            for node, uid in sorted(pairs):
+                known = self._names.get((node, uid))
+                if known is not None:
+                    per_node.setdefault(node, []).append((uid, answers.document(uid, known, standings[user], now)))
+        return per_node
+
+    async def _answer(self, session: NodeSession, docs: Sequence[tuple[int, dict[str, Any]]]) -> None:
+        node = session.node.name
+        for uid, doc in docs:
+            fingerprint = answers.fingerprint(doc)
+            last = self._written.get((node, uid))
+            # A per-file offset spreads the refreshes over a minute, as the converger does for status files.
+            refresh = ANSWER_REFRESH_S + zlib.crc32(f"{node}/{uid}".encode()) % 60
+            if last is not None and last[0] == fingerprint and time.monotonic() - last[1] < refresh:
+                continue
+            try:
+                result = await session.run(["queue-status", str(uid)], stdin=json.dumps(doc).encode(),
+                                           timeout_s=self._settings.command_timeout_s)
+            except NodeUnavailable as exc:
+                node_logger(node).warning("queue-status stopped: %s: %s", exc.outcome, exc.detail)
+                return
+            if result.ok:
+                self._written[(node, uid)] = (fingerprint, time.monotonic())
+            else:
+                node_logger(node).warning("queue-status uid=%d failed: %s", uid, result.stdout[:300])
+
+
+def _log_report(report: Report) -> None:
+    nlog = node_logger(report.node)
+    for refusal in report.refused:
+        nlog.warning("gpu-requests refused a file of uid %s: %s %s", refusal.uid, refusal.reason, refusal.detail[:200])
+    for problem in report.malformed:
+        nlog.warning("gpu-requests answered a malformed %s; skipped", problem)
