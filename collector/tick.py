@@ -265,10 +265,12 @@ class Controller:
         decision = await self._db(decide, self.engine, self._burn, pairs, self.rules.thresholds,
                                   self.overrides, now)
         notices = tier_notices(decision.transitions, decision.standings)
+        held: dict[str, dict[int, str]] = {}
         if self.queue is not None:  # before converging: what the queue grants is what the nodes enforce
-            await self.queue.tick(sampled, decision.billing, now)
+            held = (await self.queue.tick(sampled, decision.billing, now)).held()
         work = [
-            self.converger.enforce_node(tick_id, node, sample, session, decision, self.rules, self.overrides, now)
+            self.converger.enforce_node(tick_id, node, sample, session, decision, self.rules, self.overrides, now,
+                                        held.get(node))
             for node, sample, session in sampled if session is not None
         ]
         actions = 0

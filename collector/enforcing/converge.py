@@ -22,7 +22,16 @@ from collector.enforcing.decide import Decision
 from collector.enforcing.decisionlog import DecisionLog, outcome_of, restricts
 from collector.enforcing.decisions import Desired, ProcessRef, desired_state, status_document
 from collector.enforcing.notices import TerminalNotices
-from collector.enforcing.planner import Action, Actual, FactError, parse_gpu_state, parse_outside, parse_quota, plan
+from collector.enforcing.planner import (
+    Action,
+    Actual,
+    FactError,
+    parse_denied_minors,
+    parse_gpu_state,
+    parse_outside,
+    parse_quota,
+    plan,
+)
 from collector.enforcing.rules import Rules
 from collector.errors import NodeUnavailable
 from collector.logs import node_logger
@@ -104,10 +113,11 @@ class Converger:
 
     async def enforce_node(
         self, tick_id: int | None, node: str, sample: Sample, session: NodeSession, decision: Decision,
-        rules: Rules, overrides: Mapping[str, Override], now: datetime,
+        rules: Rules, overrides: Mapping[str, Override], now: datetime, held: Mapping[int, str] | None = None,
     ) -> int:
         """Converge every candidate user on ``node``; returns how many verbs ran (or were recorded, dry),
-        counting those before a node that stopped answering."""
+        counting those before a node that stopped answering. ``held``: GPU minor -> the billing user the queue
+        granted or offered it to (docs/queue.md, "Enforcement"); everyone else is masked from it."""
         nlog = node_logger(node)
         gpu_holders = _gpu_processes(sample)
         ran: list[Action] = []
@@ -116,8 +126,9 @@ class Converger:
             if user is None or user not in decision.transitions:
                 continue
             transition = decision.transitions[user]
+            others = tuple(minor for minor, holder in (held or {}).items() if holder != user)
             desired = desired_state(uid, linux_user, transition.current, decision.standings[user], rules.policy,
-                                    gpu_holders.get(uid, ()), now, overrides.get(user))
+                                    gpu_holders.get(uid, ()), now, overrides.get(user), others)
             try:
                 killed = await self._converge(tick_id, session, node, desired, sample.logical_cpus, rules, ran)
                 await self._write_status(session, node, desired, decision.burn.get(user, 0), now, rules)
@@ -139,7 +150,8 @@ class Converger:
         killed."""
         assert self._restricted is not None
         key = (node, desired.uid)
-        wants_restriction = desired.cpu_quota_ppm is not None or desired.gpu_blocked or bool(desired.kill)
+        wants_restriction = (desired.cpu_quota_ppm is not None or desired.gpu_blocked or bool(desired.gpu_masked)
+                             or bool(desired.kill))
         if not wants_restriction and key not in self._restricted:
             return []
         actual = await self._read_actual(session, desired.uid)
@@ -162,8 +174,9 @@ class Converger:
         quota = await session.run(["quota-get", str(uid)], timeout_s=timeout)
         gpu = await session.run(["gpu-state", str(uid)], timeout_s=timeout)
         try:
-            return Actual(uid, parse_quota(quota.stdout), parse_gpu_state(gpu.stdout),
-                          parse_outside("quota-get", quota.stdout), parse_outside("gpu-state", gpu.stdout))
+            blocked = parse_gpu_state(gpu.stdout)
+            return Actual(uid, parse_quota(quota.stdout), blocked, parse_outside("quota-get", quota.stdout),
+                          parse_outside("gpu-state", gpu.stdout), parse_denied_minors(gpu.stdout) if blocked else None)
         except FactError as exc:
             node_logger(session.node.name).warning("cannot read the state of uid %d: %s", uid, exc)
             return None

@@ -86,6 +86,8 @@ class Desired:
     kill: tuple[ProcessRef, ...]
     gpu_processes: tuple[ProcessRef, ...] = ()
     override: Override | None = None
+    # The GPU minors of this node that the queue granted or offered to others: masked for this uid.
+    gpu_masked: tuple[int, ...] = ()
 
     @property
     def reason(self) -> str:
@@ -111,9 +113,11 @@ def desired_state(
     gpu_processes: tuple[ProcessRef, ...],
     now: datetime,
     override: Override | None = None,
+    others_gpus: tuple[int, ...] = (),
 ) -> Desired:
     """The desired state of ``uid`` on one node, given its billing user's tier, admin override and GPU
-    processes there. A lifted user is enforced as exempt."""
+    processes there, and the GPUs the queue holds for others there (``others_gpus``, minors). A lifted user
+    is enforced as exempt; an exempt user keeps every GPU (a share in the queue, not a mask)."""
     tier = EXEMPT if lifts(override, state.since, now) else state.tier
     quota = None
     if tier == Tier.LIMITED.value:
@@ -135,6 +139,7 @@ def desired_state(
         kill=gpu_processes if kill_at is not None and now >= kill_at else (),
         gpu_processes=gpu_processes,
         override=applying(override, now),
+        gpu_masked=() if tier == EXEMPT else tuple(sorted(set(others_gpus))),
     )
 
 

@@ -35,7 +35,7 @@ from collector.queueing.filed import BadReport, Filed, Report, parse_report
 from collector.types import Db, TickSettings
 from control.queue import store
 from control.queue import tick as queue_tick
-from control.queue.records import GpuFact, GpuRef, Policy
+from control.queue.records import GpuFact, GpuRef, Policy, State
 from ledger import directory
 
 log = logging.getLogger("gpuledger.controller")
@@ -55,6 +55,17 @@ class Decided:
     result: queue_tick.Result
     answers: Mapping[str, Sequence[tuple[int, dict[str, Any]]]]
     unmapped: tuple[Filed, ...] = ()
+
+    def held(self) -> dict[str, dict[int, str]]:
+        """node -> GPU minor -> the billing user it is granted or offered to: masked for everyone else. An offer
+        is masked too, so nobody else's job lands on it in the minutes before its user claims it; the GPUs a
+        queued request holds for a multi-GPU start are not (backfill may use them)."""
+        held: dict[str, dict[int, str]] = {}
+        for r in self.result.live:
+            if r.state in (State.GRANTED, State.OFFERED):
+                for g in r.gpus:
+                    held.setdefault(g.node, {})[g.index] = r.user
+        return held
 
 
 class QueueDriver:

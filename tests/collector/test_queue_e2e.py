@@ -20,7 +20,7 @@ from sqlalchemy.exc import OperationalError
 from collector.queueing import driver
 from ledger.money import MICRO
 from tests.collector.conftest import Database
-from tests.collector.harness import Cluster, make_nodes, remove_tree
+from tests.collector.harness import Cluster, make_nodes, remove_tree, spawn_as
 from tests.collector.login_node import LoginNode, login_users
 from tests.harness.sshd import sshd_available
 from tests.hooks.test_gpu_request import TOOL, configured
@@ -160,3 +160,37 @@ def test_a_tick_that_dies_mid_transaction_grants_once(queue: tuple[Cluster, Queu
     cluster.tick()
     assert [tuple(r) for r in grants(cluster)] == [(ALICE, 0)]
     assert cluster.scalar("SELECT count(*) FROM control.queue_request") == 1
+
+
+def denied(cluster: Cluster, uid: int) -> object:
+    """What the node's real ``gpu-state`` says is denied to ``uid`` (its cgroup v1 device rules)."""
+    transport = cluster.nodes["q1"].local_transport()
+
+    async def read() -> bytes:
+        session = await transport.session(cluster.reach["q1"])
+        try:
+            return (await session.run(["gpu-state", str(uid)], timeout_s=20)).stdout
+        finally:
+            await transport.aclose()
+    return json.loads(cluster.runner.run(read()))["denied_minors"]
+
+
+def test_others_are_masked_from_a_granted_gpu_until_it_is_released(
+        queue: tuple[Cluster, QueueNode, dict[str, int]]) -> None:
+    cluster, node, uid = queue
+    job = spawn_as(BOB, "sleep", "600")  # bob is on the node, so the tick converges him
+    try:
+        node.gpu_request(ALICE, "--count", "1")
+        cluster.tick()
+        rid, mine = only_request(node.answer(uid[ALICE]))
+        assert mine["state"] == "offered" and denied(cluster, uid[BOB]) == [0]  # an offer is masked too
+        node.gpu_request(ALICE, "--claim", str(rid))
+        cluster.tick()
+        assert only_request(node.answer(uid[ALICE]))[1]["state"] == "granted"
+        assert denied(cluster, uid[BOB]) == [0] and denied(cluster, uid[ALICE]) == []
+        node.gpu_request(ALICE, "--release")
+        cluster.tick()
+        assert denied(cluster, uid[BOB]) == []
+    finally:
+        job.kill()
+        job.wait()
