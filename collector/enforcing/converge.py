@@ -114,10 +114,12 @@ class Converger:
     async def enforce_node(
         self, tick_id: int | None, node: str, sample: Sample, session: NodeSession, decision: Decision,
         rules: Rules, overrides: Mapping[str, Override], now: datetime, held: Mapping[int, str] | None = None,
+        ungranted: Mapping[int, tuple[ProcessRef, ...]] | None = None,
     ) -> int:
         """Converge every candidate user on ``node``; returns how many verbs ran (or were recorded, dry),
         counting those before a node that stopped answering. ``held``: GPU minor -> the billing user the queue
-        granted or offered it to (docs/queue.md, "Enforcement"); everyone else is masked from it."""
+        granted or offered it to (docs/queue.md, "Enforcement"); everyone else is masked from it. ``ungranted``:
+        uid -> the GPU processes the queue stops for use without a grant."""
         nlog = node_logger(node)
         gpu_holders = _gpu_processes(sample)
         ran: list[Action] = []
@@ -128,7 +130,8 @@ class Converger:
             transition = decision.transitions[user]
             others = tuple(minor for minor, holder in (held or {}).items() if holder != user)
             desired = desired_state(uid, linux_user, transition.current, decision.standings[user], rules.policy,
-                                    gpu_holders.get(uid, ()), now, overrides.get(user), others)
+                                    gpu_holders.get(uid, ()), now, overrides.get(user), others,
+                                    (ungranted or {}).get(uid, ()))
             try:
                 killed = await self._converge(tick_id, session, node, desired, sample.logical_cpus, rules, ran)
                 await self._write_status(session, node, desired, decision.burn.get(user, 0), now, rules)
@@ -151,7 +154,7 @@ class Converger:
         assert self._restricted is not None
         key = (node, desired.uid)
         wants_restriction = (desired.cpu_quota_ppm is not None or desired.gpu_blocked or bool(desired.gpu_masked)
-                             or bool(desired.kill))
+                             or bool(desired.kill) or bool(desired.ungranted_kill))
         if not wants_restriction and key not in self._restricted:
             return []
         actual = await self._read_actual(session, desired.uid)
@@ -161,7 +164,9 @@ class Converger:
         for action in plan(node, desired, actual, cpus):
             status, detail = await self._execute(tick_id, session, action, desired, rules)
             ran.append(action)
-            if action.kind == "kill" and status == "applied" and detail.get("outcome") == "killed":
+            # Only the tier's kills are announced as the tier's; the queue tells of its own (ungranted use).
+            if (action.kind == "kill" and status == "applied" and detail.get("outcome") == "killed"
+                    and any(str(p.pid) == action.verb[2] for p in desired.kill)):
                 killed.append(int(action.verb[2]))
         if wants_restriction:
             self._restricted[key] = desired.linux_user

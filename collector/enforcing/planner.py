@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 
-from collector.enforcing.decisions import Desired
+from collector.enforcing.decisions import Desired, ProcessRef
 
 # The verbs that put a restriction in place and those that lift one: the decision log reads the latest of
 # each to know which (node, uid) pairs the controller holds restricted.
@@ -134,10 +134,14 @@ def plan(node: str, desired: Desired, actual: Actual, cpus: int) -> tuple[Action
         actions.append(Action(node, desired.uid, ("quota-set", uid, str(desired.cpu_quota_ppm)),
                               f"{reason}, {actual.quota_outside} process(es) outside the quota"))
     actions.extend(_gpu_actions(node, desired, actual, reason))
-    for process in desired.kill:
-        kill = ("kill", process.boot_id, str(process.pid), str(process.start_ticks), uid)
-        actions.append(Action(node, desired.uid, kill, f"{reason}, kill grace over"))
+    actions.extend(Action(node, desired.uid, _kill(p, uid), f"{reason}, kill grace over") for p in desired.kill)
+    actions.extend(Action(node, desired.uid, _kill(p, uid), "GPU used without a grant past the grace while others wait")
+                   for p in desired.ungranted_kill if p not in desired.kill)
     return tuple(actions)
+
+
+def _kill(process: ProcessRef, uid: str) -> tuple[str, ...]:
+    return ("kill", process.boot_id, str(process.pid), str(process.start_ticks), uid)
 
 
 def _gpu_actions(node: str, desired: Desired, actual: Actual, reason: str) -> list[Action]:

@@ -18,7 +18,7 @@ import json
 import logging
 import time
 import zlib
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -26,13 +26,17 @@ from typing import Any
 from sqlalchemy import Engine
 
 from collector.charging.samples import Sample
+from collector.enforcing.decisions import NOTIFY_MAX_BYTES, ProcessRef
+from collector.enforcing.notices import QueueNotice
 from collector.errors import NodeUnavailable
 from collector.logs import node_logger
 from collector.nodes.transport.abc import NodeSession
 from collector.queueing import answers
-from collector.queueing.facts import linux_users, node_facts
+from collector.queueing.facts import linux_users, node_facts, ungranted
 from collector.queueing.filed import BadReport, Filed, Report, parse_report
-from collector.types import Db, TickSettings
+from collector.queueing.notices import tick_notices
+from collector.queueing.ungranted import UngrantedUse
+from collector.types import Db, QueueSettings, TickSettings
 from control.queue import store
 from control.queue import tick as queue_tick
 from control.queue.records import GpuFact, GpuRef, Policy, State
@@ -46,6 +50,7 @@ ANSWER_WINDOW = timedelta(hours=1)
 MAX_READS = 5
 
 Sampled = tuple[str, Sample, NodeSession | None]
+Docs = list[tuple[int, dict[str, Any]]]  # (uid, queue-status document) for one node
 
 
 @dataclass(frozen=True)
@@ -54,6 +59,9 @@ class Decided:
 
     result: queue_tick.Result
     answers: Mapping[str, Sequence[tuple[int, dict[str, Any]]]]
+    billing: Mapping[tuple[str, str], str]
+    by_id: Mapping[int, store.Standing]
+    targets: Mapping[str, set[tuple[str, int]]]
     unmapped: tuple[Filed, ...] = ()
 
     def held(self) -> dict[str, dict[int, str]]:
@@ -68,22 +76,36 @@ class Decided:
         return held
 
 
+@dataclass(frozen=True)
+class Turn:
+    """What the rest of the tick needs of the queue's: the GPUs to mask (node -> minor -> holder), the processes
+    to kill for ungranted use (node -> uid -> processes), and the notices for e-mail and webhook."""
+
+    held: Mapping[str, Mapping[int, str]]
+    kills: Mapping[str, Mapping[int, tuple[ProcessRef, ...]]]
+    notices: tuple[QueueNotice, ...]
+
+
 class QueueDriver:
     """Keeps across ticks: the operations read but not yet committed, the Linux name of each (node, uid) seen
     (an answer must name the account it is for), and when each answer was last written."""
 
-    def __init__(self, *, engine: Engine, db: Db, settings: TickSettings, policy: Policy | None = None) -> None:
+    def __init__(self, *, engine: Engine, db: Db, settings: TickSettings, queue: QueueSettings,
+                 policy: Policy | None = None) -> None:
         self._engine = engine
         self._db = db
         self._settings = settings
         self.policy = policy or Policy()
+        self._ungranted = UngrantedUse(queue)
+        self._expiry_warned: set[int] = set()
         self._pending: list[Filed] = []
         self._names: dict[tuple[str, int], str] = {}
         self._written: dict[tuple[str, int], tuple[tuple[object, ...], float]] = {}
 
     async def tick(self, sampled: Sequence[Sampled], billing: Mapping[tuple[str, str], str],
-                   now: datetime) -> Decided:
-        """``billing``: the (node, Linux user) pairs this tick resolved already (the enforcement's decision)."""
+                   exempt: Collection[str], now: datetime) -> Turn:
+        """``billing``: the (node, Linux user) pairs this tick resolved already (the enforcement's decision);
+        ``exempt``: the billing users exempt from enforcement."""
         semaphore = asyncio.Semaphore(self._settings.concurrency)
         sessions = {node: session for node, _, session in sampled if session is not None}
         reports = await asyncio.gather(*(self._read(node, s, semaphore) for node, s in sessions.items()))
@@ -100,9 +122,33 @@ class QueueDriver:
         for outcome in decided.result.outcomes:
             log.info("gpu queue: %s (node %s, uid %s) %s: %s", outcome.op.user, outcome.op.origin_node,
                      outcome.op.uid, str(outcome.op.body.get("op"))[:20], outcome.outcome)
-        await asyncio.gather(*(self._answer(sessions[node], docs) for node, docs in decided.answers.items()
-                               if node in sessions))
-        return decided
+        held = decided.held()
+        found = [use for node, sample, _ in sampled
+                 for use in ungranted(node, sample, decided.billing, held.get(node, {}))]
+        verdict = self._ungranted.assess(found, decided.result.live, exempt, now)
+        news = tick_notices(decided.result, decided.by_id, now, self._expiry_warned)
+        lines: dict[str, list[tuple[int, str]]] = {}
+        for notice in news:
+            for node, uid in sorted(decided.targets.get(notice.user, ())):
+                lines.setdefault(node, []).append((uid, notice.text))
+        for node, uid, notice in verdict.notices:
+            lines.setdefault(node, []).append((uid, notice.text))
+        await asyncio.gather(*(self._deliver(sessions[node], decided.answers.get(node, ()), lines.get(node, ()))
+                               for node in sessions.keys() & (decided.answers.keys() | lines.keys())))
+        return Turn(held, verdict.kills, (*news, *(n for _, _, n in verdict.notices)))
+
+    async def _deliver(self, session: NodeSession, docs: Sequence[tuple[int, dict[str, Any]]],
+                       lines: Sequence[tuple[int, str]]) -> None:
+        """The answers first (a notice points at ``gpu-request --status``), then the notices' terminal lines."""
+        try:
+            await self._answer(session, docs)
+            for uid, text in lines:
+                result = await session.run(["notify", str(uid)], stdin=text.encode()[:NOTIFY_MAX_BYTES],
+                                           timeout_s=self._settings.command_timeout_s)
+                if not result.ok:  # an exempt or protected user is refused: their news goes by e-mail only
+                    node_logger(session.node.name).info("notify uid=%d refused: %s", uid, result.stdout[:200])
+        except NodeUnavailable as exc:
+            node_logger(session.node.name).warning("gpu queue answers stopped: %s: %s", exc.outcome, exc.detail)
 
     async def _read(self, node: str, session: NodeSession, semaphore: asyncio.Semaphore) -> list[Filed]:
         nlog = node_logger(node)
@@ -153,11 +199,13 @@ class QueueDriver:
                 idle.update(per_node.idle)
             result = queue_tick.run(conn, ops, facts, idle, self.policy, now)
             standings = store.standings(conn, since=now - ANSWER_WINDOW)
-        return Decided(result, self._documents(standings, billing, now), tuple(unmapped))
+        targets = self._targets(standings, billing)
+        return Decided(result, self._documents(standings, targets, now), billing,
+                       {s.request.id: s for rows in standings.values() for s in rows}, targets, tuple(unmapped))
 
-    def _documents(self, standings: Mapping[str, Sequence[store.Standing]], billing: Mapping[tuple[str, str], str],
-                   now: datetime) -> dict[str, list[tuple[int, dict[str, Any]]]]:
-        """Each user's answer goes where they filed from and to every node where their processes run."""
+    def _targets(self, standings: Mapping[str, Sequence[store.Standing]],
+                 billing: Mapping[tuple[str, str], str]) -> dict[str, set[tuple[str, int]]]:
+        """Each user's answers and notices go where they filed from and to every node where their processes run."""
         targets: dict[str, set[tuple[str, int]]] = {}
         for user, rows in standings.items():
             targets[user] = {(s.origin_node, s.uid) for s in rows if s.origin_node is not None and s.uid is not None}
@@ -165,12 +213,17 @@ class QueueDriver:
             holder = billing.get((node, name))
             if holder is not None and holder in targets:
                 targets[holder].add((node, uid))
-        per_node: dict[str, list[tuple[int, dict[str, Any]]]] = {}
+        for pairs in targets.values():
+            pairs.intersection_update(self._names)  # an answer must name the account on that node
+        return targets
+
+    def _documents(self, standings: Mapping[str, Sequence[store.Standing]],
+                   targets: Mapping[str, set[tuple[str, int]]], now: datetime) -> dict[str, Docs]:
+        per_node: dict[str, Docs] = {}
         for user, pairs in targets.items():
             for node, uid in sorted(pairs):
-                known = self._names.get((node, uid))
-                if known is not None:
-                    per_node.setdefault(node, []).append((uid, answers.document(uid, known, standings[user], now)))
+                doc = answers.document(uid, self._names[(node, uid)], standings[user], now)
+                per_node.setdefault(node, []).append((uid, doc))
         return per_node
 
     async def _answer(self, session: NodeSession, docs: Sequence[tuple[int, dict[str, Any]]]) -> None:
@@ -182,12 +235,8 @@ class QueueDriver:
             refresh = ANSWER_REFRESH_S + zlib.crc32(f"{node}/{uid}".encode()) % 60
             if last is not None and last[0] == fingerprint and time.monotonic() - last[1] < refresh:
                 continue
-            try:
-                result = await session.run(["queue-status", str(uid)], stdin=json.dumps(doc).encode(),
-                                           timeout_s=self._settings.command_timeout_s)
-            except NodeUnavailable as exc:
-                node_logger(node).warning("queue-status stopped: %s: %s", exc.outcome, exc.detail)
-                return
+            result = await session.run(["queue-status", str(uid)], stdin=json.dumps(doc).encode(),
+                                       timeout_s=self._settings.command_timeout_s)
             if result.ok:
                 self._written[(node, uid)] = (fingerprint, time.monotonic())
             else:

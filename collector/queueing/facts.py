@@ -13,6 +13,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from collector.charging.samples import Sample
+from collector.enforcing.decisions import ProcessRef
 from control.queue.records import GpuFact, GpuRef
 
 # A holder's processes with at least this much memory at 0 % utilization hold the GPU idle; less is a process
@@ -65,3 +66,35 @@ def linux_users(node: str, sample: Sample) -> dict[tuple[str, int], str]:
     names = {(node, p.uid): p.user for p in sample.processes if p.user}
     names.update({(node, p.uid): p.user for p in sample.gpu_processes if p.uid is not None and p.user})
     return names
+
+
+@dataclass(frozen=True)
+class Ungranted:
+    """A process of ``user`` on a GPU the queue has not granted (or offered) to them. ``process`` is None when the
+    sample does not identify it well enough for a PID-reuse-safe kill."""
+
+    node: str
+    uid: int
+    linux_user: str
+    user: str
+    gpu: GpuRef
+    process: ProcessRef | None
+
+
+def ungranted(node: str, sample: Sample, billing: Mapping[tuple[str, str], str],
+              held: Mapping[int, str]) -> list[Ungranted]:
+    """Every mapped user's GPU process on ``node`` that is not on a GPU ``held`` for them (minor -> holder).
+    Root's and unmappable processes are nobody to warn; they already keep the GPU from being offered."""
+    gpus = {g.uuid: GpuRef(node, g.index, pool_model(g.name)) for g in sample.gpus}
+    by_pid = {p.pid: p for p in sample.processes}
+    found = []
+    for p in sample.gpu_processes:
+        ref = gpus.get(p.gpu_uuid)
+        user = billing.get((node, p.user)) if p.user else None
+        if ref is None or p.uid is None or p.uid == 0 or p.user is None or user is None or held.get(ref.index) == user:
+            continue
+        listed = by_pid.get(p.pid)
+        start = p.start_ticks if p.start_ticks is not None else (listed.start_ticks if listed else None)
+        process = ProcessRef(sample.boot_id, p.pid, start) if start is not None else None
+        found.append(Ungranted(node, p.uid, p.user, user, ref, process))
+    return found

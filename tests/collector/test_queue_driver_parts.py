@@ -15,6 +15,7 @@ from collector.config import ControllerConfig
 from collector.queueing.answers import document, fingerprint
 from collector.queueing.facts import IDLE_MIN_MEMORY, node_facts, pool_model
 from collector.queueing.filed import BadReport, parse_report
+from collector.types import QueueSettings
 from control.queue.records import GpuRef, Request, State
 from control.queue.store import Standing
 from ledger.errors import ConfigError
@@ -104,11 +105,28 @@ def test_an_answer_keeps_the_live_requests_and_the_newest_ended_within_the_limit
     assert len(ids) == queuestatus.MAX_REQUESTS and ids[-1] == 80 and ids[0] == 80 - 63
 
 
-@pytest.mark.parametrize(("value", "expected"), [("true", True), ("", False), ("off", False)])
-def test_the_queue_key_is_off_by_default_and_fails_fast(value: str, expected: bool) -> None:
-    env = {"GPULEDGER_DATABASE_URL": "postgresql+psycopg://x@localhost/x", "GPULEDGER_INVENTORY": "/dev/null"}
-    assert ControllerConfig.from_env(env).queue is False
-    assert ControllerConfig.from_env({**env, "GPULEDGER_QUEUE": value}).queue is expected
+ENV = {"GPULEDGER_DATABASE_URL": "postgresql+psycopg://x@localhost/x", "GPULEDGER_INVENTORY": "/dev/null"}
+
+
+@pytest.mark.parametrize(("value", "on"), [("true", True), ("", False), ("off", False)])
+def test_the_queue_key_is_off_by_default_and_fails_fast(value: str, on: bool) -> None:
+    assert ControllerConfig.from_env(ENV).queue is None
+    assert (ControllerConfig.from_env({**ENV, "GPULEDGER_QUEUE": value}).queue is not None) is on
     with pytest.raises(ConfigError) as caught:
-        ControllerConfig.from_env({**env, "GPULEDGER_QUEUE": "maybe"})
+        ControllerConfig.from_env({**ENV, "GPULEDGER_QUEUE": "maybe"})
     assert caught.value.key == "GPULEDGER_QUEUE"
+
+
+def test_ungranted_levels_per_pool_with_a_default() -> None:
+    queue = ControllerConfig.from_env({**ENV, "GPULEDGER_QUEUE": "on", "GPULEDGER_QUEUE_UNGRANTED": "*=1, rtx-3090=2",
+                                       "GPULEDGER_QUEUE_UNGRANTED_GRACE_SECONDS": "60"}).queue
+    assert queue is not None
+    assert (queue.level("rtx-3090"), queue.level("a100"), queue.grace_s) == (2, 1, 60)
+    assert QueueSettings().level("a100") == 0  # record only unless an admin says more
+
+
+@pytest.mark.parametrize("value", ["rtx=3", "rtx", "=1", "a=1,a=2"])
+def test_a_bad_ungranted_level_names_its_key(value: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        ControllerConfig.from_env({**ENV, "GPULEDGER_QUEUE": "on", "GPULEDGER_QUEUE_UNGRANTED": value})
+    assert caught.value.key == "GPULEDGER_QUEUE_UNGRANTED"

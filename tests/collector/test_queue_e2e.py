@@ -18,6 +18,7 @@ import pytest
 from sqlalchemy.exc import OperationalError
 
 from collector.queueing import driver
+from collector.types import QueueSettings
 from ledger.money import MICRO
 from tests.collector.conftest import Database
 from tests.collector.harness import Cluster, make_nodes, remove_tree, spawn_as
@@ -64,7 +65,7 @@ class QueueNode:
 def queue(api_database: Database, node_user: str, client_key: Path, users: dict[str, pwd.struct_passwd],
           tmp_path: Path) -> Iterator[tuple[Cluster, QueueNode, dict[str, int]]]:
     nodes, base = make_nodes(["q1"])
-    cluster = Cluster(api_database, nodes, queue=True)
+    cluster = Cluster(api_database, nodes, queue=QueueSettings())
     login = LoginNode(cluster.nodes["q1"], node_user, client_key, users, tmp_path, "https://console.example/login")
     node = QueueNode(cluster, login)
     cluster.setup_ledger({ALICE: 100 * MICRO, BOB: 100 * MICRO})
@@ -194,3 +195,31 @@ def test_others_are_masked_from_a_granted_gpu_until_it_is_released(
     finally:
         job.kill()
         job.wait()
+
+
+def test_at_level_2_a_process_without_a_grant_is_stopped_while_someone_waits(
+        api_database: Database, node_user: str, client_key: Path, users: dict[str, pwd.struct_passwd],
+        tmp_path: Path) -> None:
+    nodes, base = make_nodes(["q1"])
+    cluster = Cluster(api_database, nodes, queue=QueueSettings(levels={MODEL: 2}, grace_s=0))
+    login = LoginNode(cluster.nodes["q1"], node_user, client_key, users, tmp_path, "https://console.example/login")
+    try:
+        node = QueueNode(cluster, login)
+        cluster.setup_ledger({ALICE: 100 * MICRO, BOB: 100 * MICRO})
+        cluster.over_ssh("q1", login.node, login.transport)
+        job = spawn_as(BOB, "sleep", "600")
+        cluster.nodes["q1"].put_on_gpu("GPU-glc-0", job.pid, 2 << 30)
+        cluster.tick()  # nobody waits: bob is only warned
+        assert job.poll() is None
+        node.gpu_request(ALICE, "--count", "2")
+        cluster.tick()  # alice waits for both GPUs: bob's process is stopped (SIGTERM, then SIGKILL)
+        assert job.wait(timeout=30) is not None
+        cluster.nodes["q1"].clear_gpu(job.pid)
+        cluster.tick()
+        assert only_request(node.answer(users[ALICE].pw_uid))[1]["state"] == "offered"
+        [kill] = cluster.rows("SELECT verb, reason, outcome FROM collector.decision WHERE verb LIKE 'kill %'")
+        assert "without a grant" in kill.reason
+    finally:
+        login.close(cluster.runner.run)
+        cluster.close()
+        remove_tree(base)

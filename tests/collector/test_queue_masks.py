@@ -10,7 +10,7 @@ from datetime import UTC, datetime
 import pytest
 
 from collector.config import TierPolicy
-from collector.enforcing.decisions import Standing, TierState, desired_state
+from collector.enforcing.decisions import ProcessRef, Standing, TierState, desired_state
 from collector.enforcing.planner import Actual, FactError, parse_denied_minors, parse_gpu_state, plan
 from ledger.tiers import Tier
 
@@ -72,3 +72,15 @@ def test_a_bad_denied_minors_is_a_fact_error(value: object) -> None:
 
 def test_a_node_command_without_minors_reports_the_whole_block() -> None:
     assert parse_denied_minors(gpu_state(blocked=True)) is None
+
+
+def test_an_ungranted_process_is_killed_by_identity_and_not_for_an_exempt_user() -> None:
+    job = ProcessRef("boot-1", 4242, 99)
+    state = TierState("alice", "normal", NOW)
+    desired = desired_state(UID, "alice", state, Standing("alice", Tier.NORMAL, 0), NO_QUOTAS, (job,), NOW, None,
+                            (), (job,))
+    [action] = plan("n1", desired, actual(**FREE), 8)
+    assert action.verb == ("kill", "boot-1", "4242", "99", "1001") and "without a grant" in action.reason
+    exempt = desired_state(UID, "alice", TierState("alice", "exempt", NOW), Standing("alice", Tier.NORMAL, 0, True),
+                           NO_QUOTAS, (job,), NOW, None, (), (job,))
+    assert plan("n1", exempt, actual(**FREE), 8) == ()
