@@ -48,9 +48,10 @@ class UngrantedUse:
             key = (use.node, use.uid, use.gpu.index, use.process)
             since = seen[key] = self._since.get(key, now)
             level = self._settings.level(use.gpu.model)
+            if key not in self._since:  # recorded once per use, not every tick
+                log.info("gpu queue: %s (%s) uses %s GPU %d without a grant (level %d)", use.linux_user, use.user,
+                         use.node, use.gpu.index, level)
             if use.user in exempt or level == 0:
-                log.info("gpu queue: %s (%s) uses %s GPU %d without a grant", use.linux_user, use.user, use.node,
-                         use.gpu.index)
                 continue
             waiting = sum(1 for r in queued if r.matches(use.gpu))
             kill_at = since + timedelta(seconds=self._settings.grace_s)

@@ -7,6 +7,7 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
 from collector.enforcing.decisions import ProcessRef
+from collector.enforcing.notices import Notifier, QueueNotice
 from collector.queueing.facts import Ungranted
 from collector.queueing.notices import tick_notices
 from collector.queueing.ungranted import UngrantedUse
@@ -69,3 +70,10 @@ def test_a_use_that_stops_starts_a_new_grace() -> None:
     kill.assess([use(1)], waiting, (), NOW)
     kill.assess([], waiting, (), NOW + timedelta(seconds=30))
     assert kill.assess([use(1)], waiting, (), NOW + timedelta(seconds=61)).kills == {}
+
+
+def test_the_notifier_sends_queue_news_as_its_own_event() -> None:
+    notice = QueueNotice("alice", "grant", "GPU request 2: n1 GPU 0 (rtx-3090) granted to you until 09:00 UTC.")
+    notifier = Notifier("CNY", user_email_template="{user}@lab.example")
+    assert notifier.payload(notice) == {"event": "gpu_queue_grant", "user": "alice", "text": f"gpuledger: {notice.text}"}
+    assert notifier.recipients(notice) == ["alice@lab.example"]
