@@ -96,6 +96,10 @@ class Converger:
         self._notices = TerminalNotices(db, decisions, currency)
         self._restricted: dict[tuple[str, int], str] | None = None
         self._status_written: dict[tuple[str, int], tuple[tuple[object, ...], float]] = {}
+        # (node, uid) -> the queue's mask last confirmed there and when: every user on a node with a grant is
+        # masked, so reading each one's facts every tick would cost two verbs per user per tick. A confirmed mask
+        # is read again after STATUS_REFRESH_S (which also re-sends it to processes outside it) or when it changes.
+        self._masks: dict[tuple[str, int], tuple[tuple[int, ...], float]] = {}
 
     async def load(self) -> None:
         """Read which pairs are restricted from the decision log, once: afterwards this process keeps it."""
@@ -157,13 +161,22 @@ class Converger:
                              or bool(desired.kill) or bool(desired.ungranted_kill))
         if not wants_restriction and key not in self._restricted:
             return []
+        mask_only = bool(desired.gpu_masked) and desired.cpu_quota_ppm is None and not desired.gpu_blocked \
+            and not desired.kill and not desired.ungranted_kill
+        confirmed = self._masks.get(key)
+        if (mask_only and confirmed is not None and confirmed[0] == desired.gpu_masked
+                and time.monotonic() - confirmed[1] < STATUS_REFRESH_S):
+            return []
+        self._masks.pop(key, None)
         actual = await self._read_actual(session, desired.uid)
         if actual is None:
             return []
         killed = []
+        settled = True
         for action in plan(node, desired, actual, cpus):
             status, detail = await self._execute(tick_id, session, action, desired, rules)
             ran.append(action)
+            settled = settled and status in ("applied", "unchanged")
             # Only the tier's kills are announced as the tier's; the queue tells of its own (ungranted use).
             if (action.kind == "kill" and status == "applied" and detail.get("outcome") == "killed"
                     and any(str(p.pid) == action.verb[2] for p in desired.kill)):
@@ -172,6 +185,8 @@ class Converger:
             self._restricted[key] = desired.linux_user
         else:
             self._restricted.pop(key, None)
+        if mask_only and settled:
+            self._masks[key] = (desired.gpu_masked, time.monotonic())
         return killed
 
     async def _read_actual(self, session: NodeSession, uid: int) -> Actual | None:

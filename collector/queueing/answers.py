@@ -38,16 +38,21 @@ def _entry(s: Standing) -> dict[str, Any]:
     }
 
 
-def document(uid: int, linux_user: str, standings: Sequence[Standing], now: datetime) -> dict[str, Any]:
-    """The answer for ``uid`` (``linux_user`` on the node it goes to): the live requests, then the newest ended
-    ones, at most ``MAX_REQUESTS``, in id order."""
+def entries(standings: Sequence[Standing]) -> list[dict[str, Any]]:
+    """A user's requests as the answer lists them: the live ones, then the newest ended ones, at most
+    ``MAX_REQUESTS``, in id order (the same for every node the answer goes to)."""
     live = [s for s in standings if s.request.live]
     ended = [s for s in standings if not s.request.live][::-1][:max(0, MAX_REQUESTS - len(live))]
-    chosen = sorted(live[:MAX_REQUESTS] + ended, key=lambda s: s.request.id)
-    return {"version": 1, "uid": uid, "user": linux_user, "updated_at": int(now.timestamp()),
-            "requests": [_entry(s) for s in chosen]}
+    return [_entry(s) for s in sorted(live[:MAX_REQUESTS] + ended, key=lambda s: s.request.id)]
 
 
-def fingerprint(doc: dict[str, Any]) -> tuple[object, ...]:
-    """What, when it changes, makes an answer due at once (the time alone waits for the refresh)."""
-    return (doc["user"], tuple(tuple(sorted((k, repr(v)) for k, v in r.items())) for r in doc["requests"]))
+def document(uid: int, linux_user: str, listed: list[dict[str, Any]], now: datetime) -> dict[str, Any]:
+    """The answer for ``uid`` (``linux_user`` on the node it goes to) with ``entries``' requests."""
+    return {"version": 1, "uid": uid, "user": linux_user, "updated_at": int(now.timestamp()), "requests": listed}
+
+
+def fingerprint(listed: Sequence[dict[str, Any]]) -> tuple[object, ...]:
+    """What, when it changes, makes an answer due at once. The time and a queued request's estimate wait for
+    the refresh: an estimate of "free now" moves every tick."""
+    return tuple((r["id"], r["state"], r["position"], r["offer_expires"], r["ends"], r["reason"],
+                  tuple((g["node"], g["index"]) for g in r["gpus"])) for r in listed)

@@ -205,14 +205,21 @@ class QueueDriver:
 
     def _targets(self, standings: Mapping[str, Sequence[store.Standing]],
                  billing: Mapping[tuple[str, str], str]) -> dict[str, set[tuple[str, int]]]:
-        """Each user's answers and notices go where they filed from and to every node where their processes run."""
+        """Each user's answers and notices go where they filed from and to the nodes of their offered and granted
+        GPUs (where their jobs run), to each account whose Linux name the controller has seen there."""
+        gpu_nodes: dict[str, set[str]] = {}
         targets: dict[str, set[tuple[str, int]]] = {}
         for user, rows in standings.items():
             targets[user] = {(s.origin_node, s.uid) for s in rows if s.origin_node is not None and s.uid is not None}
-        for (node, uid), name in self._names.items():
-            holder = billing.get((node, name))
-            if holder is not None and holder in targets:
-                targets[holder].add((node, uid))
+            for s in rows:
+                if s.request.state in (State.GRANTED, State.OFFERED):
+                    for g in s.request.gpus:
+                        gpu_nodes.setdefault(g.node, set()).add(user)
+        if gpu_nodes:
+            for (node, uid), name in self._names.items():
+                holder = billing.get((node, name))
+                if holder is not None and holder in gpu_nodes.get(node, ()):
+                    targets[holder].add((node, uid))
         for pairs in targets.values():
             pairs.intersection_update(self._names)  # an answer must name the account on that node
         return targets
@@ -221,15 +228,16 @@ class QueueDriver:
                    targets: Mapping[str, set[tuple[str, int]]], now: datetime) -> dict[str, Docs]:
         per_node: dict[str, Docs] = {}
         for user, pairs in targets.items():
+            listed = answers.entries(standings[user])
             for node, uid in sorted(pairs):
-                doc = answers.document(uid, self._names[(node, uid)], standings[user], now)
+                doc = answers.document(uid, self._names[(node, uid)], listed, now)
                 per_node.setdefault(node, []).append((uid, doc))
         return per_node
 
     async def _answer(self, session: NodeSession, docs: Sequence[tuple[int, dict[str, Any]]]) -> None:
         node = session.node.name
         for uid, doc in docs:
-            fingerprint = answers.fingerprint(doc)
+            fingerprint = (doc["user"], answers.fingerprint(doc["requests"]))
             last = self._written.get((node, uid))
             # A per-file offset spreads the refreshes over a minute, as the converger does for status files.
             refresh = ANSWER_REFRESH_S + zlib.crc32(f"{node}/{uid}".encode()) % 60

@@ -12,7 +12,7 @@ import pytest
 
 from collector.charging.samples import GpuProcess
 from collector.config import ControllerConfig
-from collector.queueing.answers import document, fingerprint
+from collector.queueing.answers import document, entries, fingerprint
 from collector.queueing.facts import IDLE_MIN_MEMORY, node_facts, pool_model
 from collector.queueing.filed import BadReport, parse_report
 from collector.types import QueueSettings
@@ -89,19 +89,21 @@ def standing(rid: int, state: State, **fields: object) -> Standing:
 def test_the_answer_passes_the_probes_own_check() -> None:
     rows = [standing(1, State.GRANTED, gpus=(GpuRef("n1", 0, "a100"),), granted_at=NOW, ends=NOW),
             standing(2, State.QUEUED), standing(3, State.ENDED, reason="offer expired")]
-    doc = document(1001, "alice", rows, NOW)
+    doc = document(1001, "alice", entries(rows), NOW)
     assert queuestatus.problems(doc, 1001, "alice") == []
     granted, queued, ended = doc["requests"]
     assert granted["gpus"] == [{"node": "n1", "index": 0, "model": "a100"}] and granted["ends"] == int(NOW.timestamp())
     assert (queued["position"], queued["eta_basis"]) == (1, "GPUs free now?[31m")
     assert (ended["state"], ended["reason"], ended["position"]) == ("ended", "offer expired", None)
-    later = document(1001, "alice", rows, NOW.replace(minute=5))
-    assert fingerprint(later) == fingerprint(doc)  # only the time moved: waits for the refresh
+    moved = [standing(2, State.QUEUED)]
+    later = entries([rows[0], Standing(moved[0].request, moved[0].nonce, "n1", 1001, 1, NOW.replace(minute=5), "")])
+    assert fingerprint(later) == fingerprint(doc["requests"][:2])  # only the estimate moved: waits for the refresh
+    assert fingerprint(entries(rows[:1])) != fingerprint(doc["requests"][:2])
 
 
 def test_an_answer_keeps_the_live_requests_and_the_newest_ended_within_the_limit() -> None:
     rows = [standing(i, State.ENDED) for i in range(1, 80)] + [standing(80, State.QUEUED)]
-    ids = [r["id"] for r in document(1001, "alice", rows, NOW)["requests"]]
+    ids = [r["id"] for r in entries(rows)]
     assert len(ids) == queuestatus.MAX_REQUESTS and ids[-1] == 80 and ids[0] == 80 - 63
 
 

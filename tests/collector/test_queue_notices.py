@@ -75,5 +75,6 @@ def test_a_use_that_stops_starts_a_new_grace() -> None:
 def test_the_notifier_sends_queue_news_as_its_own_event() -> None:
     notice = QueueNotice("alice", "grant", "GPU request 2: n1 GPU 0 (rtx-3090) granted to you until 09:00 UTC.")
     notifier = Notifier("CNY", user_email_template="{user}@lab.example")
-    assert notifier.payload(notice) == {"event": "gpu_queue_grant", "user": "alice", "text": f"gpuledger: {notice.text}"}
+    assert notifier.payload(notice) == {"event": "gpu_queue_grant", "user": "alice",
+                                        "text": f"gpuledger: {notice.text}"}
     assert notifier.recipients(notice) == ["alice@lab.example"]
