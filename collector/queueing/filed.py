@@ -5,9 +5,11 @@ the others or the tick; only an answer that is not the documented document at al
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -91,17 +93,20 @@ def parse_report(node: str, stdout: bytes) -> Report:
     entries, refusals = document.get("requests", []), document.get("refused", [])
     if not isinstance(entries, list) or not isinstance(refusals, list):
         raise BadReport(node, "no lists of requests and refusals")
-    filed, refused, malformed = [], [], []
-    for entry in entries:
-        op = _filed(node, entry)
-        if op is None:
-            malformed.append(f"request entry {json.dumps(entry)[:120]}")
-        else:
-            filed.append(op)
-    for entry in refusals:
-        refusal = _refusal(node, entry)
-        if refusal is None:
-            malformed.append(f"refusal entry {json.dumps(entry)[:120]}")
-        else:
-            refused.append(refusal)
+    malformed: list[str] = []
+    filed = _checked(node, entries, _filed, "request", malformed)
+    refused = _checked(node, refusals, _refusal, "refusal", malformed)
     return Report(node, tuple(filed), tuple(refused), tuple(malformed), document.get("more") is True)
+
+
+def _checked(node: str, entries: list[object], check: Callable[[str, object], T | None], kind: str,
+             malformed: list[str]) -> list[T]:
+    """The entries ``check`` accepts; each one it refuses is described in ``malformed``."""
+    kept = []
+    for entry in entries:
+        value = check(node, entry)
+        if value is None:
+            malformed.append(f"{kind} entry {json.dumps(entry)[:120]}")
+        else:
+            kept.append(value)
+    return kept
