@@ -16,7 +16,9 @@ database round trips in the worst steady tick (transactions begun and statements
 resolving users, standings, burn rates, tier states; no user is restricted here, so no decision rows).
 The controller tunes the garbage collector as ``gpuledger controller run`` does (``collector.app.tune_gc``);
 ``--gc-threshold N`` sets another first-generation threshold (700 is Python's default) to measure what the
-tuning saves.
+tuning saves. ``--queue`` runs the GPU queue's driver in every tick (``GPULEDGER_QUEUE=true``: the drop box read
+on every node, the queue's transaction, answers, masks) on ``--requests`` pending requests filed before the
+first tick; the simulated nodes keep each user's GPU mask, as a real node does.
 """
 
 from __future__ import annotations
@@ -49,7 +51,8 @@ from collector.config import TierPolicy  # noqa: E402
 from collector.metrics import Metrics  # noqa: E402
 from collector.nodes.transport.ssh import SshSettings, SshTransport  # noqa: E402
 from collector.tick import Controller  # noqa: E402
-from collector.types import Node, TickSettings  # noqa: E402
+from collector.types import Node, QueueSettings, TickSettings  # noqa: E402
+from control.queue import store  # noqa: E402
 from gpuledger.main import upgrade_all  # noqa: E402
 from ledger.bootstrap import bootstrap  # noqa: E402
 from ledger.config import LedgerConfig  # noqa: E402
@@ -114,6 +117,8 @@ class _Node(asyncssh.SSHServer):
 def _serve(count: int, host_key_path: str, client_pub: str, ports: Any, started: float) -> None:
     """The simulated fleet (child process): one asyncssh server per node on 127.0.0.1."""
 
+    masks: dict[tuple[int, str], list[int]] = {}  # (node, uid) -> the GPU minors denied by the queue's mask
+
     async def main() -> None:
         key = asyncssh.read_private_key(host_key_path)
         authorized = asyncssh.import_authorized_keys(client_pub)
@@ -130,7 +135,20 @@ def _serve(count: int, host_key_path: str, client_pub: str, ports: Any, started:
                 elif verb == "quota-get":
                     process.stdout.write(b'{"ok":true,"quota_ppm":null}\n')
                 elif verb == "gpu-state":
-                    process.stdout.write(b'{"ok":true,"blocked":false}\n')
+                    minors = masks.get((node, words[1]))
+                    process.stdout.write(json.dumps({"ok": True, "blocked": minors is not None,
+                                                     "denied_minors": minors or []}).encode())
+                elif verb == "gpu-block" and "--minors" in words:
+                    masks[(node, words[1])] = sorted(int(m) for m in words[-1].split(","))
+                    process.stdout.write(b'{"ok":true,"changed":true}\n')
+                elif verb == "gpu-unblock":
+                    masks.pop((node, words[1]), None)
+                    process.stdout.write(b'{"ok":true,"changed":true}\n')
+                elif verb == "gpu-requests":
+                    process.stdout.write(b'{"ok":true,"present":true,"more":false,"requests":[],"refused":[]}\n')
+                elif verb in ("queue-status", "notify"):
+                    await process.stdin.read()
+                    process.stdout.write(b'{"ok":true,"changed":true}\n')
                 else:
                     process.stdout.write(b'{"ok":true,"changed":false}\n')
                 process.exit(0)
@@ -205,7 +223,8 @@ def _database(workdir: Path) -> tuple[EmbeddedPostgres, str]:
     return server, server.url(user="gpuledger_app", database="gpuledger_bench")
 
 
-async def _sweep(count: int, ticks: int, workdir: Path, app_url: str, collector: _GcClock) -> dict[str, float]:
+async def _sweep(count: int, ticks: int, workdir: Path, app_url: str, collector: _GcClock,
+                 queue: QueueSettings | None) -> dict[str, float]:
     client_key = asyncssh.generate_private_key("ssh-ed25519")
     host_key = asyncssh.generate_private_key("ssh-ed25519")
     (workdir / "client").write_bytes(client_key.export_private_key())
@@ -228,7 +247,8 @@ async def _sweep(count: int, ticks: int, workdir: Path, app_url: str, collector:
     controller = Controller(
         engine=engine, ledger=Ledger(engine, ledger_config), ledger_config=ledger_config,
         transports=lambda node: transport, charger=Charger(engine, "CNY", UsageSettings()),
-        settings=TickSettings(budget_s=45, concurrency=64), policy=TierPolicy(), metrics=Metrics(CollectorRegistry()),
+        settings=TickSettings(budget_s=45, concurrency=64, queue=queue), policy=TierPolicy(),
+        metrics=Metrics(CollectorRegistry()),
     )
     trips = _RoundTrips(engine)
     controller._enforce = trips.wrap(controller._enforce)  # type: ignore[method-assign]
@@ -259,10 +279,23 @@ async def _sweep(count: int, ticks: int, workdir: Path, app_url: str, collector:
     return rows
 
 
+def _file_requests(engine: Engine, count: int) -> None:
+    """``count`` pending one-GPU requests of any model, spread over the bench's users, as if filed on nodes."""
+    now = datetime.now(UTC)
+    with engine.begin() as conn:
+        for n in range(count):
+            filed = store.NewRequest(user=USERS[n % len(USERS)], project=None, nonce=f"bench-request-{n:06d}",
+                                     models=(), count=1, hours=Decimal(4))
+            store.submit(conn, filed, now=now)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--nodes", default="24,200,1000")
     parser.add_argument("--ticks", type=int, default=3, help="steady ticks per size (the worst one is reported)")
+    parser.add_argument("--queue", action="store_true", help="run the GPU queue's driver in every tick")
+    parser.add_argument("--requests", type=int, default=500,
+                        help="with --queue: pending requests before the first tick")
     parser.add_argument("--gc-threshold", type=int,
                         help="the garbage collector's first-generation threshold instead of the controller's"
                              " (collector.app.tune_gc); 700 is Python's default")
@@ -284,11 +317,14 @@ def main() -> int:
             for user in USERS:
                 setup.add_user(user, actor="bench")
                 setup.recharge(user, 10**9 * MICRO, idem_key=f"bench-{user}", actor="bench")
+            if args.queue:
+                _file_requests(setup.engine, args.requests)
             setup.engine.dispose()
             print(f"{'nodes':>6} {'first tick s':>13} {'first CPU s':>12} {'steady tick s':>14} {'steady CPU s':>13}"
                   f" {'of it GC s':>11} {'entries/tick':>13} {'decide tx':>10} {'decide stmts':>13}")
             for count in (int(n) for n in args.nodes.split(",")):
-                r = asyncio.run(_sweep(count, args.ticks, workdir, app_url, collector))
+                r = asyncio.run(_sweep(count, args.ticks, workdir, app_url, collector,
+                                       QueueSettings() if args.queue else None))
                 print(f"{count:>6} {r['first_wall']:>13.2f} {r['first_cpu']:>12.2f} {r['steady_wall']:>14.2f}"
                       f" {r['steady_cpu']:>13.2f} {r['steady_gc']:>11.2f} {int(r['entries']):>13}"
                       f" {int(r['decide_tx']):>10} {int(r['decide_stmts']):>13}", flush=True)

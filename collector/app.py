@@ -125,6 +125,7 @@ class Runtime:
                 recharge_hint=self.config.recharge_hint,
                 sample_retention_days=self.config.sample_retention_days,
                 decision_retention_days=self.config.decision_retention_days,
+                queue=self.config.queue,
             ),
             policy=self.config.policy,
             metrics=self.metrics,

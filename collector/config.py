@@ -13,8 +13,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
+from types import MappingProxyType
 
 from collector.charging.deltas import GPU_SPLITS, GpuSplit
+from collector.types import QueueSettings
 from ledger.environ import Config, Secret
 from ledger.errors import ConfigError
 
@@ -70,6 +72,7 @@ class ControllerConfig:
     # series a wallet, so the list is what bounds the cardinality (collector.metrics.WalletBalances says why).
     metrics_wallets: tuple[str, ...] = ()
     anchor_file: Path | None = None
+    queue: QueueSettings | None = None
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str]) -> ControllerConfig:
@@ -132,7 +135,24 @@ class ControllerConfig:
             metrics_address=env.get("METRICS_ADDRESS", _ip_literal, cls.metrics_address),
             metrics_wallets=_wallets(env.key("METRICS_WALLETS"), env.items("METRICS_WALLETS")),
             anchor_file=env.get("ANCHOR_FILE", _optional_path, _state_file(environ, "chain-anchors")),
+            queue=_queue(env) if env.boolean("QUEUE", False) else None,
         )
+
+
+def _queue(env: Config) -> QueueSettings:
+    """``QUEUE_UNGRANTED``: ``POOL=LEVEL`` items (``*`` for every other pool), levels 0, 1 or 2."""
+    key = env.key("QUEUE_UNGRANTED")
+    levels: dict[str, int] = {}
+    for item in env.items("QUEUE_UNGRANTED"):
+        pool, sep, level = item.partition("=")
+        if not sep or not pool.strip() or level.strip() not in ("0", "1", "2"):
+            raise ConfigError(key, f"item {item[:40]!r} is not POOL=LEVEL with a level 0, 1 or 2 (e.g. *=1,rtx-3090=2)")
+        if pool.strip() in levels:
+            raise ConfigError(key, f"pool {pool.strip()[:40]!r} is given twice")
+        levels[pool.strip()] = int(level)
+    default = levels.pop("*", 0)
+    return QueueSettings(levels=MappingProxyType(levels), default_level=default,
+                         grace_s=env.integer("QUEUE_UNGRANTED_GRACE_SECONDS", 600, minimum=0, maximum=86400))
 
 
 def _optional_path(text: str) -> Path | None:

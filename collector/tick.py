@@ -39,13 +39,14 @@ from collector.enforcing.admin import AdminState
 from collector.enforcing.converge import Converger
 from collector.enforcing.decide import decide
 from collector.enforcing.decisionlog import DecisionLog
-from collector.enforcing.notices import Notice, Notifier, tier_notices
+from collector.enforcing.notices import Notice, Notifier, QueueNotice, tier_notices
 from collector.enforcing.rules import Rules
 from collector.errors import NodeUnavailable
 from collector.logs import node_logger
 from collector.metrics import Metrics
 from collector.nodes.registry import NodeReport
 from collector.nodes.transport.abc import NodeSession, Transport
+from collector.queueing.driver import QueueDriver
 from collector.ticklog import TickLog
 from collector.types import Node, Outcome, TickSettings, TickSummary
 from control.overrides import Override
@@ -71,7 +72,7 @@ class _NodeState:
 @dataclass(frozen=True)
 class _Enforcement:
     actions: int = 0
-    notices: Sequence[Notice] = ()
+    notices: Sequence[Notice | QueueNotice] = ()
 
 
 class Controller:
@@ -111,6 +112,8 @@ class Controller:
         self.ticklog = TickLog(engine, name)
         self.converger = Converger(db=self._db, decisions=DecisionLog(engine), metrics=metrics, settings=settings,
                                    currency=ledger_config.currency)
+        self.queue = (QueueDriver(engine=engine, db=self._db, settings=settings, queue=settings.queue)
+                      if settings.queue is not None else None)
         self._burn = standing.BurnRates()
         self._pool = ThreadPoolExecutor(max_workers=settings.db_workers, thread_name_prefix="gpuledger-db")
 
@@ -263,12 +266,17 @@ class Controller:
         decision = await self._db(decide, self.engine, self._burn, pairs, self.rules.thresholds,
                                   self.overrides, now)
         notices = tier_notices(decision.transitions, decision.standings)
+        turn = None
+        if self.queue is not None:  # before converging: what the queue grants is what the nodes enforce
+            exempt = {user for user, s in decision.standings.items() if s.exempt}
+            turn = await self.queue.tick(sampled, decision.billing, exempt, now)
         work = [
-            self.converger.enforce_node(tick_id, node, sample, session, decision, self.rules, self.overrides, now)
+            self.converger.enforce_node(tick_id, node, sample, session, decision, self.rules, self.overrides, now,
+                                        turn.held.get(node) if turn else None, turn.kills.get(node) if turn else None)
             for node, sample, session in sampled if session is not None
         ]
         actions = 0
         if work:
             ran = await asyncio.wait_for(asyncio.gather(*work), timeout=max(1.0, deadline - time.monotonic() + 15))
             actions = sum(ran)
-        return _Enforcement(actions, notices)
+        return _Enforcement(actions, (*notices, *(turn.notices if turn else ())))

@@ -69,6 +69,20 @@ class CommandResult:
 
 
 @dataclass(frozen=True)
+class QueueSettings:
+    """The GPU queue's driver (docs/queue.md, "The per-tick driver"): what a GPU used without a grant means, per
+    pool (``levels``, else ``default_level``): 0 recorded, 1 the user warned, 2 warned and, while a request
+    waits for that pool, the processes killed once they have run ``grace_s`` without a grant."""
+
+    levels: Mapping[str, int] = field(default_factory=lambda: MappingProxyType({}))
+    default_level: int = 0
+    grace_s: int = 600
+
+    def level(self, pool: str) -> int:
+        return self.levels.get(pool, self.default_level)
+
+
+@dataclass(frozen=True)
 class TickSettings:
     budget_s: float = 45.0
     command_timeout_s: float = 15.0
@@ -80,6 +94,7 @@ class TickSettings:
     db_workers: int = 4
     sample_retention_days: int = 30
     decision_retention_days: int = 90
+    queue: QueueSettings | None = None  # the GPU queue's driver (collector.queueing) runs in each tick
 
 
 @dataclass(frozen=True)

@@ -22,7 +22,16 @@ from collector.enforcing.decide import Decision
 from collector.enforcing.decisionlog import DecisionLog, outcome_of, restricts
 from collector.enforcing.decisions import Desired, ProcessRef, desired_state, status_document
 from collector.enforcing.notices import TerminalNotices
-from collector.enforcing.planner import Action, Actual, FactError, parse_gpu_state, parse_outside, parse_quota, plan
+from collector.enforcing.planner import (
+    Action,
+    Actual,
+    FactError,
+    parse_denied_minors,
+    parse_gpu_state,
+    parse_outside,
+    parse_quota,
+    plan,
+)
 from collector.enforcing.rules import Rules
 from collector.errors import NodeUnavailable
 from collector.logs import node_logger
@@ -87,6 +96,10 @@ class Converger:
         self._notices = TerminalNotices(db, decisions, currency)
         self._restricted: dict[tuple[str, int], str] | None = None
         self._status_written: dict[tuple[str, int], tuple[tuple[object, ...], float]] = {}
+        # (node, uid) -> the queue's mask last confirmed there and when: every user on a node with a grant is
+        # masked, so reading each one's facts every tick would cost two verbs per user per tick. A confirmed mask
+        # is read again after STATUS_REFRESH_S (which also re-sends it to processes outside it) or when it changes.
+        self._masks: dict[tuple[str, int], tuple[tuple[int, ...], float]] = {}
 
     async def load(self) -> None:
         """Read which pairs are restricted from the decision log, once: afterwards this process keeps it."""
@@ -104,10 +117,13 @@ class Converger:
 
     async def enforce_node(
         self, tick_id: int | None, node: str, sample: Sample, session: NodeSession, decision: Decision,
-        rules: Rules, overrides: Mapping[str, Override], now: datetime,
+        rules: Rules, overrides: Mapping[str, Override], now: datetime, held: Mapping[int, str] | None = None,
+        ungranted: Mapping[int, tuple[ProcessRef, ...]] | None = None,
     ) -> int:
         """Converge every candidate user on ``node``; returns how many verbs ran (or were recorded, dry),
-        counting those before a node that stopped answering."""
+        counting those before a node that stopped answering. ``held``: GPU minor -> the billing user the queue
+        granted or offered it to (docs/queue.md, "Enforcement"); everyone else is masked from it. ``ungranted``:
+        uid -> the GPU processes the queue stops for use without a grant."""
         nlog = node_logger(node)
         gpu_holders = _gpu_processes(sample)
         ran: list[Action] = []
@@ -116,8 +132,10 @@ class Converger:
             if user is None or user not in decision.transitions:
                 continue
             transition = decision.transitions[user]
+            others = tuple(minor for minor, holder in (held or {}).items() if holder != user)
             desired = desired_state(uid, linux_user, transition.current, decision.standings[user], rules.policy,
-                                    gpu_holders.get(uid, ()), now, overrides.get(user))
+                                    gpu_holders.get(uid, ()), now, overrides.get(user), others,
+                                    (ungranted or {}).get(uid, ()))
             try:
                 killed = await self._converge(tick_id, session, node, desired, sample.logical_cpus, rules, ran)
                 await self._write_status(session, node, desired, decision.burn.get(user, 0), now, rules)
@@ -139,22 +157,36 @@ class Converger:
         killed."""
         assert self._restricted is not None
         key = (node, desired.uid)
-        wants_restriction = desired.cpu_quota_ppm is not None or desired.gpu_blocked or bool(desired.kill)
+        wants_restriction = (desired.cpu_quota_ppm is not None or desired.gpu_blocked or bool(desired.gpu_masked)
+                             or bool(desired.kill) or bool(desired.ungranted_kill))
         if not wants_restriction and key not in self._restricted:
             return []
+        mask_only = bool(desired.gpu_masked) and desired.cpu_quota_ppm is None and not desired.gpu_blocked \
+            and not desired.kill and not desired.ungranted_kill
+        confirmed = self._masks.get(key)
+        if (mask_only and confirmed is not None and confirmed[0] == desired.gpu_masked
+                and time.monotonic() - confirmed[1] < STATUS_REFRESH_S):
+            return []
+        self._masks.pop(key, None)
         actual = await self._read_actual(session, desired.uid)
         if actual is None:
             return []
         killed = []
+        settled = True
         for action in plan(node, desired, actual, cpus):
             status, detail = await self._execute(tick_id, session, action, desired, rules)
             ran.append(action)
-            if action.kind == "kill" and status == "applied" and detail.get("outcome") == "killed":
+            settled = settled and status in ("applied", "unchanged")
+            # Only the tier's kills are announced as the tier's; the queue tells of its own (ungranted use).
+            if (action.kind == "kill" and status == "applied" and detail.get("outcome") == "killed"
+                    and any(str(p.pid) == action.verb[2] for p in desired.kill)):
                 killed.append(int(action.verb[2]))
         if wants_restriction:
             self._restricted[key] = desired.linux_user
         else:
             self._restricted.pop(key, None)
+        if mask_only and settled:
+            self._masks[key] = (desired.gpu_masked, time.monotonic())
         return killed
 
     async def _read_actual(self, session: NodeSession, uid: int) -> Actual | None:
@@ -162,8 +194,9 @@ class Converger:
         quota = await session.run(["quota-get", str(uid)], timeout_s=timeout)
         gpu = await session.run(["gpu-state", str(uid)], timeout_s=timeout)
         try:
-            return Actual(uid, parse_quota(quota.stdout), parse_gpu_state(gpu.stdout),
-                          parse_outside("quota-get", quota.stdout), parse_outside("gpu-state", gpu.stdout))
+            blocked = parse_gpu_state(gpu.stdout)
+            return Actual(uid, parse_quota(quota.stdout), blocked, parse_outside("quota-get", quota.stdout),
+                          parse_outside("gpu-state", gpu.stdout), parse_denied_minors(gpu.stdout) if blocked else None)
         except FactError as exc:
             node_logger(session.node.name).warning("cannot read the state of uid %d: %s", uid, exc)
             return None

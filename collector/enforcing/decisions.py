@@ -86,6 +86,10 @@ class Desired:
     kill: tuple[ProcessRef, ...]
     gpu_processes: tuple[ProcessRef, ...] = ()
     override: Override | None = None
+    # The GPU minors of this node that the queue granted or offered to others: masked for this uid.
+    gpu_masked: tuple[int, ...] = ()
+    # GPU processes the queue stops: used without a grant past the grace while others wait (level 2).
+    ungranted_kill: tuple[ProcessRef, ...] = ()
 
     @property
     def reason(self) -> str:
@@ -111,9 +115,13 @@ def desired_state(
     gpu_processes: tuple[ProcessRef, ...],
     now: datetime,
     override: Override | None = None,
+    others_gpus: tuple[int, ...] = (),
+    ungranted: tuple[ProcessRef, ...] = (),
 ) -> Desired:
     """The desired state of ``uid`` on one node, given its billing user's tier, admin override and GPU
-    processes there. A lifted user is enforced as exempt."""
+    processes there, and the GPUs the queue holds for others there (``others_gpus``, minors). A lifted user
+    is enforced as exempt; an exempt user keeps every GPU (a share in the queue, not a mask) and is never
+    killed for ``ungranted`` use."""
     tier = EXEMPT if lifts(override, state.since, now) else state.tier
     quota = None
     if tier == Tier.LIMITED.value:
@@ -135,6 +143,8 @@ def desired_state(
         kill=gpu_processes if kill_at is not None and now >= kill_at else (),
         gpu_processes=gpu_processes,
         override=applying(override, now),
+        gpu_masked=() if tier == EXEMPT else tuple(sorted(set(others_gpus))),
+        ungranted_kill=() if tier == EXEMPT else ungranted,
     )
 
 

@@ -1,4 +1,5 @@
-"""Telling people about tier changes: on their terminals on each node, by e-mail (SMTP) and a JSON webhook.
+"""Telling people about tier changes (and the GPU queue's news, ``QueueNotice``): on their terminals on each
+node, by e-mail (SMTP) and a JSON webhook.
 
 The terminal line is a ``notify`` verb that converge runs and logs like any other; what it says, and
 whether there is anything to say, is decided here. E-mail and webhook are optional and best effort: a
@@ -37,6 +38,16 @@ class Notice:
     previous: str
     tier: str
     available: int
+
+
+@dataclass(frozen=True)
+class QueueNotice:
+    """News of the GPU queue for a billing user (collector.queueing.notices): ``event`` is ``offer``, ``grant``,
+    ``expiry_warning``, ``release``, ``idle_warning`` or ``ungranted_use``; ``text`` is the line they read."""
+
+    user: str
+    event: str
+    text: str
 
 
 def tier_notices(transitions: Mapping[str, Transition], standings: Mapping[str, Standing]) -> list[Notice]:
@@ -89,7 +100,9 @@ class Notifier:
     user_email_template: str | None = None
     timeout_s: float = 10.0
 
-    def payload(self, notice: Notice) -> dict[str, str]:
+    def payload(self, notice: Notice | QueueNotice) -> dict[str, str]:
+        if isinstance(notice, QueueNotice):
+            return {"event": f"gpu_queue_{notice.event}", "user": notice.user, "text": f"gpuledger: {notice.text}"}
         return {
             "event": "tier_changed",
             "user": notice.user,
@@ -101,18 +114,19 @@ class Notifier:
             f" {self.currency})",
         }
 
-    def recipients(self, notice: Notice) -> list[str]:
+    def recipients(self, notice: Notice | QueueNotice) -> list[str]:
         own = [self.user_email_template.format(user=notice.user)] if self.user_email_template else []
         return own + list(self.admin_emails)
 
-    def send_email(self, notice: Notice) -> None:
+    def send_email(self, notice: Notice | QueueNotice) -> None:
         if self.smtp is None or not self.recipients(notice):
             return
         body = self.payload(notice)
         message = EmailMessage()
         message["From"] = self.smtp.sender
         message["To"] = ", ".join(self.recipients(notice))
-        message["Subject"] = f"gpuledger: {notice.user} is now {notice.tier}"
+        message["Subject"] = (f"gpuledger: {notice.user} is now {notice.tier}" if isinstance(notice, Notice)
+                              else f"gpuledger: GPU queue {notice.event.replace('_', ' ')} for {notice.user}")
         message.set_content(body["text"] + "\n")
         with smtplib.SMTP(self.smtp.host, self.smtp.port, timeout=self.timeout_s) as client:
             if self.smtp.starttls:
@@ -121,7 +135,7 @@ class Notifier:
                 client.login(self.smtp.username, self.smtp.password.reveal())
             client.send_message(message)
 
-    def send_webhook(self, notice: Notice) -> None:
+    def send_webhook(self, notice: Notice | QueueNotice) -> None:
         if self.webhook_url is None:
             return
         request = urllib.request.Request(
@@ -133,7 +147,7 @@ class Notifier:
         with urllib.request.urlopen(request, timeout=self.timeout_s) as response:
             response.read()
 
-    async def send_all(self, notices: Sequence[Notice]) -> int:
+    async def send_all(self, notices: Sequence[Notice | QueueNotice]) -> int:
         """Send every notice by every configured channel; returns how many sends failed."""
         failures = 0
         for notice in notices:

@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 
-from collector.enforcing.decisions import Desired
+from collector.enforcing.decisions import Desired, ProcessRef
 
 # The verbs that put a restriction in place and those that lift one: the decision log reads the latest of
 # each to know which (node, uid) pairs the controller holds restricted.
@@ -30,6 +30,9 @@ class Actual:
     gpu_blocked: bool
     quota_outside: int = 0  # the uid's processes outside the quota group (0 without a quota)
     gpu_outside: int = 0  # ... outside the device block (0 when not blocked)
+    # While blocked: the masked GPU minors of a ``--minors`` block, None for the whole block (or a node command
+    # too old to say, which only had the whole block).
+    gpu_minors: tuple[int, ...] | None = None
 
 
 @dataclass(frozen=True)
@@ -85,6 +88,18 @@ def parse_gpu_state(stdout: bytes) -> bool:
     return blocked
 
 
+def parse_denied_minors(stdout: bytes) -> tuple[int, ...] | None:
+    """``gpu-state``'s ``denied_minors``: the masked minors, sorted, or None for ``"all"`` (and when absent)."""
+    value = _document("gpu-state", stdout).get("denied_minors", "all")
+    if value == "all":
+        return None
+    if not isinstance(value, list) or not all(isinstance(m, int) and not isinstance(m, bool) and 0 <= m <= 253
+                                              for m in value):
+        raise FactError("gpu-state", f"denied_minors {str(value)[:80]} is neither 'all' nor a list of minors",
+                        stdout)
+    return tuple(sorted(set(value)))
+
+
 def parse_outside(verb: str, stdout: bytes) -> int:
     """How many of the uid's processes the restriction a read verb reports does not hold (0 from a node
     command older than the field, which could not say)."""
@@ -118,13 +133,32 @@ def plan(node: str, desired: Desired, actual: Actual, cpus: int) -> tuple[Action
     elif actual.quota_outside:
         actions.append(Action(node, desired.uid, ("quota-set", uid, str(desired.cpu_quota_ppm)),
                               f"{reason}, {actual.quota_outside} process(es) outside the quota"))
-    if desired.gpu_blocked != actual.gpu_blocked:
-        verb = "gpu-block" if desired.gpu_blocked else "gpu-unblock"
-        actions.append(Action(node, desired.uid, (verb, uid), reason))
-    elif desired.gpu_blocked and actual.gpu_outside:
-        actions.append(Action(node, desired.uid, ("gpu-block", uid),
-                              f"{reason}, {actual.gpu_outside} process(es) outside the GPU block"))
-    for process in desired.kill:
-        kill = ("kill", process.boot_id, str(process.pid), str(process.start_ticks), uid)
-        actions.append(Action(node, desired.uid, kill, f"{reason}, kill grace over"))
+    actions.extend(_gpu_actions(node, desired, actual, reason))
+    actions.extend(Action(node, desired.uid, _kill(p, uid), f"{reason}, kill grace over") for p in desired.kill)
+    actions.extend(Action(node, desired.uid, _kill(p, uid), "GPU used without a grant past the grace while others wait")
+                   for p in desired.ungranted_kill if p not in desired.kill)
     return tuple(actions)
+
+
+def _kill(process: ProcessRef, uid: str) -> tuple[str, ...]:
+    return ("kill", process.boot_id, str(process.pid), str(process.start_ticks), uid)
+
+
+def _gpu_actions(node: str, desired: Desired, actual: Actual, reason: str) -> list[Action]:
+    """The tier's whole block wins over the queue's mask of others' granted GPUs (``gpu-block UID --minors``);
+    a new block replaces the node's mask, so one verb moves between the two."""
+    uid = str(desired.uid)
+    if desired.gpu_blocked:
+        verb: tuple[str, ...] = ("gpu-block", uid)
+        wanted: tuple[int, ...] | None = None
+    elif desired.gpu_masked:
+        verb = ("gpu-block", uid, "--minors", ",".join(map(str, desired.gpu_masked)))
+        wanted = desired.gpu_masked
+        reason = f"GPU(s) {verb[3]} granted to others, {reason}"
+    else:
+        return [Action(node, desired.uid, ("gpu-unblock", uid), reason)] if actual.gpu_blocked else []
+    if not actual.gpu_blocked or actual.gpu_minors != wanted:
+        return [Action(node, desired.uid, verb, reason)]
+    if actual.gpu_outside:
+        return [Action(node, desired.uid, verb, f"{reason}, {actual.gpu_outside} process(es) outside the GPU block")]
+    return []

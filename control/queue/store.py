@@ -75,11 +75,33 @@ def load(conn: Connection) -> list[Request]:
     return [_request(row) for row in rows]
 
 
-def of_user(conn: Connection, user: str, *, since: datetime) -> list[Request]:
-    """The user's live requests and those that ended after ``since``, oldest first."""
-    return [_request(row) for row in conn.execute(text(
-        _SELECT + " WHERE q.billing_user = :u AND (q.state IN ('queued', 'offered', 'granted') OR q.ended_at >= :since)"
-        " ORDER BY q.id"), {"u": user, "since": since})]
+@dataclass(frozen=True)
+class Standing:
+    """A request as its user's answer shows it (``queue-status``): the record, its nonce, where it was filed
+    (node and uid, None for the API's) and, while queued, its position and estimate."""
+
+    request: Request
+    nonce: str
+    origin_node: str | None
+    uid: int | None
+    position: int | None
+    eta: datetime | None
+    eta_basis: str
+
+
+def standings(conn: Connection, *, since: datetime) -> dict[str, list[Standing]]:
+    """Per user with a live request or one that ended (or was refused) after ``since``: those requests, oldest
+    first, in one query (the users whose answers the nodes should show)."""
+    found: dict[str, list[Standing]] = {}
+    rows = conn.execute(text(
+        _SELECT + " WHERE q.state IN ('queued', 'offered', 'granted') OR q.ended_at >= :since ORDER BY q.id"),
+        {"since": since})
+    for row in rows:
+        r = row._mapping
+        found.setdefault(r["billing_user"], []).append(Standing(
+            _request(row), r["nonce"], r["origin_node"], None if r["uid"] is None else int(r["uid"]),
+            None if r["position"] is None else int(r["position"]), r["eta"], r["eta_basis"]))
+    return found
 
 
 def get(conn: Connection, request_id: int) -> Request | None:

@@ -16,8 +16,9 @@ from sqlalchemy.engine import Connection
 
 from control.queue import idle, store
 from control.queue.allocator import allocate
-from control.queue.intake import Catalog, Refused, check, target
+from control.queue.intake import NONCE, Catalog, Refused, check, target
 from control.queue.records import Decisions, GpuFact, Policy, Request
+from control.queue.store import NewRequest
 from ledger import fairshare
 
 log = logging.getLogger("gpuledger.controller")
@@ -55,6 +56,11 @@ def submit(conn: Connection, op: Op, catalog: Catalog, policy: Policy, now: date
         new = check(op.body, user=op.user, project=op.project, catalog=catalog, policy=policy,
                     origin_node=op.origin_node, uid=op.uid)
     except Refused as exc:
+        nonce = op.body.get("nonce")
+        if isinstance(nonce, str) and NONCE.fullmatch(nonce):  # stored, so the user's answer says why
+            store.refuse(conn, NewRequest(user=op.user, project=op.project, nonce=nonce, models=(), count=1,
+                                          hours=policy.default_hours, origin_node=op.origin_node, uid=op.uid),
+                         exc.reason, now=now)
         return OpOutcome(op, f"refused: {exc.reason}")
     if store.queued_count(conn, op.user) >= policy.max_queued_per_user:
         store.refuse(conn, new, f"at most {policy.max_queued_per_user} queued requests per user", now=now)

@@ -36,7 +36,7 @@ from collector.metrics import Metrics
 from collector.nodes.transport.abc import Transport
 from collector.nodes.transport.local import LocalTransport
 from collector.tick import Controller
-from collector.types import Node, TickSettings, TickSummary
+from collector.types import Node, QueueSettings, TickSettings, TickSummary
 from ledger.config import LedgerConfig
 from ledger.environ import Secret
 from ledger.money import MICRO
@@ -172,6 +172,7 @@ class Cluster:
     nodes: dict[str, SimNode]
     policy: TierPolicy = field(default_factory=lambda: TierPolicy(kill_grace_s=0))
     dry_run: bool = False
+    queue: QueueSettings | None = None
 
     def __post_init__(self) -> None:
         self.engine: Engine = create_engine(self.database.app_url, pool_size=5, max_overflow=5)
@@ -199,7 +200,8 @@ class Cluster:
             engine=self.engine, ledger=self.ledger, ledger_config=self.ledger_config,
             transports=lambda node: self.transports[node.name],
             charger=Charger(self.engine, self.ledger_config.currency, UsageSettings()),
-            settings=TickSettings(budget_s=30, command_timeout_s=10, kill_timeout_s=20, dry_run=self.dry_run),
+            settings=TickSettings(budget_s=30, command_timeout_s=10, kill_timeout_s=20, dry_run=self.dry_run,
+                                  queue=self.queue),
             policy=self.policy, metrics=self.metrics, name=name, anchors=anchors,
         )
 

@@ -1,0 +1,259 @@
+"""The GPU queue's turn in a tick (docs/queue.md, "The per-tick driver").
+
+On each sampled node's session: ``gpu-requests`` (the node reads and removes its drop box). Then ONE
+transaction: the (node, Linux user) owners of the files and of the GPU processes mapped to billing users
+(``ledger.directory.resolve``), and ``control.queue.tick.run`` on the operations, the samples' GPU facts and
+idle observations. Then, on the same sessions, each user's answer with ``queue-status UID``, when it changed
+or every ``ANSWER_REFRESH_S`` (like the converger's status files).
+
+The node removes what it hands over, so operations read in a tick whose transaction failed are kept here and
+offered again next tick (the (user, nonce) key makes that idempotent); a controller killed between the read
+and the commit loses them, and the user, seeing no answer for their nonce, files again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+import zlib
+from collections.abc import Collection, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import Engine
+
+from collector.charging.samples import Sample
+from collector.enforcing.decisions import NOTIFY_MAX_BYTES, ProcessRef
+from collector.enforcing.notices import QueueNotice
+from collector.errors import NodeUnavailable
+from collector.logs import node_logger
+from collector.nodes.transport.abc import NodeSession
+from collector.queueing import answers
+from collector.queueing.facts import linux_users, node_facts, ungranted
+from collector.queueing.filed import BadReport, Filed, Report, parse_report
+from collector.queueing.notices import tick_notices
+from collector.queueing.ungranted import UngrantedUse
+from collector.types import Db, QueueSettings, TickSettings
+from control.queue import store
+from control.queue import tick as queue_tick
+from control.queue.records import GpuFact, GpuRef, Policy, State
+from ledger import directory
+
+log = logging.getLogger("gpuledger.controller")
+ANSWER_REFRESH_S = 120
+# Ended and refused requests stay in their user's answer this long, so ``gpu-request --status`` says why.
+ANSWER_WINDOW = timedelta(hours=1)
+# ``gpu-requests`` hands over at most 200 files a call; a node with more is read again, this many times a tick.
+MAX_READS = 5
+
+Sampled = tuple[str, Sample, NodeSession | None]
+Docs = list[tuple[int, dict[str, Any]]]  # (uid, queue-status document) for one node
+
+
+@dataclass(frozen=True)
+class Decided:
+    """One queue tick: its result and each node's answers to write, (uid, document) pairs."""
+
+    result: queue_tick.Result
+    answers: Mapping[str, Sequence[tuple[int, dict[str, Any]]]]
+    billing: Mapping[tuple[str, str], str]
+    by_id: Mapping[int, store.Standing]
+    targets: Mapping[str, set[tuple[str, int]]]
+    unmapped: tuple[Filed, ...] = ()
+
+    def held(self) -> dict[str, dict[int, str]]:
+        """node -> GPU minor -> the billing user it is granted or offered to: masked for everyone else. An offer
+        is masked too, so nobody else's job lands on it in the minutes before its user claims it; the GPUs a
+        queued request holds for a multi-GPU start are not (backfill may use them)."""
+        held: dict[str, dict[int, str]] = {}
+        for r in self.result.live:
+            if r.state in (State.GRANTED, State.OFFERED):
+                for g in r.gpus:
+                    held.setdefault(g.node, {})[g.index] = r.user
+        return held
+
+
+@dataclass(frozen=True)
+class Turn:
+    """What the rest of the tick needs of the queue's: the GPUs to mask (node -> minor -> holder), the processes
+    to kill for ungranted use (node -> uid -> processes), and the notices for e-mail and webhook."""
+
+    held: Mapping[str, Mapping[int, str]]
+    kills: Mapping[str, Mapping[int, tuple[ProcessRef, ...]]]
+    notices: tuple[QueueNotice, ...]
+
+
+class QueueDriver:
+    """Keeps across ticks: the operations read but not yet committed, the Linux name of each (node, uid) seen
+    (an answer must name the account it is for), and when each answer was last written."""
+
+    def __init__(self, *, engine: Engine, db: Db, settings: TickSettings, queue: QueueSettings,
+                 policy: Policy | None = None) -> None:
+        self._engine = engine
+        self._db = db
+        self._settings = settings
+        self.policy = policy or Policy()
+        self._ungranted = UngrantedUse(queue)
+        self._expiry_warned: set[int] = set()
+        self._pending: list[Filed] = []
+        self._names: dict[tuple[str, int], str] = {}
+        self._written: dict[tuple[str, int], tuple[tuple[object, ...], float]] = {}
+
+    async def tick(self, sampled: Sequence[Sampled], billing: Mapping[tuple[str, str], str],
+                   exempt: Collection[str], now: datetime) -> Turn:
+        """``billing``: the (node, Linux user) pairs this tick resolved already (the enforcement's decision);
+        ``exempt``: the billing users exempt from enforcement."""
+        semaphore = asyncio.Semaphore(self._settings.concurrency)
+        sessions = {node: session for node, _, session in sampled if session is not None}
+        reports = await asyncio.gather(*(self._read(node, s, semaphore) for node, s in sessions.items()))
+        filed = self._pending + [f for report in reports for f in report]
+        self._pending = filed
+        for node, sample, _ in sampled:
+            self._names.update(linux_users(node, sample))
+        self._names.update({(f.node, f.uid): f.linux_user for f in filed})
+        decided = await self._db(self._decide, filed, [(n, s) for n, s, _ in sampled], billing, now)
+        self._pending = []
+        for f in decided.unmapped:
+            log.warning("gpu queue: %s on %s (uid %d) bills to nobody; %s op dropped", f.linux_user, f.node, f.uid,
+                        str(f.body.get("op"))[:20])
+        for outcome in decided.result.outcomes:
+            log.info("gpu queue: %s (node %s, uid %s) %s: %s", outcome.op.user, outcome.op.origin_node,
+                     outcome.op.uid, str(outcome.op.body.get("op"))[:20], outcome.outcome)
+        held = decided.held()
+        found = [use for node, sample, _ in sampled
+                 for use in ungranted(node, sample, decided.billing, held.get(node, {}))]
+        verdict = self._ungranted.assess(found, decided.result.live, exempt, now)
+        news = tick_notices(decided.result, decided.by_id, now, self._expiry_warned)
+        lines: dict[str, list[tuple[int, str]]] = {}
+        for notice in news:
+            for node, uid in sorted(decided.targets.get(notice.user, ())):
+                lines.setdefault(node, []).append((uid, notice.text))
+        for node, uid, notice in verdict.notices:
+            lines.setdefault(node, []).append((uid, notice.text))
+        await asyncio.gather(*(self._deliver(sessions[node], decided.answers.get(node, ()), lines.get(node, ()))
+                               for node in sessions.keys() & (decided.answers.keys() | lines.keys())))
+        return Turn(held, verdict.kills, (*news, *(n for _, _, n in verdict.notices)))
+
+    async def _deliver(self, session: NodeSession, docs: Sequence[tuple[int, dict[str, Any]]],
+                       lines: Sequence[tuple[int, str]]) -> None:
+        """The answers first (a notice points at ``gpu-request --status``), then the notices' terminal lines."""
+        try:
+            await self._answer(session, docs)
+            for uid, text in lines:
+                result = await session.run(["notify", str(uid)], stdin=text.encode()[:NOTIFY_MAX_BYTES],
+                                           timeout_s=self._settings.command_timeout_s)
+                if not result.ok:  # an exempt or protected user is refused: their news goes by e-mail only
+                    node_logger(session.node.name).info("notify uid=%d refused: %s", uid, result.stdout[:200])
+        except NodeUnavailable as exc:
+            node_logger(session.node.name).warning("gpu queue answers stopped: %s: %s", exc.outcome, exc.detail)
+
+    async def _read(self, node: str, session: NodeSession, semaphore: asyncio.Semaphore) -> list[Filed]:
+        nlog = node_logger(node)
+        filed: list[Filed] = []
+        async with semaphore:
+            for _ in range(MAX_READS):
+                try:
+                    result = await session.run(["gpu-requests"], timeout_s=self._settings.command_timeout_s)
+                except NodeUnavailable as exc:
+                    nlog.warning("gpu-requests: %s: %s", exc.outcome, exc.detail)
+                    break
+                if not result.ok:
+                    nlog.warning("gpu-requests exited %d: %s", result.exit_status,
+                                 result.stdout[:300].decode("utf-8", "replace"))
+                    break
+                try:
+                    report = parse_report(node, result.stdout)
+                except BadReport as exc:
+                    nlog.warning("%s", exc)
+                    break
+                _log_report(report)
+                filed.extend(report.filed)
+                if not report.more:
+                    break
+        return filed
+
+    def _decide(self, filed: Sequence[Filed], sampled: Sequence[tuple[str, Sample]],
+                known: Mapping[tuple[str, str], str], now: datetime) -> Decided:
+        wanted = {(f.node, f.linux_user) for f in filed}
+        wanted |= {(node, p.user) for node, sample in sampled for p in sample.gpu_processes if p.user}
+        with self._engine.begin() as conn:
+            billing = {**known, **directory.resolve(conn, wanted - known.keys())}
+            projects: dict[str, str | None] = {}
+            ops, unmapped = [], []
+            for f in filed:
+                user = billing.get((f.node, f.linux_user))
+                if user is None:
+                    unmapped.append(f)
+                    continue
+                if user not in projects:
+                    projects[user] = directory.get_user(conn, user).project
+                ops.append(queue_tick.Op(user, projects[user], f.body, origin_node=f.node, uid=f.uid))
+            facts: list[GpuFact] = []
+            idle: dict[GpuRef, bool] = {}
+            for node, sample in sampled:
+                per_node = node_facts(node, sample, billing)
+                facts.extend(per_node.facts)
+                idle.update(per_node.idle)
+            result = queue_tick.run(conn, ops, facts, idle, self.policy, now)
+            standings = store.standings(conn, since=now - ANSWER_WINDOW)
+        targets = self._targets(standings, billing)
+        return Decided(result, self._documents(standings, targets, now), billing,
+                       {s.request.id: s for rows in standings.values() for s in rows}, targets, tuple(unmapped))
+
+    def _targets(self, standings: Mapping[str, Sequence[store.Standing]],
+                 billing: Mapping[tuple[str, str], str]) -> dict[str, set[tuple[str, int]]]:
+        """Each user's answers and notices go where they filed from and to the nodes of their offered and granted
+        GPUs (where their jobs run), to each account whose Linux name the controller has seen there."""
+        gpu_nodes: dict[str, set[str]] = {}
+        targets: dict[str, set[tuple[str, int]]] = {}
+        for user, rows in standings.items():
+            targets[user] = {(s.origin_node, s.uid) for s in rows if s.origin_node is not None and s.uid is not None}
+            for s in rows:
+                if s.request.state in (State.GRANTED, State.OFFERED):
+                    for g in s.request.gpus:
+                        gpu_nodes.setdefault(g.node, set()).add(user)
+        if gpu_nodes:
+            for (node, uid), name in self._names.items():
+                holder = billing.get((node, name))
+                if holder is not None and holder in gpu_nodes.get(node, ()):
+                    targets[holder].add((node, uid))
+        for pairs in targets.values():
+            pairs.intersection_update(self._names)  # an answer must name the account on that node
+        return targets
+
+    def _documents(self, standings: Mapping[str, Sequence[store.Standing]],
+                   targets: Mapping[str, set[tuple[str, int]]], now: datetime) -> dict[str, Docs]:
+        per_node: dict[str, Docs] = {}
+        for user, pairs in targets.items():
+            listed = answers.entries(standings[user])
+            for node, uid in sorted(pairs):
+                doc = answers.document(uid, self._names[(node, uid)], listed, now)
+                per_node.setdefault(node, []).append((uid, doc))
+        return per_node
+
+    async def _answer(self, session: NodeSession, docs: Sequence[tuple[int, dict[str, Any]]]) -> None:
+        node = session.node.name
+        for uid, doc in docs:
+            fingerprint = (doc["user"], answers.fingerprint(doc["requests"]))
+            last = self._written.get((node, uid))
+            # A per-file offset spreads the refreshes over a minute, as the converger does for status files.
+            refresh = ANSWER_REFRESH_S + zlib.crc32(f"{node}/{uid}".encode()) % 60
+            if last is not None and last[0] == fingerprint and time.monotonic() - last[1] < refresh:
+                continue
+            result = await session.run(["queue-status", str(uid)], stdin=json.dumps(doc).encode(),
+                                       timeout_s=self._settings.command_timeout_s)
+            if result.ok:
+                self._written[(node, uid)] = (fingerprint, time.monotonic())
+            else:
+                node_logger(node).warning("queue-status uid=%d failed: %s", uid, result.stdout[:300])
+
+
+def _log_report(report: Report) -> None:
+    nlog = node_logger(report.node)
+    for refusal in report.refused:
+        nlog.warning("gpu-requests refused a file of uid %s: %s %s", refusal.uid, refusal.reason, refusal.detail[:200])
+    for problem in report.malformed:
+        nlog.warning("gpu-requests answered a malformed %s; skipped", problem)
