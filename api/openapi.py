@@ -24,6 +24,7 @@ TAGS = {"money": "Recharges, grants, adjustments, refunds, reversals; balances a
         "exports": "The ledger of a period as CSV, hledger or Beancount",
         "cluster": "Nodes, connection tests, enforcement decisions and overrides",
         "settings": "Operational settings versions the controller reads",
+        "queue": "GPU requests: the caller's own, the admins' list and actions, the idle-held report",
         "access": "Tokens and the calling token",
         "system": "Health, metrics and this document"}
 _AREA_OF_MODULE = {"connections": "cluster", "app": "system"}

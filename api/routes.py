@@ -21,8 +21,9 @@ from api.console.pages import prices as c_prices
 from api.console.pages import public as c_public
 from api.console.pages import tokens as c_tokens
 from api.console.pages import user as c_user
-from api.handlers import access, cluster, connections, exports, money, people, reports, settings, system
+from api.handlers import access, cluster, connections, exports, money, people, queue, reports, settings, system
 from api.operation import Operation, Own, Param
+from control.queue.records import State
 from control.settings import MAX_KILL_GRACE_S
 from ledger.exports import FORMATS
 
@@ -30,6 +31,8 @@ ADMIN = frozenset({"admin"})
 READERS = frozenset({"admin", "auditor"})
 OPS_READERS = frozenset({"admin", "operator", "auditor"})
 OPS = frozenset({"admin", "operator"})
+# Who may file and end GPU requests for themselves: any caller with a billing user, but not an auditor (reads).
+QUEUERS = frozenset({"admin", "operator", "user"})
 
 # A period is checked as a whole (api.services.period), which a parameter's schema cannot say: the
 # descriptions do (422 invalid_range, range_too_long).
@@ -46,6 +49,7 @@ _NAME = (Param("name", s.NAME, True),)
 _WALLET = (Param("wallet", s.WALLET, True),)
 _ENTRY = (Param("entry_id", s.ID, True),)
 _NODE = (Param("name", {"type": "string", "minLength": 1, "maxLength": 253}, True),)
+_GPU_REQUEST = (Param("request_id", s.ID, True),)
 _MEMO = {"memo": {**s.TEXT}}
 ALL = frozenset({"admin", "operator", "auditor", "user"})
 _HTML = {"type": "string", "contentMediaType": "text/html"}
@@ -113,7 +117,7 @@ OPERATIONS: tuple[Operation, ...] = (
               body=s.obj({"amount": s.AMOUNT, "reason": s.REASON}, ("amount", "reason"))),
     Operation("POST", "/v1/entries/{entry_id}/reverse", "reverse", "Reverse an entry (once)", money.reverse,
               s.POSTED, roles=ADMIN, status=201, money=True, path_params=_ENTRY,
-              body=s.obj({"reason": s.REASON}, ("reason",))),
+              body=s.REASON_BODY),
     Operation("GET", "/v1/wallets/{wallet}/balance", "balance",
               "Balance and tier; for a user, of the wallet they are charged to (their project's, if any)",
               money.balance, s.BALANCE, roles=READERS, own=Own("wallet", wallet=True, charged=True),
@@ -210,6 +214,49 @@ OPERATIONS: tuple[Operation, ...] = (
                           "kill_grace_seconds": {"type": "integer", "minimum": 0, "maximum": MAX_KILL_GRACE_S,
                                                  "description": "a JSON integer: 60, not 60.0 or 6e1 (422)"},
                           "dry_run": {"type": "boolean"}, "reason": s.REASON}, ("reason",))),
+    # -- the GPU queue (docs/queue.md, "API, CLI and console"): the caller's own requests, then the admins'
+    Operation("GET", "/v1/me/gpu-requests", "my_gpu_requests",
+              "The caller's GPU requests (live, and ended in the last 7 days): position, ETA with its basis, GPUs,"
+              " offer expiry, lease end", queue.mine,
+              s.out({"user": {"type": "string"}, "requests": s.array(s.GPU_REQUEST)}),
+              roles=ALL),
+    Operation("POST", "/v1/me/gpu-requests", "file_gpu_request",
+              "Queue a GPU request for the caller (an Idempotency-Key makes a retry file one request)",
+              queue.file_request, s.GPU_REQUEST, roles=QUEUERS, status=201, idempotent=True, body=s.NEW_GPU_REQUEST),
+    Operation("POST", "/v1/me/gpu-requests/{request_id}/cancel", "cancel_my_gpu_request",
+              "Cancel one of the caller's live requests", queue.cancel_mine, s.GPU_REQUEST, roles=QUEUERS,
+              path_params=_GPU_REQUEST),
+    Operation("POST", "/v1/me/gpu-requests/{request_id}/claim", "claim_my_gpu_request",
+              "Claim an offer now (it becomes a grant, a lease of the request's hours)", queue.claim_mine,
+              s.GPU_REQUEST, roles=QUEUERS, path_params=_GPU_REQUEST),
+    Operation("POST", "/v1/me/gpu-releases", "release_my_gpus",
+              "Release one of the caller's grants or offers (request_id), or all of them", queue.release_mine,
+              s.out({"released": s.array({"type": "integer"})}), roles=QUEUERS,
+              body=s.obj({"request_id": s.ID})),
+    Operation("GET", "/v1/gpu-requests", "list_gpu_requests",
+              "Live GPU requests, filtered (with user: also theirs that ended in the last 7 days)",
+              queue.list_requests, s.array(s.GPU_REQUEST), roles=OPS_READERS,
+              query=(Param("user", s.NAME), Param("state", {"enum": [st.value for st in State]}),
+                     Param("model", {"type": "string", "maxLength": 200}),
+                     Param("node", {"type": "string", "maxLength": 253}))),
+    Operation("GET", "/v1/gpu-requests/{request_id}", "get_gpu_request", "One GPU request with its admin actions",
+              queue.get_request, s.out({**s.GPU_REQUEST["properties"], "actions": s.array(s.QUEUE_ACTION)}),
+              roles=OPS_READERS, path_params=_GPU_REQUEST),
+    *(Operation("POST", f"/v1/gpu-requests/{{request_id}}/{verb}", f"{verb}_gpu_request", summary, handler,
+                s.QUEUE_ACTED, roles=OPS, idempotent=True,
+                path_params=_GPU_REQUEST, body=s.obj({**fields, "reason": s.REASON}, (*fields, "reason")))
+      for verb, summary, handler, fields in (
+          ("boost", "Reorder: set a queued request's boost (hours of waiting, at most the policy's cap)",
+           queue.boost,
+           {"boost_hours": {"type": "integer", "minimum": 0, "maximum": queue.POLICY.admin_boost_cap_hours}}),
+          ("cancel", "End any live request, with a reason the user sees", queue.cancel, {}),
+          ("extend", "Move a grant's end later (refused while someone waits for its GPUs)", queue.extend,
+           {"hours": s.GPU_HOURS}),
+          ("approve", "Claim an offer on its user's behalf: a grant at once", queue.approve, {}))),
+    Operation("GET", "/v1/reports/idle-gpu-hours", "idle_gpu_hours",
+              "Idle-held GPU-hours per user over one week (Monday to Monday, local), by default this one",
+              queue.idle_report, s.IDLE_REPORT, roles=OPS_READERS,
+              query=(Param("week", s.DATE, description="any local day of the week (default: today)"),)),
     # -- the web console: HTML pages and forms (Operation.page), in this table so one role table decides for both
     *(Operation(method, path, op_id, summary, handler, _HTML, page=True, **rest) for method, path, op_id, summary,
       handler, rest in (

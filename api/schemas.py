@@ -138,3 +138,37 @@ COMPONENTS: dict[str, Schema] = {
     "Usage": USAGE, "Token": TOKEN, "ConnectionTest": CONNECTION_TEST, "Settings": SETTINGS, "Override": OVERRIDE,
     "Node": NODE, "Gpu": GPU, "Decision": DECISION, "SettingsProblem": SETTINGS_PROBLEM, "NewAccount": NEW_ACCOUNT,
 }
+# -- the GPU queue (api.handlers.queue)
+GPU_HOURS: Schema = {"anyOf": [{"type": "string", "pattern": r"^[0-9]{1,3}(\.[0-9]{1,2})?$"},
+                               {"type": "integer", "minimum": 1, "maximum": 168}],
+                     "description": "hours, a decimal string with at most 2 decimals (or a whole number)"}
+NEW_GPU_REQUEST: Schema = obj({
+    "models": {"type": "array", "maxItems": 16, "items": {"type": "string", "minLength": 1, "maxLength": 200},
+               "description": "GPU models that will do (empty or left out: any)"},
+    "count": {"type": "integer", "minimum": 1, "maximum": 64, "default": 1},
+    "hours": {**GPU_HOURS, "description": "the lease's length once granted (default 4, at most 168)"},
+    "node": {"type": "string", "minLength": 1, "maxLength": 253}})
+_GPU = out({"node": {"type": "string"}, "index": {"type": "integer"}, "model": {"type": "string"}})
+GPU_REQUEST: Schema = out({
+    "id": {"type": "integer"}, "user": {"type": "string"}, "project": NULLABLE_STR, "models": array({"type": "string"}),
+    "count": {"type": "integer"}, "hours": {"type": "string"}, "node": NULLABLE_STR,
+    "state": {"enum": ["queued", "offered", "granted", "ended", "refused"]}, "created_at": TIMESTAMP,
+    "position": {"type": ["integer", "null"], "description": "place in its pool's order while queued"},
+    "eta": {**NULLABLE_TIMESTAMP, "description": "expected start while queued (null: no declared end to go by)"},
+    "eta_basis": {"type": "string", "description": "what the ETA rests on"},
+    "offer_expires": NULLABLE_TIMESTAMP, "granted_at": NULLABLE_TIMESTAMP, "ends": NULLABLE_TIMESTAMP,
+    "ended_at": NULLABLE_TIMESTAMP, "boost_hours": {"type": "integer"}, "reason": {"type": "string"},
+    "gpus": {**array(_GPU), "description": "held while queued, offered, or granted"}})
+QUEUE_ACTION: Schema = out({
+    "id": {"type": "integer"}, "request_id": {"type": "integer"},
+    "action": {"enum": ["boost", "cancel", "extend", "approve"]}, "actor": {"type": "string"},
+    "reason": {"type": "string"}, "before": {"type": "object"}, "after": {"type": "object"}, "at": TIMESTAMP,
+    "replayed": {"type": "boolean", "description": "true: a retry with a used Idempotency-Key, nothing changed"}})
+IDLE_REPORT: Schema = out({"start": TIMESTAMP, "end": TIMESTAMP,
+                           "users": array(out({"user": {"type": "string"}, "idle_gpu_hours": {"type": "string"}}))})
+# What an admin's action on a request answers: the request after it, and the action's record.
+QUEUE_ACTED: Schema = out({"request": GPU_REQUEST, "action": QUEUE_ACTION})
+# A body of just a reason (reversing an entry, cancelling or approving a GPU request): one component.
+REASON_BODY: Schema = obj({"reason": REASON}, ("reason",))
+COMPONENTS.update({"GpuRequest": GPU_REQUEST, "GrantedGpu": _GPU, "QueueAction": QUEUE_ACTION,
+                   "IdleReport": IDLE_REPORT, "ReasonBody": REASON_BODY, "QueueActed": QUEUE_ACTED})
