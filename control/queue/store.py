@@ -89,6 +89,13 @@ class Standing:
     eta_basis: str
 
 
+def of_user(conn: Connection, user: str, *, since: datetime) -> list[Request]:
+    """The user's live requests and those that ended after ``since``, oldest first (the API's and console's)."""
+    return [_request(row) for row in conn.execute(text(
+        _SELECT + " WHERE q.billing_user = :u AND (q.state IN ('queued', 'offered', 'granted') OR q.ended_at >= :since)"
+        " ORDER BY q.id"), {"u": user, "since": since})]
+
+
 def standings(conn: Connection, *, since: datetime) -> dict[str, list[Standing]]:
     """Per user with a live request or one that ended (or was refused) after ``since``: those requests, oldest
     first, in one query (the users whose answers the nodes should show)."""

@@ -92,6 +92,31 @@ ALTER TABLE control.node_edit ALTER COLUMN id ADD GENERATED ALWAYS AS IDENTITY (
     CACHE 1
 );
 
+CREATE TABLE control.queue_action (
+    id bigint NOT NULL,
+    request_id bigint NOT NULL,
+    action text NOT NULL,
+    actor text NOT NULL,
+    reason text NOT NULL,
+    before jsonb NOT NULL,
+    after jsonb NOT NULL,
+    at timestamp with time zone NOT NULL,
+    idempotency_key text,
+    CONSTRAINT queue_action_action_check CHECK ((action = ANY (ARRAY['boost'::text, 'cancel'::text, 'extend'::text, 'approve'::text]))),
+    CONSTRAINT queue_action_actor_check CHECK ((actor <> ''::text)),
+    CONSTRAINT queue_action_idempotency_key_check CHECK (((idempotency_key IS NULL) OR (idempotency_key <> ''::text))),
+    CONSTRAINT queue_action_reason_check CHECK (((reason <> ''::text) AND (length(reason) <= 500)))
+);
+
+ALTER TABLE control.queue_action ALTER COLUMN id ADD GENERATED ALWAYS AS IDENTITY (
+    SEQUENCE NAME control.queue_action_id_seq
+    START WITH 1
+    INCREMENT BY 1
+    NO MINVALUE
+    NO MAXVALUE
+    CACHE 1
+);
+
 CREATE TABLE control.queue_gpu (
     id bigint NOT NULL,
     request_id bigint NOT NULL,
@@ -213,6 +238,12 @@ ALTER TABLE ONLY control.node_edit
 ALTER TABLE ONLY control.node_edit
     ADD CONSTRAINT node_edit_pkey PRIMARY KEY (id);
 
+ALTER TABLE ONLY control.queue_action
+    ADD CONSTRAINT queue_action_idempotency_key_key UNIQUE (idempotency_key);
+
+ALTER TABLE ONLY control.queue_action
+    ADD CONSTRAINT queue_action_pkey PRIMARY KEY (id);
+
 ALTER TABLE ONLY control.queue_gpu
     ADD CONSTRAINT queue_gpu_pkey PRIMARY KEY (id);
 
@@ -236,6 +267,8 @@ CREATE INDEX enforcement_override_user ON control.enforcement_override USING btr
 
 CREATE INDEX node_edit_pending ON control.node_edit USING btree (node, id) WHERE (applied_at IS NULL);
 
+CREATE INDEX queue_action_request ON control.queue_action USING btree (request_id, id);
+
 CREATE UNIQUE INDEX queue_gpu_live ON control.queue_gpu USING btree (node, gpu_index) WHERE (released_at IS NULL);
 
 CREATE INDEX queue_gpu_request ON control.queue_gpu USING btree (request_id);
@@ -256,6 +289,9 @@ CREATE TRIGGER queue_request_immutable BEFORE UPDATE ON control.queue_request FO
 
 ALTER TABLE ONLY control.enforcement_override
     ADD CONSTRAINT enforcement_override_billing_user_fkey FOREIGN KEY (billing_user) REFERENCES ledger.billing_user(name);
+
+ALTER TABLE ONLY control.queue_action
+    ADD CONSTRAINT queue_action_request_id_fkey FOREIGN KEY (request_id) REFERENCES control.queue_request(id);
 
 ALTER TABLE ONLY control.queue_gpu
     ADD CONSTRAINT queue_gpu_request_id_fkey FOREIGN KEY (request_id) REFERENCES control.queue_request(id);
@@ -281,6 +317,9 @@ GRANT SELECT,INSERT ON TABLE control.node_edit TO gpuledger_app;
 GRANT SELECT ON TABLE control.node_edit TO gpuledger_auditor;
 
 GRANT UPDATE(applied_at) ON TABLE control.node_edit TO gpuledger_app;
+
+GRANT SELECT,INSERT ON TABLE control.queue_action TO gpuledger_app;
+GRANT SELECT ON TABLE control.queue_action TO gpuledger_auditor;
 
 GRANT SELECT,INSERT,DELETE,UPDATE ON TABLE control.queue_gpu TO gpuledger_app;
 GRANT SELECT ON TABLE control.queue_gpu TO gpuledger_auditor;
