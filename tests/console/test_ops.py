@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import re
+import time
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
@@ -20,8 +21,6 @@ from ledger.service import Ledger
 from tests.api.conftest import ApiDatabase, Tokens, bearer
 from tests.console.conftest import csrf_of, log_in
 
-NOW = datetime.now(UTC)
-HOUR = NOW.replace(minute=0, second=0, microsecond=0)
 HARDWARE = {"cpu": {"model": "AMD EPYC 7763", "physical_cores": 64, "logical_cpus": 128},
             "memory": {"total_bytes": 512 * 2**30}, "disks": [{"mountpoint": "/scratch", "total_bytes": 4 * 2**40}],
             "nvidia": {"driver_version": "550.54"}}
@@ -30,16 +29,32 @@ HARDWARE = {"cpu": {"model": "AMD EPYC 7763", "physical_cores": 64, "logical_cpu
 @dataclass(frozen=True)
 class Machines:
     nodes: tuple[str, ...]
+    now: datetime
+    hour: datetime   # the hour in progress when the fixture wrote its rows, which the pages count back from
+
+
+def _now_clear_of_the_hour() -> datetime:
+    """Now, at least a minute before the next hour: the pages count back from the hour in progress, so rows
+    written for one hour must be read in that same hour (a module-level "now" went stale when the suite's
+    collection and the test straddled an hour)."""
+    now = datetime.now(UTC)
+    left = 3600 - (now.minute * 60 + now.second)
+    if left < 60:
+        time.sleep(left + 1)
+        now = datetime.now(UTC)
+    return now
 
 
 @pytest.fixture
 def machines(api_db: ApiDatabase) -> Machines:
     """gpu01 (connected, two A100s: one busy for alice, one held idle by bob; a day of hourly activity), gpu02
     (failed, stale) and gpu03 (unlisted)."""
+    now = _now_clear_of_the_hour()
+    hour = now.replace(minute=0, second=0, microsecond=0)
     engine = create_engine(api_db.admin_url, poolclass=NullPool)
     with engine.begin() as conn:
-        for name, region, status, seen, listed in (("gpu01", "east", "connected", NOW, True),
-                                                   ("gpu02", "west", "failed", NOW - timedelta(hours=3), True),
+        for name, region, status, seen, listed in (("gpu01", "east", "connected", now, True),
+                                                   ("gpu02", "west", "failed", now - timedelta(hours=3), True),
                                                    ("gpu03", "west", "unknown", None, False)):
             conn.execute(text(
                 "INSERT INTO collector.node (name, address, port, region, listed, status, last_seen_at, last_error,"
@@ -55,18 +70,18 @@ def machines(api_db: ApiDatabase) -> Machines:
                      "holders": holders, "activity": activity}
             conn.execute(text("INSERT INTO collector.gpu (node, uuid, index, name, memory_total_bytes, state, seen_at)"
                               " VALUES ('gpu01', :u, :i, 'A100', :m, CAST(:s AS jsonb), :t)"),
-                         {"u": f"GPU-{index}", "i": index, "m": 80 * 2**30, "s": json.dumps(state), "t": NOW})
+                         {"u": f"GPU-{index}", "i": index, "m": 80 * 2**30, "s": json.dumps(state), "t": now})
             for h in range(24):
                 busy = activity == "busy"
                 conn.execute(text(
                     "INSERT INTO collector.gpu_hourly (hour, node, uuid, model, samples, utilization_samples,"
                     " utilization_sum, held_samples, idle_held_samples, holders) VALUES (:h, 'gpu01', :u, 'A100',"
                     " 60, 60, :sum, :held, :idle, :who)"),
-                    {"h": HOUR - timedelta(hours=h), "u": f"GPU-{index}",
+                    {"h": hour - timedelta(hours=h), "u": f"GPU-{index}",
                      "sum": 60 * (util - 2 * (h % 12) if busy else 0), "held": 60 if busy else 40,
                      "idle": 0 if busy else 40, "who": [holders[0]["user"]]})
     engine.dispose()
-    return Machines(("gpu01", "gpu02", "gpu03"))
+    return Machines(("gpu01", "gpu02", "gpu03"), now, hour)
 
 
 def _more_nodes(api_db: ApiDatabase, prefix: str, n: int, *, region: str, status: str) -> None:
@@ -116,7 +131,7 @@ def test_idle_holding_is_ranked_per_billing_user_through_the_mappings(base_url: 
             conn.execute(text(
                 "INSERT INTO collector.gpu_hourly (hour, node, uuid, model, samples, utilization_samples,"
                 " utilization_sum, held_samples, idle_held_samples, holders) VALUES (:h, 'gpu01', :u, 'A100',"
-                " 60, 60, 0, :idle, :idle, :who)"), {"h": HOUR, "u": uuid, "idle": idle, "who": [who]})
+                " 60, 60, 0, :idle, :idle, :who)"), {"h": machines.hour, "u": uuid, "idle": idle, "who": [who]})
     engine.dispose()
     with log_in(base_url, issued.admin) as c:
         page = c.get("/?bucket=hour")
@@ -138,9 +153,9 @@ def test_overview_lists_the_first_troubled_nodes_and_counts_them_all(base_url: s
 
 
 def test_overview_money_and_top_users_are_the_rollups(base_url: str, issued: Tokens, seeded: Ledger) -> None:
+    whole = _now_clear_of_the_hour().replace(minute=0, second=0, microsecond=0)
     with log_in(base_url, issued.admin) as c:
         page = c.get("/?bucket=month").text
-    whole = HOUR
     with seeded.engine.connect() as conn:
         charged = rollup.charged_per_day(conn, start=whole - timedelta(days=14), end=whole,
                                          tz=seeded.config.timezone)
