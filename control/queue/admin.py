@@ -6,10 +6,10 @@ Each admin action is one row of ``control.queue_action`` (migration control0006:
 after), written in the transaction that makes the change, whichever door it came through; with an idempotency
 key a retry finds that row and changes nothing again.
 
-Every operation first takes :func:`lock`, the queue's transaction lock, so two of them never interleave on one
-request; the tick's writes are serialised with them only where its driver takes the same lock (docs/queue.md,
-"API, CLI and console"). The queue's rules stay where they are: filing is ``tick.submit`` (intake and the
-queued cap), ends are ``store.end``, extension is ``store.extend`` under ``store.waiting_for``.
+Every operation first takes ``store.lock``, the queue's transaction lock, which ``tick.run`` takes too, so no
+two of them (nor one and a tick) interleave on one request (docs/queue.md, "API, CLI and console"). The
+queue's rules stay where they are: filing is ``tick.submit`` (intake and the queued cap), ends are
+``store.end``, extension is ``store.extend`` under ``store.waiting_for``.
 """
 
 from __future__ import annotations
@@ -31,10 +31,6 @@ from control.queue.intake import Catalog, Refused
 from control.queue.records import GpuRef, Policy, Request, State
 
 ACTIONS = ("boost", "cancel", "extend", "approve")
-# Two-key advisory lock (this namespace, 0): apart from the one-key locks (writer, migration, settings) and
-# from the node edits' namespace.
-_LOCK_NAMESPACE = 0x676C7175
-
 
 class KeyReused(store.QueueError):
     """The idempotency key was used for another operation: refused, since the key would name two."""
@@ -93,11 +89,6 @@ class Action:
     replayed: bool = False
 
 
-def lock(conn: Connection) -> None:
-    """Serialise the queue's operations for the rest of the transaction."""
-    conn.execute(text("SELECT pg_advisory_xact_lock(:ns, 0)"), {"ns": _LOCK_NAMESPACE})
-
-
 def shown(conn: Connection, requests: Sequence[Request]) -> list[Shown]:
     """``requests`` with their standing (position, ETA and its basis, end), in the same order."""
     rows = {int(r.id): Standing(r.position, r.eta, r.eta_basis, r.ended_at) for r in conn.execute(text(
@@ -130,7 +121,7 @@ def request(conn: Connection, *, user: str, project: str | None, body: Mapping[s
             policy: Policy, now: datetime, key: str | None = None) -> tuple[Request, bool]:
     """File ``body`` (models, count, hours, node) for ``user`` through ``tick.submit``; the stored request and
     whether it is a replay of ``key``'s. ``Refused`` with the intake's reason (or the queued cap's)."""
-    lock(conn)
+    store.lock(conn)
     nonce = nonce_of(key)
     wanted = {"op": "request", "nonce": nonce, **body}
     before = _by_nonce(conn, user, nonce)
@@ -168,14 +159,14 @@ def _same(stored: Request, body: Mapping[str, Any], policy: Policy) -> bool:
 
 def cancel(conn: Connection, request_id: int, *, user: str, now: datetime) -> None:
     """End ``user``'s live request (queued, offered or granted); ``UnknownRequest`` when there is none."""
-    lock(conn)
+    store.lock(conn)
     if not store.end(conn, request_id, "cancelled", now=now, user=user):
         raise store.UnknownRequest(request_id)
 
 
 def release(conn: Connection, *, user: str, now: datetime, request_id: int | None = None) -> list[int]:
     """End ``user``'s grant or offer ``request_id`` (None: all of them); the ids ended."""
-    lock(conn)
+    store.lock(conn)
     if request_id is None:
         return store.release_all(conn, user, "released", now=now)
     request = store.get(conn, request_id)
@@ -188,7 +179,7 @@ def release(conn: Connection, *, user: str, now: datetime, request_id: int | Non
 def claim(conn: Connection, request_id: int, *, user: str, now: datetime) -> Request:
     """``gpu-request --claim`` from the API: ``user``'s live offer becomes a grant at once, as the tick would
     make it (a lease ending ``hours`` from now); ``NotOffered`` when it has no offer (or it expired)."""
-    lock(conn)
+    store.lock(conn)
     request = store.get(conn, request_id)
     if request is None or request.user != user:
         raise store.UnknownRequest(request_id)
@@ -252,7 +243,7 @@ def _live(conn: Connection, request_id: int) -> Request:
 def _act(conn: Connection, request_id: int, action: str, asked: Mapping[str, Any], *, actor: str, reason: str,
          now: datetime, key: str | None) -> tuple[Request | None, Action | None]:
     """The start every action shares: the lock, the replay check, the live request."""
-    lock(conn)
+    store.lock(conn)
     replay = _replayed(conn, key, request_id, action, asked)
     if replay is not None:
         return None, replay

@@ -89,6 +89,18 @@ class Standing:
     eta_basis: str
 
 
+# Two-key advisory lock (this namespace, 0): apart from the one-key locks (writer, migration, settings) and
+# from the node edits' namespace.
+_LOCK_NAMESPACE = 0x676C7175
+
+
+def lock(conn: Connection) -> None:
+    """Serialise the queue's writers (the tick, and the API's and console's operations between ticks) for the
+    rest of the transaction: an admin's cancel landing inside a tick could otherwise end a request the tick is
+    offering GPUs to, leaving live GPU rows on an ended request."""
+    conn.execute(text("SELECT pg_advisory_xact_lock(:ns, 0)"), {"ns": _LOCK_NAMESPACE})
+
+
 def of_user(conn: Connection, user: str, *, since: datetime) -> list[Request]:
     """The user's live requests and those that ended after ``since``, oldest first (the API's and console's)."""
     return [_request(row) for row in conn.execute(text(

@@ -101,6 +101,7 @@ def _apply_op(conn: Connection, op: Op, catalog: Catalog, policy: Policy, now: d
 def run(conn: Connection, ops: Sequence[Op], facts: Sequence[GpuFact], idle_gpus: Mapping[Any, bool],
         policy: Policy, now: datetime, usage: Mapping[str, Decimal] | None = None) -> Result:
     """The queue's tick (module docstring). ``usage`` defaults to the ledger's decayed GPU charges."""
+    store.lock(conn)
     catalog = Catalog.of([f.ref for f in facts])
     claims: set[int] = set()
     outcomes = tuple(_apply_op(conn, op, catalog, policy, now, claims) for op in ops)
