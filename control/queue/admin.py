@@ -28,7 +28,7 @@ from sqlalchemy.engine import Connection
 
 from control.queue import store, tick
 from control.queue.intake import Catalog, Refused
-from control.queue.records import GpuRef, Policy, Request, State
+from control.queue.records import Policy, Request, State
 
 ACTIONS = ("boost", "cancel", "extend", "approve")
 
@@ -317,6 +317,3 @@ def week_of(day: datetime) -> tuple[datetime, datetime]:
     start = (day - timedelta(days=day.weekday())).replace(hour=0, minute=0, second=0, microsecond=0)
     return start, start + timedelta(days=7)
 
-
-def gpu_label(g: GpuRef) -> str:
-    return f"{g.node}:{g.index}"
