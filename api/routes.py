@@ -26,7 +26,6 @@ from api.console.pages import tokens as c_tokens
 from api.console.pages import user as c_user
 from api.handlers import access, cluster, connections, exports, money, people, queue, reports, settings, system
 from api.operation import Operation, Own, Param
-from control.queue.admin import ACTIONS
 from control.queue.records import State
 from control.settings import MAX_KILL_GRACE_S
 from ledger.exports import FORMATS
@@ -339,10 +338,18 @@ OPERATIONS: tuple[Operation, ...] = (
         ("GET", "/admin/gpu-queue/{request_id}", "page_gpu_request", "One GPU request with its admin actions",
          c_queue_admin.detail, {"roles": OPS_READERS, "path_params": _GPU_REQUEST,
                                 "query": (Param("acted", s.ID, description="the action just recorded"),)}),
-        *((("POST", f"/admin/gpu-queue/{{request_id}}/{verb}", f"form_{verb}_gpu_request",
-            f"{verb.capitalize()} a GPU request, with a reason (as POST /v1/gpu-requests/{{id}}/{verb})",
-            getattr(c_queue_admin, verb), {"roles": OPS, "path_params": _GPU_REQUEST}))
-          for verb in ACTIONS),   # a form per admin action, named as its handler
+        ("POST", "/admin/gpu-queue/{request_id}/boost", "form_boost_gpu_request",
+         "Reorder a queued request, with a reason (as POST /v1/gpu-requests/{id}/boost)", c_queue_admin.boost,
+         {"roles": OPS, "path_params": _GPU_REQUEST}),
+        ("POST", "/admin/gpu-queue/{request_id}/cancel", "form_cancel_gpu_request",
+         "End a live request, with a reason (as POST /v1/gpu-requests/{id}/cancel)", c_queue_admin.cancel,
+         {"roles": OPS, "path_params": _GPU_REQUEST}),
+        ("POST", "/admin/gpu-queue/{request_id}/extend", "form_extend_gpu_request",
+         "Move a grant's end later, with a reason (as POST /v1/gpu-requests/{id}/extend)", c_queue_admin.extend,
+         {"roles": OPS, "path_params": _GPU_REQUEST}),
+        ("POST", "/admin/gpu-queue/{request_id}/approve", "form_approve_gpu_request",
+         "Grant an offer now, with a reason (as POST /v1/gpu-requests/{id}/approve)", c_queue_admin.approve,
+         {"roles": OPS, "path_params": _GPU_REQUEST}),
         ("GET", "/admin/idle-gpu-hours", "page_idle_gpu_hours", "Idle-held GPU-hours per user over one week",
          c_queue_idle.report, {"roles": OPS_READERS,
                                "query": (Param("week", s.DATE, description="any local day of the week (default:"

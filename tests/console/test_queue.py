@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import csv
 import io
-import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
@@ -120,6 +119,7 @@ def test_a_queued_request_shows_its_position_and_eta_with_the_basis(base_url: st
         bob, = admin.shown(conn, [r for r in [store.get(conn, bob_id)] if r is not None])
         mine, = admin.shown(conn, [r for r in [store.get(conn, alice_id)] if r is not None])
     assert mine.standing.position == 1 and mine.standing.eta == bob.request.ends and mine.standing.basis
+    assert mine.standing.eta is not None
     row = _rows(page, "live-requests")[0]
     assert row[:3] == [str(alice_id), "queued", "1 × H100, 4 h"]
     assert row[3] == f"position 1ETA {_fmt(ledger).datetime(mine.standing.eta)}{mine.standing.basis}"  # <br>s
@@ -170,9 +170,9 @@ def test_a_user_sees_and_ends_only_their_own_requests(base_url: str, lab: Tokens
     # own billing user, which they have none of).
     for token in (lab.admin, lab.operator, lab.auditor):
         with log_in(base_url, token) as c:
-            page = c.get("/users/bob/gpu-requests").text
-            assert _rows(page, "live-requests")[0][0] == str(bob_id)
-            assert 'action="/me/' not in page
+            seen = c.get("/users/bob/gpu-requests").text
+            assert _rows(seen, "live-requests")[0][0] == str(bob_id)
+            assert 'action="/me/' not in seen
     with log_in(base_url, lab.admin) as c:
         nobody = c.post("/me/gpu-requests", data={"csrf": csrf_of(c.get("/").text), "count": "1",
                                                   "idempotency_key": "console-admin-0123456789"})
