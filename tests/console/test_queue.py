@@ -174,6 +174,7 @@ def test_a_user_sees_and_ends_only_their_own_requests(base_url: str, lab: Tokens
             assert _rows(seen, "live-requests")[0][0] == str(bob_id)
             assert 'action="/me/' not in seen
     with log_in(base_url, lab.admin) as c:
+        assert c.get("/users/nobody/gpu-requests").status_code == 404
         nobody = c.post("/me/gpu-requests", data={"csrf": csrf_of(c.get("/").text), "count": "1",
                                                   "idempotency_key": "console-admin-0123456789"})
         assert nobody.status_code == 409 and "no billing user" in nobody.text

@@ -68,6 +68,7 @@ def _render(call: Call, name: str, status: int = 200, error: str | None = None,
 
 
 def requests(call: Call) -> Response:
+    services(call).ledger.get_user(call.params["name"])   # UnknownUser -> 404, as the user's other pages
     return _render(call, call.params["name"])
 
 

@@ -38,7 +38,8 @@ def _sort_key(sort: str) -> Any:
         return lambda r: (r["created_at"], r["id"])
     if sort == "user":
         return lambda r: (r["user"], r["id"])
-    return lambda r: (_STAGE.get(r["state"], 3), r["position"] or 0, r["id"])
+    # A request filed since the last tick has no position yet: after those that have one.
+    return lambda r: (_STAGE.get(r["state"], 3), r["position"] is None, r["position"] or 0, r["id"])
 
 
 def listing(call: Call) -> Response:
