@@ -202,38 +202,65 @@ def statement(conn: Connection, wallet: str, start: date, end: date, tz: ZoneInf
     return Statement(wallet, lo, hi, opening, tuple(lines), running)
 
 
+# A statement's lines as rows (at, id, total), with an optional keyset condition on (effective_at, entry_id): the
+# grouping the index can feed in order, so a page stops after its lines and the sums stream (no window, no sort
+# of the whole period).
+_LINES = ("SELECT effective_at AS at, entry_id AS id, sum(amount) AS total FROM ledger.posting"
+          " WHERE account_id = ANY(:ids) AND effective_at >= :lo AND effective_at < :hi{cursor}"
+          " GROUP BY effective_at, entry_id HAVING sum(amount) <> 0")
+
+
+def _line_at(conn: Connection, ids: Sequence[int], lo: datetime, hi: datetime, entry_id: int | None) -> datetime | None:
+    """When entry ``entry_id`` is effective, if it is a line of this statement (else None): a page cursor."""
+    if not entry_id:
+        return None
+    return conn.execute(text(
+        "SELECT effective_at FROM ledger.posting WHERE entry_id = :e AND account_id = ANY(:ids)"
+        " AND effective_at >= :lo AND effective_at < :hi GROUP BY effective_at HAVING sum(amount) <> 0"),
+        {"e": entry_id, "ids": ids, "lo": lo, "hi": hi}).scalar_one_or_none()
+
+
 def statement_page(conn: Connection, wallet: str, start: date, end: date, tz: ZoneInfo, *, limit: int,
                    after: int | None = None, before: int | None = None) -> StatementPage:
     """At most ``limit`` lines of ``statement``: the first ones, those after entry ``after``, or (``before``: an
     entry id, or 0 for the end) the last ones before it; keyset paging by entry, so a page does not shift when
-    lines are added after it. One statement: the running balances, the line count and the closing are summed in
-    the database (exact integers, window sums), and only the page's lines come back. A cursor that is not a line
+    lines are added after it. One statement: the line count, the closing and the sum of the lines before the page
+    are one streaming pass in the database (exact integers), the page's lines a second read that stops after
+    ``limit`` lines; each running balance is that sum plus the page's lines up to it. A cursor that is not a line
     of this statement reads as the start (``after``) or the end (``before``)."""
     if after is not None and before is not None:
         raise LedgerError("a statement page is either after a line or before one", after=after, before=before)
     lo, hi = local_midnight(start, tz), local_midnight(end, tz)
     ids = wallet_accounts(conn, wallet)
     opening = _opening(conn, ids, lo)
-    rows = conn.execute(
-        text(_MOVEMENTS + ", l AS (SELECT entry_id AS id, effective_at, total,"  # noqa: S608 (constants)
-             "  row_number() OVER w AS n, sum(total) OVER w AS cum FROM m"
-             "  WINDOW w AS (ORDER BY effective_at, entry_id)),"
-             " t AS (SELECT count(*) AS lines, coalesce(sum(total), 0) AS net FROM l)"
-             " SELECT t.lines, t.net, p.id, p.effective_at, e.kind, e.memo, p.total, p.n, p.cum FROM t"
-             " LEFT JOIN LATERAL (SELECT * FROM l"
-             "  WHERE n > coalesce((SELECT n FROM l WHERE id = :after), 0)"
-             "  AND n < coalesce((SELECT n FROM l WHERE id = :before), t.lines + 1)"
-             "  ORDER BY CASE WHEN :backward THEN -n ELSE n END LIMIT :limit) p ON true"
-             " LEFT JOIN ledger.journal_entry e ON e.id = p.id"),
-        {"ids": ids, "lo": lo, "hi": hi, "after": after, "before": before, "backward": before is not None,
-         "limit": limit},
-    ).all()
-    count, net = int(rows[0][0]), int(rows[0][1])
-    lines = sorted((StatementLine(int(i), at, kind, memo, available(int(total)), opening + available(int(cum)))
-                    for _, _, i, at, kind, memo, total, _, cum in rows if i is not None),
-                   key=lambda line: (line.effective_at, line.entry_id))
-    first = min((int(r[7]) for r in rows if r[2] is not None), default=count + 1)
-    return StatementPage(wallet, lo, hi, opening, tuple(lines), opening + available(net), count, first)
+    backward = before is not None
+    cursor_id = before if backward else after
+    cursor_at = _line_at(conn, ids, lo, hi, cursor_id)
+    params = {"ids": ids, "lo": lo, "hi": hi, "cat": cursor_at, "cid": cursor_id, "limit": limit}
+    if cursor_at is None:  # no cursor: the page starts at the first line (none before it), or ends at the last
+        upto, keyset = "true" if backward else "false", ""
+    else:
+        upto, keyset = ("(at, id) < (:cat, :cid)", " AND (effective_at, entry_id) < (:cat, :cid)") if backward else (
+            "(at, id) <= (:cat, :cid)", " AND (effective_at, entry_id) > (:cat, :cid)")
+    count, net, lines_before, sum_before = conn.execute(text(
+        f"SELECT count(*), coalesce(sum(total), 0), count(*) FILTER (WHERE {upto}),"  # noqa: S608 (constants)
+        f" coalesce(sum(total) FILTER (WHERE {upto}), 0) FROM ({_LINES.format(cursor='')}) g"), params).one()
+    order = "DESC" if backward else ""
+    rows = conn.execute(text(
+        f"SELECT p.id, p.at, e.kind, e.memo, p.total FROM (SELECT * FROM ({_LINES.format(cursor=keyset)}) g"  # noqa: S608
+        f" ORDER BY at {order}, id {order} LIMIT :limit) p JOIN ledger.journal_entry e ON e.id = p.id"),
+        params).all()
+    shown = sorted(rows, key=lambda r: (r.at, r.id))
+    # the sum of the lines before the page's first: the forward page's ``before`` sum, or the backward page's
+    # less the page itself (it ends where that sum ends)
+    cum = int(sum_before) - (sum(int(r.total) for r in shown) if backward else 0)
+    first = int(lines_before) + 1 - (len(shown) if backward else 0)
+    lines = []
+    for entry_id, at, kind, memo, total in shown:
+        cum += int(total)
+        lines.append(StatementLine(int(entry_id), at, kind, memo, available(int(total)), opening + available(cum)))
+    return StatementPage(wallet, lo, hi, opening, tuple(lines), opening + available(int(net)), int(count),
+                         first if lines else int(count) + 1)
 
 
 def trial_balance(conn: Connection, at: date | None, tz: ZoneInfo) -> TrialBalance:

@@ -10,14 +10,14 @@ from __future__ import annotations
 
 import functools
 from dataclasses import dataclass
-from datetime import date, datetime
+from datetime import date, datetime, time
 from decimal import Decimal
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
 from babel import Locale
 from babel.core import negotiate_locale
-from babel.dates import format_date, format_datetime
+from babel.dates import format_date, format_datetime, format_time
 from babel.messages.pofile import read_po
 from babel.numbers import format_currency, format_decimal, get_currency_precision, get_currency_symbol
 
@@ -139,6 +139,34 @@ def _fast(value: object) -> bool:
     return isinstance(value, int | Decimal) and not (isinstance(value, Decimal) and value.is_signed() and not value)
 
 
+# Fields of a time pattern whose text depends on the time of day alone (not on the date or the zone).
+_TIME_OF_DAY = frozenset("hHkKmsaBb")
+
+
+@functools.cache
+def _datetime_pattern(language: str) -> str | None:
+    """The locale's medium date-time joiner (``{1}, {0}``) if its time part depends on the time of day alone, so
+    that part and the date part can each be formatted once and kept: Babel's ``format_datetime`` re-reads the
+    locale's data for every field of every call, most of a 200-line statement page's rendering. None (Babel for
+    every call) for a pattern with a zone, fractional seconds or anything else."""
+    locale = catalog(language).locale
+    pattern = locale.time_formats["medium"].pattern
+    unquoted = "".join(part for i, part in enumerate(pattern.split("'")) if i % 2 == 0)
+    if not {c for c in unquoted if c.isalpha()} <= _TIME_OF_DAY:
+        return None
+    return str(locale.datetime_formats["medium"]).replace("'", "")
+
+
+@functools.lru_cache(maxsize=1 << 16)
+def _time_of_day(language: str, hour: int, minute: int, second: int) -> str:
+    return format_time(time(hour, minute, second), "medium", locale=catalog(language).locale)
+
+
+@functools.lru_cache(maxsize=1 << 12)
+def _medium_date(language: str, day: date) -> str:
+    return format_date(day, "medium", locale=catalog(language).locale)
+
+
 @dataclass(frozen=True)
 class Formats:
     """Money, numbers and times for one locale, currency and time zone."""
@@ -165,7 +193,12 @@ class Formats:
         return format_decimal(value, locale=self.locale, decimal_quantization=False)
 
     def datetime(self, t: datetime) -> str:
-        return format_datetime(t, "medium", tzinfo=self.tz, locale=self.locale)
+        joiner = _datetime_pattern(self.language)
+        if joiner is None or t.tzinfo is None:
+            return format_datetime(t, "medium", tzinfo=self.tz, locale=self.locale)
+        local = t.astimezone(self.tz)
+        return joiner.replace("{0}", _time_of_day(self.language, local.hour, local.minute, local.second)).replace(
+            "{1}", _medium_date(self.language, local.date()))
 
     def date(self, d: date) -> str:
-        return format_date(d, "medium", locale=self.locale)
+        return _medium_date(self.language, d)

@@ -5,12 +5,14 @@ Accept-Language, and money is shown exactly."""
 from __future__ import annotations
 
 import re
+from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import httpx
 import pytest
+from babel.dates import format_date, format_datetime
 from babel.messages.extract import extract_from_dir
 from babel.messages.pofile import read_po
 from babel.numbers import format_currency, format_decimal
@@ -100,7 +102,6 @@ def test_language_choice(cookie: str | None, header: str, expected: str) -> None
 
 
 def test_money_is_exact_and_dates_are_in_the_configured_zone() -> None:
-    from datetime import UTC, datetime
     en = i18n.Formats("en", "CNY", ZoneInfo("Asia/Shanghai"))
     zh = i18n.Formats("zh_Hans", "CNY", ZoneInfo("Asia/Shanghai"))
     assert en.money(50_000_000) == "CN¥50.00"
@@ -125,6 +126,19 @@ def test_the_spelled_out_formats_are_babels(micro: int, places: int, language: s
                                                decimal_quantization=False)
     assert fmt.number(value) == format_decimal(value, locale=fmt.locale, decimal_quantization=False)
     assert fmt.number(micro) == format_decimal(micro, locale=fmt.locale, decimal_quantization=False)
+
+
+@settings(max_examples=400, deadline=None)
+@given(t=st.datetimes(min_value=datetime(1970, 1, 1), max_value=datetime(2100, 1, 1), timezones=st.just(UTC)),
+       language=st.sampled_from(i18n.LANGUAGES),
+       zone=st.sampled_from(("Asia/Shanghai", "Europe/Berlin", "America/New_York", "Asia/Kolkata", "UTC")))
+def test_the_kept_date_and_time_parts_are_babels(t: datetime, language: str, zone: str) -> None:
+    """Formats.datetime (the date part and the time-of-day part each formatted once and kept) is Babel's
+    format_datetime to the character, across daylight-saving changes and zones with half-hour offsets."""
+    fmt = i18n.Formats(language, "CNY", ZoneInfo(zone))
+    assert i18n._datetime_pattern(language) is not None   # both languages take the kept parts, not Babel's call
+    assert fmt.datetime(t) == format_datetime(t, "medium", tzinfo=ZoneInfo(zone), locale=fmt.locale)
+    assert fmt.date(t.date()) == format_date(t.date(), "medium", locale=fmt.locale)
 
 
 def test_floats_and_negative_zero_are_left_to_babel() -> None:

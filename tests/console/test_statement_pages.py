@@ -42,13 +42,17 @@ def test_a_long_statement_is_paged_and_its_csv_is_whole(base_url: str, issued: T
 def test_statement_pages_are_exactly_the_unpaged_statement(issued: Tokens, ledger: Ledger) -> None:
     """Forward from the start and backward from the end, the pages' lines, running balances, opening and
     closing are the unpaged statement's to the micro-unit; a cursor outside the statement reads as its edge."""
+    outside = ledger.recharge("user:alice", MICRO, idem_key="not-bobs", actor="test", memo="r").entry.id
     ledger.recharge("user:bob", 10 * MICRO, idem_key="before-period", actor="test", memo="opening")
     for i in range(23):
         ledger.recharge("user:bob", MICRO + 7 * i, idem_key=f"p-{i}", actor="test", memo="r")
         if i % 5 == 0:
             ledger.adjust("user:bob", -(3 * i + 1), idem_key=f"a-{i}", actor="test", reason="fix")
+        if i % 7 == 3:  # a grant sub-account: the wallet's lines come from two accounts
+            ledger.grant("user:bob", 2 * MICRO + i, expires_at=None, idem_key=f"g-{i}", actor="test")
     start, end = _month(ledger)
     whole = ledger.statement("user:bob", start, end)
+    assert len({line.kind for line in whole.lines}) == 3
     forward, after = [], None
     while True:
         page = ledger.statement_page("user:bob", start, end, limit=4, after=after)
@@ -68,6 +72,9 @@ def test_statement_pages_are_exactly_the_unpaged_statement(issued: Tokens, ledge
             break
         before = page.lines[0].entry_id
     assert backward == list(whole.lines)
+    for cursor in (outside, 10**9):  # not a line of this statement: the start, or the end
+        assert ledger.statement_page("user:bob", start, end, limit=4, after=cursor).lines == whole.lines[:4]
+        assert ledger.statement_page("user:bob", start, end, limit=4, before=cursor).lines == whole.lines[-4:]
     empty = ledger.statement_page("user:bob", end, end + timedelta(days=1), limit=4)
     assert (empty.lines, empty.line_count, empty.opening, empty.closing) == ((), 0, whole.closing, whole.closing)
 
