@@ -19,6 +19,7 @@ import pytest
 from sqlalchemy import text
 
 from api.console import i18n, sessions
+from api.console.pages import queue_admin
 from control.queue import admin, store
 from ledger.service import Ledger
 from tests.api.conftest import ApiDatabase, Tokens
@@ -269,7 +270,8 @@ def test_extend_and_approve_through_the_forms(base_url: str, lab: Tokens, ledger
     assert [x[1] for x in _actions(ledger)] == ["extend", "approve"]
 
 
-def test_the_list_filters_and_sorts_by_position(base_url: str, lab: Tokens, ledger: Ledger) -> None:
+def test_the_list_filters_sorts_by_position_and_pages(base_url: str, lab: Tokens, ledger: Ledger,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
     first = _file(ledger, "alice", ["H100"])
     run_tick(ledger)   # alice's request is offered the H100
     second, third = _file(ledger, "bob", ["H100"]), _file(ledger, "alice", ["H100"])
@@ -287,6 +289,14 @@ def test_the_list_filters_and_sorts_by_position(base_url: str, lab: Tokens, ledg
             str(first)]
         assert _rows(c.get("/admin/gpu-queue?model=A100").text, "gpu-requests") == [["No live request matches."]]
         assert c.get("/admin/gpu-queue?state=sleeping").status_code == 422
+        monkeypatch.setattr(queue_admin, "QUEUE_ROWS", 2)   # the app serves from this process
+        paged = c.get("/admin/gpu-queue?model=H100").text
+        assert [r[0] for r in _rows(paged, "gpu-requests")] == [str(second), str(third)]
+        assert "Requests 1-2 of 3" in paged
+        assert 'href="/admin/gpu-queue?model=H100&amp;sort=position&amp;page=2"' in paged   # the filter kept
+        last = c.get("/admin/gpu-queue?model=H100&sort=position&page=2").text
+        assert [r[0] for r in _rows(last, "gpu-requests")] == [str(first)] and 'rel="next"' not in last
+        assert [r[0] for r in _rows(c.get("/admin/gpu-queue?page=9").text, "gpu-requests")] == [str(first)]
         assert c.get("/admin/gpu-queue/999").status_code == 404
 
 
