@@ -19,6 +19,9 @@ from api.console.pages import overview as c_overview
 from api.console.pages import people as c_people
 from api.console.pages import prices as c_prices
 from api.console.pages import public as c_public
+from api.console.pages import queue as c_queue
+from api.console.pages import queue_admin as c_queue_admin
+from api.console.pages import queue_idle as c_queue_idle
 from api.console.pages import tokens as c_tokens
 from api.console.pages import user as c_user
 from api.handlers import access, cluster, connections, exports, money, people, queue, reports, settings, system
@@ -313,6 +316,45 @@ OPERATIONS: tuple[Operation, ...] = (
          c_enforcement.put_settings, {"roles": ADMIN}),
         ("GET", "/users/{name}/gpus", "page_my_gpus", "The GPUs a user holds now, with utilization history",
          c_nodes.my_gpus, {"roles": READERS, "own": Own("name"), "path_params": _NAME}),
+        # -- console: the GPU queue (docs/queue.md, "API, CLI and console"), with the roles of its API rows: a user's
+        # own page (the forms post to /me/...: the identity is the session's billing user), then the admins'
+        ("GET", "/users/{name}/gpu-requests", "page_gpu_requests",
+         "A user's GPU requests (live, and ended in the last 7 days) and the forms to file, cancel, claim, release",
+         c_queue.requests, {"roles": OPS_READERS, "own": Own("name"), "path_params": _NAME}),
+        ("POST", "/me/gpu-requests", "form_file_gpu_request", "File a GPU request (as POST /v1/me/gpu-requests)",
+         c_queue.file, {"roles": QUEUERS}),
+        ("POST", "/me/gpu-requests/{request_id}/cancel", "form_cancel_my_gpu_request", "Cancel one's own request",
+         c_queue.cancel, {"roles": QUEUERS, "path_params": _GPU_REQUEST}),
+        ("POST", "/me/gpu-requests/{request_id}/claim", "form_claim_my_gpu_request", "Claim an offer now",
+         c_queue.claim, {"roles": QUEUERS, "path_params": _GPU_REQUEST}),
+        ("POST", "/me/gpu-releases", "form_release_my_gpus", "Release one grant or offer (request_id), or all",
+         c_queue.release, {"roles": QUEUERS}),
+        ("GET", "/admin/gpu-queue", "page_gpu_queue", "Live GPU requests, filtered and sorted, with the admin forms",
+         c_queue_admin.listing, {"roles": OPS_READERS, "query": (
+             Param("user", {"anyOf": [s.NAME, {"const": ""}]}),
+             Param("state", {"enum": ["", *(st.value for st in State)]}),
+             Param("model", {"type": "string", "maxLength": 200}), Param("node", {"type": "string", "maxLength": 253}),
+             Param("sort", {"enum": list(c_queue_admin.SORTS), "default": "position"}),
+             Param("page", {"type": "integer", "minimum": 1, "default": 1}))}),
+        ("GET", "/admin/gpu-queue/{request_id}", "page_gpu_request", "One GPU request with its admin actions",
+         c_queue_admin.detail, {"roles": OPS_READERS, "path_params": _GPU_REQUEST,
+                                "query": (Param("acted", s.ID, description="the action just recorded"),)}),
+        ("POST", "/admin/gpu-queue/{request_id}/boost", "form_boost_gpu_request",
+         "Reorder a queued request, with a reason (as POST /v1/gpu-requests/{id}/boost)", c_queue_admin.boost,
+         {"roles": OPS, "path_params": _GPU_REQUEST}),
+        ("POST", "/admin/gpu-queue/{request_id}/cancel", "form_cancel_gpu_request",
+         "End a live request, with a reason (as POST /v1/gpu-requests/{id}/cancel)", c_queue_admin.cancel,
+         {"roles": OPS, "path_params": _GPU_REQUEST}),
+        ("POST", "/admin/gpu-queue/{request_id}/extend", "form_extend_gpu_request",
+         "Move a grant's end later, with a reason (as POST /v1/gpu-requests/{id}/extend)", c_queue_admin.extend,
+         {"roles": OPS, "path_params": _GPU_REQUEST}),
+        ("POST", "/admin/gpu-queue/{request_id}/approve", "form_approve_gpu_request",
+         "Grant an offer now, with a reason (as POST /v1/gpu-requests/{id}/approve)", c_queue_admin.approve,
+         {"roles": OPS, "path_params": _GPU_REQUEST}),
+        ("GET", "/admin/idle-gpu-hours", "page_idle_gpu_hours", "Idle-held GPU-hours per user over one week",
+         c_queue_idle.report, {"roles": OPS_READERS,
+                               "query": (Param("week", s.DATE, description="any local day of the week (default:"
+                                                                           " today)"), _FORMAT)}),
         ("GET", "/connection-tests/{test_id}", "page_connection_test", "A connection test, followed until done",
          c_nodes.connection_test, {"roles": OPS_READERS, "path_params": (Param("test_id", s.ID, True),)}),
         # -- console: money and people (each form runs its API row's handler: api.console.pages.operate)

@@ -24,7 +24,8 @@ OWN = {"name": "alice", "wallet": "user:alice", "user": "alice"}
 OTHER = {"name": "bob", "wallet": "bob", "user": "bob"}
 # alice is charged to project lab (bob too): its wallet is hers to read where the rule says so (Own.charged).
 CHARGED = {"name": "alice", "wallet": "project:lab", "user": "alice"}
-FIXED = {"entry_id": "1", "token_id": "999", "format": "csv", "test_id": "1", "session_id": "999999"}
+FIXED = {"entry_id": "1", "token_id": "999", "format": "csv", "test_id": "1", "session_id": "999999",
+         "request_id": "1"}
 PRE = "matrix-pre-session-csrf-value-0123456789"
 QUERY = {"from": "2026-01-01", "to": "2026-02-01"}
 

@@ -42,7 +42,8 @@ def home(call: Call) -> Response:
                        hours_left=hours, empty=headroom <= 0)
 
 
-def _csv(rows: list[list[str]], filename: str) -> Response:
+def csv_response(rows: list[list[str]], filename: str) -> Response:
+    """``rows`` as a CSV download (the console's CSV pages: usage, statement, idle-held GPU-hours)."""
     out = io.StringIO()
     csv.writer(out, lineterminator="\n").writerows(rows)
     return Response(out.getvalue(), media_type="text/csv; charset=utf-8",
@@ -62,7 +63,7 @@ def usage(call: Call) -> Response:
         rows = [["day", "key", "unit", "quantity", "amount"]]
         rows += [[d.isoformat(), s.key, s.unit, str(s.quantities[i]), format_amount(s.amounts[i])]
                  for s in data.series for i, d in enumerate(data.days) if s.amounts[i] or s.quantities[i]]
-        return _csv(rows, f"usage-{name}-{start}-{end}.csv")
+        return csv_response(rows, f"usage-{name}-{start}-{end}.csv")
     # The chart's data, exact: micro-unit integers (the page's script divides only to draw).
     chart = {"days": [d.isoformat() for d in data.days], "series": [
         {"key": s.key, "unit": s.unit, "amounts": list(s.amounts)} for s in data.series],
@@ -95,7 +96,7 @@ def statement(call: Call) -> Response:
         rows += [[str(line.entry_id), line.effective_at.isoformat(), line.kind, line.memo, format_amount(line.amount),
                   format_amount(line.running)] for line in st.lines]
         rows.append(["", st.end.isoformat(), "closing", "", "", format_amount(st.closing)])
-        return _csv(rows, f"statement-{name}-{start}-{end}.csv")
+        return csv_response(rows, f"statement-{name}-{start}-{end}.csv")
     # Keyset paging by entry: the page reads STATEMENT_LINES lines, the running balances summed in the database.
     shown = svc.ledger.statement_page(wallet, start, end, limit=STATEMENT_LINES, after=call.params.get("after"),
                                       before=call.params.get("before"))
