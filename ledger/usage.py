@@ -52,9 +52,9 @@ def _post(pg: tickstore.Pg, conn: Connection, fresh: Mapping[str, tickplan.Item]
     """Read and rate without the writer lock, then write in one call that takes it and re-checks the read. When
     the read went stale (another writer committed in between), the call wrote nothing and the lock is now ours,
     so the second read is current and its call cannot fail that way."""
-    pairs = tickplan.billing_pairs(fresh)
+    pairs, holders = tickplan.billing_pairs(fresh), tickplan.holders(fresh)
     for _ in range(2):
-        read = tickstore.read(pg, list(fresh), pairs)
+        read = tickstore.read(pg, list(fresh), pairs, holders)
         sorted_ = tickplan.sort(fresh, read, book(conn, read.price_stamp))
         charges = _charges(pg, sorted_.priced, currency)
         rows = tickstore.write(pg, tickplan.document(read, charges)) if charges else []

@@ -23,7 +23,7 @@ from ledger.service import Ledger
 from tests.ledger.conftest import LedgerDatabase, cny
 from tests.ledger.helpers import cpu, gpu, priced
 
-HEAD = "0010"
+HEAD = "0011"
 _GRANTS = """
 SELECT grantee, table_name, privilege_type, NULL AS column_name FROM information_schema.role_table_grants
  WHERE table_schema = 'ledger'
