@@ -19,6 +19,7 @@ from control.queue import store
 from control.queue.records import Decisions, GpuRef, Grant, Offer
 from ledger.config import LedgerConfig
 from ledger.environ import Secret
+from ledger.fairshare import decayed_gpu_charges
 from ledger.money import MICRO
 from ledger.service import Ledger
 from tests.collector.conftest import Database
@@ -131,6 +132,8 @@ def test_an_idle_holder_pays_the_reservation_exactly(setup: tuple[Ledger, Engine
                                           ).lines if x.kind == "usage"]
     assert (line.memo, line.amount) == ("reservation", -3000)
     assert ledger.verify().ok
+    with engine.connect() as conn:  # held counts as used in the queue's fair share
+        assert decayed_gpu_charges(conn, half_life_s=3600, now=T1.replace(minute=0)) == {f"user:{HOLDER}": 3000}
 
 
 def test_a_busy_holder_pays_usage_only(setup: tuple[Ledger, Engine]) -> None:
