@@ -10,7 +10,7 @@ ALTER TABLE ledger.price_version
     DROP CONSTRAINT price_version_check,
     DROP CONSTRAINT price_version_check1,
     ADD CONSTRAINT price_version_resource_check
-        CHECK (resource = ANY (ARRAY['gpu', 'cpu', 'memory', 'reservation'])),
+        CHECK (resource IN ('gpu', 'cpu', 'memory', 'reservation')),
     ADD CONSTRAINT price_version_check
         CHECK ((resource = 'gpu' AND unit = 'gpu-second') OR (resource = 'cpu' AND unit = 'core-second')
                OR (resource = 'memory' AND unit = 'GiB-second') OR (resource = 'reservation' AND unit = 'gpu-second')),
@@ -18,7 +18,7 @@ ALTER TABLE ledger.price_version
 
 ALTER TABLE ledger.usage
     DROP CONSTRAINT usage_resource_check,
-    ADD CONSTRAINT usage_resource_check CHECK (resource = ANY (ARRAY['gpu', 'cpu', 'memory', 'reservation']));
+    ADD CONSTRAINT usage_resource_check CHECK (resource IN ('gpu', 'cpu', 'memory', 'reservation'));
 
 CREATE OR REPLACE FUNCTION ledger.post_usage(doc jsonb) RETURNS jsonb LANGUAGE plpgsql SET jit = off AS $$
 DECLARE written jsonb;
@@ -69,4 +69,16 @@ BEGIN
 END $$;
 
 COMMENT ON FUNCTION ledger.post_usage(jsonb) IS
-'Writes a tick''s usage rows, their entries and postings under the writer lock, and seals the block. doc (ledger.tickdoc.PostUsageDocument): {"price_stamp": newest price version id the client rated with, "usage_mark": newest ledger.usage id it read, "entry_mark": newest ledger.journal_entry id it read, "closed_before": the newest period close it read (timestamptz text, or null), "entry_key_prefix": prefix of each charged row''s entry key, "usage": [{"idem_key", "payload_sha256" (hex), "node", "linux_user", "user_id", "account_id", "resource", "model", "quantity", "unit", "interval_start", "interval_end", "method", "evidence" (object), "epoch", "price_version_id", "cumulative_quantity", "amount", "entry_sha256" (hex; empty when amount is 0), "actor", "memo" (the entry''s memo; absent: empty)}, ...], "postings": [{"idem_key" (of its usage row), "line", "account_id", "amount"}, ...]}. Returns [[usage key, usage id, entry id or null], ...], or NULL (nothing written) when a mark moved since the client read: it then holds the writer lock, so a second read is current and its call succeeds.';
+'Writes a tick''s usage rows, their entries and postings under the writer lock, and seals the block.'
+' doc (ledger.tickdoc.PostUsageDocument): {'
+'"price_stamp": newest price version id the client rated with, '
+'"usage_mark": newest ledger.usage id it read, "entry_mark": newest ledger.journal_entry id it read, '
+'"closed_before": the newest period close it read (timestamptz text, or null), '
+'"entry_key_prefix": prefix of each charged row''s entry key, '
+'"usage": [{"idem_key", "payload_sha256" (hex), "node", "linux_user", "user_id", "account_id", "resource", '
+'"model", "quantity", "unit", "interval_start", "interval_end", "method", "evidence" (object), "epoch", '
+'"price_version_id", "cumulative_quantity", "amount", "entry_sha256" (hex; empty when amount is 0), '
+'"actor", "memo" (the entry''s memo; absent: empty)}, ...], '
+'"postings": [{"idem_key" (of its usage row), "line", "account_id", "amount"}, ...]}. '
+'Returns [[usage key, usage id, entry id or null], ...], or NULL (nothing written) when a mark moved since the'
+' client read: it then holds the writer lock, so a second read is current and its call succeeds.';
