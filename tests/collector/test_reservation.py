@@ -12,9 +12,11 @@ from decimal import Decimal
 import pytest
 from sqlalchemy import Engine, create_engine, text
 
-from collector.charging.deltas import UsageSettings
+from collector.charging.deltas import UsageSettings, compute
 from collector.charging.posting import Charger, Fetched
+from collector.charging.reservation import reservation_records
 from collector.charging.samples import Sample, parse_sample
+from control.leases import Lease
 from control.queue import store
 from control.queue.records import Decisions, GpuRef, Grant, Offer
 from ledger.config import LedgerConfig
@@ -24,7 +26,7 @@ from ledger.money import MICRO
 from ledger.service import Ledger
 from tests.collector.conftest import Database
 from tests.collector.harness import GPU_PRICE
-from tests.collector.samples import GPU0, proc, sample, to_document
+from tests.collector.samples import GPU0, MIG, proc, sample, to_document
 
 HOLDER, UID = "glc-erin", 1001
 OTHER, OTHER_UID = "glc-olaf", 1002
@@ -216,3 +218,21 @@ def test_a_controller_with_the_queue_off_charges_no_reservation(setup: tuple[Led
     charger.charge(fetched(idle(60), T0))
     charger.charge(fetched(idle(120), T1))
     assert rows(engine, "reservation") == []
+
+
+def test_a_mig_devices_use_counts_at_its_share_of_the_held_gpu() -> None:
+    """Pure: GPU 1 is granted; a MIG device of it (3 of 7 slices) is busy the whole minute, so 3/7 of the minute
+    is usage (rounded down to a nanosecond, as its usage is) and the rest, exactly, reservation."""
+    def on_mig(t: float) -> Sample:
+        return sample(t, processes=(proc(500, UID, 10, 1, user=HOLDER),), gpu_processes=((MIG, 500, 1 << 30),))
+
+    result = compute(on_mig(60), on_mig(120), UsageSettings())
+    [usage] = [u for u in result.usages if u.resource == "gpu"]
+    assert usage.amount_ns == 60 * 10**9 * 3 // 7
+    lease = Lease(7, HOLDER, "n1", 1, T0 - timedelta(hours=1), T1 + timedelta(hours=1))
+    [record] = reservation_records("n1", on_mig(120), result, T1, [lease])
+    assert record.quantity == Decimal(60 * 10**9 - 60 * 10**9 * 3 // 7).scaleb(-9) == Decimal("34.285714286")
+    assert (record.linux_user, record.model, record.evidence["requests"]) == (HOLDER, "NVIDIA A100", [7])
+    assert record.idem_key.endswith(f"/{HOLDER}/reservation/GPU-11111111-0000-0000-0000-000000000000")
+    other_node = Lease(8, HOLDER, "n2", 1, lease.start, lease.end)
+    assert reservation_records("n1", on_mig(120), result, T1, [other_node]) == ()
