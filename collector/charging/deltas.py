@@ -16,8 +16,10 @@ accounting, until the baseline only, the rest recorded as unaccounted). Time on 
 segments; in each, the users holding the device share it by GPU memory (or equally), so one GPU-second
 is never billed twice. Shares are whole nanoseconds by largest remainder, summing exactly to the segment.
 Sampled presence is charged for at most ``max_gap_s`` before the new sample; the rest is unaccounted.
-Each device's busy time (the union of its holds: the boot-clock spans in which someone was charged for it) is
-kept with the result, so a granted GPU's reservation charges exactly the rest (collector.charging.reservation).
+Each device's busy time (the union of its non-root holds: the boot-clock spans in which a user was charged for
+it) is kept with the result, so a granted GPU's reservation charges exactly the rest
+(collector.charging.reservation). Root's holds are left out, as the queue leaves them out: they are the driver's
+helpers (Xorg, nvidia-persistenced), on every GPU of some nodes all day, and would make every held GPU busy.
 
 Memory (GiB-seconds), per uid, from the sampled resident set sizes (``rss_bytes``, summed over the uid's
 processes) by the trapezoid rule: ``(rss at the baseline + rss now) / 2 x the interval``, where a uid with
@@ -90,8 +92,8 @@ class UsageResult:
     advance: bool = True  # False: the sample is not newer than the baseline; keep the baseline
     # Where sampled presence is charged from: start_ns, or later where max_gap_s capped it (None: no interval).
     measured_from_ns: int | None = None
-    # Per device uuid (a GPU's or a MIG device's): the disjoint, sorted [from, to) boot-clock spans in which
-    # someone was charged for it.
+    # Per device uuid (a GPU's or a MIG device's): the disjoint, sorted [from, to) boot-clock spans in which a
+    # non-root user was charged for it.
     busy: Mapping[str, tuple[tuple[int, int], ...]] = field(default_factory=lambda: MappingProxyType({}))
 
 
@@ -300,9 +302,9 @@ def _gpu(
 
 
 def _union(holds: list[_Hold]) -> tuple[tuple[int, int], ...]:
-    """The spans the holds cover, merged: exactly the time ``_split_device`` shares out."""
+    """The spans the non-root holds cover, merged: the time ``_split_device`` shares out among users."""
     spans: list[tuple[int, int]] = []
-    for begin, stop in sorted((h.start, h.end) for h in holds):
+    for begin, stop in sorted((h.start, h.end) for h in holds if h.uid != 0):
         if spans and begin <= spans[-1][1]:
             spans[-1] = (spans[-1][0], max(spans[-1][1], stop))
         else:

@@ -2,13 +2,14 @@
 the node, the time in the interval it was held and nobody was charged for using it. Pure.
 
 Per lease, the held span is the lease's ``[start, end)`` clipped to the measured part of the interval (from
-``UsageResult.measured_from_ns``: what ``max_gap_s`` leaves out is unaccounted for usage and reservation
-alike). Grant times are the controller's clock; they are placed on the sample's boot clock from the interval's
-end (the moment the sample arrived, as the records' ``interval_end``), so the held span and the usage's busy
-spans (``UsageResult.busy``) are compared on one clock, to the microsecond. The reservation is the held span
-less every span in which the GPU was charged as usage, to the holder or anyone else: a GPU-second is either
-usage or reservation, never both, and a holder who uses their GPU pays usage only. A MIG device's busy time
-counts as its share of the GPU (slices / total slices, rounded down to a whole nanosecond, as its usage is).
+``UsageResult.measured_from_ns``: what ``max_gap_s`` leaves out is unaccounted for usage and reservation alike).
+Grant times are the controller's clock; they are placed on the sample's boot clock from the interval's end (the
+moment the sample arrived, as the records' ``interval_end``), so the held span and the usage's busy spans
+(``UsageResult.busy``) are compared on one clock, to the microsecond. The reservation is the held span less every
+span in which the GPU was charged as usage, to the holder or any other user: a GPU-second is either usage or
+reservation, never both, and a holder who uses their GPU pays usage only. Root's processes (the driver's helpers)
+do not make a held GPU busy, as they do not for the queue (``UsageResult.busy``). A MIG device's busy time counts
+as its share of the GPU (slices / total slices, rounded down to a whole nanosecond, as its usage is).
 
 One record per (holder, GPU) and interval: key and epoch like a usage record's with ``reservation`` as the
 resource and the GPU's uuid as the device, the holder's billing user name as ``linux_user`` (ledger.tickplan

@@ -236,3 +236,12 @@ def test_a_mig_devices_use_counts_at_its_share_of_the_held_gpu() -> None:
     assert record.idem_key.endswith(f"/{HOLDER}/reservation/GPU-11111111-0000-0000-0000-000000000000")
     other_node = Lease(8, HOLDER, "n2", 1, lease.start, lease.end)
     assert reservation_records("n1", on_mig(120), result, T1, [other_node]) == ()
+
+
+def test_roots_processes_do_not_make_a_held_gpu_busy(setup: tuple[Ledger, Engine]) -> None:
+    """Xorg and nvidia-persistenced hold every GPU of some nodes all day: the holder still pays for holding."""
+    ledger, engine = setup
+    price_reservations(ledger)
+    grant(engine, T0 - timedelta(hours=1))
+    charge_minute(engine, using(120, since=10, uid=0, user="root"), first=using(60, since=10, uid=0, user="root"))
+    assert rows(engine, "reservation") == [(HOLDER, Decimal(60), 3000, "reservation")]
