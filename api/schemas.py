@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from ledger.records import UNITS
+
 Schema = dict[str, Any]
 
 NAME: Schema = {"type": "string", "pattern": "^[a-z_][a-z0-9_.-]{0,63}$"}
@@ -15,6 +17,8 @@ AMOUNT: Schema = {"type": "string", "pattern": r"^[0-9]{1,10}(\.[0-9]{1,6})?$",
 SIGNED_AMOUNT: Schema = {"type": "string", "pattern": r"^-?[0-9]{1,10}(\.[0-9]{1,6})?$"}
 PRICE_DECIMAL: Schema = {"type": "string", "pattern": r"^[0-9]{1,10}(\.[0-9]{1,9})?$"}
 TEXT: Schema = {"type": "string", "maxLength": 500}
+# The price book's resources (ledger.records.UNITS): reservation is a granted GPU held unused (docs/queue.md).
+RESOURCE: Schema = {"enum": list(UNITS)}
 REASON: Schema = {"type": "string", "minLength": 1, "maxLength": 500}
 DATE: Schema = {"type": "string", "format": "date", "pattern": r"^[0-9]{4}-[0-9]{2}-[0-9]{2}$"}
 DATETIME: Schema = {"type": "string", "format": "date-time", "maxLength": 40}
@@ -68,7 +72,7 @@ ENTRY = out({"id": {"type": "integer"}, "kind": {"type": "string"}, "idem_key": 
              "recorded_at": TIMESTAMP, "actor": {"type": "string"}, "memo": {"type": "string"},
              "ref_entry_id": {"type": ["integer", "null"]}, "usage_id": {"type": ["integer", "null"]},
              "postings": array(POSTING)})
-PRICE = out({"id": {"type": "integer"}, "resource": {"enum": ["gpu", "cpu", "memory"]},
+PRICE = out({"id": {"type": "integer"}, "resource": RESOURCE,
              "model_pattern": {"type": "string"}, "match": {"enum": ["exact", "glob"]},
              "priority": {"type": "integer"}, "amount": {"type": "string"}, "per": {"type": "string"},
              "unit": {"type": "string"}, "valid_from": TIMESTAMP, "actor": {"type": "string"},

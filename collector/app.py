@@ -115,7 +115,8 @@ class Runtime:
             ledger_config=self.ledger_config,
             transports=self.transport,
             charger=Charger(self.engine, self.ledger_config.currency,
-                            UsageSettings(max_gap_s=self.config.max_gap_s, gpu_split=self.config.gpu_split)),
+                            UsageSettings(max_gap_s=self.config.max_gap_s, gpu_split=self.config.gpu_split),
+                            reservations=self.config.queue is not None),
             settings=TickSettings(
                 budget_s=self.config.tick_budget_s,
                 command_timeout_s=self.config.command_timeout_s,

@@ -8,6 +8,7 @@ from sqlalchemy import text
 from sqlalchemy.engine import Connection
 
 from ledger.errors import InvalidName
+from ledger.records import BY_MODEL
 
 NAME_RULE = r"[a-z_][a-z0-9_.-]{0,63}"
 _NAME = re.compile(NAME_RULE)
@@ -53,7 +54,8 @@ def model_slug(model: str) -> str:
 
 
 def revenue_code(resource: str, model: str) -> str:
-    return f"revenues:gpu:{model_slug(model)}" if resource == "gpu" else f"revenues:{resource}"
+    """``revenues:gpu:<model>``, ``revenues:reservation:<model>`` (held, unused GPUs), ``revenues:cpu`` ..."""
+    return f"revenues:{resource}:{model_slug(model)}" if resource in BY_MODEL else f"revenues:{resource}"
 
 
 def ensure_account(conn: Connection, code: str, currency: str, *, no_overdraft: bool = False) -> int:

@@ -26,7 +26,7 @@ from ledger.exports import FORMATS, focus_parquet
 from ledger.exports.focus_file import FocusExporter
 from ledger.instants import instant
 from ledger.money import format_amount, parse_amount, parse_decimal
-from ledger.records import PostResult, UsageRow
+from ledger.records import UNITS, PostResult, UsageRow
 from ledger.reports import USAGE_KEYS, local_midnight
 from ledger.service import Ledger
 from ledger.tabular import Amount, Cell, Rendering, listing_options, render
@@ -466,10 +466,11 @@ def register(subparsers: Any) -> None:
     prices = _group(subparsers, "prices", "the dated price book")
     listing_options(_command(prices, "list", prices_list, "every price version"))
     p = _command(prices, "add", prices_add, "add a price version (never edits an old one)")
-    p.add_argument("resource", choices=("gpu", "cpu", "memory"), help="what the price is for")
+    p.add_argument("resource", choices=tuple(UNITS),
+                   help="what the price is for (reservation: a granted GPU held unused)")
     p.add_argument("amount", help="currency per --per units")
     p.add_argument("--per", default="second", help="units the amount buys: a number, second, minute or hour")
-    p.add_argument("--model", help="GPU model name or glob pattern")
+    p.add_argument("--model", help="GPU model name or glob pattern (gpu and reservation prices)")
     p.add_argument("--match", choices=("exact", "glob"), default="exact", help="how --model is compared")
     p.add_argument("--priority", type=int, default=0, help="the higher wins when several versions match")
     p.add_argument("--valid-from", help="date or ISO time (default: now)")

@@ -1,7 +1,8 @@
 """Decayed GPU use per fair-share entity, for the GPU queue's order (control/queue/priority.py).
 
 An entity is the project a user bills to, else the user (``project:NAME`` / ``user:NAME``). Its use is the
-money charged for GPUs (so GPU-hours weighted by their price), each hour's charge halved every ``half_life_s``
+money charged for GPUs, used (``gpu``) or held by a grant unused (``reservation``): GPU-hours weighted by their
+price, a GPU kept from the others counting as one used. Each hour's charge is halved every ``half_life_s``
 before ``now``: Slurm's decayed usage with its 7-day default. Hours older than ``HORIZON_HALF_LIVES`` half-lives
 weigh under 0.4 % and are not read. The result only orders requests; nothing is billed from it.
 """
@@ -24,7 +25,7 @@ _READ = text(
       FROM ledger.usage_hourly h
       JOIN ledger.billing_user u ON u.id = h.user_id
       LEFT JOIN ledger.project p ON p.id = u.project_id
-     WHERE h.resource = 'gpu' AND h.hour > :horizon AND h.hour <= :now
+     WHERE h.resource IN ('gpu', 'reservation') AND h.hour > :horizon AND h.hour <= :now
      GROUP BY 1
     """
 )

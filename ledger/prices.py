@@ -11,7 +11,7 @@ from sqlalchemy import text
 from sqlalchemy.engine import Connection
 
 from ledger.errors import InvalidPrice
-from ledger.records import UNITS, PriceVersion
+from ledger.records import BY_MODEL, UNITS, PriceVersion
 from ledger.text import check_text
 
 _COLUMNS = "id, resource, model_pattern, match, priority, amount, per, unit, valid_from, actor, memo"
@@ -36,8 +36,8 @@ def check_version(resource: str, amount: Decimal, per: Decimal, model_pattern: s
         raise InvalidPrice(f"resource must be one of {sorted(UNITS)}, got {resource!r}")
     if match not in ("exact", "glob"):
         raise InvalidPrice(f"match must be exact or glob, got {match!r}")
-    if (resource == "gpu") != bool(model_pattern):
-        raise InvalidPrice("a GPU price needs a model pattern; CPU and memory prices take none")
+    if (resource in BY_MODEL) != bool(model_pattern):
+        raise InvalidPrice("a GPU or reservation price needs a model pattern; CPU and memory prices take none")
     if not amount.is_finite() or amount < 0:
         raise InvalidPrice(f"amount must be >= 0, got {amount}")
     if not per.is_finite() or per <= 0:

@@ -16,7 +16,7 @@ from decimal import Decimal
 from fractions import Fraction
 
 from ledger.money import MAX_MICRO, MICRO
-from ledger.records import PriceVersion
+from ledger.records import BY_MODEL, PriceVersion
 
 
 def round_micro(value: Fraction) -> int:
@@ -77,7 +77,7 @@ def select_price(versions: Iterable[PriceVersion], resource: str, model: str, at
         held = current.get(key)
         if held is None or (v.valid_from, v.id) > (held.valid_from, held.id):
             current[key] = v
-    candidates = [v for v in current.values() if resource != "gpu" or _matches(v, model)]
+    candidates = [v for v in current.values() if resource not in BY_MODEL or _matches(v, model)]
     if not candidates:
         return None
     return max(candidates, key=lambda v: (v.priority, v.match == "exact", v.valid_from, v.id))

@@ -13,7 +13,15 @@ from ledger.errors import LedgerError
 from ledger.tiers import Tier
 
 ENTRY_KINDS = ("usage", "recharge", "grant", "grant_expiry", "adjustment", "refund", "reversal")
-UNITS = {"gpu": "gpu-second", "cpu": "core-second", "memory": "GiB-second"}
+# ``reservation`` is a GPU held by a queue grant and not used (docs/queue.md, "Money"): priced per GPU model like
+# ``gpu``, charged to the grant's billing user (its records name that user, not a Linux account).
+UNITS = {"gpu": "gpu-second", "cpu": "core-second", "memory": "GiB-second", "reservation": "gpu-second"}
+BY_MODEL = frozenset({"gpu", "reservation"})  # priced by GPU model pattern; the others take no pattern
+# Optional to price: a record of these no price covers is skipped (neither charged nor stored), so no price
+# version means the resource is off.
+OPTIONAL = frozenset({"memory", "reservation"})
+# Records of these name a billing user in ``linux_user`` (the holder of a grant), resolved by that name alone.
+HELD = frozenset({"reservation"})
 
 
 @dataclass(frozen=True)

@@ -277,16 +277,20 @@ def trial_balance(conn: Connection, at: date | None, tz: ZoneInfo) -> TrialBalan
     return TrialBalance(tuple(TrialBalanceRow(code, kind, int(balance)) for code, kind, balance in rows))
 
 
-def usage(conn: Connection, start: date, end: date, by: str, tz: ZoneInfo) -> list[UsageRow]:
-    """Quantity and charge per ``by`` (user, node, model or resource) and unit, for intervals ending in the period."""
+def usage(conn: Connection, start: date, end: date, by: str, tz: ZoneInfo,
+          resource: str | None = None) -> list[UsageRow]:
+    """Quantity and charge per ``by`` (user, node, model or resource) and unit, for intervals ending in the period;
+    of one ``resource`` only when given (gpu and reservation share their unit and models)."""
     if by not in USAGE_KEYS:
         raise LedgerError(f"usage report by must be one of {sorted(USAGE_KEYS)}", by=by)
     key = USAGE_KEYS[by]
     rows = conn.execute(
         text(f"SELECT {key}, u.unit, sum(u.quantity), sum(u.amount) FROM ledger.usage u"  # noqa: S608
              " JOIN ledger.billing_user bu ON bu.id = u.user_id"
-             f" WHERE u.interval_end >= :lo AND u.interval_end < :hi GROUP BY {key}, u.unit ORDER BY 1, 2"),
-        {"lo": local_midnight(start, tz), "hi": local_midnight(end, tz)},
+             " WHERE u.interval_end >= :lo AND u.interval_end < :hi"
+             " AND (CAST(:resource AS text) IS NULL OR u.resource = :resource)"
+             f" GROUP BY {key}, u.unit ORDER BY 1, 2"),
+        {"lo": local_midnight(start, tz), "hi": local_midnight(end, tz), "resource": resource},
     )
     return [UsageRow(k, unit, Decimal(q), int(a)) for k, unit, q, a in rows]
 

@@ -324,8 +324,8 @@ class Ledger:
     def trial_balance(self, at: date | None = None) -> TrialBalance:
         return self._read(lambda conn: reports.trial_balance(conn, at, self.config.timezone))
 
-    def usage_report(self, start: date, end: date, by: str = "user") -> list[UsageRow]:
-        return self._read(lambda conn: reports.usage(conn, start, end, by, self.config.timezone))
+    def usage_report(self, start: date, end: date, by: str = "user", resource: str | None = None) -> list[UsageRow]:
+        return self._read(lambda conn: reports.usage(conn, start, end, by, self.config.timezone, resource))
 
     def revenue(self, start: date, end: date) -> list[RevenueRow]:
         return self._read(lambda conn: reports.revenue(conn, start, end, self.config.timezone))

@@ -37,6 +37,7 @@ class DocumentUsage(TypedDict):
     amount: int                # micro-units; 0: no entry
     entry_sha256: str          # hex of the entry's payload hash; "" when amount is 0
     actor: str
+    memo: str                  # the entry's memo ("reservation" for a held GPU's charge; migration 0011)
 
 
 class DocumentPosting(TypedDict):

@@ -6,10 +6,16 @@ what it needs and returns its result.
 A record ends in exactly one of the outcomes of ``TickResult`` (ledger.records):
   * posted: written by this call, or before (a replay: same key, same hash);
   * rejected, with a typed error: invalid, the same key with other content, dated in a closed period, a Linux
-    user no billing user answers to, or no price for a GPU or CPU record;
-  * skipped: a memory record that no price covers. Memory is optional to price: such a record is neither charged
-    nor stored (a row per user and node every minute that charges nothing), and the caller need not send it
-    again. This is the one place the rule lives.
+    user no billing user answers to (or, for a reservation, a holder no billing user is named), or no price for a
+    GPU or CPU record;
+  * skipped: a memory or reservation record that no price covers (``records.OPTIONAL``). These are optional to
+    price: such a record is neither charged nor stored (a row per user and node every minute that charges
+    nothing), and the caller need not send it again; a reservation with no price version is the charge switched
+    off. This is the one place the rule lives.
+
+A reservation record (``records.HELD``) names the billing user holding a queue grant in ``linux_user``: it is
+charged to that user's wallet (their project's when they are in one), resolved by the name alone, never through
+the Linux-user map (the grant is to a billing user; no Linux account on the node need exist).
 """
 
 from __future__ import annotations
@@ -34,10 +40,22 @@ from ledger.errors import (
     UnknownUser,
 )
 from ledger.money import Side, signed
-from ledger.records import UNITS, PriceVersion, RejectedUsage, TickResult, UsageOutcome, UsageRecord, UsageTick
+from ledger.records import (
+    BY_MODEL,
+    HELD,
+    OPTIONAL,
+    UNITS,
+    PriceVersion,
+    RejectedUsage,
+    TickResult,
+    UsageOutcome,
+    UsageRecord,
+    UsageTick,
+)
 from ledger.tickdoc import DocumentPosting, DocumentUsage, PostUsageDocument
 
 USAGE_ENTRY_PREFIX = "usage:"
+RESERVATION_MEMO = "reservation"  # the memo of a reservation charge's entry: how statements and exports tell it
 KEY_SEPARATOR = "\x1f"  # unit separator: keys travel as one text parameter (check_record refuses it in keys)
 _MAX_KEY = 500
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
@@ -62,8 +80,8 @@ def check_record(node: str, r: UsageRecord) -> LedgerError | None:
         return bad("interval times must carry a time zone")
     if r.interval_end < r.interval_start:
         return bad("interval ends before it starts")
-    if r.resource == "gpu" and not r.model:
-        return bad("a GPU record needs its model")
+    if r.resource in BY_MODEL and not r.model:
+        return bad("a GPU or reservation record needs its model")
     if not (node and r.linux_user and r.method and r.epoch):
         return bad("node, linux_user, method and epoch must not be empty")
     try:  # the record's hash encodes it so (and cannot fail on the other fields once they are checked)
@@ -130,7 +148,12 @@ def intake(ticks: Sequence[UsageTick]) -> Intake:
 
 def billing_pairs(fresh: Mapping[str, Item]) -> list[tuple[str, str]]:
     """The (node, Linux user) pairs to resolve to billing users."""
-    return sorted({(i.node, i.record.linux_user) for i in fresh.values()})
+    return sorted({(i.node, i.record.linux_user) for i in fresh.values() if i.record.resource not in HELD})
+
+
+def holders(fresh: Mapping[str, Item]) -> list[str]:
+    """The billing users named by reservation records, resolved by name."""
+    return sorted({i.record.linux_user for i in fresh.values() if i.record.resource in HELD})
 
 
 # -- what the ledger holds (ledger.tickstore.read) ---------------------------------------------------------------
@@ -149,7 +172,8 @@ class Stored:
 
 @dataclass(frozen=True)
 class Resolved:
-    """Who a Linux user on a node bills to, and the wallet charged (ledger.billing_users)."""
+    """Who a Linux user on a node bills to, and the wallet charged (ledger.billing_users); for a holder of a
+    grant (``LedgerRead.holders``), ``node`` is empty and ``linux_user`` is the billing user's name."""
 
     node: str
     linux_user: str
@@ -180,6 +204,7 @@ class LedgerRead:
     resolved: tuple[Resolved, ...]
     grants: Mapping[int, tuple[GrantLeft, ...]]  # wallet account id -> its grants in spending order
     closed_before: datetime | None
+    holders: tuple[Resolved, ...] = ()  # the billing users reservation records name, by name
 
 
 # -- sorting and rating ----------------------------------------------------------------------------------------
@@ -266,11 +291,13 @@ def sort(fresh: Mapping[str, Item], read: LedgerRead, versions: Sequence[PriceVe
     spending = {
         r.wallet_account_id: [_Grant(g.account_id, g.code, g.expires_at, g.remaining)
                               for g in read.grants.get(r.wallet_account_id, ())]
-        for r in read.resolved
+        for r in (*read.resolved, *read.holders)
     }
     wallets = {(r.node, r.linux_user): Wallet(r.user_id, r.user, r.wallet_account_id, r.wallet_code,
                                               spending[r.wallet_account_id])
                for r in read.resolved}
+    held = {r.user: Wallet(r.user_id, r.user, r.wallet_account_id, r.wallet_code, spending[r.wallet_account_id])
+            for r in read.holders}
     chosen: dict[tuple[str, str, datetime], PriceVersion | None] = {}  # a node's records share their start
     closed_before = read.closed_before
     for item in new.values():
@@ -278,14 +305,15 @@ def sort(fresh: Mapping[str, Item], read: LedgerRead, versions: Sequence[PriceVe
         at = (r.resource, r.model, r.interval_start)
         price = chosen[at] if at in chosen else chosen.setdefault(
             at, rating.select_price(versions, r.resource, r.model, r.interval_start))
-        wallet = wallets.get((item.node, r.linux_user))
-        if price is None and r.resource == "memory":
+        wallet = held.get(r.linux_user) if r.resource in HELD else wallets.get((item.node, r.linux_user))
+        if price is None and r.resource in OPTIONAL:
             skipped.append((item.tick, r))
         elif closed_before is not None and r.interval_end < closed_before:
             rejected.append((item.tick, RejectedUsage(r, PeriodClosed(r.interval_end.isoformat(),
                                                                       closed_before.isoformat()))))
         elif wallet is None:
-            rejected.append((item.tick, RejectedUsage(r, UnknownUser(r.linux_user, item.node))))
+            node = None if r.resource in HELD else item.node  # a holder is a billing user, on no node
+            rejected.append((item.tick, RejectedUsage(r, UnknownUser(r.linux_user, node))))
         elif price is None:
             rejected.append((item.tick, RejectedUsage(r, MissingPrice(r.resource, r.model or None,
                                                                       r.interval_start.isoformat()))))
@@ -348,7 +376,7 @@ def document(read: LedgerRead, charges: Sequence[Charge]) -> PostUsageDocument:
             quantity=journal.plain(r.quantity), unit=r.unit, interval_start=journal.plain(r.interval_start),
             interval_end=journal.plain(r.interval_end), method=r.method, evidence=dict(r.evidence), epoch=r.epoch,
             price_version_id=c.price.id, cumulative_quantity=journal.plain(c.cumulative), amount=c.amount,
-            entry_sha256=entry_hash, actor=c.item.actor,
+            entry_sha256=entry_hash, actor=c.item.actor, memo=RESERVATION_MEMO if r.resource in HELD else "",
         ))
     return PostUsageDocument(
         price_stamp=read.price_stamp, usage_mark=read.usage_mark, entry_mark=read.entry_mark,

@@ -19,8 +19,14 @@ from ledger.tickplan import KEY_SEPARATOR, Conflict, GrantLeft, LedgerRead, Reso
 
 Pg = psycopg.Connection[Any]
 
+# ``held``: the billing users reservation records name, by name (a grant is to a billing user), with the wallet
+# their charges go to by the rule ledger.billing_users applies: their project's when they are in one.
 _READ_SQL = """
-WITH resolved AS (SELECT * FROM ledger.billing_users(%(users)s::jsonb))
+WITH resolved AS (SELECT * FROM ledger.billing_users(%(users)s::jsonb)),
+held AS (SELECT bu.id, bu.name, w.id AS wallet_account_id, w.code
+           FROM ledger.billing_user bu LEFT JOIN ledger.project p ON p.id = bu.project_id
+           JOIN ledger.account w ON w.id = coalesce(p.wallet_account_id, bu.wallet_account_id)
+          WHERE bu.name = ANY(string_to_array(%(holders)s, E'\\x1f')))
 SELECT (SELECT coalesce(max(id), 0) FROM ledger.price_version),
        (SELECT coalesce(max(id), 0) FROM ledger.usage),
        (SELECT coalesce(max(id), 0) FROM ledger.journal_entry),
@@ -33,8 +39,10 @@ SELECT (SELECT coalesce(max(id), 0) FROM ledger.price_version),
           JOIN LATERAL (SELECT * FROM ledger.usage WHERE idem_key = k.key) u ON true),
        (SELECT coalesce(jsonb_agg(jsonb_build_array(node, linux_user, user_id, user_name, wallet_account_id,
                                                     wallet_code)), '[]') FROM resolved),
-       ledger.wallet_grants(ARRAY(SELECT DISTINCT wallet_account_id FROM resolved ORDER BY wallet_account_id)),
-       (SELECT max(closed_before) FROM ledger.period_close)
+       ledger.wallet_grants(ARRAY(SELECT wallet_account_id FROM resolved UNION SELECT wallet_account_id FROM held
+                                  ORDER BY 1)),
+       (SELECT max(closed_before) FROM ledger.period_close),
+       (SELECT coalesce(jsonb_agg(jsonb_build_array(id, name, wallet_account_id, code)), '[]') FROM held)
 """
 
 _STATE_SQL = """
@@ -47,14 +55,16 @@ SELECT (SELECT coalesce(jsonb_agg(jsonb_build_array(code, id)), '[]')
 """
 
 
-def read(pg: Pg, keys: Sequence[str], pairs: Sequence[tuple[str, str]]) -> LedgerRead:
+def read(pg: Pg, keys: Sequence[str], pairs: Sequence[tuple[str, str]], holders: Sequence[str] = ()) -> LedgerRead:
     """One statement, the first of the transaction (its BEGIN goes out with it: one round trip): what is
-    recorded under ``keys``, who the ``pairs`` bill to, their wallets' grants, and the marks."""
+    recorded under ``keys``, who the ``pairs`` bill to, which of ``holders`` (billing user names) exist, their
+    wallets' grants, and the marks."""
     with pg.pipeline():
-        cursor = pg.execute(_READ_SQL, {"keys": KEY_SEPARATOR.join(keys), "users": directory.pairs_json(pairs)})
+        cursor = pg.execute(_READ_SQL, {"keys": KEY_SEPARATOR.join(keys), "users": directory.pairs_json(pairs),
+                                        "holders": KEY_SEPARATOR.join(holders)})
     row = cursor.fetchone()
     assert row is not None
-    stamp, usage_mark, entry_mark, stored, resolved, grants, closed_before = row
+    stamp, usage_mark, entry_mark, stored, resolved, grants, closed_before, held = row
     return LedgerRead(
         price_stamp=int(stamp), usage_mark=int(usage_mark), entry_mark=int(entry_mark),
         stored=tuple(Stored(key, bytes.fromhex(sha), int(usage_id), int(amount), entry_id, user)
@@ -65,6 +75,7 @@ def read(pg: Pg, keys: Sequence[str], pairs: Sequence[tuple[str, str]]) -> Ledge
                                              int(g[3])) for g in rows)
                 for wallet, rows in grants.items()},
         closed_before=closed_before,
+        holders=tuple(Resolved("", name, int(uid), name, int(wid), code) for uid, name, wid, code in held),
     )
 
 

@@ -9,16 +9,17 @@ rejected with a typed error, a memory record no price covers as skipped (ledger.
 rest of the tick is still written. This module drives; ledger.tickplan decides (pure), ledger.tickstore reads
 and writes.
 
-Round trips, none of the first two under the writer lock (so that other writers' transactions overlap
-ours): (1) BEGIN and one statement reading what is already recorded, who the Linux users are, their wallets'
-grants, the price book's stamp, the newest usage and entry ids (high-water marks) and the newest period close
-(records dated before it are rejected: ``PeriodClosed``); (2) the epochs' cumulative quantities and the revenue
-accounts; (3) one call of ``ledger.post_usage`` (migrations 0003-0006; its document: ledger.tickdoc) that takes
-the writer lock, checks under it that the price book, both marks and the close are unchanged (nothing was
-written since (1), so nothing (1) and (2) read has moved: the argument is in 0004's SQL), inserts usage rows,
-entries and postings and seals the chain block; then the caller's COMMIT. If another writer committed in
-between, (3) writes nothing and returns NULL; the lock is ours by then, so reading again gives current data
-and the second call succeeds. A replay (everything already recorded) stops after (1) and takes no lock.
+Round trips, none of the first two under the writer lock (so that other writers' transactions overlap ours): (1)
+BEGIN and one statement reading what is already recorded, who the Linux users are (and the holders reservation
+records name), their wallets' grants, the price book's stamp, the newest usage and entry ids (high-water marks) and
+the newest period close (records dated before it are rejected: ``PeriodClosed``); (2) the epochs' cumulative
+quantities and the revenue accounts; (3) one call of ``ledger.post_usage`` (migrations 0003-0006, 0011; its
+document: ledger.tickdoc) that takes the writer lock, checks under it that the price book, both marks and the close
+are unchanged (nothing was written since (1), so nothing (1) and (2) read has moved: the argument is in 0004's
+SQL), inserts usage rows, entries and postings and seals the chain block; then the caller's COMMIT. If another
+writer committed in between, (3) writes nothing and returns NULL; the lock is ours by then, so reading again gives
+current data and the second call succeeds. A replay (everything already recorded) stops after (1) and takes no
+lock.
 """
 
 from __future__ import annotations
@@ -52,9 +53,9 @@ def _post(pg: tickstore.Pg, conn: Connection, fresh: Mapping[str, tickplan.Item]
     """Read and rate without the writer lock, then write in one call that takes it and re-checks the read. When
     the read went stale (another writer committed in between), the call wrote nothing and the lock is now ours,
     so the second read is current and its call cannot fail that way."""
-    pairs = tickplan.billing_pairs(fresh)
+    pairs, holders = tickplan.billing_pairs(fresh), tickplan.holders(fresh)
     for _ in range(2):
-        read = tickstore.read(pg, list(fresh), pairs)
+        read = tickstore.read(pg, list(fresh), pairs, holders)
         sorted_ = tickplan.sort(fresh, read, book(conn, read.price_stamp))
         charges = _charges(pg, sorted_.priced, currency)
         rows = tickstore.write(pg, tickplan.document(read, charges)) if charges else []

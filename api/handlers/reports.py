@@ -15,7 +15,6 @@ from api.services import aware, period, services
 from ledger import browse
 from ledger.money import format_amount
 from ledger.rating import round_micro
-from ledger.records import UNITS
 
 
 def _page(call: Call) -> tuple[int, int]:
@@ -93,13 +92,13 @@ def preview_price(call: Call) -> Any:
     svc, b = services(call), call.body
     start, end = period(call, svc.config.max_report_days)
     assert start is not None and end is not None
-    unit, pattern, glob = UNITS[b["resource"]], b.get("model_pattern", ""), b.get("match", "exact") == "glob"
+    pattern, glob = b.get("model_pattern", ""), b.get("match", "exact") == "glob"
     if Decimal(b["per"]) <= 0:
         raise unprocessable("invalid_price", "per must be > 0")
     price = Fraction(Decimal(b["amount"])) / Fraction(Decimal(b["per"]))
     rows = []
-    for r in svc.ledger.usage_report(start, end, by="model"):
-        if r.unit != unit or not (fnmatchcase(r.key, pattern) if glob else r.key == pattern or not pattern):
+    for r in svc.ledger.usage_report(start, end, by="model", resource=b["resource"]):
+        if not (fnmatchcase(r.key, pattern) if glob else r.key == pattern or not pattern):
             continue
         would = round_micro(Fraction(r.quantity) * price)
         rows.append({"model": r.key, "quantity": str(r.quantity), "charged": format_amount(r.amount),

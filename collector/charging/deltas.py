@@ -16,6 +16,10 @@ accounting, until the baseline only, the rest recorded as unaccounted). Time on 
 segments; in each, the users holding the device share it by GPU memory (or equally), so one GPU-second
 is never billed twice. Shares are whole nanoseconds by largest remainder, summing exactly to the segment.
 Sampled presence is charged for at most ``max_gap_s`` before the new sample; the rest is unaccounted.
+Each device's busy time (the union of its non-root holds: the boot-clock spans in which a user was charged for
+it) is kept with the result, so a granted GPU's reservation charges exactly the rest
+(collector.charging.reservation). Root's holds are left out, as the queue leaves them out: they are the driver's
+helpers (Xorg, nvidia-persistenced), on every GPU of some nodes all day, and would make every held GPU busy.
 
 Memory (GiB-seconds), per uid, from the sampled resident set sizes (``rss_bytes``, summed over the uid's
 processes) by the trapezoid rule: ``(rss at the baseline + rss now) / 2 x the interval``, where a uid with
@@ -30,8 +34,10 @@ of the old boot and its end is unaccounted. The first sample of a node is only a
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal
+from types import MappingProxyType
 from typing import Literal, get_args
 
 from collector.charging.samples import GpuProcess, Process, Sample
@@ -64,7 +70,7 @@ class Usage:
 
     @property
     def seconds(self) -> Decimal:
-        return _seconds(self.amount_ns)
+        return seconds_of(self.amount_ns)
 
 
 @dataclass(frozen=True)
@@ -84,6 +90,11 @@ class UsageResult:
     gaps: tuple[Gap, ...] = ()
     flags: tuple[str, ...] = ()
     advance: bool = True  # False: the sample is not newer than the baseline; keep the baseline
+    # Where sampled presence is charged from: start_ns, or later where max_gap_s capped it (None: no interval).
+    measured_from_ns: int | None = None
+    # Per device uuid (a GPU's or a MIG device's): the disjoint, sorted [from, to) boot-clock spans in which a
+    # non-root user was charged for it.
+    busy: Mapping[str, tuple[tuple[int, int], ...]] = field(default_factory=lambda: MappingProxyType({}))
 
 
 def _name(uid: int, user: str | None) -> str:
@@ -109,16 +120,17 @@ def compute(prev: Sample | None, cur: Sample, settings: UsageSettings) -> UsageR
         flags.append("reboot")
         boot_wall = cur.wall_time_ns - cur.boottime_ns
         lost = max(0, boot_wall - prev.wall_time_ns)
-        gaps.append(Gap("reboot", _seconds(lost), f"after the last sample of boot {prev.boot_id}"))
+        gaps.append(Gap("reboot", seconds_of(lost), f"after the last sample of boot {prev.boot_id}"))
     end = cur.boottime_ns
     floor = max(start, end - settings.max_gap_s * NS)
     if floor > start:
-        gaps.append(Gap("gap_over_max", _seconds(floor - start),
+        gaps.append(Gap("gap_over_max", seconds_of(floor - start),
                         f"sampled GPU presence and memory are charged for at most {settings.max_gap_s} s"))
     cpu = _cpu(base, cur, flags)
-    gpu = _gpu(base, cur, start, floor, end, settings, gaps)
+    gpu, busy = _gpu(base, cur, start, floor, end, settings, gaps)
     rss = _memory(base, cur, end - floor)
-    return UsageResult(start, end, tuple(cpu + gpu + rss), tuple(gaps), tuple(flags))
+    return UsageResult(start, end, tuple(cpu + gpu + rss), tuple(gaps), tuple(flags), measured_from_ns=floor,
+                       busy=MappingProxyType(busy))
 
 
 def _cpu(base: Sample | None, cur: Sample, flags: list[str]) -> list[Usage]:
@@ -202,7 +214,8 @@ class _Device:
     holds: list[_Hold] = field(default_factory=list)
 
 
-def _seconds(ns: int) -> Decimal:
+def seconds_of(ns: int) -> Decimal:
+    """Nanoseconds as exact decimal seconds."""
     return Decimal(ns).scaleb(-9)
 
 
@@ -231,7 +244,7 @@ def _rss_by_uid(processes: tuple[Process, ...]) -> dict[int, int]:
 
 def _gpu(
     base: Sample | None, cur: Sample, start: int, floor: int, end: int, settings: UsageSettings, gaps: list[Gap]
-) -> list[Usage]:
+) -> tuple[list[Usage], dict[str, tuple[tuple[int, int], ...]]]:
     procs = {p.pid: p for p in cur.processes}
     base_procs = {p.pid: p for p in base.processes} if base is not None else {}
     devices: dict[str, _Device] = defaultdict(_Device)
@@ -239,7 +252,7 @@ def _gpu(
     for gp in cur.gpu_processes:
         process = _holder(gp, procs)
         if process is None:
-            gaps.append(Gap("unattributed_gpu_process", _seconds(end - floor), f"pid {gp.pid} on {gp.gpu_uuid}"))
+            gaps.append(Gap("unattributed_gpu_process", seconds_of(end - floor), f"pid {gp.pid} on {gp.gpu_uuid}"))
             continue
         running.add((gp.gpu_uuid, gp.pid, process.start_ticks))
         begin = max(floor, cur.start_ns(process))
@@ -254,7 +267,7 @@ def _gpu(
                 continue
             record = finished.get((gp.gpu_uuid, gp.pid))
             if record is None or record.start_time_us * 1000 < _created_wall_ns(base, process) - NS:
-                gaps.append(Gap("gpu_process_ended_unmetered", _seconds(end - start),
+                gaps.append(Gap("gpu_process_ended_unmetered", seconds_of(end - start),
                                 f"pid {gp.pid} on {gp.gpu_uuid}: no NVML accounting record"))
                 continue
             used.add((gp.gpu_uuid, gp.pid))
@@ -271,7 +284,7 @@ def _gpu(
         stop = min(end, began + record.gpu_time_ms * 1_000_000)
         owner = procs.get(pid) or base_procs.get(pid)
         if owner is None or cur.start_ns(owner) > began:
-            gaps.append(Gap("unattributed_gpu_process", _seconds(max(0, stop - began)),
+            gaps.append(Gap("unattributed_gpu_process", seconds_of(max(0, stop - began)),
                             f"pid {pid} on {uuid} ran and ended between samples; its owner is unknown"))
             continue
         begin = max(began, floor)
@@ -285,7 +298,18 @@ def _gpu(
         fraction = cur.mig_shares.get(uuid, (1, 1))
         usages.extend(_split_device(uuid, models.get(uuid, "unknown"), devices[uuid].holds, settings.gpu_split,
                                     fraction))
-    return usages
+    return usages, {uuid: _union(device.holds) for uuid, device in devices.items()}
+
+
+def _union(holds: list[_Hold]) -> tuple[tuple[int, int], ...]:
+    """The spans the non-root holds cover, merged: the time ``_split_device`` shares out among users."""
+    spans: list[tuple[int, int]] = []
+    for begin, stop in sorted((h.start, h.end) for h in holds if h.uid != 0):
+        if spans and begin <= spans[-1][1]:
+            spans[-1] = (spans[-1][0], max(spans[-1][1], stop))
+        else:
+            spans.append((begin, stop))
+    return tuple(spans)
 
 
 def _holder(gp: GpuProcess, processes: dict[int, Process]) -> Process | None:

@@ -4,9 +4,12 @@ In one transaction, which ``ledger.usage.post_ticks`` joins (it takes the ledger
 hash chain; the deferred balance checks run at our COMMIT), this module
   1. inserts the sample under its idempotency key (a sample already stored means a retry: nothing else runs),
   2. locks the node's registry row and reads its baseline (the last charged sample),
-  3. computes the usage between the two (``collector.charging.deltas``, pure) and posts it with
-     ``ledger.usage.post_ticks``, together with records an earlier tick could not charge (unknown user,
-     missing price); the ledger skips memory records no price covers (memory pricing is optional: its rule),
+  3. computes the usage between the two (``collector.charging.deltas``, pure) and, with the GPU queue on and a
+     reservation price in the book, the reservation of the node's granted GPUs over the same interval (the
+     leases read from ``control.leases`` in this transaction; ``collector.charging.reservation``, pure), and
+     posts both with ``ledger.usage.post_ticks``, together with records an earlier tick could not charge
+     (unknown user, missing price); the ledger skips memory and reservation records no price covers (both are
+     optional to price: its rule),
   4. keeps what the ledger rejected in ``collector.usage_outbox``, records unaccounted gaps, and moves the
      baseline to this sample. Kept records are retried with later samples, except those dated in a period
      closed since (the ledger refuses them for good: ``PeriodClosed``); a kept record the ledger now skips
@@ -28,8 +31,12 @@ from sqlalchemy import Engine, text
 from sqlalchemy.engine import Connection
 
 from collector.charging.deltas import Gap, UsageResult, UsageSettings, compute
+from collector.charging.reservation import RESOURCE, reservation_records
 from collector.charging.samples import Sample, sample_from_document
-from collector.charging.to_ledger import usage_records
+from collector.charging.to_ledger import interval, usage_records
+from control import leases
+from control.leases import Lease
+from control.presence import ControlTable
 from ledger import prices
 from ledger.codec import record_from_document, record_json
 from ledger.db import translated
@@ -95,11 +102,13 @@ class _Prepared:
 class Charger:
     """Charges samples; keeps each node's baseline in memory and checks it against the database."""
 
-    def __init__(self, engine: Engine, currency: str, settings: UsageSettings) -> None:
+    def __init__(self, engine: Engine, currency: str, settings: UsageSettings, *, reservations: bool = False) -> None:
+        """``reservations``: charge the queue's granted GPUs for held, unused time (the queue is on)."""
         self.engine = engine
         self.currency = currency
         self.settings = settings
         self._book = prices.PriceBook()
+        self._leases = ControlTable(leases.TABLE, "no reservation is charged", recheck_s=300) if reservations else None
         self._baselines: dict[str, tuple[int, Sample]] = {}
         self._lock = threading.Lock()
 
@@ -141,14 +150,20 @@ class Charger:
             ):
                 retries[row.node].append(record_from_document(row.record))
             results: dict[str, Charged] = {}
-            work: list[_Prepared] = []
+            computed: list[tuple[Fetched, int, UsageResult]] = []
             for node, sample_id in stored.items():
                 fetched = by_node[node]
                 result = compute(self._baseline(conn, node, baselines.get(node)), fetched.sample, self.settings)
                 if not result.advance:
                     results[node] = Charged(node, sample_id, flags=fetched.flags + result.flags)
                     continue
-                records = usage_records(node, fetched.sample, result, fetched.received_at)
+                computed.append((fetched, sample_id, result))
+            held = self._held(conn, computed)
+            work: list[_Prepared] = []
+            for fetched, sample_id, result in computed:
+                node, sample, at = fetched.node, fetched.sample, fetched.received_at
+                records = (usage_records(node, sample, result, at)
+                           + reservation_records(node, sample, result, at, held.get(node, ())))
                 work.append(_Prepared(fetched, sample_id, result, records, tuple(retries[node])))
             outcomes = post_ticks(conn, [UsageTick(p.fetched.node, p.records + p.retry) for p in work],
                                   self._book.current, self.currency) if work else []
@@ -159,6 +174,20 @@ class Charger:
             for p in work:
                 self._baselines[p.fetched.node] = (p.sample_id, p.fetched.sample)
         return [results.get(f.node) or Charged(f.node, None, duplicate=True) for f in batch]
+
+    def _held(self, conn: Connection, computed: Sequence[tuple[Fetched, int, UsageResult]]) -> dict[str, list[Lease]]:
+        """node -> the leases overlapping its interval, read only when reservations are on, the queue's tables
+        exist and the price book has a reservation price (no price: the charge is off, and nothing is read)."""
+        if self._leases is None or not computed or not self._leases.present(conn):
+            return {}
+        if not any(v.resource == RESOURCE for v in self._book.current(conn)):
+            return {}
+        spans = [interval(result, fetched.received_at) for fetched, _, result in computed]
+        found: dict[str, list[Lease]] = defaultdict(list)
+        for lease in leases.overlapping(conn, sorted({f.node for f, _, _ in computed}),
+                                        min(start for start, _ in spans), max(end for _, end in spans)):
+            found[lease.node].append(lease)
+        return found
 
     @staticmethod
     def _store(conn: Connection, batch: Sequence[Fetched]) -> dict[str, int]:

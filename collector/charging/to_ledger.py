@@ -16,12 +16,22 @@ from collector.charging.samples import Sample
 from ledger.records import UNITS, UsageRecord
 
 
+def interval(result: UsageResult, received_at: datetime) -> tuple[datetime, datetime]:
+    """The records' interval on the controller's clock: it ends when the sample arrived and lasts the boot-clock
+    duration (to the microsecond, rounded down)."""
+    return received_at - timedelta(microseconds=(result.end_ns - result.start_ns) // 1000), received_at
+
+
+def prefixes(node: str, sample: Sample) -> tuple[str, str]:
+    """(epoch prefix, key prefix): a counter is named by its node and boot, a record also by its sample."""
+    epoch = f"{node}/{sample.boot_id}/"
+    return epoch, f"{epoch}{sample.boottime_ns}/"
+
+
 def usage_records(node: str, sample: Sample, result: UsageResult, received_at: datetime) -> tuple[UsageRecord, ...]:
     """One ledger record per (Linux user, resource, device) with a non-zero amount."""
-    end = received_at
-    start = end - timedelta(microseconds=(result.end_ns - result.start_ns) // 1000)
-    epoch = f"{node}/{sample.boot_id}/"
-    key = f"{epoch}{sample.boottime_ns}/"
+    start, end = interval(result, received_at)
+    epoch, key = prefixes(node, sample)
     evidence = sample.idem_key
     return tuple(
         UsageRecord(

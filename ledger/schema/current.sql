@@ -196,7 +196,7 @@ BEGIN
                  linux_user text, user_id bigint, account_id bigint, resource text, model text, quantity numeric,
                  unit text, interval_start timestamptz, interval_end timestamptz, method text, evidence jsonb,
                  epoch text, price_version_id bigint, cumulative_quantity numeric, amount bigint,
-                 entry_sha256 text, actor text)
+                 entry_sha256 text, actor text, memo text)
     ), u AS (
       INSERT INTO ledger.usage (idem_key, payload_sha256, node, linux_user, user_id, account_id, resource, model,
                                 quantity, unit, interval_start, interval_end, method, evidence, epoch,
@@ -207,9 +207,9 @@ BEGIN
         FROM x
       RETURNING id, idem_key
     ), e AS (
-      INSERT INTO ledger.journal_entry (idem_key, payload_sha256, kind, effective_at, usage_id, actor)
+      INSERT INTO ledger.journal_entry (idem_key, payload_sha256, kind, effective_at, usage_id, actor, memo)
       SELECT (doc->>'entry_key_prefix') || x.idem_key, decode(x.entry_sha256, 'hex'), 'usage', x.interval_end, u.id,
-             x.actor
+             x.actor, coalesce(x.memo, '')
         FROM x JOIN u ON u.idem_key = x.idem_key WHERE x.amount > 0
       RETURNING id, usage_id, effective_at
     ), p AS (
@@ -224,7 +224,7 @@ BEGIN
     RETURN written;
 END $$;
 
-COMMENT ON FUNCTION ledger.post_usage(doc jsonb) IS 'Writes a tick''s usage rows, their entries and postings under the writer lock, and seals the block. doc (ledger.tickdoc.PostUsageDocument): {"price_stamp": newest price version id the client rated with, "usage_mark": newest ledger.usage id it read, "entry_mark": newest ledger.journal_entry id it read, "closed_before": the newest period close it read (timestamptz text, or null), "entry_key_prefix": prefix of each charged row''s entry key, "usage": [{"idem_key", "payload_sha256" (hex), "node", "linux_user", "user_id", "account_id", "resource", "model", "quantity", "unit", "interval_start", "interval_end", "method", "evidence" (object), "epoch", "price_version_id", "cumulative_quantity", "amount", "entry_sha256" (hex; empty when amount is 0), "actor"}, ...], "postings": [{"idem_key" (of its usage row), "line", "account_id", "amount"}, ...]}. Returns [[usage key, usage id, entry id or null], ...], or NULL (nothing written) when a mark moved since the client read: it then holds the writer lock, so a second read is current and its call succeeds.';
+COMMENT ON FUNCTION ledger.post_usage(doc jsonb) IS 'Writes a tick''s usage rows, their entries and postings under the writer lock, and seals the block. doc (ledger.tickdoc.PostUsageDocument): {"price_stamp": newest price version id the client rated with, "usage_mark": newest ledger.usage id it read, "entry_mark": newest ledger.journal_entry id it read, "closed_before": the newest period close it read (timestamptz text, or null), "entry_key_prefix": prefix of each charged row''s entry key, "usage": [{"idem_key", "payload_sha256" (hex), "node", "linux_user", "user_id", "account_id", "resource", "model", "quantity", "unit", "interval_start", "interval_end", "method", "evidence" (object), "epoch", "price_version_id", "cumulative_quantity", "amount", "entry_sha256" (hex; empty when amount is 0), "actor", "memo" (the entry''s memo; absent: empty)}, ...], "postings": [{"idem_key" (of its usage row), "line", "account_id", "amount"}, ...]}. Returns [[usage key, usage id, entry id or null], ...], or NULL (nothing written) when a mark moved since the client read: it then holds the writer lock, so a second read is current and its call succeeds.';
 
 CREATE FUNCTION ledger.queue_balance_check() RETURNS trigger
     LANGUAGE plpgsql SECURITY DEFINER
@@ -747,11 +747,11 @@ CREATE TABLE ledger.price_version (
     actor text NOT NULL,
     memo text DEFAULT ''::text NOT NULL,
     CONSTRAINT price_version_amount_check CHECK ((amount >= (0)::numeric)),
-    CONSTRAINT price_version_check CHECK (((((resource = 'gpu'::text) AND (unit = 'gpu-second'::text)) OR ((resource = 'cpu'::text) AND (unit = 'core-second'::text))) OR ((resource = 'memory'::text) AND (unit = 'GiB-second'::text)))),
-    CONSTRAINT price_version_check1 CHECK (((resource = 'gpu'::text) = (model_pattern <> ''::text))),
+    CONSTRAINT price_version_check CHECK ((((resource = 'gpu'::text) AND (unit = 'gpu-second'::text)) OR ((resource = 'cpu'::text) AND (unit = 'core-second'::text)) OR ((resource = 'memory'::text) AND (unit = 'GiB-second'::text)) OR ((resource = 'reservation'::text) AND (unit = 'gpu-second'::text)))),
+    CONSTRAINT price_version_check1 CHECK (((resource = ANY (ARRAY['gpu'::text, 'reservation'::text])) = (model_pattern <> ''::text))),
     CONSTRAINT price_version_match_check CHECK ((match = ANY (ARRAY['exact'::text, 'glob'::text]))),
     CONSTRAINT price_version_per_check CHECK ((per > (0)::numeric)),
-    CONSTRAINT price_version_resource_check CHECK ((resource = ANY (ARRAY['gpu'::text, 'cpu'::text, 'memory'::text])))
+    CONSTRAINT price_version_resource_check CHECK ((resource = ANY (ARRAY['gpu'::text, 'cpu'::text, 'memory'::text, 'reservation'::text])))
 );
 
 ALTER TABLE ledger.price_version ALTER COLUMN id ADD GENERATED ALWAYS AS IDENTITY (
@@ -813,7 +813,7 @@ CREATE TABLE ledger.usage (
     CONSTRAINT usage_check1 CHECK (((price_version_id IS NOT NULL) OR (amount = 0))),
     CONSTRAINT usage_payload_sha256_check CHECK ((length(payload_sha256) = 32)),
     CONSTRAINT usage_quantity_check CHECK ((quantity >= (0)::numeric)),
-    CONSTRAINT usage_resource_check CHECK ((resource = ANY (ARRAY['gpu'::text, 'cpu'::text, 'memory'::text])))
+    CONSTRAINT usage_resource_check CHECK ((resource = ANY (ARRAY['gpu'::text, 'cpu'::text, 'memory'::text, 'reservation'::text])))
 );
 
 ALTER TABLE ledger.usage ALTER COLUMN id ADD GENERATED ALWAYS AS IDENTITY (

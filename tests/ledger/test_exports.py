@@ -10,6 +10,7 @@ import subprocess
 import sys
 from collections import defaultdict
 from collections.abc import Callable
+from dataclasses import replace
 from datetime import date, timedelta
 from decimal import Decimal
 from pathlib import Path
@@ -304,3 +305,32 @@ def test_balances_at_an_instant_are_exact_from_either_side(busy: Ledger) -> None
                 statement = reports.statement(conn, wallet, local, local + timedelta(days=1), busy.config.timezone)
                 assert statement.opening == available(int(before)), (wallet, day)
     assert sides == [False, False, True, True, True]   # both sides taken
+
+
+@pytest.mark.parametrize("fmt", ["hledger", "beancount"])
+def test_a_reservation_charge_passes_the_tools_and_says_what_it_is(ledger: Ledger, tmp_path: Path, fmt: str) -> None:
+    """A held GPU's charge (docs/queue.md, "Money") beside a usage charge: the real tools accept the file, its
+    balances are the database's, and the entry is named a reservation on its own revenue account."""
+    ledger.add_user("alice", actor="admin")
+    priced(ledger)
+    ledger.add_price("reservation", Decimal("0.20"), Decimal(60), model_pattern="NVIDIA A100*", match="glob",
+                     actor="admin", valid_from=T0 - timedelta(days=30))
+    ledger.recharge("alice", cny("10"), idem_key="r1", actor="ops")
+    held = replace(gpu("alice/held", seconds="30.5"), resource="reservation", method="queue-grant",
+                   epoch="n1/boot/alice/reservation/GPU-0")
+    result = ledger.post_usage(UsageTick("n1", (gpu("alice/used", seconds="29.5"), held)))
+    assert [o.amount for o in result.posted] == [245833, 101667]  # 29.5 s at 0.50 and 30.5 s at 0.20 a minute
+    path = tmp_path / f"ledger.{fmt}"
+    with path.open("w") as out:
+        ledger.export(fmt, out)
+    got = READERS[fmt](path)
+    expected = {r.account: r.balance for r in ledger.trial_balance().rows}
+    assert {k: v for k, v in got.items() if v} == {k: v for k, v in expected.items() if v}
+    assert got["revenues:reservation:nvidia-a100-sxm4-80gb"] == -101667
+    if fmt == "hledger":
+        [row] = hledger_rows(path, "tag:resource=reservation", "revenues")
+        assert row["description"].split(" | ")[1] == "usage: reservation"
+    else:
+        text_ = path.read_text()
+        assert '"usage: reservation"' in text_ and 'resource: "reservation"' in text_
+    assert ledger.verify().ok

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+from dataclasses import replace
 from datetime import UTC, date, datetime
 from decimal import Decimal
 from zoneinfo import ZoneInfo
@@ -23,7 +24,7 @@ from ledger.service import Ledger
 from tests.ledger.conftest import LedgerDatabase, cny
 from tests.ledger.helpers import cpu, gpu, priced
 
-HEAD = "0010"
+HEAD = "0011"
 _GRANTS = """
 SELECT grantee, table_name, privilege_type, NULL AS column_name FROM information_schema.role_table_grants
  WHERE table_schema = 'ledger'
@@ -159,3 +160,21 @@ def test_reads_are_one_repeatable_read_read_only_transaction(ledger: Ledger) -> 
     with ledger.engine.connect() as conn:
         assert conn.execute(text("SHOW transaction_read_only")).scalar() == "off"
         assert conn.execute(text("SHOW transaction_isolation")).scalar() == "read committed"
+
+
+def test_the_usage_report_of_one_resource_keeps_reservation_apart_from_gpu(ledger: Ledger) -> None:
+    """gpu and reservation share their unit and models: by model, only the resource filter tells them apart (the
+    price preview reads one resource's usage)."""
+    ledger.add_user("alice", actor="admin")
+    priced(ledger)
+    ledger.add_price("reservation", Decimal("0.20"), Decimal(60), model_pattern="NVIDIA A100*", match="glob",
+                     actor="admin", valid_from=datetime(2026, 1, 1, tzinfo=UTC))
+    held = replace(gpu("held", seconds="30.5"), resource="reservation", epoch="n1/boot/alice/reservation/0")
+    ledger.post_usage(UsageTick("n1", (gpu("used", seconds="29.5"), held)))
+    day, next_day = date(2026, 3, 1), date(2026, 3, 2)
+    assert [(r.key, r.quantity, r.amount) for r in ledger.usage_report(day, next_day, by="model")] == [
+        ("NVIDIA A100-SXM4-80GB", Decimal(60), 245833 + 101667)]
+    assert [(r.key, r.quantity, r.amount) for r in ledger.usage_report(day, next_day, "model", "reservation")] == [
+        ("NVIDIA A100-SXM4-80GB", Decimal("30.5"), 101667)]
+    assert [(r.key, r.amount) for r in ledger.usage_report(day, next_day, by="resource")] == [
+        ("gpu", 245833), ("reservation", 101667)]

@@ -61,7 +61,8 @@ def test_the_post_usage_document_is_pinned() -> None:
         ' "unit": "gpu-second", "interval_start": "2026-03-01T00:00:00+00:00", "interval_end":'
         ' "2026-03-01T00:01:00+00:00", "method": "nvml-sampling", "evidence": {"sample": "s1", "pids": [2, 1]},'
         ' "epoch": "n1/b/alice/gpu/0", "price_version_id": 7, "cumulative_quantity": "120", "amount": 750000,'
-        ' "entry_sha256": "9da37213d29e250a0fd02b3a9c23eb161306e048b88de330e86520e5f74c4a2a", "actor": "controller"}],'
+        ' "entry_sha256": "9da37213d29e250a0fd02b3a9c23eb161306e048b88de330e86520e5f74c4a2a", "actor": "controller",'
+        ' "memo": ""}],'
         ' "postings": [{"idem_key": "n1/b/100/alice/gpu/0", "line": 1, "account_id": 12, "amount": 250000},'
         ' {"idem_key": "n1/b/100/alice/gpu/0", "line": 2, "account_id": 11, "amount": 500000},'
         ' {"idem_key": "n1/b/100/alice/gpu/0", "line": 3, "account_id": 5, "amount": -750000}]}')
@@ -147,3 +148,43 @@ def test_evidence_that_is_not_json_data_is_refused_before_anything_is_hashed() -
     assert (n, refusal.record, type(refusal.error)) == (0, odd, InvalidUsage)
     assert "evidence must be JSON data" in refusal.error.message
     assert list(taken.fresh) == [GPU.idem_key] and "digest" not in vars(taken.fresh[GPU.idem_key])  # not yet hashed
+
+
+HELD = UsageRecord("n1/b/100/alice/reservation/GPU-0", "alice", "reservation", Decimal("45"), "gpu-second", T0, T1,
+                   "queue-grant", "n1/b/alice/reservation/GPU-0", A100, {"request": 4})
+RESERVATION_PRICE = replace(GPU_PRICE, id=9, resource="reservation", amount=Decimal("0.20"))
+
+
+def test_a_reservation_is_charged_to_the_holder_by_name_never_through_the_linux_map() -> None:
+    """The Linux user alice on n1 bills to user 3; the billing user alice (the grant's holder) is user 5 with
+    wallet 15. A reservation names the billing user, so it is charged to wallet 15, with the reservation memo."""
+    taken = tickplan.intake([UsageTick("n1", (GPU, HELD))])
+    assert (tickplan.billing_pairs(taken.fresh), tickplan.holders(taken.fresh)) == ([("n1", "alice")], ["alice"])
+    holder = tickplan.Resolved("", "alice", 5, "alice", 15, "liabilities:wallet:user:alice2")
+    sorted_ = tickplan.sort(taken.fresh, read(holders=(holder,)), [GPU_PRICE, RESERVATION_PRICE])
+    assert [(i.record.resource, w.account_id, p.id) for i, w, p in sorted_.priced] == [("gpu", 11, 7),
+                                                                                        ("reservation", 15, 9)]
+    codes, _ = tickplan.rating_needs(sorted_.priced)
+    assert codes == ["revenues:gpu:nvidia-a100-sxm4-80gb", "revenues:reservation:nvidia-a100-sxm4-80gb"]
+    charges = tickplan.rate(sorted_.priced, {codes[0]: 5, codes[1]: 6}, {})
+    doc = tickplan.document(read(), charges)
+    # 45 s at 0.20 a minute = 0.15 exactly, credited to the reservation revenue account
+    assert [(u["resource"], u["amount"], u["memo"]) for u in doc["usage"]] == [("gpu", 750000, ""),
+                                                                               ("reservation", 150000, "reservation")]
+    assert doc["postings"][-1] == {"idem_key": HELD.idem_key, "line": 2, "account_id": 6, "amount": -150000}
+
+
+def test_a_reservation_with_no_price_is_skipped_and_one_for_nobody_refused() -> None:
+    """No reservation price version: the charge is off (skipped: not charged, not stored). Priced, a holder who
+    is no billing user is refused as unknown, on no node."""
+    taken = tickplan.intake([UsageTick("n1", (HELD,))])
+    off = tickplan.sort(taken.fresh, read(), [GPU_PRICE])
+    assert ([r for _, r in off.skipped], off.priced, off.rejected) == ([HELD], (), ())
+    on = tickplan.sort(taken.fresh, read(), [GPU_PRICE, RESERVATION_PRICE])
+    [(_, refusal)] = on.rejected
+    assert isinstance(refusal.error, UnknownUser) and refusal.error.message == "unknown user 'alice'"
+
+
+def test_a_reservation_needs_its_model() -> None:
+    [(_, refusal)] = tickplan.intake([UsageTick("n1", (replace(HELD, model=""),))]).rejected
+    assert refusal.error.message.endswith("a GPU or reservation record needs its model")

@@ -16,6 +16,7 @@ from api.errors import unprocessable
 from api.operation import Call
 from api.services import services
 from ledger.money import parse_amount
+from ledger.records import UNITS
 
 _PRICE_FIELDS = ("resource", "amount", "per", "model_pattern", "match")
 
@@ -28,7 +29,8 @@ def book(call: Call, preview: dict[str, Any] | None = None) -> Response:
     page, svc = page_of(call), services(call)
     today = datetime.now(svc.ledger.config.timezone).date()
     return page.render("prices/book.html", prices=sorted(svc.ledger.list_prices(), key=lambda p: p.id, reverse=True),
-                       preview=preview, default_from=(today - timedelta(days=30)).isoformat(),
+                       preview=preview, resources=tuple(UNITS),
+                       default_from=(today - timedelta(days=30)).isoformat(),
                        default_to=today.isoformat())
 
 
