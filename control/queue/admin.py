@@ -58,20 +58,12 @@ class BoostOutOfRange(store.QueueError):
 
 
 @dataclass(frozen=True)
-class Standing:
-    """What the last tick wrote of a request beside its record: its place and ETA while queued, and when it
-    ended."""
-
-    position: int | None
-    eta: datetime | None
-    basis: str
-    ended_at: datetime | None
-
-
-@dataclass(frozen=True)
 class Shown:
+    """A request as the API, console and CLI show it: the record, and its standing (``store.Standing``:
+    position, ETA and its basis while queued, when it ended)."""
+
     request: Request
-    standing: Standing
+    standing: store.Standing
 
 
 @dataclass(frozen=True)
@@ -91,9 +83,7 @@ class Action:
 
 def shown(conn: Connection, requests: Sequence[Request]) -> list[Shown]:
     """``requests`` with their standing (position, ETA and its basis, end), in the same order."""
-    rows = {int(r.id): Standing(r.position, r.eta, r.eta_basis, r.ended_at) for r in conn.execute(text(
-        "SELECT id, position, eta, eta_basis, ended_at FROM control.queue_request WHERE id = ANY(:ids)"),
-        {"ids": [r.id for r in requests]})}
+    rows = store.standing_of(conn, [r.id for r in requests])
     return [Shown(r, rows[r.id]) for r in requests]
 
 
@@ -190,11 +180,7 @@ def _grant(conn: Connection, request: Request, now: datetime) -> Request:
     # An offer at or past its expiry is the tick's to end: granting it here would race the tick's end.
     if request.state is not State.OFFERED or request.offer_expires is None or request.offer_expires <= now:
         raise NotOffered(request.id, "an expired offer" if request.state is State.OFFERED else request.state.value)
-    ends = now + request.duration
-    conn.execute(text("UPDATE control.queue_request SET state = 'granted', granted_at = :now, ends = :ends"
-                      " WHERE id = :id AND state = 'offered'"), {"id": request.id, "now": now, "ends": ends})
-    conn.execute(text("UPDATE control.queue_gpu SET kind = 'grant', since = :now WHERE request_id = :id"
-                      " AND released_at IS NULL"), {"id": request.id, "now": now})
+    store.grant(conn, request.id, ends=now + request.duration, now=now)
     granted = store.get(conn, request.id)
     assert granted is not None
     return granted
