@@ -19,6 +19,7 @@ from types import MappingProxyType
 from typing import Any
 
 from control.queue.records import Policy
+from control.versions import Version
 from ledger.accounts import NAME_RULE
 from ledger.errors import LedgerError
 from ledger.money import format_amount, parse_amount, parse_decimal
@@ -227,6 +228,18 @@ def parse(document: Any, base: Thresholds, version: int | None = None) -> Settin
                         ignored=tuple(sorted(set(document) - set(KNOWN_KEYS))))
     except SettingsError as exc:
         raise SettingsError(exc.key, exc.problem, version) from None
+
+
+def in_force(version: Version | None, base: Thresholds) -> Settings:
+    """What the controller applies of ``version``, the newest (``control.versions.newest``): all of it when it
+    parses (over ``base``, the thresholds of this process's GPULEDGER_TIER_*, the controller's in one
+    deployment), else nothing (it falls back on its own configuration as a whole)."""
+    if version is None:
+        return Settings()
+    try:
+        return parse(version.settings, base, version.id)
+    except SettingsError:
+        return Settings()
 
 
 def merge(stored: Mapping[str, Any], changes: Mapping[str, Any], base: Thresholds) -> tuple[Settings, dict[str, Any]]:

@@ -20,12 +20,13 @@ from sqlalchemy.engine import Connection
 
 from api import render
 from api.errors import ApiError, unprocessable
-from api.handlers import settings
 from api.operation import Call
 from api.services import services
+from control import versions
 from control.queue import admin, store
 from control.queue.intake import Catalog, Refused
 from control.queue.records import GpuRef, Policy, State
+from control.settings import in_force
 from ledger import directory
 
 # The intake's refusals name their field in words (control.queue.intake.check); the answer names it as data.
@@ -47,7 +48,7 @@ def catalog(conn: Connection) -> Catalog:
 def policy(call: Call, conn: Connection) -> Policy:
     """The queue's policy of the settings version in force (``control.settings``: Policy's defaults for the
     keys it leaves out, and for everything when no version applies)."""
-    return settings.in_force(conn, services(call).ledger.config.thresholds).queue_policy()
+    return in_force(versions.newest(conn), services(call).ledger.config.thresholds).queue_policy()
 
 
 def _gpu(g: GpuRef) -> dict[str, Any]:
@@ -226,11 +227,7 @@ def idle_report(call: Call) -> Any:
     """Idle-held GPU-hours per user over one week (Monday to Monday in the ledger's time zone): the week holding
     ``week`` (a local day), by default this one (so far)."""
     svc = services(call)
-    zone = svc.ledger.config.timezone
-    day = call.params.get("week")
-    start, end = admin.week_of(datetime.now(zone) if day is None else datetime.combine(day, datetime.min.time(),
-                                                                                       zone))
-    with svc.read() as conn:   # this week's idle-held GPUs count until now, not until its end
-        hours = store.idle_hours(conn, since=start, until=min(end, _now()))
-    return {"start": render.when(start), "end": render.when(end),
-            "users": [{"user": u, "idle_gpu_hours": str(h)} for u, h in sorted(hours.items())]}
+    with svc.read() as conn:
+        week = admin.idle_week(conn, call.params.get("week"), zone=svc.ledger.config.timezone, now=_now())
+    return {"start": render.when(week.start), "end": render.when(week.end),
+            "users": [{"user": u, "idle_gpu_hours": str(h)} for u, h in sorted(week.hours.items())]}

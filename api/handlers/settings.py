@@ -12,14 +12,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy.engine import Connection
-
 from api import audit, render
 from api.errors import unprocessable
 from api.operation import Call
 from api.services import services
 from control import versions
-from control.settings import Settings, SettingsError, merge, parse
+from control.settings import SettingsError, in_force, merge, parse
 from ledger.tiers import Thresholds
 
 
@@ -37,24 +35,13 @@ def _standing(version: int | None, document: Any, base: Thresholds) -> dict[str,
     return {"in_force": True, "problem": None}
 
 
-def in_force(conn: Connection, base: Thresholds) -> Settings:
-    """What the controller applies: the newest version when it parses (over ``base``, this process's
-    GPULEDGER_TIER_*, the controller's in one deployment), else nothing of any version (the controller falls
-    back on its own configuration as a whole)."""
-    version, document = _current(versions.newest(conn))
-    try:
-        return parse(document, base, version)
-    except SettingsError:
-        return Settings()
-
-
 def thresholds_in_force(call: Call) -> Thresholds:
     """The tier thresholds the controller enforces: the version in force's when it holds them, else this
     process's GPULEDGER_TIER_*."""
     svc = services(call)
     base = svc.ledger.config.thresholds
     with svc.read() as conn:
-        return in_force(conn, base).thresholds or base
+        return in_force(versions.newest(conn), base).thresholds or base
 
 
 def get_settings(call: Call) -> Any:

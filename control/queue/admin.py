@@ -19,7 +19,7 @@ import json
 import secrets
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
-from datetime import datetime, timedelta
+from datetime import date, datetime, timedelta, tzinfo
 from decimal import Decimal
 from typing import Any
 
@@ -303,3 +303,18 @@ def week_of(day: datetime) -> tuple[datetime, datetime]:
     start = (day - timedelta(days=day.weekday())).replace(hour=0, minute=0, second=0, microsecond=0)
     return start, start + timedelta(days=7)
 
+
+@dataclass(frozen=True)
+class IdleWeek:
+    """The weekly idle-held report: GPU-hours per user from ``start`` to ``end`` (docs/queue.md)."""
+
+    start: datetime
+    end: datetime
+    hours: Mapping[str, Decimal]
+
+
+def idle_week(conn: Connection, day: date | None, *, zone: tzinfo, now: datetime) -> IdleWeek:
+    """Idle-held GPU-hours per user over the week (Monday to Monday in ``zone``) holding the local ``day``, by
+    default this one; this week's idle-held GPUs count until ``now``, not until its end."""
+    start, end = week_of(now.astimezone(zone) if day is None else datetime.combine(day, datetime.min.time(), zone))
+    return IdleWeek(start, end, store.idle_hours(conn, since=start, until=min(end, now)))
