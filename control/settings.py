@@ -63,7 +63,8 @@ _PROJECT = re.compile(NAME_RULE)
 
 class SettingsError(ValueError):
     """A settings document that cannot be applied: ``key`` says which value (``tier_*`` for the order of
-    the three thresholds), ``problem`` why; ``version`` is the stored version's number when there is one."""
+    the three thresholds, ``queue_*_hours`` for the default hours above the maximum), ``problem`` why;
+    ``version`` is the stored version's number when there is one."""
 
     def __init__(self, key: str, problem: str, version: int | None = None) -> None:
         where = f"settings version {version}: " if version is not None else ""
