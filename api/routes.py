@@ -27,7 +27,7 @@ from api.console.pages import user as c_user
 from api.handlers import access, cluster, connections, exports, money, people, queue, reports, settings, system
 from api.operation import Operation, Own, Param
 from control.queue.records import State
-from control.settings import MAX_KILL_GRACE_S
+from control.settings import MAX_KILL_GRACE_S, QUEUE_INTEGERS
 from ledger.exports import FORMATS
 
 ADMIN = frozenset({"admin"})
@@ -216,7 +216,8 @@ OPERATIONS: tuple[Operation, ...] = (
               body=s.obj({"tier_warning": s.AMOUNT, "tier_limited": s.AMOUNT, "tier_blocked": s.SIGNED_AMOUNT,
                           "kill_grace_seconds": {"type": "integer", "minimum": 0, "maximum": MAX_KILL_GRACE_S,
                                                  "description": "a JSON integer: 60, not 60.0 or 6e1 (422)"},
-                          "dry_run": {"type": "boolean"}, "reason": s.REASON}, ("reason",))),
+                          "dry_run": {"type": "boolean"}, **s.QUEUE_SETTINGS_BODY, "reason": s.REASON},
+                         ("reason",))),
     # -- the GPU queue (docs/queue.md, "API, CLI and console"): the caller's own requests, then the admins'
     Operation("GET", "/v1/me/gpu-requests", "my_gpu_requests",
               "The caller's GPU requests (live, and ended in the last 7 days): position, ETA with its basis, GPUs,"
@@ -249,9 +250,10 @@ OPERATIONS: tuple[Operation, ...] = (
                 s.QUEUE_ACTED, roles=OPS, idempotent=True,
                 path_params=_GPU_REQUEST, body=s.obj({**fields, "reason": s.REASON}, (*fields, "reason")))
       for verb, summary, handler, fields in (
-          ("boost", "Reorder: set a queued request's boost (hours of waiting, at most the policy's cap)",
-           queue.boost,
-           {"boost_hours": {"type": "integer", "minimum": 0, "maximum": queue.POLICY.admin_boost_cap_hours}}),
+          ("boost", "Reorder: set a queued request's boost (hours of waiting, at most the policy's cap: 422"
+           " boost_out_of_range above it)", queue.boost,
+           {"boost_hours": {"type": "integer", "minimum": 0,
+                            "maximum": QUEUE_INTEGERS["queue_admin_boost_cap_hours"][2]}}),
           ("cancel", "End any live request, with a reason the user sees", queue.cancel, {}),
           ("extend", "Move a grant's end later (refused while someone waits for its GPUs)", queue.extend,
            {"hours": s.GPU_HOURS}),

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from control.settings import MAX_SHARES, QUEUE_HOURS_KEYS, QUEUE_INTEGERS, QUEUE_SHARES
 from ledger.records import UNITS
 
 Schema = dict[str, Any]
@@ -103,10 +104,26 @@ CONNECTION_TEST = out({"id": {"type": "integer"}, "node": {"type": "string"},
                                                 "hostname": NULLABLE_STR}},
                       "requested_by": {"type": "string"}, "request_id": {"type": "string"},
                       "requested_at": TIMESTAMP, "started_at": NULLABLE_TIMESTAMP, "finished_at": NULLABLE_TIMESTAMP})
-# A settings version's document (docs/api.md, "Settings"): a key left out is the controller's environment.
-SETTINGS = {"type": "object", "properties": {"tier_warning": MONEY_OUT, "tier_limited": MONEY_OUT,
-                                             "tier_blocked": MONEY_OUT, "kill_grace_seconds": {"type": "integer"},
-                                             "dry_run": {"type": "boolean"}}}
+# The GPU queue's settings keys as a PUT takes them (bounds from control.settings, which checks them again and
+# names the key: the default hours within the maximum, each project's weight).
+QUEUE_SETTINGS_BODY: Schema = {
+    **{key: {"type": "integer", "minimum": low, "maximum": high} for key, (_, low, high) in QUEUE_INTEGERS.items()},
+    **dict.fromkeys(QUEUE_HOURS_KEYS, {"anyOf": [{"type": "string", "pattern": r"^[0-9]{1,3}(\.[0-9]{1,2})?$"},
+                                                 {"type": "integer", "minimum": 1, "maximum": 168}],
+                                       "description": "hours, decimal text with at most 2 decimals (or a whole"
+                                                      " number), at most 168"}),
+    QUEUE_SHARES: {"type": "object", "maxProperties": MAX_SHARES, "propertyNames": NAME,
+                   "additionalProperties": {"type": "string", "pattern": r"^[0-9]{1,7}(\.[0-9]{1,6})?$"},
+                   "description": "fair-share weight per project, decimal text above 0 (a project left out: 1)"},
+}
+# A settings version's document (docs/api.md, "Settings"): a key left out is the controller's environment
+# (a queue key: the queue's default).
+SETTINGS = {"type": "object", "properties": {
+    "tier_warning": MONEY_OUT, "tier_limited": MONEY_OUT, "tier_blocked": MONEY_OUT,
+    "kill_grace_seconds": {"type": "integer"}, "dry_run": {"type": "boolean"},
+    **dict.fromkeys(QUEUE_INTEGERS, {"type": "integer"}),
+    **dict.fromkeys(QUEUE_HOURS_KEYS, {"type": "string", "pattern": r"^[0-9]+\.[0-9]{2}$"}),
+    QUEUE_SHARES: {"type": "object", "additionalProperties": {"type": "string"}}}}
 # Whether the controller applies a version (control.settings.parse); when not, it runs on its own configuration.
 SETTINGS_PROBLEM = out({"key": {"type": "string"}, "message": {"type": "string"}})
 SETTINGS_STANDING = {"in_force": {"type": "boolean"}, "problem": {"anyOf": [SETTINGS_PROBLEM, {"type": "null"}]}}

@@ -269,7 +269,7 @@ class Controller:
         turn = None
         if self.queue is not None:  # before converging: what the queue grants is what the nodes enforce
             exempt = {user for user, s in decision.standings.items() if s.exempt}
-            turn = await self.queue.tick(sampled, decision.billing, exempt, now)
+            turn = await self.queue.tick(sampled, decision.billing, exempt, now, self.rules.queue)
         work = [
             self.converger.enforce_node(tick_id, node, sample, session, decision, self.rules, self.overrides, now,
                                         turn.held.get(node) if turn else None, turn.kills.get(node) if turn else None)

@@ -16,7 +16,7 @@ from types import ModuleType
 
 from gpuledger import completion
 
-COMMAND_MODULES = ("ledger.cli", "ledger.importing.cli", "collector.cli", "api.cli", "gpuledger.main")
+COMMAND_MODULES = ("ledger.cli", "ledger.importing.cli", "collector.cli", "api.cli", "control.cli", "gpuledger.main")
 
 
 def import_optional(module_name: str) -> ModuleType | None:

@@ -1,7 +1,9 @@
 """The GPU queue (issue #15, docs/queue.md "API, CLI and console"): a user's own requests, and the admins' and
 operators' list, actions and idle-held report. The queue's rules and writes are ``control.queue`` (``admin``
 for everything asked between ticks); here: who the caller is, the GPUs the controller last saw (the catalog a
-request is checked against, from the collector's published ``gpu_status`` view), and the answers' shape.
+request is checked against, from the collector's published ``gpu_status`` view), the queue's policy (the
+settings version in force, read in each operation's own transaction: the one the controller's tick runs by),
+and the answers' shape.
 
 A user's identity is the caller's billing user (the token's, or the console session's), never a name in the
 body: a token without one (an admin's, say) files nothing (409 ``no_billing_user``)."""
@@ -20,14 +22,12 @@ from api import render
 from api.errors import ApiError, unprocessable
 from api.operation import Call
 from api.services import services
+from control import versions
 from control.queue import admin, store
 from control.queue.intake import Catalog, Refused
 from control.queue.records import GpuRef, Policy, State
+from control.settings import in_force
 from ledger import directory
-
-# The controller runs the queue with the default policy until the policy is configurable; the API checks
-# requests and caps boosts against the same one.
-POLICY = Policy()
 
 # The intake's refusals name their field in words (control.queue.intake.check); the answer names it as data.
 _FIELDS = ((re.compile(r"^(models|unknown GPU model)"), "models"), (re.compile(r"^unknown node"), "node"),
@@ -43,6 +43,12 @@ def catalog(conn: Connection) -> Catalog:
     rows = conn.execute(text("SELECT node, index AS gpu_index, name FROM collector.gpu_status"
                             " WHERE index IS NOT NULL"))
     return Catalog.of([GpuRef(r.node, int(r.gpu_index), r.name) for r in rows])
+
+
+def policy(call: Call, conn: Connection) -> Policy:
+    """The queue's policy of the settings version in force (``control.settings``: Policy's defaults for the
+    keys it leaves out, and for everything when no version applies)."""
+    return in_force(versions.newest(conn), services(call).ledger.config.thresholds).queue_policy()
 
 
 def _gpu(g: GpuRef) -> dict[str, Any]:
@@ -124,7 +130,7 @@ def file_request(call: Call) -> Any:
         project = directory.get_user(conn, user).project
         try:
             request, _ = admin.request(conn, user=user, project=project, body=body, catalog=catalog(conn),
-                                       policy=POLICY, now=_now(), key=_key(call))
+                                       policy=policy(call, conn), now=_now(), key=_key(call))
         except Refused as exc:
             raise _refused(exc) from exc
         except store.QueueError as exc:
@@ -182,11 +188,12 @@ def get_request(call: Call) -> Any:
 
 
 def _act(call: Call, run: Any) -> Any:
-    """Run one admin action (``run(conn, now, key)``) and answer the request as it stands, with the action."""
+    """Run one admin action (``run(conn, now, key, policy)``) and answer the request as it stands, with the
+    action."""
     rid = call.params["request_id"]
     with services(call).write() as conn:
         try:
-            action = run(conn, _now(), _key(call))
+            action = run(conn, _now(), _key(call), policy(call, conn))
         except store.QueueError as exc:
             raise _queue_error(exc) from exc
         return {"request": _one(conn, rid), "action": _action(action)}
@@ -194,25 +201,25 @@ def _act(call: Call, run: Any) -> Any:
 
 def boost(call: Call) -> Any:
     b = call.body
-    return _act(call, lambda conn, now, key: admin.boost(
-        conn, call.params["request_id"], b["boost_hours"], actor=call.actor, reason=b["reason"], policy=POLICY,
+    return _act(call, lambda conn, now, key, policy: admin.boost(
+        conn, call.params["request_id"], b["boost_hours"], actor=call.actor, reason=b["reason"], policy=policy,
         now=now, key=key))
 
 
 def cancel(call: Call) -> Any:
-    return _act(call, lambda conn, now, key: admin.cancel_as(
+    return _act(call, lambda conn, now, key, _: admin.cancel_as(
         conn, call.params["request_id"], actor=call.actor, reason=call.body["reason"], now=now, key=key))
 
 
 def extend(call: Call) -> Any:
     b = call.body
-    return _act(call, lambda conn, now, key: admin.extend(
-        conn, call.params["request_id"], Decimal(b["hours"]), actor=call.actor, reason=b["reason"], policy=POLICY,
+    return _act(call, lambda conn, now, key, policy: admin.extend(
+        conn, call.params["request_id"], Decimal(b["hours"]), actor=call.actor, reason=b["reason"], policy=policy,
         now=now, key=key))
 
 
 def approve(call: Call) -> Any:
-    return _act(call, lambda conn, now, key: admin.approve(
+    return _act(call, lambda conn, now, key, _: admin.approve(
         conn, call.params["request_id"], actor=call.actor, reason=call.body["reason"], now=now, key=key))
 
 
@@ -220,11 +227,7 @@ def idle_report(call: Call) -> Any:
     """Idle-held GPU-hours per user over one week (Monday to Monday in the ledger's time zone): the week holding
     ``week`` (a local day), by default this one (so far)."""
     svc = services(call)
-    zone = svc.ledger.config.timezone
-    day = call.params.get("week")
-    start, end = admin.week_of(datetime.now(zone) if day is None else datetime.combine(day, datetime.min.time(),
-                                                                                       zone))
-    with svc.read() as conn:   # this week's idle-held GPUs count until now, not until its end
-        hours = store.idle_hours(conn, since=start, until=min(end, _now()))
-    return {"start": render.when(start), "end": render.when(end),
-            "users": [{"user": u, "idle_gpu_hours": str(h)} for u, h in sorted(hours.items())]}
+    with svc.read() as conn:
+        week = admin.idle_week(conn, call.params.get("week"), zone=svc.ledger.config.timezone, now=_now())
+    return {"start": render.when(week.start), "end": render.when(week.end),
+            "users": [{"user": u, "idle_gpu_hours": str(h)} for u, h in sorted(week.hours.items())]}

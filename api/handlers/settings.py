@@ -1,8 +1,8 @@
 """Operational settings the controller reads at each tick (docs/api.md, "Settings"): tier thresholds, the
-kill grace and dry-run. A change is a new version with its reason (``control.versions``), audited in the same
-transaction; the newest version is in force. A version holds only the keys ever set (a key never set is left
-to the controller's environment), and the three thresholds always together, so a version is complete on its
-own.
+kill grace, dry-run and the GPU queue's policy (the ``queue_`` keys). A change is a new version with its
+reason (``control.versions``), audited in the same transaction; the newest version is in force. A version holds
+only the keys ever set (a key never set is left to the controller's environment, a queue key to the queue's
+defaults), and the three thresholds always together, so a version is complete on its own.
 
 What is stored is what ``control.settings`` parses, the rule the controller applies, so a stored version is
 never one the controller refuses; and a version it would refuse (written before that rule) is shown as not
@@ -17,7 +17,7 @@ from api.errors import unprocessable
 from api.operation import Call
 from api.services import services
 from control import versions
-from control.settings import SettingsError, merge, parse
+from control.settings import SettingsError, in_force, merge, parse
 from ledger.tiers import Thresholds
 
 
@@ -36,16 +36,12 @@ def _standing(version: int | None, document: Any, base: Thresholds) -> dict[str,
 
 
 def thresholds_in_force(call: Call) -> Thresholds:
-    """The tier thresholds the controller enforces: the newest version's when the controller applies it and
-    it holds them, else this process's GPULEDGER_TIER_* (the controller's, in one deployment)."""
+    """The tier thresholds the controller enforces: the version in force's when it holds them, else this
+    process's GPULEDGER_TIER_*."""
     svc = services(call)
     base = svc.ledger.config.thresholds
     with svc.read() as conn:
-        version, document = _current(versions.newest(conn))
-    try:
-        return parse(document, base, version).thresholds or base
-    except SettingsError:
-        return base
+        return in_force(versions.newest(conn), base).thresholds or base
 
 
 def get_settings(call: Call) -> Any:

@@ -4,6 +4,7 @@ Settings are kept as versions in ``control.settings_version`` (``control.version
 a version holds only the keys an admin set, and a key it leaves out keeps the environment's value, so the
 environment stays the default. The version is parsed by ``control.settings.parse``, the rule the API stores by, all or
 nothing: a version it refuses (``SettingsError``, naming the key) leaves the tick on the environment's rules.
+The GPU queue's policy has no environment keys: what a version leaves out is ``Policy``'s default.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 
 from collector.config import TierPolicy
+from control.queue.records import Policy
 from control.settings import Settings
 from ledger.tiers import Thresholds
 
@@ -21,6 +23,7 @@ class Rules:
     policy: TierPolicy
     dry_run: bool
     settings_version: int | None = None
+    queue: Policy = Policy()
 
 
 def lay_over(defaults: Rules, version: int, settings: Settings) -> Rules:
@@ -33,4 +36,5 @@ def lay_over(defaults: Rules, version: int, settings: Settings) -> Rules:
         # may make a live controller dry, never a dry one live.
         dry_run=bool(settings.dry_run) or defaults.dry_run,
         settings_version=version,
+        queue=settings.queue_policy(),
     )

@@ -30,7 +30,7 @@ def _entry(s: Standing) -> dict[str, Any]:
         "id": r.id, "nonce": s.nonce, "state": str(r.state),
         "position": s.position if r.state is State.QUEUED else None,
         "eta": _unix(s.eta) if r.state is State.QUEUED else None,
-        "eta_basis": _text(s.eta_basis) if r.state is State.QUEUED else "",
+        "eta_basis": _text(s.basis) if r.state is State.QUEUED else "",
         "gpus": [{"node": g.node, "index": g.index, "model": g.model} for g in r.gpus][:64],
         "offer_expires": _unix(r.offer_expires) if r.state is State.OFFERED else None,
         "ends": _unix(r.ends) if r.state is State.GRANTED else None,

@@ -90,12 +90,10 @@ class QueueDriver:
     """Keeps across ticks: the operations read but not yet committed, the Linux name of each (node, uid) seen
     (an answer must name the account it is for), and when each answer was last written."""
 
-    def __init__(self, *, engine: Engine, db: Db, settings: TickSettings, queue: QueueSettings,
-                 policy: Policy | None = None) -> None:
+    def __init__(self, *, engine: Engine, db: Db, settings: TickSettings, queue: QueueSettings) -> None:
         self._engine = engine
         self._db = db
         self._settings = settings
-        self.policy = policy or Policy()
         self._ungranted = UngrantedUse(queue)
         self._expiry_warned: set[int] = set()
         self._pending: list[Filed] = []
@@ -103,9 +101,10 @@ class QueueDriver:
         self._written: dict[tuple[str, int], tuple[tuple[object, ...], float]] = {}
 
     async def tick(self, sampled: Sequence[Sampled], billing: Mapping[tuple[str, str], str],
-                   exempt: Collection[str], now: datetime) -> Turn:
+                   exempt: Collection[str], now: datetime, policy: Policy) -> Turn:
         """``billing``: the (node, Linux user) pairs this tick resolved already (the enforcement's decision);
-        ``exempt``: the billing users exempt from enforcement."""
+        ``exempt``: the billing users exempt from enforcement; ``policy``: the queue's, from the settings version
+        this tick runs on (``Rules.queue``)."""
         semaphore = asyncio.Semaphore(self._settings.concurrency)
         sessions = {node: session for node, _, session in sampled if session is not None}
         reports = await asyncio.gather(*(self._read(node, s, semaphore) for node, s in sessions.items()))
@@ -114,7 +113,7 @@ class QueueDriver:
         for node, sample, _ in sampled:
             self._names.update(linux_users(node, sample))
         self._names.update({(f.node, f.uid): f.linux_user for f in filed})
-        decided = await self._db(self._decide, filed, [(n, s) for n, s, _ in sampled], billing, now)
+        decided = await self._db(self._decide, filed, [(n, s) for n, s, _ in sampled], billing, now, policy)
         self._pending = []
         for f in decided.unmapped:
             log.warning("gpu queue: %s on %s (uid %d) bills to nobody; %s op dropped", f.linux_user, f.node, f.uid,
@@ -176,7 +175,7 @@ class QueueDriver:
         return filed
 
     def _decide(self, filed: Sequence[Filed], sampled: Sequence[tuple[str, Sample]],
-                known: Mapping[tuple[str, str], str], now: datetime) -> Decided:
+                known: Mapping[tuple[str, str], str], now: datetime, policy: Policy) -> Decided:
         wanted = {(f.node, f.linux_user) for f in filed}
         wanted |= {(node, p.user) for node, sample in sampled for p in sample.gpu_processes if p.user}
         with self._engine.begin() as conn:
@@ -197,7 +196,7 @@ class QueueDriver:
                 per_node = node_facts(node, sample, billing)
                 facts.extend(per_node.facts)
                 idle.update(per_node.idle)
-            result = queue_tick.run(conn, ops, facts, idle, self.policy, now)
+            result = queue_tick.run(conn, ops, facts, idle, policy, now)
             standings = store.standings(conn, since=now - ANSWER_WINDOW)
         targets = self._targets(standings, billing)
         return Decided(result, self._documents(standings, targets, now), billing,

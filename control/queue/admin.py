@@ -19,7 +19,7 @@ import json
 import secrets
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
-from datetime import datetime, timedelta
+from datetime import date, datetime, timedelta, tzinfo
 from decimal import Decimal
 from typing import Any
 
@@ -58,20 +58,12 @@ class BoostOutOfRange(store.QueueError):
 
 
 @dataclass(frozen=True)
-class Standing:
-    """What the last tick wrote of a request beside its record: its place and ETA while queued, and when it
-    ended."""
-
-    position: int | None
-    eta: datetime | None
-    basis: str
-    ended_at: datetime | None
-
-
-@dataclass(frozen=True)
 class Shown:
+    """A request as the API, console and CLI show it: the record, and its standing (``store.Standing``:
+    position, ETA and its basis while queued, when it ended)."""
+
     request: Request
-    standing: Standing
+    standing: store.Standing
 
 
 @dataclass(frozen=True)
@@ -91,9 +83,7 @@ class Action:
 
 def shown(conn: Connection, requests: Sequence[Request]) -> list[Shown]:
     """``requests`` with their standing (position, ETA and its basis, end), in the same order."""
-    rows = {int(r.id): Standing(r.position, r.eta, r.eta_basis, r.ended_at) for r in conn.execute(text(
-        "SELECT id, position, eta, eta_basis, ended_at FROM control.queue_request WHERE id = ANY(:ids)"),
-        {"ids": [r.id for r in requests]})}
+    rows = store.standing_of(conn, [r.id for r in requests])
     return [Shown(r, rows[r.id]) for r in requests]
 
 
@@ -190,11 +180,7 @@ def _grant(conn: Connection, request: Request, now: datetime) -> Request:
     # An offer at or past its expiry is the tick's to end: granting it here would race the tick's end.
     if request.state is not State.OFFERED or request.offer_expires is None or request.offer_expires <= now:
         raise NotOffered(request.id, "an expired offer" if request.state is State.OFFERED else request.state.value)
-    ends = now + request.duration
-    conn.execute(text("UPDATE control.queue_request SET state = 'granted', granted_at = :now, ends = :ends"
-                      " WHERE id = :id AND state = 'offered'"), {"id": request.id, "now": now, "ends": ends})
-    conn.execute(text("UPDATE control.queue_gpu SET kind = 'grant', since = :now WHERE request_id = :id"
-                      " AND released_at IS NULL"), {"id": request.id, "now": now})
+    store.grant(conn, request.id, ends=now + request.duration, now=now)
     granted = store.get(conn, request.id)
     assert granted is not None
     return granted
@@ -317,3 +303,18 @@ def week_of(day: datetime) -> tuple[datetime, datetime]:
     start = (day - timedelta(days=day.weekday())).replace(hour=0, minute=0, second=0, microsecond=0)
     return start, start + timedelta(days=7)
 
+
+@dataclass(frozen=True)
+class IdleWeek:
+    """The weekly idle-held report: GPU-hours per user from ``start`` to ``end`` (docs/queue.md)."""
+
+    start: datetime
+    end: datetime
+    hours: Mapping[str, Decimal]
+
+
+def idle_week(conn: Connection, day: date | None, *, zone: tzinfo, now: datetime) -> IdleWeek:
+    """Idle-held GPU-hours per user over the week (Monday to Monday in ``zone``) holding the local ``day``, by
+    default this one; this week's idle-held GPUs count until ``now``, not until its end."""
+    start, end = week_of(now.astimezone(zone) if day is None else datetime.combine(day, datetime.min.time(), zone))
+    return IdleWeek(start, end, store.idle_hours(conn, since=start, until=min(end, now)))

@@ -69,16 +69,11 @@ _SELECT = """
 """
 
 
-def load(conn: Connection) -> list[Request]:
-    """Every live request (queued, offered, granted), with its live GPUs, oldest first."""
-    rows = conn.execute(text(_SELECT + " WHERE q.state IN ('queued', 'offered', 'granted') ORDER BY q.id"))
-    return [_request(row) for row in rows]
-
-
 @dataclass(frozen=True)
 class Standing:
-    """A request as its user's answer shows it (``queue-status``): the record, its nonce, where it was filed
-    (node and uid, None for the API's) and, while queued, its position and estimate."""
+    """A request and what the last tick wrote beside it: while queued, its position and estimate with the
+    estimate's basis; once over, when it ended. With where it was filed (node and uid, None for the API's) and
+    its nonce, for its user's answer (``queue-status``)."""
 
     request: Request
     nonce: str
@@ -86,7 +81,20 @@ class Standing:
     uid: int | None
     position: int | None
     eta: datetime | None
-    eta_basis: str
+    basis: str
+    ended_at: datetime | None = None
+
+
+def _standing(row: object) -> Standing:
+    r = row._mapping  # type: ignore[attr-defined]
+    return Standing(_request(row), r["nonce"], r["origin_node"], None if r["uid"] is None else int(r["uid"]),
+                    None if r["position"] is None else int(r["position"]), r["eta"], r["eta_basis"], r["ended_at"])
+
+
+def load(conn: Connection) -> list[Request]:
+    """Every live request (queued, offered, granted), with its live GPUs, oldest first."""
+    rows = conn.execute(text(_SELECT + " WHERE q.state IN ('queued', 'offered', 'granted') ORDER BY q.id"))
+    return [_request(row) for row in rows]
 
 
 # Two-key advisory lock (this namespace, 0): apart from the one-key locks (writer, migration, settings) and
@@ -110,17 +118,22 @@ def of_user(conn: Connection, user: str, *, since: datetime) -> list[Request]:
 
 def standings(conn: Connection, *, since: datetime) -> dict[str, list[Standing]]:
     """Per user with a live request or one that ended (or was refused) after ``since``: those requests, oldest
-    first, in one query (the users whose answers the nodes should show)."""
+    first, in one query (the users whose answers the nodes should show). The ended ones are found by
+    ``queue_request_ended`` (control0007), so the tick does not scan every request ever filed."""
     found: dict[str, list[Standing]] = {}
     rows = conn.execute(text(
         _SELECT + " WHERE q.state IN ('queued', 'offered', 'granted') OR q.ended_at >= :since ORDER BY q.id"),
         {"since": since})
     for row in rows:
-        r = row._mapping
-        found.setdefault(r["billing_user"], []).append(Standing(
-            _request(row), r["nonce"], r["origin_node"], None if r["uid"] is None else int(r["uid"]),
-            None if r["position"] is None else int(r["position"]), r["eta"], r["eta_basis"]))
+        standing = _standing(row)
+        found.setdefault(standing.request.user, []).append(standing)
     return found
+
+
+def standing_of(conn: Connection, request_ids: Sequence[int]) -> dict[int, Standing]:
+    """The standings of ``request_ids`` (those that exist), by id."""
+    rows = conn.execute(text(_SELECT + " WHERE q.id = ANY(:ids)"), {"ids": list(request_ids)})
+    return {s.request.id: s for s in map(_standing, rows)}
 
 
 def get(conn: Connection, request_id: int) -> Request | None:
@@ -209,18 +222,28 @@ def apply(conn: Connection, decisions: Decisions, *, now: datetime) -> None:
             "UPDATE control.queue_request SET state = 'offered', offer_expires = :exp, position = NULL, eta = NULL,"
             " eta_basis = '' WHERE id = :id AND state = 'queued'"), {"id": o.request_id, "exp": o.expires})
         _insert_gpus(conn, o.request_id, o.gpus, "offer", now)
-    for grant in decisions.grants:
-        conn.execute(text(
-            "UPDATE control.queue_request SET state = 'granted', granted_at = :now, ends = :ends"
-            " WHERE id = :id AND state = 'offered'"), {"id": grant.request_id, "now": now, "ends": grant.ends})
-        conn.execute(text("UPDATE control.queue_gpu SET kind = 'grant', since = :now WHERE request_id = :id"
-                          " AND released_at IS NULL"), {"id": grant.request_id, "now": now})
+    for g in decisions.grants:
+        grant(conn, g.request_id, ends=g.ends, now=now)
     if decisions.estimates:
         conn.execute(text(
             "UPDATE control.queue_request SET position = :position, eta = :eta, eta_basis = :basis"
             " WHERE id = :id AND state = 'queued'"),
             [{"id": e.request_id, "position": e.position, "eta": e.eta, "basis": e.basis}
              for e in decisions.estimates])
+
+
+def grant(conn: Connection, request_id: int, *, ends: datetime, now: datetime) -> bool:
+    """Turn an offer into a grant, a lease ending at ``ends``: the request and its offered GPUs together, the
+    one place this happens (the tick's grants, a user's claim, an admin's approve). False when the request
+    has no offer (then nothing changed)."""
+    done = conn.execute(text(
+        "UPDATE control.queue_request SET state = 'granted', granted_at = :now, ends = :ends"
+        " WHERE id = :id AND state = 'offered' RETURNING id"), {"id": request_id, "now": now, "ends": ends})
+    if done.one_or_none() is None:
+        return False
+    conn.execute(text("UPDATE control.queue_gpu SET kind = 'grant', since = :now WHERE request_id = :id"
+                      " AND released_at IS NULL"), {"id": request_id, "now": now})
+    return True
 
 
 def extend(conn: Connection, request: Request, hours: Decimal, waiting: int, *, policy: Policy) -> datetime:

@@ -273,6 +273,8 @@ CREATE UNIQUE INDEX queue_gpu_live ON control.queue_gpu USING btree (node, gpu_i
 
 CREATE INDEX queue_gpu_request ON control.queue_gpu USING btree (request_id);
 
+CREATE INDEX queue_request_ended ON control.queue_request USING btree (ended_at);
+
 CREATE INDEX queue_request_live ON control.queue_request USING btree (state) WHERE (state = ANY (ARRAY['queued'::text, 'offered'::text, 'granted'::text]));
 
 CREATE UNIQUE INDEX queue_request_nonce ON control.queue_request USING btree (billing_user, nonce);

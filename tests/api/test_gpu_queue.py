@@ -230,3 +230,43 @@ def test_the_weekly_idle_held_report(client: httpx.Client, lab: Tokens, ledger: 
                            params={"week": str((start - timedelta(days=3)).astimezone(zone).date())}).json()
     assert last_week["users"] == ([] if since >= start else last_week["users"])
     assert client.get("/v1/reports/idle-gpu-hours", headers=bearer(lab.alice)).status_code == 403
+
+
+def test_the_settings_version_in_force_sets_the_caps_the_api_refuses_by(client: httpx.Client, lab: Tokens) -> None:
+    admin = bearer(lab.admin)
+    a = _file(client, lab.alice, {"models": ["A100"], "count": 2}).json()
+    assert a["count"] == 2                                  # the default cap is 8 GPUs per user
+    assert _act(client, lab.admin, a["id"], "boost", {"boost_hours": 20, "reason": "x"}).status_code == 200
+    put = client.put("/v1/settings", headers=admin, json={"queue_max_gpus_per_user": 1,
+                                                          "queue_admin_boost_cap_hours": 10,
+                                                          "queue_max_queued_per_user": 2, "reason": "a small lab"})
+    assert put.status_code == 200, put.text
+    two = _file(client, lab.bob, {"models": ["A100"], "count": 2})
+    assert (two.status_code, two.json()["error"]["message"], two.json()["error"]["details"]["field"]) == (
+        422, "at most 1 GPUs per user", "count")
+    over = _act(client, lab.admin, a["id"], "boost", {"boost_hours": 11, "reason": "x"})
+    assert (over.status_code, over.json()["error"]["code"], over.json()["error"]["details"]["cap"]) == (
+        422, "boost_out_of_range", 10)
+    assert _act(client, lab.admin, a["id"], "boost", {"boost_hours": 10, "reason": "x"}).status_code == 200
+    assert _file(client, lab.bob, {}).status_code == 201
+    assert _file(client, lab.bob, {}).status_code == 201
+    third = _file(client, lab.bob, {})
+    assert (third.status_code, third.json()["error"]["message"]) == (422, "at most 2 queued requests per user")
+
+
+@pytest.mark.parametrize(("body", "code", "field"), [
+    ({"queue_max_hours": "2"}, "invalid_settings", "queue_*_hours"),     # below the default hours, 4
+    ({"queue_shares": {"vision": "0"}}, "invalid_settings", "queue_shares"),
+    ({"queue_default_hours": "169"}, "invalid_settings", "queue_default_hours"),
+    ({"queue_offer_seconds": 10}, "validation_error", "queue_offer_seconds"),
+    ({"queue_max_gpus_per_user": 1.5}, "validation_error", "queue_max_gpus_per_user"),
+    ({"queue_shares": {"vision": 2}}, "validation_error", "queue_shares/vision"),   # a weight is decimal text
+])
+def test_a_bad_queue_setting_is_refused_naming_its_key_and_stores_nothing(client: httpx.Client, lab: Tokens,
+                                                                         body: dict[str, object], code: str,
+                                                                         field: str) -> None:
+    r = client.put("/v1/settings", headers=bearer(lab.admin), json={**body, "reason": "try"})
+    assert r.status_code == 422, r.text
+    error = r.json()["error"]
+    assert (error["code"], error["details"]["field"]) == (code, field), error
+    assert client.get("/v1/settings", headers=bearer(lab.admin)).json()["version"] is None

@@ -12,6 +12,7 @@ from collector.config import TierPolicy
 from collector.enforcing.decisions import ProcessRef, Standing, TierState, desired_state, terminal_message
 from collector.enforcing.rules import Rules, lay_over
 from control.overrides import Override, grace_start, lifts, override_tier
+from control.queue.records import Policy
 from control.settings import SettingsError, parse
 from ledger.money import MICRO
 from ledger.tiers import Thresholds, Tier
@@ -47,12 +48,44 @@ def test_a_settings_version_overrides_only_the_keys_it_holds() -> None:
     ({"kill_grace_seconds": 60.0}, "kill_grace_seconds"),     # what json gives for 60.0 and 6e1
     ({"kill_grace_seconds": 30 * 86400 + 1}, "kill_grace_seconds"),
     ({"dry_run": "yes"}, "dry_run"),
+    ({"queue_offer_seconds": 30}, "queue_offer_seconds"),
+    ({"queue_max_gpus_per_user": 65}, "queue_max_gpus_per_user"),      # no request holds more than 64
+    ({"queue_max_gpus_per_project": 2.0}, "queue_max_gpus_per_project"),
+    ({"queue_max_queued_per_user": 0}, "queue_max_queued_per_user"),
+    ({"queue_admin_boost_cap_hours": "24"}, "queue_admin_boost_cap_hours"),
+    ({"queue_default_hours": "0"}, "queue_default_hours"),
+    ({"queue_default_hours": 2.5}, "queue_default_hours"),              # a float: give "2.5"
+    ({"queue_max_hours": "169"}, "queue_max_hours"),                    # the queue's table stops at 168
+    ({"queue_max_hours": "1.005"}, "queue_max_hours"),
+    ({"queue_max_hours": "2"}, "queue_*_hours"),                        # below the default 4
+    ({"queue_default_hours": "8", "queue_max_hours": "6"}, "queue_*_hours"),
+    ({"queue_shares": ["vision"]}, "queue_shares"),
+    ({"queue_shares": {"Vision": "1"}}, "queue_shares"),
+    ({"queue_shares": {"vision": 2}}, "queue_shares"),                  # a weight is decimal text
+    ({"queue_shares": {"vision": "0"}}, "queue_shares"),
 ])
 def test_a_bad_settings_version_is_refused_naming_the_key(document: dict[str, object], key: str) -> None:
     with pytest.raises(SettingsError) as caught:
         apply_settings(ENV, 9, document)
     assert (caught.value.version, caught.value.key) == (9, key)
     assert str(caught.value).startswith(f"settings version 9: {key}: ")
+
+
+def test_the_queue_keys_make_the_ticks_policy_and_what_they_leave_out_is_the_default() -> None:
+    rules = apply_settings(ENV, 5, {"queue_offer_seconds": 300, "queue_max_gpus_per_user": 2,
+                                    "queue_max_gpus_per_project": 3, "queue_max_queued_per_user": 1,
+                                    "queue_admin_boost_cap_hours": 12, "queue_default_hours": "1.5",
+                                    "queue_max_hours": 48, "queue_shares": {"vision": "3", "nlp": "0.5"}})
+    assert rules.queue == Policy(offer_s=300, default_hours=Decimal("1.50"), max_hours=Decimal(48),
+                                 admin_boost_cap_hours=12, max_gpus_per_user=2, max_gpus_per_project=3,
+                                 max_queued_per_user=1,
+                                 shares={"project:nlp": Decimal("0.5"), "project:vision": Decimal(3)})
+    assert rules.thresholds == ENV.thresholds            # the queue keys touch nothing else
+    assert apply_settings(ENV, 6, {"dry_run": True}).queue == Policy()
+    # What is stored is the canonical form, and it parses to the same policy.
+    document = parse({"queue_max_hours": 48, "queue_shares": {"vision": "3.0"}}, ENV.thresholds).document()
+    assert document == {"queue_max_hours": "48.00", "queue_shares": {"vision": "3.0"}}
+    assert apply_settings(ENV, 7, document).queue.max_hours == Decimal(48)
 
 
 def test_a_settings_document_must_be_an_object() -> None:

@@ -57,16 +57,23 @@ def test_settings_form_is_put_settings_for_admins_only(base_url: str, client: ht
     with log_in(base_url, issued.admin) as c:
         token = csrf_of(c.get("/settings").text)
         done = c.post("/settings", data={"csrf": token, "kill_grace_seconds": "90", "dry_run": "true",
-                                         "tier_warning": "", "reason": "gentler kills"})
+                                         "tier_warning": "", "queue_max_gpus_per_user": "2",
+                                         "queue_default_hours": "2.5", "queue_offer_seconds": "",
+                                         "reason": "gentler kills"})
         assert done.status_code == 303, done.text[:400]
         assert c.post("/settings", data={"csrf": token, "kill_grace_seconds": "1.5", "reason": "x"}).status_code == 422
+        assert c.post("/settings", data={"csrf": token, "queue_max_queued_per_user": "two",
+                                         "reason": "x"}).status_code == 422
+        assert c.post("/settings", data={"csrf": token, "queue_max_hours": "1", "reason": "x"}).status_code == 422
         assert c.post("/settings", data={"csrf": token, "tier_warning": "-1", "reason": "x"}).status_code == 422
         rows = _rows(c.get("/settings").text, "versions")
     assert [(r[0], r[3]) for r in rows] == [("1", "gentler kills")]
     assert "kill_grace_seconds=90" in rows[0][4] and "dry_run=True" in rows[0][4]
+    assert "queue_max_gpus_per_user=2" in rows[0][4] and "queue_default_hours=2.50" in rows[0][4]
     current = client.get("/v1/settings", headers=bearer(issued.admin)).json()
     assert (current["version"], current["settings"]["kill_grace_seconds"], current["settings"]["dry_run"]) == (
         1, 90, True)
+    assert "queue_offer_seconds" not in current["settings"]     # an empty field keeps what is in force
     with log_in(base_url, issued.operator) as c:
         page = c.get("/settings").text
         assert 'id="settings-form"' not in page

@@ -17,9 +17,11 @@ from api.errors import unprocessable
 from api.handlers import cluster, settings
 from api.operation import Call
 from api.services import services
+from control.settings import KNOWN_KEYS, QUEUE_HOURS_KEYS, QUEUE_INTEGERS
 
 ACTIONS = ("exempt", "lift", "apply")
-SETTING_KEYS = ("tier_warning", "tier_limited", "tier_blocked", "kill_grace_seconds", "dry_run")
+# The queue's keys the form offers (the shares, an object, are set through PUT /v1/settings).
+QUEUE_FIELDS = (*QUEUE_INTEGERS, *QUEUE_HOURS_KEYS)
 
 
 def enforcement(call: Call) -> Response:
@@ -61,7 +63,8 @@ def settings_page(call: Call) -> Response:
     page = page_of(call)
     current = settings.get_settings(as_call(call, {}))
     versions = [with_times(v, ("at",)) for v in settings.history(as_call(call, {}))]
-    return page.render("ops/settings.html", current=current, versions=versions, keys=SETTING_KEYS)
+    return page.render("ops/settings.html", current=current, versions=versions, keys=KNOWN_KEYS,
+                       queue_fields=QUEUE_FIELDS)
 
 
 def put_settings(call: Call) -> Response:
@@ -71,11 +74,14 @@ def put_settings(call: Call) -> Response:
     for key in ("tier_warning", "tier_limited", "tier_blocked"):
         if form.get(key):
             body[key] = form[key].strip()
-    if form.get("kill_grace_seconds"):
-        if not form["kill_grace_seconds"].strip().isdigit():
-            raise unprocessable("validation_error", "kill_grace_seconds: a whole number of seconds",
-                                field="kill_grace_seconds")
-        body["kill_grace_seconds"] = int(form["kill_grace_seconds"])
+    for key in ("kill_grace_seconds", *QUEUE_INTEGERS):
+        if form.get(key):
+            if not form[key].strip().isdigit():
+                raise unprocessable("validation_error", f"{key}: a whole number", field=key)
+            body[key] = int(form[key])
+    for key in QUEUE_HOURS_KEYS:
+        if form.get(key):
+            body[key] = form[key].strip()
     if form.get("dry_run") in ("true", "false"):
         body["dry_run"] = form["dry_run"] == "true"
     settings.put_settings(as_call(call, {}, api_body("put_settings", body)))
