@@ -55,6 +55,7 @@ def _render(call: Call, name: str, status: int = 200, error: str | None = None,
     assert principal is not None
     with services(call).read() as conn:
         known = queue.catalog(conn)
+        policy = queue.policy(call, conn)
     found = requests_of(call, name)
     live = [r for r in found if r["state"] in ("queued", "offered", "granted")]
     ended = sorted((r for r in found if r not in live), key=lambda r: r["ended_at"] or r["created_at"],
@@ -62,7 +63,7 @@ def _render(call: Call, name: str, status: int = 200, error: str | None = None,
     sent = sent or {}
     return page.render("queue/mine.html", status, name=name, live=live, ended=ended,
                        own=principal.billing_user == name and _may_queue(principal.role),
-                       models=sorted(known.models), nodes=sorted(known.per_node), policy=queue.POLICY,
+                       models=sorted(known.models), nodes=sorted(known.per_node), policy=policy,
                        key=operate.new_key(), error=error, sent=sent,
                        sent_models={k.removeprefix(MODEL_FIELD) for k in sent if k.startswith(MODEL_FIELD)})
 

@@ -24,7 +24,8 @@ from api.console.web import page_of, see_other
 from api.errors import ApiError, unprocessable
 from api.handlers import queue
 from api.operation import Call
-from control.queue.records import State
+from api.services import services
+from control.queue.records import Policy, State
 
 # "position": the queue's order (queued by position, then offers, then grants, each by id); the others by field.
 SORTS = ("position", "created", "user")
@@ -55,7 +56,13 @@ def listing(call: Call) -> Response:
     return page.render("queue/admin.html", requests=found[(number - 1) * QUEUE_ROWS:number * QUEUE_ROWS],
                        matching=len(found), page_number=number, pages=pages, first=(number - 1) * QUEUE_ROWS + 1,
                        filters={k: p.get(k) or "" for k in FILTERS}, sort=sort, sorts=SORTS, states=STATES,
-                       kept=urlencode({**filters, "sort": sort}), key=operate.new_key(), policy=queue.POLICY)
+                       kept=urlencode({**filters, "sort": sort}), key=operate.new_key(), policy=_policy(call))
+
+
+def _policy(call: Call) -> Policy:
+    """The queue's policy in force (the forms' bounds: the boost cap, the longest lease)."""
+    with services(call).read() as conn:
+        return queue.policy(call, conn)
 
 
 def _action(a: Mapping[str, Any], fmt: Formats) -> dict[str, Any]:
@@ -74,7 +81,7 @@ def _detail(call: Call, status: int = 200, error: str | None = None, sent: Mappi
     actions = [_action(a, page.formats) for a in found.pop("actions")]
     acted = call.params.get("acted")
     return page.render("queue/request.html", status, request=shown(found), actions=actions, acted=acted,
-                       key=operate.new_key(), policy=queue.POLICY, error=error, sent=sent or {}, verb=verb)
+                       key=operate.new_key(), policy=_policy(call), error=error, sent=sent or {}, verb=verb)
 
 
 def detail(call: Call) -> Response:
