@@ -1,7 +1,9 @@
 """One tick of the queue, in ONE transaction on the caller's connection: the users' operations read from the
 nodes' drop boxes (or the API), the idle-held releases, the allocator, and its decisions written. A controller
 killed anywhere in it leaves the previous tick's state; the next tick recomputes from there, and the unique
-index on live GPU rows stops a double grant even if two controllers overlapped."""
+index on live GPU rows stops a double grant even if two controllers overlapped. The nodes serve what they handed
+over until the controller acknowledges it after the commit, so an operation may arrive again: each (user, nonce)
+is applied once (``control.queue.replays``)."""
 
 from __future__ import annotations
 
