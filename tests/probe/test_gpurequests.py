@@ -12,7 +12,7 @@ import pytest
 from probe import dropbox, gpurequests, holding
 from probe.errors import Failed
 from tests.harness.sshd import SshdNode, ensure_user, generate_key, remove_user, sshd_available
-from tests.probe.support import drop_box, is_root, run_node
+from tests.probe.support import PY38, drop_box, install_node, is_root, run_node
 
 pytestmark = pytest.mark.skipif(not is_root(), reason="needs root to own files as other uids")
 NONCE = "n0nce_" + "a" * 16
@@ -91,6 +91,17 @@ def test_held_entries_are_served_again_until_acknowledged_then_never(node_script
     status, done, _ = ack(node_script, config, ["1234567890-0123456789abcdef"])
     assert (status, done["removed"], done["unknown"]) == (0, 0, 1)
     assert read(node_script, config)["requests"] == [] and list(hold.iterdir()) == []
+
+
+@pytest.mark.skipif(not PY38.exists(), reason="no Python 3.8 interpreter here")
+def test_the_hand_over_runs_on_python_3_8(tmp_path, config, box, hold, test_users):
+    script = install_node(tmp_path / "py38", PY38)
+    drop(box, test_users[0])
+    [held] = read(script, config)["requests"]
+    assert read(script, config)["requests"] == [held]
+    status, done, stderr = ack(script, config, [held["handle"]])
+    assert (status, done["removed"]) == (0, 1), stderr
+    assert read(script, config)["requests"] == []
 
 
 def _foreign(hold, user):
