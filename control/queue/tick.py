@@ -15,6 +15,7 @@ from decimal import Decimal
 from typing import Any
 
 from sqlalchemy.engine import Connection
+from sqlalchemy.exc import DataError, IntegrityError
 
 from control.queue import idle, replays, store
 from control.queue.allocator import allocate
@@ -109,7 +110,13 @@ def _apply_op(conn: Connection, op: Op, catalog: Catalog, policy: Policy, now: d
     first = replays.seen(conn, op.user, nonce)
     if first is not None:
         return OpOutcome(op, f"replayed: {first.outcome}", first.request_id)
-    outcome = _apply(conn, op, kind, catalog, policy, now, claims)
+    try:
+        with conn.begin_nested():
+            outcome = _apply(conn, op, kind, catalog, policy, now, claims)
+    except (DataError, IntegrityError) as exc:
+        # What the checks let through but the database refuses (a uid past the column's range, say) is refused
+        # alone: failing the transaction would fail every tick, as the nodes serve it again until it is filed.
+        outcome = OpOutcome(op, f"refused: the database refused it ({type(exc.orig).__name__})")
     replays.record(conn, op.user, nonce, kind, replays.Seen(outcome.outcome, outcome.request_id), now=now)
     return outcome
 

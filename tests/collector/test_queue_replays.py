@@ -83,3 +83,14 @@ def test_the_record_is_kept_for_a_week_then_forgotten(engine: Engine) -> None:
     assert len(rows(engine, "SELECT * FROM control.queue_op")) == 1
     tick(engine, [], week + 1)
     assert rows(engine, "SELECT * FROM control.queue_op") == []
+
+
+def test_an_operation_the_database_refuses_is_refused_alone(engine: Engine) -> None:
+    """A uid past the column's range: failing the whole tick for it would fail every tick while nodes serve it."""
+    odd = Op("alice", None, {**REQUEST, "nonce": "huge-uid-request"}, "n1", 3_000_000_000)
+    result = tick(engine, [odd, op(REQUEST, "plain-request-00")])
+    assert [o.outcome for o in result.outcomes] == [
+        "refused: the database refused it (NumericValueOutOfRange)", "queued"]
+    assert rows(engine, "SELECT nonce, state FROM control.queue_request") == [("plain-request-00", "offered")]
+    assert [o.outcome for o in tick(engine, [odd], 1).outcomes] == [
+        "replayed: refused: the database refused it (NumericValueOutOfRange)"]
