@@ -113,10 +113,11 @@ class Place:
         """``probe.dropbox.collect``'s ``keep``: each ``Accepted`` entry written here and returned as ``Held``
         (the rest as they are), every file durable before the box removes any."""
         kept = [self._write(entry) if not isinstance(entry, Rejected) else entry for entry in entries]
-        try:
-            os.fsync(self._fd)
-        except OSError as error:
-            raise Failed("hold_unusable", "%s: %s" % (self.path, error.strerror)) from None
+        if any(isinstance(entry, Held) for entry in kept):  # the renames durable before the box removes anything
+            try:
+                os.fsync(self._fd)
+            except OSError as error:
+                raise Failed("hold_unusable", "%s: %s" % (self.path, error.strerror)) from None
         return kept
 
     def release(self, handles):
