@@ -80,6 +80,7 @@ VERBS = collections.OrderedDict(
         ("session-open", ()),
         ("login-codes", ()),
         ("gpu-requests", ()),
+        ("gpu-requests-done", ()),
         ("queue-status", ("uid",)),
     ]
 )

@@ -62,6 +62,7 @@ _KEYS = collections.OrderedDict(
         ("proc_root", ("/proc", _path)),
         ("web_login_dir", ("/var/spool/gpuledger/web-login", _path)),
         ("gpu_request_dir", ("/var/spool/gpuledger/gpu-requests", _path)),
+        ("gpu_request_hold_dir", ("/var/spool/gpuledger/gpu-requests.held", _path)),
         ("gpu_mask_dir", ("/run/gpuledger/gpu-masks", _path)),
     ]
 )

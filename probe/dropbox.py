@@ -15,7 +15,8 @@ controls everything about their file except its owner and its ctime, so every ch
 The directory itself must be root's, not a symlink and mode 1733 (anyone may create, nobody but root may list,
 the sticky bit keeps users from removing or renaming each other's files); otherwise nothing is read, since
 any check above means nothing in a directory someone else controls. ``judge`` is the pure decision over an
-entry's facts; ``collect`` gathers them through one directory descriptor and removes every entry it saw.
+entry's facts; ``collect`` gathers them through one directory descriptor and removes every entry it saw (after
+its ``keep``, when given, has made the accepted ones its own: ``gpu-requests`` holds them, probe/holding.py).
 """
 
 import collections
@@ -124,9 +125,11 @@ def _entry(box, dir_fd, name, now, uid_min):
     return Accepted(facts.uid, user, int(facts.ctime), value)
 
 
-def collect(box, directory, uid_min, now=None):
+def collect(box, directory, uid_min, now=None, keep=None):
     """Every entry of the box at ``directory`` judged, then removed: ``(entries, more_left)``, each entry an
-    ``Accepted`` or a ``Rejected``, at most ``box.max_entries``.
+    ``Accepted`` or a ``Rejected``, at most ``box.max_entries``. ``keep(entries)``, when given, runs after the
+    judging and before any removal, and its return value is the entries returned: if it raises, nothing is
+    removed, so nothing a user filed is lost to a failure to keep it.
 
     A missing box is ``None`` (the role has not run yet); an untrusted one raises ``Refused``; any other OS
     error raises ``Failed`` (the controller retries).
@@ -158,6 +161,8 @@ def collect(box, directory, uid_min, now=None):
                 continue  # removed meanwhile (a second controller's call): nothing to report
             except OSError as error:
                 entries.append(Rejected("unreadable", None, error.strerror))
+        if keep is not None:
+            entries = keep(entries)
         for name in names:
             _remove(dir_fd, name)
         return entries, len(listed) > box.max_entries

@@ -1,21 +1,29 @@
-"""``gpu-requests``: read and remove the GPU-queue requests users dropped into their box (docs/gpu-request.md).
+"""``gpu-requests``: hand the controller the GPU-queue requests users dropped into their box, and
+``gpu-requests-done``: forget those it acknowledged (docs/gpu-request.md).
 
 ``gpu-request`` on a node writes one small JSON object into the root-owned sticky box ``gpu_request_dir``; the
 box is a ``probe.dropbox`` box, so the identity is the file's owner uid and every unsafe file is refused and
-reported. This module is the content's shape only: the controller still decides what it means (an unknown
-model, a cap, an id that is not the user's).
+reported. An accepted entry moves into the holding place ``gpu_request_hold_dir`` (probe/holding.py) and is
+served again by every call until the controller acknowledges its handle, after its transaction committed. This
+module is the content's shape only: the controller still decides what it means (an unknown model, a cap, an id
+that is not the user's).
 """
 
 import json
+import os
 import re
+import time
 from decimal import Decimal, InvalidOperation
 
-from probe import dropbox
+from probe import dropbox, holding
+from probe.errors import Refused
 from probe.verbs import ok
 
 MAX_BYTES = 4096
 MAX_AGE_S = 600
 MAX_ENTRIES = 200
+# A list of at most MAX_ENTRIES handles fits in this with room to spare (26 bytes each as JSON).
+MAX_ACK_BYTES = 8192
 MAX_MODELS = 16
 MAX_COUNT = 64
 MAX_HOURS = Decimal(168)
@@ -114,13 +122,59 @@ def parse_request(content):
 BOX = dropbox.Box(MAX_BYTES, MAX_AGE_S, MAX_ENTRIES, parse_request)
 
 
+def _view(entry):
+    if isinstance(entry, holding.Held):
+        return {"handle": entry.handle, "uid": entry.uid, "user": entry.user, "ctime": entry.ctime,
+                "request": entry.value}
+    return {"uid": entry.uid, "reason": entry.reason, "detail": entry.detail}
+
+
+def _handle(entry):
+    return entry.handle
+
+
 def gpu_requests(context, command):
     directory = context.config.gpu_request_dir
-    entries, more = dropbox.collect(BOX, directory, context.policy.uid_min)
-    requests, refused = [], []
-    for entry in entries or []:
-        if isinstance(entry, dropbox.Accepted):
-            requests.append({"uid": entry.uid, "user": entry.user, "ctime": entry.ctime, "request": entry.value})
-        else:
-            refused.append({"uid": entry.uid, "reason": entry.reason, "detail": entry.detail})
-    return ok(command, spool=directory, present=entries is not None, more=more, requests=requests, refused=refused)
+    try:
+        os.lstat(directory)
+    except FileNotFoundError:  # the role has not run yet: nothing was ever filed or held
+        return ok(command, spool=directory, present=False, more=False, requests=[], refused=[])
+    now = time.time()
+    with holding.Place(context.config.gpu_request_hold_dir, problem_of) as place:
+        held, dropped, more = place.served(now, MAX_ENTRIES)
+        room = MAX_ENTRIES - len(held) - len(dropped)
+        entries, box_more = dropbox.collect(BOX._replace(max_entries=room), directory, context.policy.uid_min,
+                                            now, keep=place.hold)
+    entries = held + dropped + (entries or [])
+    # In handle order, which is filing order (to the second): every serving of the same entries is alike.
+    requests = [_view(e) for e in sorted((e for e in entries if isinstance(e, holding.Held)), key=_handle)]
+    refused = [_view(e) for e in entries if not isinstance(e, holding.Held)]
+    return ok(command, spool=directory, present=True, more=more or box_more, requests=requests, refused=refused)
+
+
+def acknowledged(raw):
+    """The handles of a ``gpu-requests-done`` stdin, exactly ``{"handles": [HANDLE, ...]}``, or ``Refused``."""
+    if len(raw) > MAX_ACK_BYTES:
+        raise Refused("bad_document", "larger than %d bytes" % MAX_ACK_BYTES)
+    try:
+        document = json.loads(raw.decode("utf-8"), parse_float=_refuse_float, parse_constant=_refuse_float)
+    except ValueError as error:
+        raise Refused("bad_document", str(error)[:200]) from None
+    if not isinstance(document, dict) or set(document) != {"handles"} or not isinstance(document["handles"], list):
+        raise Refused("bad_document", 'must be exactly {"handles": [...]}')
+    handles = document["handles"]
+    if len(handles) > MAX_ENTRIES:
+        raise Refused("bad_document", "at most %d handles" % MAX_ENTRIES)
+    for handle in handles:
+        if not isinstance(handle, str) or not holding.HANDLE.match(handle):
+            raise Refused("bad_document", "a handle is 10 digits, a dash and 16 hex digits: %s" % ascii(handle)[:40])
+    if len(set(handles)) != len(handles):
+        raise Refused("bad_document", "a handle is repeated")
+    return handles
+
+
+def gpu_requests_done(context, command):
+    handles = acknowledged(context.read_stdin(MAX_ACK_BYTES + 1))
+    with holding.Place(context.config.gpu_request_hold_dir, problem_of) as place:
+        removed, unknown = place.release(handles)
+    return ok(command, removed=removed, unknown=unknown)

@@ -34,6 +34,7 @@ HANDLERS = {
     "session-open": ("probe.session", "session_open"),
     "login-codes": ("probe.logincodes", "login_codes"),
     "gpu-requests": ("probe.gpurequests", "gpu_requests"),
+    "gpu-requests-done": ("probe.gpurequests", "gpu_requests_done"),
     "queue-status": ("probe.enforce", "queue_status"),
 }
 # A login waits for the PAM session hook; past this it is killed (SIGALRM) and the login goes on without it.

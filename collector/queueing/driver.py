@@ -1,14 +1,16 @@
 """The GPU queue's turn in a tick (docs/queue.md, "The per-tick driver").
 
-On each sampled node's session: ``gpu-requests`` (the node reads and removes its drop box). Then ONE
-transaction: the (node, Linux user) owners of the files and of the GPU processes mapped to billing users
-(``ledger.directory.resolve``), and ``control.queue.tick.run`` on the operations, the samples' GPU facts and
-idle observations. Then, on the same sessions, each user's answer with ``queue-status UID``, when it changed
-or every ``ANSWER_REFRESH_S`` (like the converger's status files).
+On each sampled node's session: ``gpu-requests`` (the node moves its drop box's entries into its holding place
+and serves every held one, each with a handle). Then ONE transaction: the (node, Linux user) owners of the files
+and of the GPU processes mapped to billing users (``ledger.directory.resolve``), and ``control.queue.tick.run``
+on the operations, the samples' GPU facts and idle observations. Only once it committed, ``gpu-requests-done``
+with the handles read: the node forgets them. Then, on the same sessions, each user's answer with
+``queue-status UID``, when it changed or every ``ANSWER_REFRESH_S`` (like the converger's status files).
 
-The node removes what it hands over, so operations read in a tick whose transaction failed are kept here and
-offered again next tick (the (user, nonce) key makes that idempotent); a controller killed between the read
-and the commit loses them, and the user, seeing no answer for their nonce, files again.
+Nothing is kept in memory between ticks: a tick whose transaction failed, or a controller killed before the
+commit, leaves the operations held on the nodes, and the next tick (this controller's or a restarted one's)
+reads them again. An acknowledgement lost after the commit means the same operation is read again too; the
+queue applies each (user, nonce) once (control.queue.replays), so a replay changes nothing.
 """
 
 from __future__ import annotations
@@ -46,8 +48,6 @@ log = logging.getLogger("gpuledger.controller")
 ANSWER_REFRESH_S = 120
 # Ended and refused requests stay in their user's answer this long, so ``gpu-request --status`` says why.
 ANSWER_WINDOW = timedelta(hours=1)
-# ``gpu-requests`` hands over at most 200 files a call; a node with more is read again, this many times a tick.
-MAX_READS = 5
 
 Sampled = tuple[str, Sample, NodeSession | None]
 Docs = list[tuple[int, dict[str, Any]]]  # (uid, queue-status document) for one node
@@ -87,8 +87,8 @@ class Turn:
 
 
 class QueueDriver:
-    """Keeps across ticks: the operations read but not yet committed, the Linux name of each (node, uid) seen
-    (an answer must name the account it is for), and when each answer was last written."""
+    """Keeps across ticks: the Linux name of each (node, uid) seen (an answer must name the account it is for),
+    and when each answer was last written."""
 
     def __init__(self, *, engine: Engine, db: Db, settings: TickSettings, queue: QueueSettings) -> None:
         self._engine = engine
@@ -96,7 +96,6 @@ class QueueDriver:
         self._settings = settings
         self._ungranted = UngrantedUse(queue)
         self._expiry_warned: set[int] = set()
-        self._pending: list[Filed] = []
         self._names: dict[tuple[str, int], str] = {}
         self._written: dict[tuple[str, int], tuple[tuple[object, ...], float]] = {}
 
@@ -108,13 +107,17 @@ class QueueDriver:
         semaphore = asyncio.Semaphore(self._settings.concurrency)
         sessions = {node: session for node, _, session in sampled if session is not None}
         reports = await asyncio.gather(*(self._read(node, s, semaphore) for node, s in sessions.items()))
-        filed = self._pending + [f for report in reports for f in report]
-        self._pending = filed
+        filed = [f for report in reports for f in report]
         for node, sample, _ in sampled:
             self._names.update(linux_users(node, sample))
         self._names.update({(f.node, f.uid): f.linux_user for f in filed})
         decided = await self._db(self._decide, filed, [(n, s) for n, s, _ in sampled], billing, now, policy)
-        self._pending = []
+        # Committed: every operation read is done with, those that bill to nobody included (logged below).
+        handles: dict[str, list[str]] = {}
+        for f in filed:
+            if f.handle is not None:
+                handles.setdefault(f.node, []).append(f.handle)
+        await asyncio.gather(*(self._acknowledge(sessions[node], held, semaphore) for node, held in handles.items()))
         for f in decided.unmapped:
             log.warning("gpu queue: %s on %s (uid %d) bills to nobody; %s op dropped", f.linux_user, f.node, f.uid,
                         str(f.body.get("op"))[:20])
@@ -149,30 +152,42 @@ class QueueDriver:
         except NodeUnavailable as exc:
             node_logger(session.node.name).warning("gpu queue answers stopped: %s: %s", exc.outcome, exc.detail)
 
-    async def _read(self, node: str, session: NodeSession, semaphore: asyncio.Semaphore) -> list[Filed]:
+    async def _read(self, node: str, session: NodeSession, semaphore: asyncio.Semaphore) -> tuple[Filed, ...]:
+        """One ``gpu-requests`` a tick: it serves at most 200 entries, held ones first, and the rest wait for the
+        next tick (reading again before this tick's commit would only serve the same held ones again)."""
         nlog = node_logger(node)
-        filed: list[Filed] = []
         async with semaphore:
-            for _ in range(MAX_READS):
-                try:
-                    result = await session.run(["gpu-requests"], timeout_s=self._settings.command_timeout_s)
-                except NodeUnavailable as exc:
-                    nlog.warning("gpu-requests: %s: %s", exc.outcome, exc.detail)
-                    break
-                if not result.ok:
-                    nlog.warning("gpu-requests exited %d: %s", result.exit_status,
-                                 result.stdout[:300].decode("utf-8", "replace"))
-                    break
-                try:
-                    report = parse_report(node, result.stdout)
-                except BadReport as exc:
-                    nlog.warning("%s", exc)
-                    break
-                _log_report(report)
-                filed.extend(report.filed)
-                if not report.more:
-                    break
-        return filed
+            try:
+                result = await session.run(["gpu-requests"], timeout_s=self._settings.command_timeout_s)
+            except NodeUnavailable as exc:
+                nlog.warning("gpu-requests: %s: %s", exc.outcome, exc.detail)
+                return ()
+        if not result.ok:
+            nlog.warning("gpu-requests exited %d: %s", result.exit_status,
+                         result.stdout[:300].decode("utf-8", "replace"))
+            return ()
+        try:
+            report = parse_report(node, result.stdout)
+        except BadReport as exc:
+            nlog.warning("%s", exc)
+            return ()
+        _log_report(report)
+        return report.filed
+
+    async def _acknowledge(self, session: NodeSession, handles: Sequence[str], semaphore: asyncio.Semaphore) -> None:
+        """``gpu-requests-done``: the node forgets what this tick committed. A failure only means the entries are
+        read again next tick, and replayed harmlessly."""
+        nlog = node_logger(session.node.name)
+        async with semaphore:
+            try:
+                result = await session.run(["gpu-requests-done"], stdin=json.dumps({"handles": list(handles)}).encode(),
+                                           timeout_s=self._settings.command_timeout_s)
+            except NodeUnavailable as exc:
+                nlog.warning("gpu-requests-done: %s: %s; the node serves them again", exc.outcome, exc.detail)
+                return
+        if not result.ok:
+            nlog.warning("gpu-requests-done exited %d: %s; the node serves them again", result.exit_status,
+                         result.stdout[:300].decode("utf-8", "replace"))
 
     def _decide(self, filed: Sequence[Filed], sampled: Sequence[tuple[str, Sample]],
                 known: Mapping[tuple[str, str], str], now: datetime, policy: Policy) -> Decided:
@@ -256,3 +271,5 @@ def _log_report(report: Report) -> None:
         nlog.warning("gpu-requests refused a file of uid %s: %s %s", refusal.uid, refusal.reason, refusal.detail[:200])
     for problem in report.malformed:
         nlog.warning("gpu-requests answered a malformed %s; skipped", problem)
+    if report.more:
+        nlog.info("gpu-requests: more entries wait for the next tick")

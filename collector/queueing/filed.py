@@ -5,22 +5,27 @@ the others or the tick; only an answer that is not the documented document at al
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
 T = TypeVar("T")
+HANDLE = re.compile(r"[0-9]{10}-[0-9a-f]{16}")  # probe.holding.HANDLE
 
 
 @dataclass(frozen=True)
 class Filed:
-    """One operation a user left on ``node``: the kernel-vouched owner of its file and the body."""
+    """One operation a user left on ``node``: the kernel-vouched owner of its file, the body, and the handle the
+    node holds it under until ``gpu-requests-done`` (None from a node whose probe predates the holding place:
+    it removed the file as it answered, and there is nothing to acknowledge)."""
 
     node: str
     uid: int
     linux_user: str
     ctime: int
     body: Mapping[str, Any]
+    handle: str | None = None
 
 
 @dataclass(frozen=True)
@@ -66,9 +71,12 @@ def _filed(node: str, entry: object) -> Filed | None:
     user = _text(entry.get("user"), 64)
     ctime = _int(entry.get("ctime"), 0, 2**40)
     body = entry.get("request")
+    handle = entry.get("handle")
     if uid is None or not user or ctime is None or not isinstance(body, dict) or not isinstance(body.get("op"), str):
         return None
-    return Filed(node, uid, user, ctime, body)
+    if handle is not None and not (isinstance(handle, str) and HANDLE.fullmatch(handle)):
+        return None
+    return Filed(node, uid, user, ctime, body, handle)
 
 
 def _refusal(node: str, entry: object) -> Refusal | None:

@@ -1,7 +1,9 @@
 """One tick of the queue, in ONE transaction on the caller's connection: the users' operations read from the
 nodes' drop boxes (or the API), the idle-held releases, the allocator, and its decisions written. A controller
 killed anywhere in it leaves the previous tick's state; the next tick recomputes from there, and the unique
-index on live GPU rows stops a double grant even if two controllers overlapped."""
+index on live GPU rows stops a double grant even if two controllers overlapped. The nodes serve what they handed
+over until the controller acknowledges it after the commit, so an operation may arrive again: each (user, nonce)
+is applied once (``control.queue.replays``)."""
 
 from __future__ import annotations
 
@@ -13,10 +15,11 @@ from decimal import Decimal
 from typing import Any
 
 from sqlalchemy.engine import Connection
+from sqlalchemy.exc import DataError, IntegrityError
 
-from control.queue import idle, store
+from control.queue import idle, replays, store
 from control.queue.allocator import allocate
-from control.queue.intake import NONCE, Catalog, Refused, check, target
+from control.queue.intake import NONCE, OPS, Catalog, Refused, check, target
 from control.queue.records import Decisions, GpuFact, Policy, Request
 from control.queue.store import NewRequest
 from ledger import fairshare
@@ -68,9 +71,8 @@ def submit(conn: Connection, op: Op, catalog: Catalog, policy: Policy, now: date
     return OpOutcome(op, "queued", store.submit(conn, new, now=now))
 
 
-def _apply_op(conn: Connection, op: Op, catalog: Catalog, policy: Policy, now: datetime,
-              claims: set[int]) -> OpOutcome:
-    kind = op.body.get("op")
+def _apply(conn: Connection, op: Op, kind: str, catalog: Catalog, policy: Policy, now: datetime,
+           claims: set[int]) -> OpOutcome:
     try:
         if kind == "request":
             return submit(conn, op, catalog, policy, now)
@@ -85,23 +87,45 @@ def _apply_op(conn: Connection, op: Op, catalog: Catalog, policy: Policy, now: d
                 return OpOutcome(op, f"released {len(store.release_all(conn, op.user, 'released', now=now))}")
             return OpOutcome(op, "released" if store.end(conn, rid, "released", now=now, user=op.user)
                              else "refused: no such request", rid)
-        if kind == "claim":
-            rid = target(op.body, required=True)
-            assert rid is not None
-            request = store.get(conn, rid)
-            if request is None or request.user != op.user:
-                return OpOutcome(op, "refused: no such request", rid)
-            claims.add(rid)
-            return OpOutcome(op, "claimed", rid)
+        rid = target(op.body, required=True)  # a claim
+        assert rid is not None
+        request = store.get(conn, rid)
+        if request is None or request.user != op.user:
+            return OpOutcome(op, "refused: no such request", rid)
+        claims.add(rid)
+        return OpOutcome(op, "claimed", rid)
     except Refused as exc:
         return OpOutcome(op, f"refused: {exc.reason}")
-    return OpOutcome(op, f"refused: unknown op {str(kind)[:20]!r}")
+
+
+def _apply_op(conn: Connection, op: Op, catalog: Catalog, policy: Policy, now: datetime,
+              claims: set[int]) -> OpOutcome:
+    """Apply ``op`` once per (user, nonce): a replay (the node serves an entry again until it is acknowledged,
+    control.queue.replays) answers the first outcome and changes nothing, not even a second refusal."""
+    kind, nonce = op.body.get("op"), op.body.get("nonce")
+    if kind not in OPS:
+        return OpOutcome(op, f"refused: unknown op {str(kind)[:20]!r}")
+    if not isinstance(nonce, str) or not NONCE.fullmatch(nonce):
+        return OpOutcome(op, "refused: the operation has no valid nonce")
+    first = replays.seen(conn, op.user, nonce)
+    if first is not None:
+        return OpOutcome(op, f"replayed: {first.outcome}", first.request_id)
+    try:
+        with conn.begin_nested():
+            outcome = _apply(conn, op, kind, catalog, policy, now, claims)
+    except (DataError, IntegrityError) as exc:
+        # What the checks let through but the database refuses (a uid past the column's range, say) is refused
+        # alone: failing the transaction would fail every tick, as the nodes serve it again until it is filed.
+        outcome = OpOutcome(op, f"refused: the database refused it ({type(exc.orig).__name__})")
+    replays.record(conn, op.user, nonce, kind, replays.Seen(outcome.outcome, outcome.request_id), now=now)
+    return outcome
 
 
 def run(conn: Connection, ops: Sequence[Op], facts: Sequence[GpuFact], idle_gpus: Mapping[Any, bool],
         policy: Policy, now: datetime, usage: Mapping[str, Decimal] | None = None) -> Result:
     """The queue's tick (module docstring). ``usage`` defaults to the ledger's decayed GPU charges."""
     store.lock(conn)
+    replays.forget(conn, now=now)
     catalog = Catalog.of([f.ref for f in facts])
     claims: set[int] = set()
     outcomes = tuple(_apply_op(conn, op, catalog, policy, now, claims) for op in ops)

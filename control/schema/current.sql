@@ -141,6 +141,18 @@ ALTER TABLE control.queue_gpu ALTER COLUMN id ADD GENERATED ALWAYS AS IDENTITY (
     CACHE 1
 );
 
+CREATE TABLE control.queue_op (
+    billing_user text NOT NULL,
+    nonce text NOT NULL,
+    op text NOT NULL,
+    request_id bigint,
+    outcome text NOT NULL,
+    at timestamp with time zone NOT NULL,
+    CONSTRAINT queue_op_nonce_check CHECK ((nonce ~ '^[A-Za-z0-9_-]{16,64}$'::text)),
+    CONSTRAINT queue_op_op_check CHECK ((op = ANY (ARRAY['request'::text, 'cancel'::text, 'release'::text, 'claim'::text]))),
+    CONSTRAINT queue_op_outcome_check CHECK ((length(outcome) <= 200))
+);
+
 CREATE TABLE control.queue_request (
     id bigint NOT NULL,
     billing_user text NOT NULL,
@@ -247,6 +259,9 @@ ALTER TABLE ONLY control.queue_action
 ALTER TABLE ONLY control.queue_gpu
     ADD CONSTRAINT queue_gpu_pkey PRIMARY KEY (id);
 
+ALTER TABLE ONLY control.queue_op
+    ADD CONSTRAINT queue_op_pkey PRIMARY KEY (billing_user, nonce);
+
 ALTER TABLE ONLY control.queue_request
     ADD CONSTRAINT queue_request_pkey PRIMARY KEY (id);
 
@@ -272,6 +287,8 @@ CREATE INDEX queue_action_request ON control.queue_action USING btree (request_i
 CREATE UNIQUE INDEX queue_gpu_live ON control.queue_gpu USING btree (node, gpu_index) WHERE (released_at IS NULL);
 
 CREATE INDEX queue_gpu_request ON control.queue_gpu USING btree (request_id);
+
+CREATE INDEX queue_op_at ON control.queue_op USING btree (at);
 
 CREATE INDEX queue_request_ended ON control.queue_request USING btree (ended_at);
 
@@ -325,6 +342,9 @@ GRANT SELECT ON TABLE control.queue_action TO gpuledger_auditor;
 
 GRANT SELECT,INSERT,DELETE,UPDATE ON TABLE control.queue_gpu TO gpuledger_app;
 GRANT SELECT ON TABLE control.queue_gpu TO gpuledger_auditor;
+
+GRANT SELECT,INSERT,DELETE ON TABLE control.queue_op TO gpuledger_app;
+GRANT SELECT ON TABLE control.queue_op TO gpuledger_auditor;
 
 GRANT SELECT,INSERT,UPDATE ON TABLE control.queue_request TO gpuledger_app;
 GRANT SELECT ON TABLE control.queue_request TO gpuledger_auditor;

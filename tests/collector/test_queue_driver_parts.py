@@ -44,6 +44,15 @@ def test_a_malformed_entry_is_reported_and_the_others_kept() -> None:
     assert len(report.malformed) == 6 and report.more
 
 
+def test_a_held_entry_carries_its_handle_and_a_bad_handle_is_malformed() -> None:
+    entry = {"uid": 1001, "user": "alice", "ctime": 1764672000, "request": BODY}
+    report = parse_report("n1", answer(requests=[
+        {**entry, "handle": "1764672000-0123456789abcdef"}, entry,
+        {**entry, "handle": "../1764672000-0123456789abcdef"}, {**entry, "handle": 7}]))
+    assert [f.handle for f in report.filed] == ["1764672000-0123456789abcdef", None]  # None: an older node's
+    assert len(report.malformed) == 2
+
+
 @pytest.mark.parametrize("stdout", [b"nope", b"[]", json.dumps({"ok": False}).encode(), answer(requests={})])
 def test_an_answer_that_is_not_the_document_is_refused_whole(stdout: bytes) -> None:
     with pytest.raises(BadReport) as caught:

@@ -42,10 +42,12 @@ class QueueNode:
         self.box = sim.directory / "gpu-requests"
         self.box.mkdir()
         os.chmod(self.box, 0o1733)
+        self.held = sim.directory / "gpu-requests.held"  # made by the node command's first gpu-requests
         sim.status_dir.mkdir(mode=0o755, exist_ok=True)
         self.status_dir = sim.status_dir
         config = json.loads(sim.config_path.read_text())
-        sim.config_path.write_text(json.dumps({**config, "gpu_request_dir": str(self.box)}))
+        sim.config_path.write_text(json.dumps({**config, "gpu_request_dir": str(self.box),
+                                               "gpu_request_hold_dir": str(self.held)}))
         self.tool = sim.directory / "gpu-request"
         self.tool.write_text(configured(TOOL.read_text(), REQUEST_DIR=str(self.box), STATUS_DIR=str(sim.status_dir),
                                         POLL_S="0.1"))
@@ -97,7 +99,7 @@ def test_a_request_is_granted_and_the_next_in_line_after_release(
     rid, mine = only_request(node.answer(uid[ALICE]))
     assert (mine["state"], mine["nonce"]) == ("offered", nonce.group(1))
     assert mine["gpus"] == f"q1:0:{MODEL},q1:1:{MODEL}" and mine["offer_expires"]
-    assert list(node.box.iterdir()) == []  # read and removed
+    assert list(node.box.iterdir()) == [] and list(node.held.iterdir()) == []  # read, filed and acknowledged
 
     node.gpu_request(ALICE, "--claim", str(rid))
     cluster.tick()
@@ -132,8 +134,14 @@ def test_a_malformed_file_is_reported_and_loses_nothing(queue: tuple[Cluster, Qu
     assert list(node.box.iterdir()) == []
 
 
-def test_a_tick_that_dies_mid_transaction_grants_once(queue: tuple[Cluster, QueueNode, dict[str, int]],
-                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+def restart(cluster: Cluster) -> None:
+    """A fresh controller process: nothing the old one kept in memory survives."""
+    cluster.controller.close()
+    cluster.controller = cluster.make_controller()
+
+
+def test_a_controller_killed_before_its_commit_loses_nothing_and_a_fresh_one_grants_once(
+        queue: tuple[Cluster, QueueNode, dict[str, int]], monkeypatch: pytest.MonkeyPatch) -> None:
     cluster, node, uid = queue
     real = driver.queue_tick.run
 
@@ -146,21 +154,67 @@ def test_a_tick_that_dies_mid_transaction_grants_once(queue: tuple[Cluster, Queu
     summary = cluster.tick()
     assert not summary.database_ok
     assert cluster.scalar("SELECT count(*) FROM control.queue_request") == 0  # rolled back, nothing half-done
-    assert list(node.box.iterdir()) == []  # the node handed the file over: the controller keeps the op
+    assert list(node.box.iterdir()) == [] and len(list(node.held.iterdir())) == 1  # handed over, still held
     monkeypatch.setattr(driver.queue_tick, "run", real)
+    restart(cluster)
     cluster.tick()
     rid, mine = only_request(node.answer(uid[ALICE]))
-    assert mine["state"] == "offered"
+    assert mine["state"] == "offered" and list(node.held.iterdir()) == []  # acknowledged once committed
 
     node.gpu_request(ALICE, "--claim", str(rid))
     monkeypatch.setattr(driver.queue_tick, "run", dies_after_deciding)
     cluster.tick()
-    assert grants(cluster) == []
+    assert grants(cluster) == [] and len(list(node.held.iterdir())) == 1
     monkeypatch.setattr(driver.queue_tick, "run", real)
+    restart(cluster)
     cluster.tick()
     cluster.tick()
     assert [tuple(r) for r in grants(cluster)] == [(ALICE, 0)]
     assert cluster.scalar("SELECT count(*) FROM control.queue_request") == 1
+    assert [tuple(r) for r in cluster.rows("SELECT op, outcome FROM control.queue_op ORDER BY at")] == [
+        ("request", "queued"), ("claim", "claimed")]
+
+
+def test_operations_served_again_after_a_lost_acknowledgement_change_nothing(
+        queue: tuple[Cluster, QueueNode, dict[str, int]], monkeypatch: pytest.MonkeyPatch,
+        caplog: pytest.LogCaptureFixture) -> None:
+    """A release of everything and a cancel, each read again every tick while their acknowledgement is lost: a
+    replay of the release would end the grant that came after it."""
+    cluster, node, uid = queue
+    node.gpu_request(ALICE, "--count", "1")
+    cluster.tick()
+    node.gpu_request(ALICE, "--claim", str(only_request(node.answer(uid[ALICE]))[0]))
+    cluster.tick()
+
+    async def lost(*args: Any) -> None:
+        return None
+
+    monkeypatch.setattr(driver.QueueDriver, "_acknowledge", lost)
+    node.gpu_request(ALICE, "--release")
+    node.gpu_request(BOB, "--count", "1")
+    cluster.tick()
+    bob_rid = only_request(node.answer(uid[BOB]))[0]
+    node.gpu_request(BOB, "--cancel", str(bob_rid))
+    node.gpu_request(ALICE, "--count", "1")
+    cluster.tick()
+    second = max(int(r) for r in node.answer(uid[ALICE])["requests"].split(","))
+    node.gpu_request(ALICE, "--claim", str(second))
+    with caplog.at_level(logging.INFO, logger="gpuledger"):
+        cluster.tick()
+        cluster.tick()
+    answer = node.answer(uid[ALICE])
+    assert answer[f"request.{second}.state"] == "granted"  # the replayed release of everything ended nothing
+    assert "release: replayed: released 1" in caplog.text and "cancel: replayed: cancelled" in caplog.text
+    assert len(list(node.held.iterdir())) == 5  # every operation since the acknowledgements stopped
+    assert only_request(node.answer(uid[BOB]))[1]["state"] == "ended"
+    assert cluster.scalar("SELECT count(*) FROM control.queue_op") == 7
+    assert cluster.scalar("SELECT count(*) FROM control.queue_request WHERE state = 'refused'") == 0
+
+    monkeypatch.undo()
+    cluster.tick()
+    assert list(node.held.iterdir()) == []
+    assert node.answer(uid[ALICE])[f"request.{second}.state"] == "granted"
+    assert [tuple(r) for r in grants(cluster)] == [(ALICE, 0), (ALICE, 0)]
 
 
 def denied(cluster: Cluster, uid: int) -> object:

@@ -27,6 +27,7 @@ VALID = [
     "status-write 1001",
     "notify 1001",
     "gpu-requests",
+    "gpu-requests-done",
     "queue-status 1001",
     "queue-status --uid 1001",
     "gpu-block --uid 1001 --minors 0,3",
@@ -75,6 +76,9 @@ def test_options_name_arguments_and_minors_are_a_sorted_set():
         (["queue-status", "1001", "1002"], "bad_arity"),
         (["queue-status", "--uid", "1001", "junk", "x"], "bad_option"),
         (["gpu-requests", "1001"], "bad_arity"),
+        (["gpu-requests-done", "0000000001-00aa"], "bad_arity"),
+        (["gpu-requests-done", "--handle", "0000000001-00aa"], "bad_option"),
+        (["gpu-requests", "--ack", "1"], "bad_option"),
         (["quota-get", "1,2"], "bad_argument"),
     ]:
         with pytest.raises(Refused) as raised:

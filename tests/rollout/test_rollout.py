@@ -180,6 +180,7 @@ def test_hook_is_configured_for_the_node(lab: Lab, rolled_out: Recap) -> None:
     assert f"hook={etc}/profile.d/gpuledger.sh\n" in balance
     box = lab.node_root("node-b") / "var" / "spool" / "gpuledger" / "gpu-requests"
     assert _mode(box) == (0, 0, 0o1733) and node_config["gpu_request_dir"] == str(box)
+    assert node_config["gpu_request_hold_dir"] == f"{box}.held"  # made by the node command, beside the box
     gpu_request = lab.node_root("node-b") / "usr" / "local" / "bin" / "gpu-request"
     assert _mode(gpu_request) == (0, 0, 0o755)
     assert f'REQUEST_DIR = "{box}"\n' in gpu_request.read_text()
@@ -268,7 +269,8 @@ def test_retiring_a_node_lifts_enforcement_revokes_the_key_and_removes_everythin
         root = lab.node_root("node-b")
         for gone in ("opt/gpuledger", "home", "etc/sudoers.d/gpuledger", "etc/ssh/sshd_config.d/50-gpuledger.conf",
                      "etc/profile.d/gpuledger.sh", "usr/local/bin/gpuledger-balance", "etc/gpuledger/node.json",
-                     "var/spool/gpuledger/web-login", "usr/local/bin/gpu-request", "var/spool/gpuledger/gpu-requests"):
+                     "var/spool/gpuledger/web-login", "usr/local/bin/gpu-request", "var/spool/gpuledger/gpu-requests",
+                     "var/spool/gpuledger/gpu-requests.held"):
             assert not (root / gone).exists(), gone
         assert "gpuledger" not in (root / "etc" / "bash.bashrc").read_text()
         config = lab.root / "controller" / "etc" / "gpuledger"
