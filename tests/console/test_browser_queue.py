@@ -13,8 +13,9 @@ from urllib.parse import urlsplit
 import pytest
 from sqlalchemy import text
 
-from api.handlers.queue import POLICY, catalog
+from api.handlers.queue import catalog
 from control.queue import admin
+from control.queue.records import Policy
 from ledger.service import Ledger
 from tests.api.conftest import ApiDatabase, Tokens
 from tests.api.queue_lab import A0, run_tick, seed
@@ -26,7 +27,7 @@ pytestmark = NEEDS_CHROMIUM
 def _file(ledger: Ledger, user: str, models: list[str]) -> int:
     with ledger.engine.begin() as conn:
         made, _ = admin.request(conn, user=user, project=None, body={"models": models}, catalog=catalog(conn),
-                                policy=POLICY, now=datetime.now(UTC))
+                                policy=Policy(), now=datetime.now(UTC))
     return made.id
 
 

@@ -21,6 +21,7 @@ from sqlalchemy import text
 from api.console import i18n, sessions
 from api.console.pages import queue_admin
 from control.queue import admin, store
+from control.queue.records import Policy
 from ledger.service import Ledger
 from tests.api.conftest import ApiDatabase, Tokens
 from tests.api.queue_lab import A0, H0, run_tick, seed
@@ -185,10 +186,10 @@ def test_a_user_sees_and_ends_only_their_own_requests(base_url: str, lab: Tokens
 
 def _file(ledger: Ledger, user: str, models: list[str], hours: str = "4") -> int:
     with ledger.engine.begin() as conn:
-        from api.handlers.queue import POLICY, catalog
+        from api.handlers.queue import catalog
 
         made, _ = admin.request(conn, user=user, project=None, body={"models": models, "hours": hours},
-                                catalog=catalog(conn), policy=POLICY, now=datetime.now(UTC))
+                                catalog=catalog(conn), policy=Policy(), now=datetime.now(UTC))
     return made.id
 
 
