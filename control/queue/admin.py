@@ -80,6 +80,11 @@ class Action:
     at: datetime
     replayed: bool = False
 
+    @property
+    def target(self) -> str:
+        """The request, named as the audit logs name what they change."""
+        return f"gpu-request:{self.request_id}"
+
 
 def shown(conn: Connection, requests: Sequence[Request]) -> list[Shown]:
     """``requests`` with their standing (position, ETA and its basis, end), in the same order."""
@@ -296,6 +301,23 @@ def actions(conn: Connection, request_id: int) -> list[Action]:
     return [Action(*row) for row in conn.execute(text(
         "SELECT id, request_id, action, actor, reason, before, after, at FROM control.queue_action"
         " WHERE request_id = :r ORDER BY id"), {"r": request_id})]
+
+
+# A filter's clause, only when it is given (constants: the values are bound); a target is ``gpu-request:ID``.
+_PAGE_CLAUSES = {"actor": "actor = :actor", "action": "starts_with(action, :action)",
+                 "target": "starts_with('gpu-request:' || request_id, :target)", "before": "id < :before"}
+
+
+def action_page(conn: Connection, *, actor: str | None = None, action: str | None = None, target: str | None = None,
+                before_id: int | None = None, limit: int = 100) -> list[Action]:
+    """Every request's admin actions, newest first, with the audit logs' filters and keyset paging (actor exact,
+    action and target prefixes, ids below ``before_id``: ``ledger.auditlog.page``, ``api.audit.page``), so the
+    console's audit page reads this log as it reads the others."""
+    given = {"actor": actor, "action": action, "target": target, "before": before_id}
+    clauses = [_PAGE_CLAUSES[k] for k, v in given.items() if v is not None] or ["true"]
+    return [Action(*row) for row in conn.execute(text(
+        "SELECT id, request_id, action, actor, reason, before, after, at FROM control.queue_action"  # noqa: S608
+        f" WHERE {' AND '.join(clauses)} ORDER BY id DESC LIMIT :limit"), {**given, "limit": limit})]
 
 
 def week_of(day: datetime) -> tuple[datetime, datetime]:

@@ -30,7 +30,8 @@ ADMIN_PAGES = (("/admin/users/alice", "money-user"), ("/admin/wallets/user:alice
                ("/admin/prices", "money-prices"), ("/admin/exports", "money-exports"), ("/sessions", "money-tokens"),
                ("/admin/audit", "money-audit"))
 AUDITOR_PAGES = (("/admin/wallets/user:alice", "money-wallet-auditor"), ("/admin/prices", "money-prices-auditor"),
-                 ("/admin/audit?action=user.", "money-audit-auditor"), ("/admin/audit?log=api", "money-audit-api"))
+                 ("/admin/audit?action=user.", "money-audit-auditor"), ("/admin/audit?log=api", "money-audit-api"),
+                 ("/admin/audit?log=queue", "money-audit-queue"))
 OPERATOR_PAGES = (("/admin/projects", "money-projects-operator"), ("/admin/mappings", "money-mappings-operator"))
 DARK_PAGES = (("/admin/wallets/user:alice", "money-wallet-dark"),)
 EXPORT = "/admin/exports/file?format=csv&from=2026-01-01&to=2026-02-01"

@@ -239,6 +239,15 @@ def test_an_operators_boost_is_recorded_once_with_its_reason(base_url: str, lab:
         assert c.post(f"/admin/gpu-queue/{a}/boost", data={"csrf": csrf_of(listing), "boost_hours": "1",
                                                            "reason": "x"}).status_code == 403
     assert len(_actions(ledger)) == 2
+    with log_in(base_url, lab.auditor) as c:   # the audit page's third log: the queue's actions, reasons shown
+        log = _rows(c.get("/admin/audit", params={"log": "queue"}).text, "audit-rows")
+        assert [r[1:4] for r in log] == [["api:operator-x", "cancel: node under repair", f"gpu-request:{b}"],
+                                         ["api:operator-x", "boost: paper deadline", f"gpu-request:{a}"]]
+        only = _rows(c.get("/admin/audit", params={"log": "queue", "target": f"gpu-request:{a}"}).text,
+                     "audit-rows")
+        assert [r[2] for r in only] == ["boost: paper deadline"]
+        assert _rows(c.get("/admin/audit", params={"log": "queue", "action": "extend"}).text,
+                     "audit-rows") == [["Nothing recorded."]]
 
 
 def test_extend_and_approve_through_the_forms(base_url: str, lab: Tokens, ledger: Ledger) -> None:
