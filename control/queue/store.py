@@ -1,4 +1,5 @@
-"""The queue's state in PostgreSQL (``control.queue_request``, ``control.queue_gpu``; migration control0004).
+"""The queue's state in PostgreSQL (``control.queue_request``, ``control.queue_gpu``; migration control0004), and
+the ended idle spells of granted GPUs (``control.queue_idle_spell``, control0009).
 
 ``load`` reads the live requests, ``apply`` writes one tick's ``Decisions``; the caller runs both, and the
 user operations of the tick, in ONE transaction, so a controller killed mid-tick leaves the previous tick's
