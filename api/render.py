@@ -5,6 +5,7 @@ in UTC, RFC 3339 (``when``), whatever zone the database session or the server ru
 from __future__ import annotations
 
 from datetime import datetime
+from decimal import Decimal
 from typing import Any
 
 from api.tokens import TokenInfo
@@ -62,9 +63,11 @@ def price(p: PriceVersion) -> dict[str, Any]:
             "valid_from": when(p.valid_from), "actor": p.actor, "memo": p.memo}
 
 
-def statement(s: Statement, currency: str) -> dict[str, Any]:
+def statement(s: Statement, currency: str, idle_held: Decimal | None) -> dict[str, Any]:
+    """``idle_held``: the user's idle-held GPU-hours in the period (two decimals, as text), None for a project."""
     return {"wallet": s.wallet, "currency": currency, "start": when(s.start), "end": when(s.end),
             "opening": money(s.opening), "closing": money(s.closing),
+            "idle_held_gpu_hours": None if idle_held is None else str(idle_held),
             "lines": [{"entry_id": line.entry_id, "effective_at": when(line.effective_at), "kind": line.kind,
                        "memo": line.memo, "amount": money(line.amount), "running": money(line.running)}
                       for line in s.lines]}

@@ -78,8 +78,12 @@ PRICE = out({"id": {"type": "integer"}, "resource": RESOURCE,
              "priority": {"type": "integer"}, "amount": {"type": "string"}, "per": {"type": "string"},
              "unit": {"type": "string"}, "valid_from": TIMESTAMP, "actor": {"type": "string"},
              "memo": {"type": "string"}})
+# A user's idle-held GPU-hours in the statement's period (control.queue.store.idle_hours, two decimals rounded
+# half to even); null for a project's wallet.
+IDLE_HELD: Schema = {"type": ["string", "null"], "pattern": r"^[0-9]+\.[0-9]{2}$",
+                     "description": "GPU-hours the user's grants were held idle in the period; null for a project"}
 STATEMENT = out({"wallet": {"type": "string"}, "currency": CURRENCY, "start": TIMESTAMP, "end": TIMESTAMP,
-                 "opening": MONEY_OUT, "closing": MONEY_OUT,
+                 "opening": MONEY_OUT, "closing": MONEY_OUT, "idle_held_gpu_hours": IDLE_HELD,
                  "lines": array(out({"entry_id": {"type": "integer"}, "effective_at": TIMESTAMP,
                                      "kind": {"type": "string"}, "memo": {"type": "string"},
                                      "amount": MONEY_OUT, "running": MONEY_OUT}))})

@@ -6,13 +6,16 @@ same body as the first call."""
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+from decimal import Decimal
 from typing import Any
 
 from api import render
 from api.errors import forbidden
 from api.handlers.settings import thresholds_in_force
 from api.operation import Call
-from api.services import aware, period, services
+from api.services import Services, aware, period, services
+from control.queue import admin
 from ledger.accounts import wallet_code
 from ledger.directory import wallet_ref
 from ledger.money import parse_amount
@@ -83,7 +86,19 @@ def balance(call: Call) -> Any:
 
 
 def statement(call: Call) -> Any:
+    """A wallet's statement; a user's also says the GPU-hours their grants were held idle in its period
+    (``idle_held``), a project's null (its members' grants are theirs, not the wallet's)."""
     svc = services(call)
     start, end = period(call, svc.config.max_report_days)
     assert start is not None and end is not None
-    return render.statement(svc.ledger.statement(call.params["wallet"], start, end), svc.ledger.config.currency)
+    st = svc.ledger.statement(call.params["wallet"], start, end)
+    owner, name = wallet_ref(call.params["wallet"])
+    idle = idle_held(svc, name, since=st.start, until=st.end) if owner == "user" else None
+    return render.statement(st, svc.ledger.config.currency, idle)
+
+
+def idle_held(svc: Services, user: str, *, since: datetime, until: datetime) -> Decimal:
+    """``user``'s idle-held GPU-hours over a statement's period, counted until now while it runs
+    (``control.queue.admin.idle_held``: the weekly report's figure, two decimals), in one query."""
+    with svc.read() as conn:
+        return admin.idle_held(conn, user, since=since, until=until, now=datetime.now(UTC))

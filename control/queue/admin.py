@@ -340,3 +340,12 @@ def idle_week(conn: Connection, day: date | None, *, zone: tzinfo, now: datetime
     default this one; this week's idle-held GPUs count until ``now``, not until its end."""
     start, end = week_of(now.astimezone(zone) if day is None else datetime.combine(day, datetime.min.time(), zone))
     return IdleWeek(start, end, store.idle_hours(conn, since=start, until=min(end, now)))
+
+
+def idle_held(conn: Connection, user: str, *, since: datetime, until: datetime, now: datetime) -> Decimal:
+    """``user``'s idle-held GPU-hours over a statement's ``[since, until)`` (``store.idle_hours``, two
+    decimals): a period not over yet counts until ``now``, as this week's report does; 0.00 when none."""
+    until = min(until, now)
+    if until <= since:
+        return Decimal("0.00")
+    return store.idle_hours(conn, since=since, until=until, user=user).get(user, Decimal("0.00"))

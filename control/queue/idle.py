@@ -1,6 +1,7 @@
 """Held-but-idle GPUs (docs/queue.md, "Idle-held GPUs"), pure: a granted GPU whose holder's processes on it
 hold at least ``min_memory_mib`` and show no utilization in a sample is idle; one that stays idle gets a notice
-at 60 and at 105 minutes and its grant is released at 120. Any utilization resets the clock."""
+at 60 and at 105 minutes and its grant is released at 120. Any utilization resets the clock; the spell that
+ended is kept by ``store.idle_update`` (control.queue_idle_spell), so the idle-held hours count every spell."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""The queue's state in PostgreSQL (``control.queue_request``, ``control.queue_gpu``; migration control0004).
+"""The queue's state in PostgreSQL (``control.queue_request``, ``control.queue_gpu``; migration control0004), and
+the ended idle spells of granted GPUs (``control.queue_idle_spell``, control0009).
 
 ``load`` reads the live requests, ``apply`` writes one tick's ``Decisions``; the caller runs both, and the
 user operations of the tick, in ONE transaction, so a controller killed mid-tick leaves the previous tick's
@@ -11,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from decimal import Decimal
+from decimal import ROUND_HALF_EVEN, Decimal
 
 from sqlalchemy import text
 from sqlalchemy.engine import Connection
@@ -275,13 +276,22 @@ def reorder(conn: Connection, request_id: int, boost_hours: int) -> None:
         raise UnknownRequest(request_id)
 
 
-def idle_update(conn: Connection, rows: Sequence[tuple[int, str, int, datetime | None, int]]) -> None:
-    """(request id, node, index, idle since, notices sent) per live granted GPU, from ``idle.assess``."""
+def idle_update(conn: Connection, rows: Sequence[tuple[int, str, int, datetime | None, int]], *,
+                now: datetime) -> None:
+    """(request id, node, index, idle since, notices sent) per live granted GPU, from ``idle.assess``. A GPU
+    that was idle and is no longer (its idle since cleared) has its spell, idle since to ``now``, written to
+    ``control.queue_idle_spell`` by the same statement (its CTE reads the row as it was before the update), so
+    ``idle_hours`` counts every spell and not only the one in progress. A spell of no length (the clock went
+    back) is nothing to keep."""
     if rows:
         conn.execute(text(
-            "UPDATE control.queue_gpu SET idle_since = :since, idle_notices = :n WHERE request_id = :r"
+            "WITH ended AS (INSERT INTO control.queue_idle_spell (request_id, node, gpu_index, since, until)"
+            " SELECT request_id, node, gpu_index, idle_since, :now FROM control.queue_gpu WHERE request_id = :r"
+            " AND node = :node AND gpu_index = :i AND released_at IS NULL AND idle_since < :now"
+            " AND CAST(:since AS timestamptz) IS NULL)"
+            " UPDATE control.queue_gpu SET idle_since = :since, idle_notices = :n WHERE request_id = :r"
             " AND node = :node AND gpu_index = :i AND released_at IS NULL"),
-            [{"r": r, "node": n, "i": i, "since": s, "n": k} for r, n, i, s, k in rows])
+            [{"r": r, "node": n, "i": i, "since": s, "n": k, "now": now} for r, n, i, s, k in rows])
 
 
 def idle_state(conn: Connection) -> dict[tuple[int, str, int], tuple[datetime | None, int]]:
@@ -290,15 +300,26 @@ def idle_state(conn: Connection) -> dict[tuple[int, str, int], tuple[datetime | 
     return {(int(r.request_id), r.node, int(r.gpu_index)): (r.idle_since, int(r.idle_notices)) for r in rows}
 
 
-def idle_hours(conn: Connection, *, since: datetime, until: datetime) -> dict[str, Decimal]:
-    """Idle-held GPU-hours per user between ``since`` and ``until``, from each granted GPU's idle start to its
-    release (or ``until``): the weekly report (docs/queue.md, "Idle-held GPUs")."""
+# The report's figures are hours to two decimals, rounded half to even: 0.01 h is 36 s, so 18 s is 0.00 and
+# 54 s is 0.02. The seconds are summed exactly (numeric) first and rounded once per user.
+HOURS = Decimal("0.01")
+
+
+def idle_hours(conn: Connection, *, since: datetime, until: datetime, user: str | None = None) -> dict[str, Decimal]:
+    """Idle-held GPU-hours per user (only ``user``'s, when given) between ``since`` and ``until``: every ended
+    idle spell (``control.queue_idle_spell``) and every spell still open on a granted GPU row (from its idle
+    start to its release, or ``until``), each clipped to the window, in one query. The weekly report and the
+    statements' figure (docs/queue.md, "Idle-held GPUs")."""
     rows = conn.execute(text(
-        "SELECT q.billing_user AS u, sum(extract(epoch FROM least(coalesce(g.released_at, :until), :until)"
-        " - greatest(g.idle_since, :since)) / 3600) AS h FROM control.queue_gpu g"
-        " JOIN control.queue_request q ON q.id = g.request_id WHERE g.kind = 'grant' AND g.idle_since IS NOT NULL"
-        " AND g.idle_since < :until AND coalesce(g.released_at, :until) > :since GROUP BY 1 ORDER BY 1"),
-        {"since": since, "until": until})
-    return {r.u: Decimal(r.h).quantize(Decimal("0.01")) for r in rows}
-
-
+        "SELECT u, sum(s) AS s FROM ("
+        " SELECT q.billing_user AS u, extract(epoch FROM least(i.until, :until) - greatest(i.since, :since)) AS s"
+        " FROM control.queue_idle_spell i JOIN control.queue_request q ON q.id = i.request_id"
+        " WHERE i.until > :since AND i.since < :until"
+        " UNION ALL"
+        " SELECT q.billing_user, extract(epoch FROM least(coalesce(g.released_at, :until), :until)"
+        " - greatest(g.idle_since, :since)) FROM control.queue_gpu g JOIN control.queue_request q"
+        " ON q.id = g.request_id WHERE g.kind = 'grant' AND g.idle_since IS NOT NULL AND g.idle_since < :until"
+        " AND coalesce(g.released_at, :until) > :since) spells"
+        " WHERE CAST(:user AS text) IS NULL OR u = :user GROUP BY 1 ORDER BY 1"),
+        {"since": since, "until": until, "user": user})
+    return {r.u: (Decimal(r.s) / 3600).quantize(HOURS, ROUND_HALF_EVEN) for r in rows}

@@ -131,7 +131,7 @@ def run(conn: Connection, ops: Sequence[Op], facts: Sequence[GpuFact], idle_gpus
     outcomes = tuple(_apply_op(conn, op, catalog, policy, now, claims) for op in ops)
     live = store.load(conn)
     assessment = idle.assess(live, idle_gpus, store.idle_state(conn), now)
-    store.idle_update(conn, assessment.rows)
+    store.idle_update(conn, assessment.rows, now=now)
     for rid in assessment.releases:
         store.end(conn, rid, idle.RELEASED, now=now)
     if assessment.releases:

@@ -141,6 +141,16 @@ ALTER TABLE control.queue_gpu ALTER COLUMN id ADD GENERATED ALWAYS AS IDENTITY (
     CACHE 1
 );
 
+CREATE TABLE control.queue_idle_spell (
+    request_id bigint NOT NULL,
+    node text NOT NULL,
+    gpu_index integer NOT NULL,
+    since timestamp with time zone NOT NULL,
+    until timestamp with time zone NOT NULL,
+    CONSTRAINT queue_idle_spell_check CHECK ((until > since)),
+    CONSTRAINT queue_idle_spell_gpu_index_check CHECK ((gpu_index >= 0))
+);
+
 CREATE TABLE control.queue_op (
     billing_user text NOT NULL,
     nonce text NOT NULL,
@@ -259,6 +269,9 @@ ALTER TABLE ONLY control.queue_action
 ALTER TABLE ONLY control.queue_gpu
     ADD CONSTRAINT queue_gpu_pkey PRIMARY KEY (id);
 
+ALTER TABLE ONLY control.queue_idle_spell
+    ADD CONSTRAINT queue_idle_spell_pkey PRIMARY KEY (request_id, node, gpu_index, since);
+
 ALTER TABLE ONLY control.queue_op
     ADD CONSTRAINT queue_op_pkey PRIMARY KEY (billing_user, nonce);
 
@@ -288,6 +301,8 @@ CREATE UNIQUE INDEX queue_gpu_live ON control.queue_gpu USING btree (node, gpu_i
 
 CREATE INDEX queue_gpu_request ON control.queue_gpu USING btree (request_id);
 
+CREATE INDEX queue_idle_spell_until ON control.queue_idle_spell USING btree (until);
+
 CREATE INDEX queue_op_at ON control.queue_op USING btree (at);
 
 CREATE INDEX queue_request_ended ON control.queue_request USING btree (ended_at);
@@ -314,6 +329,9 @@ ALTER TABLE ONLY control.queue_action
 
 ALTER TABLE ONLY control.queue_gpu
     ADD CONSTRAINT queue_gpu_request_id_fkey FOREIGN KEY (request_id) REFERENCES control.queue_request(id);
+
+ALTER TABLE ONLY control.queue_idle_spell
+    ADD CONSTRAINT queue_idle_spell_request_id_fkey FOREIGN KEY (request_id) REFERENCES control.queue_request(id);
 
 GRANT USAGE ON SCHEMA control TO gpuledger_app;
 GRANT USAGE ON SCHEMA control TO gpuledger_auditor;
@@ -342,6 +360,9 @@ GRANT SELECT ON TABLE control.queue_action TO gpuledger_auditor;
 
 GRANT SELECT,INSERT,DELETE,UPDATE ON TABLE control.queue_gpu TO gpuledger_app;
 GRANT SELECT ON TABLE control.queue_gpu TO gpuledger_auditor;
+
+GRANT SELECT,INSERT ON TABLE control.queue_idle_spell TO gpuledger_app;
+GRANT SELECT ON TABLE control.queue_idle_spell TO gpuledger_auditor;
 
 GRANT SELECT,INSERT,DELETE ON TABLE control.queue_op TO gpuledger_app;
 GRANT SELECT ON TABLE control.queue_op TO gpuledger_auditor;

@@ -210,7 +210,7 @@ def test_the_weekly_idle_held_report(client: httpx.Client, lab: Tokens, ledger: 
     run_tick(ledger, busy={H0: "alice"})
     since = datetime.now(UTC) - timedelta(minutes=90)
     with ledger.engine.begin() as conn:
-        store.idle_update(conn, [(a["id"], "gpu02", 0, since, 1)])
+        store.idle_update(conn, [(a["id"], "gpu02", 0, since, 1)], now=datetime.now(UTC))
     r = client.get("/v1/reports/idle-gpu-hours", headers=bearer(lab.auditor))
     assert r.status_code == 200, r.text
     report = r.json()

@@ -100,7 +100,7 @@ def test_control_0001_moves_the_api_tables_with_their_rows_ids_and_grants(pg_clu
     assert (version, override, test_id) == (41, 41, 41)
 
     upgrade_all(database.admin_url, out=lambda _: None)
-    assert current(database.admin_url, "control_alembic_version") == "control0008"
+    assert current(database.admin_url, "control_alembic_version") == "control0009"
     with admin.begin() as connection:
         assert [connection.execute(text("SELECT to_regclass(:t)"), {"t": f"api.{t}"}).scalar() for t in _MOVED] == [
             None, None, None]

@@ -114,7 +114,7 @@ def test_the_weekly_idle_report(engine: Engine, capsys: pytest.CaptureFixture[st
     _tick(engine, busy="alice")                 # her process on the offered GPU: granted
     since = datetime.now(UTC) - timedelta(minutes=90)
     with engine.begin() as conn:
-        store.idle_update(conn, [(rid, GPU.node, GPU.index, since, 1)])
+        store.idle_update(conn, [(rid, GPU.node, GPU.index, since, 1)], now=datetime.now(UTC))
     [row] = _json(capsys, "idle-report")
     start = datetime.fromisoformat(row["from"])
     assert datetime.fromisoformat(row["to"]) - start == timedelta(days=7)

@@ -34,7 +34,8 @@ def test_a_long_statement_is_paged_and_its_csv_is_whole(base_url: str, issued: T
     assert "Lines 1-200 of 203" in back.text and 'rel="prev"' not in first.text and 'rel="next"' not in second.text
     for page in (first, second):
         assert "Opening balance" in page.text and "Closing balance" in page.text
-    assert len(csv.text.strip().splitlines()) == 1 + 203 + 2   # header, lines, opening and closing
+    # header, lines, opening and closing, and the idle-held GPU-hours
+    assert len(csv.text.strip().splitlines()) == 1 + 203 + 2 + 1
     assert both.status_code >= 400
     assert last.status_code == 200 and "Lines 4-203 of 203" in last.text
 

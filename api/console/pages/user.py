@@ -14,6 +14,7 @@ from api.console import usage as usage_read
 from api.console.render import SECURITY_HEADERS
 from api.console.web import page_of
 from api.errors import unprocessable
+from api.handlers.money import idle_held
 from api.handlers.settings import thresholds_in_force
 from api.operation import Call
 from api.services import period, services
@@ -96,12 +97,15 @@ def statement(call: Call) -> Response:
         rows += [[str(line.entry_id), line.effective_at.isoformat(), line.kind, line.memo, format_amount(line.amount),
                   format_amount(line.running)] for line in st.lines]
         rows.append(["", st.end.isoformat(), "closing", "", "", format_amount(st.closing)])
+        # GPU-hours, not money: in the memo column, so the amount and running columns stay the statement's sums.
+        rows.append(["", "", "idle_held_gpu_hours", str(idle_held(svc, name, since=st.start, until=st.end)), "", ""])
         return csv_response(rows, f"statement-{name}-{start}-{end}.csv")
     # Keyset paging by entry: the page reads STATEMENT_LINES lines, the running balances summed in the database.
     shown = svc.ledger.statement_page(wallet, start, end, limit=STATEMENT_LINES, after=call.params.get("after"),
                                       before=call.params.get("before"))
     return page.render("user/statement.html", name=name, statement=shown, start=start, end=end, project=project,
-                       last_day=end - timedelta(days=1), lines=shown.lines)
+                       last_day=end - timedelta(days=1), lines=shown.lines,
+                       idle_held=idle_held(svc, name, since=shown.start, until=shown.end))
 
 
 def projects(call: Call) -> Response:
