@@ -130,8 +130,11 @@ def run(conn: Connection, ops: Sequence[Op], facts: Sequence[GpuFact], idle_gpus
     claims: set[int] = set()
     outcomes = tuple(_apply_op(conn, op, catalog, policy, now, claims) for op in ops)
     live = store.load(conn)
-    assessment = idle.assess(live, idle_gpus, store.idle_state(conn), now)
-    store.idle_update(conn, assessment.rows, now=now)
+    previous = store.idle_state(conn)
+    assessment = idle.assess(live, idle_gpus, previous, now)
+    # Only the GPUs whose idle state moved: rewriting every granted GPU's row each tick cost ~0.5 s at 8,000.
+    store.idle_update(conn, [row for row in assessment.rows
+                             if previous.get(row[:3], (None, 0)) != row[3:]], now=now)
     for rid in assessment.releases:
         store.end(conn, rid, idle.RELEASED, now=now)
     if assessment.releases:

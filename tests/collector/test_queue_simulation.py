@@ -62,7 +62,8 @@ def bound(lab: Lab, requests: int) -> timedelta:
 def test_random_labs_keep_every_rule(engines: tuple[Engine, Engine], world: tuple) -> None:  # type: ignore[type-arg]
     app, admin = engines
     with admin.begin() as conn:
-        conn.execute(text("TRUNCATE control.queue_action, control.queue_gpu, control.queue_request RESTART IDENTITY"))
+        conn.execute(text("TRUNCATE control.queue_action, control.queue_idle_spell, control.queue_op,"
+                          " control.queue_gpu, control.queue_request RESTART IDENTITY"))
     nodes, users, arrivals, faults, crashes = world
     lab = Lab(app, nodes, users)
     tick = 0
