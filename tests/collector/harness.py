@@ -173,6 +173,9 @@ class Cluster:
     policy: TierPolicy = field(default_factory=lambda: TierPolicy(kill_grace_s=0))
     dry_run: bool = False
     queue: QueueSettings | None = None
+    # A VM node under TCG answers in seconds; the simulated ones in milliseconds.
+    command_timeout_s: float = 10
+    budget_s: float = 30
 
     def __post_init__(self) -> None:
         self.engine: Engine = create_engine(self.database.app_url, pool_size=5, max_overflow=5)
@@ -200,14 +203,15 @@ class Cluster:
             engine=self.engine, ledger=self.ledger, ledger_config=self.ledger_config,
             transports=lambda node: self.transports[node.name],
             charger=Charger(self.engine, self.ledger_config.currency, UsageSettings()),
-            settings=TickSettings(budget_s=30, command_timeout_s=10, kill_timeout_s=20, dry_run=self.dry_run,
+            settings=TickSettings(budget_s=self.budget_s, command_timeout_s=self.command_timeout_s, kill_timeout_s=20,
+                                  dry_run=self.dry_run,
                                   queue=self.queue),
             policy=self.policy, metrics=self.metrics, name=name, anchors=anchors,
         )
 
     @property
     def inventory(self) -> list[Node]:
-        return [self.reach[name] for name in sorted(self.nodes)]
+        return [self.reach[name] for name in sorted(self.reach)]
 
     def setup_ledger(self, users: dict[str, int]) -> None:
         """Prices, and each billing user with an opening recharge (micro-units)."""
