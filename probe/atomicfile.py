@@ -56,6 +56,14 @@ def _previous(dir_fd, name):
         os.close(fd)
 
 
+def write_all(fd, data):
+    """Write every byte of ``data`` to ``fd`` (a write may take fewer) and flush it to the disk."""
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view) :]
+    os.fsync(fd)
+
+
 def replace(directory, name, data):
     """Atomically make ``directory/name`` hold ``data``; returns whether the bytes changed."""
     dir_fd = open_safe_dir(directory)
@@ -65,10 +73,7 @@ def replace(directory, name, data):
         fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644, dir_fd=dir_fd)
         try:
             os.fchmod(fd, 0o644)
-            view = memoryview(data)
-            while view:
-                view = view[os.write(fd, view) :]
-            os.fsync(fd)
+            write_all(fd, data)
         finally:
             os.close(fd)
         os.rename(temporary, name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)

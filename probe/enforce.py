@@ -93,7 +93,7 @@ def _document_for(context, command, kind):
     """The controller's JSON document on stdin for ``command.uid``'s file, checked by ``kind.problems`` (the
     ``status`` or ``queuestatus`` module) against the account; ``Refused`` with every problem found."""
     account = account_of(context, command.uid, mutating=True, include_exemptions=False)
-    document = status.decode(context.read_stdin(kind.MAX_DOCUMENT_BYTES + 1))
+    document = status.decode(context.read_stdin(kind.MAX_DOCUMENT_BYTES + 1), kind.MAX_DOCUMENT_BYTES)
     found = kind.problems(document, command.uid, account.name)
     if found:
         raise Refused("bad_document", "; ".join(found))

@@ -15,7 +15,7 @@ import re
 import time
 from decimal import Decimal, InvalidOperation
 
-from probe import dropbox, holding
+from probe import dropbox, holding, status
 from probe.errors import Refused
 from probe.verbs import ok
 
@@ -154,13 +154,8 @@ def gpu_requests(context, command):
 
 def acknowledged(raw):
     """The handles of a ``gpu-requests-done`` stdin, exactly ``{"handles": [HANDLE, ...]}``, or ``Refused``."""
-    if len(raw) > MAX_ACK_BYTES:
-        raise Refused("bad_document", "larger than %d bytes" % MAX_ACK_BYTES)
-    try:
-        document = json.loads(raw.decode("utf-8"), parse_float=_refuse_float, parse_constant=_refuse_float)
-    except ValueError as error:
-        raise Refused("bad_document", str(error)[:200]) from None
-    if not isinstance(document, dict) or set(document) != {"handles"} or not isinstance(document["handles"], list):
+    document = status.decode(raw, MAX_ACK_BYTES)
+    if set(document) != {"handles"} or not isinstance(document["handles"], list):
         raise Refused("bad_document", 'must be exactly {"handles": [...]}')
     handles = document["handles"]
     if len(handles) > MAX_ENTRIES:

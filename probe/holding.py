@@ -28,6 +28,7 @@ import os
 import re
 import stat
 
+from probe import atomicfile
 from probe.dropbox import Rejected
 from probe.errors import Failed, Refused
 
@@ -157,10 +158,7 @@ class Place:
             fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600,
                          dir_fd=self._fd)
             try:
-                view = memoryview(data)
-                while view:
-                    view = view[os.write(fd, view) :]
-                os.fsync(fd)
+                atomicfile.write_all(fd, data)
             finally:
                 os.close(fd)
             os.rename(temporary, handle, src_dir_fd=self._fd, dst_dir_fd=self._fd)

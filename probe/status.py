@@ -81,10 +81,10 @@ def _refuse_float(text):
     raise ValueError("floats are not accepted (%s); send decimals as strings" % text)
 
 
-def decode(raw):
-    """Parse stdin bytes into a JSON object, refusing oversize input, invalid UTF-8 and JSON floats."""
-    if len(raw) > MAX_DOCUMENT_BYTES:
-        raise Refused("bad_document", "larger than %d bytes" % MAX_DOCUMENT_BYTES)
+def decode(raw, max_bytes=MAX_DOCUMENT_BYTES):
+    """Parse stdin bytes into a JSON object, refusing more than ``max_bytes``, invalid UTF-8 and JSON floats."""
+    if len(raw) > max_bytes:
+        raise Refused("bad_document", "larger than %d bytes" % max_bytes)
     try:
         document = json.loads(raw.decode("utf-8"), parse_float=_refuse_float, parse_constant=_refuse_float)
     except ValueError as error:
