@@ -17,8 +17,9 @@ resolving users, standings, burn rates, tier states; no user is restricted here,
 The controller tunes the garbage collector as ``gpuledger controller run`` does (``collector.app.tune_gc``);
 ``--gc-threshold N`` sets another first-generation threshold (700 is Python's default) to measure what the
 tuning saves. ``--queue`` runs the GPU queue's driver in every tick (``GPULEDGER_QUEUE=true``: the drop box read
-on every node, the queue's transaction, answers, masks) on ``--requests`` pending requests filed before the
-first tick; the simulated nodes keep each user's GPU mask, as a real node does.
+on the nodes whose sample counts something waiting, one in a hundred here, the queue's transaction, answers,
+masks) on ``--requests`` pending requests filed before the first tick; the simulated nodes keep each user's GPU
+mask, as a real node does.
 """
 
 from __future__ import annotations
@@ -64,6 +65,7 @@ from ledger.service import Ledger  # noqa: E402
 USERS = [f"bench{n:02d}" for n in range(10)]
 MODEL = "NVIDIA A100-SXM4-80GB"
 HZ = 100
+WAITING_EVERY = 100
 
 
 def sample_document(node: int, boot_ns: int) -> bytes:
@@ -101,6 +103,9 @@ def sample_document(node: int, boot_ns: int) -> bytes:
         "processes": processes,
         "user_cpu": [{"uid": 2000 + u, "user": USERS[u], "usage_ns": int(boot_ns * 2), "source": "cgroup-v2"}
                      for u in range(10)],
+        # One node in a hundred has something in its drop box each sample (answered as an empty box): the
+        # queue's read is asked there only, as a real probe's count makes it.
+        "gpu_requests_waiting": int(node % WAITING_EVERY == 0),
         "degraded": [],
     }
     return json.dumps(document).encode()

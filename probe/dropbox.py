@@ -170,3 +170,18 @@ def collect(box, directory, uid_min, now=None, keep=None):
         raise Failed("spool_unreadable", "%s: %s" % (directory, error.strerror)) from None
     finally:
         os.close(dir_fd)
+
+
+def names_in(*directories):
+    """How many names the directories hold together (a missing one: none), or None when one cannot be listed:
+    for the sample, so the controller asks for a box's files only where there are some. Counted, never opened:
+    what a file is, is ``collect``'s to decide."""
+    count = 0
+    for directory in directories:
+        try:
+            count += len(os.listdir(directory))
+        except FileNotFoundError:
+            continue
+        except OSError:
+            return None
+    return count

@@ -1,6 +1,6 @@
 """Assemble one sample document (docs/sample.md): identity, inventory, GPU state and cumulative counters."""
 
-from probe import cgroupfs, host, nvml, processes
+from probe import cgroupfs, dropbox, host, nvml, processes
 from probe.accounts import Accounts, resolve_uid_min
 from probe.constants import PROBE_VERSION, SCHEMA_VERSION
 from probe.degraded import Degradations
@@ -48,5 +48,7 @@ def build(config, nvml_loader=nvml.load_pynvml, accounts=None):
         "user_cpu": cgroupfs.user_cpu_counters(
             config.cgroup_root, config.cgroup_parent, accounts, degraded, pids_by_uid
         ),
+        # the GPU-request box and its holding place: the controller reads them only where this is not 0
+        "gpu_requests_waiting": dropbox.names_in(config.gpu_request_dir, config.gpu_request_hold_dir),
         "degraded": degraded.as_list(),
     }

@@ -104,6 +104,9 @@ class Sample:
     hardware: Mapping[str, Any]
     degraded: tuple[str, ...]
     sha256: str
+    # Names in the node's GPU-request drop box and holding place (None: unknown, an older probe or unlistable):
+    # the queue reads the box only where this is not 0.
+    gpu_requests_waiting: int | None = None
 
     @property
     def idem_key(self) -> str:
@@ -322,4 +325,5 @@ def sample_from_document(document: Mapping[str, Any], sha256: str) -> Sample:
         hardware=MappingProxyType(hardware),
         degraded=degraded,
         sha256=sha256,
+        gpu_requests_waiting=_int(document, "gpu_requests_waiting", "$", optional=True),
     )

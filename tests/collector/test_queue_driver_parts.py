@@ -13,6 +13,7 @@ import pytest
 from collector.charging.samples import GpuProcess
 from collector.config import ControllerConfig
 from collector.queueing.answers import document, entries, fingerprint
+from collector.queueing.driver import to_read
 from collector.queueing.facts import IDLE_MIN_MEMORY, node_facts, pool_model
 from collector.queueing.filed import BadReport, parse_report
 from collector.types import QueueSettings
@@ -141,3 +142,14 @@ def test_a_bad_ungranted_level_names_its_key(value: str) -> None:
     with pytest.raises(ConfigError) as caught:
         ControllerConfig.from_env({**ENV, "GPULEDGER_QUEUE": "on", "GPULEDGER_QUEUE_UNGRANTED": value})
     assert caught.value.key == "GPULEDGER_QUEUE_UNGRANTED"
+
+
+def test_only_nodes_whose_sample_counts_something_waiting_are_read() -> None:
+    """A reached node is asked for its drop box unless its sample counted the box and the holding place empty;
+    an unknown count (an older probe, an unlistable box) is asked, an unreached node never."""
+    session = object()
+    sampled = [("empty", replace(sample(10), gpu_requests_waiting=0), session),
+               ("waiting", replace(sample(10), gpu_requests_waiting=2), session),
+               ("old-probe", sample(10), session),
+               ("unreached", replace(sample(10), gpu_requests_waiting=5), None)]
+    assert to_read(sampled) == ["waiting", "old-probe"]  # type: ignore[arg-type]

@@ -216,3 +216,23 @@ def test_the_fake_keeps_pynvml_errors_and_structures(fake_nvml):
 def test_fixture_files_are_valid_json():
     for path in (FIXTURES / "nvml").glob("*.json"):
         assert isinstance(json.loads(path.read_text()), dict), path
+
+
+def test_the_drop_box_and_holding_place_are_counted_for_the_controller(tree):
+    """``gpu_requests_waiting``: names in the box and the holding place, counted, never opened; 0 where neither
+    exists (the controller skips that node's ``gpu-requests``), null where one cannot be listed (it reads)."""
+    box, held = tree / "box", tree / "held"
+    config = _config(tree, gpu_request_dir=str(box), gpu_request_hold_dir=str(held))
+    assert sampler.build(config, lambda *_: None, _accounts(tree))["gpu_requests_waiting"] == 0
+    box.mkdir()
+    held.mkdir()
+    (box / "a").write_text("{}")
+    (box / "b").symlink_to("/etc/shadow")   # refused by gpu-requests, but something for it to report
+    (held / "0000000001-0123456789abcdef").write_text("{}")
+    document = sampler.build(config, lambda *_: None, _accounts(tree))
+    validate(document)
+    assert document["gpu_requests_waiting"] == 3
+    blocked = _config(tree, gpu_request_dir=str(box / "a"), gpu_request_hold_dir=str(held))
+    unknown = sampler.build(blocked, lambda *_: None, _accounts(tree))
+    validate(unknown)
+    assert unknown["gpu_requests_waiting"] is None
