@@ -1,6 +1,7 @@
 """The GPU queue's turn in a tick (docs/queue.md, "The per-tick driver").
 
-On each sampled node's session: ``gpu-requests`` (the node moves its drop box's entries into its holding place
+On each sampled node's session whose sample counted something in its drop box or holding place (``to_read``):
+``gpu-requests`` (the node moves its drop box's entries into its holding place
 and serves every held one, each with a handle). Then ONE transaction: the (node, Linux user) owners of the files
 and of the GPU processes mapped to billing users (``ledger.directory.resolve``), and ``control.queue.tick.run``
 on the operations, the samples' GPU facts and idle observations. Only once it committed, ``gpu-requests-done``
