@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 
 from anyio import CapacityLimiter
+from sqlalchemy import text
 from sqlalchemy.engine import Connection, Engine
 
 from api.config import ApiConfig
@@ -43,7 +44,11 @@ class Services:
 
     @contextmanager
     def read(self) -> Iterator[Connection]:
+        """A consistent read for one request, planned without parallel workers: a request's queries are small
+        reads of aggregates and registries, where starting workers took most of the time (the overview's top
+        users over the rollup: 13 ms with two workers, 3 ms without; bench/README.md)."""
         with reading(self.engine) as conn:
+            conn.execute(text("SET LOCAL max_parallel_workers_per_gather = 0"))
             yield conn
 
 
