@@ -97,6 +97,9 @@ class _Pools:
                 self._move(model, node, 0, count)
         self.held: dict[GpuRef, Hold] = {}
         self.held_on: Counter[str] = Counter()
+        # Nodes whose free GPUs are of more than one model: a request naming several models counts their sum
+        # there, which no one model's level holds (``_best_models`` weighs them one by one).
+        self.mixed = {node for node, models in self.models.items() if len(models) > 1}
 
     def _move(self, key: str | None, node: str, old: int, new: int) -> None:
         levels = self.levels[key]
@@ -112,6 +115,8 @@ class _Pools:
         wanted = tuple(r.models)
         if r.node is None and len(wanted) <= 1:
             best = self._best_level(r, wanted[0] if wanted else None, ends)
+        elif r.node is None:
+            best = self._best_models(r, wanted, ends)
         else:
             best = self._best_walk(r, wanted, ends)
         if best is None:
@@ -151,6 +156,31 @@ class _Pools:
                     best = (n, node)
         return best
 
+    def _best_models(self, r: Request, wanted: tuple[str, ...], ends: datetime) -> tuple[int, str] | None:
+        """``fit``'s (usable count, node) for a request of several models on no named node, as ``_best_walk``
+        would find it: on a node of one free model (most nodes) the usable count is that model's level, so each
+        wanted model's fewest >= ``count`` among such nodes without a hold is a look-up; the nodes of several free
+        models and those with a hold are counted one by one."""
+        best: tuple[int, str] | None = None
+        for model in wanted:
+            levels = self.levels.get(model, {})
+            for k in sorted(levels):
+                clear = [n for n in levels[k] if not self.held_on[n] and n not in self.mixed] if k >= r.count else []
+                if clear:
+                    if best is None or (k, min(clear)) < best:
+                        best = (k, min(clear))
+                    break
+        for node in self.mixed | {n for n, held in self.held_on.items() if held}:
+            if node not in self.by_node:
+                continue
+            if self.held_on[node]:
+                n = len(self._usable(r, node, ends))
+            else:
+                n = sum(map(self.models[node].__getitem__, wanted))
+            if n >= r.count and (best is None or (n, node) < best):
+                best = (n, node)
+        return best
+
     def _candidates(self, r: Request) -> Iterable[str]:
         """In node order, the nodes with a free GPU ``r`` matches."""
         if r.node is not None:
@@ -175,6 +205,10 @@ class _Pools:
             self._move(g.model, g.node, self.models[g.node][g.model], self.models[g.node][g.model] - 1)
             refs.discard(g)
             self.models[g.node][g.model] -= 1
+            if not self.models[g.node][g.model]:
+                del self.models[g.node][g.model]
+                if len(self.models[g.node]) <= 1:
+                    self.mixed.discard(g.node)
             if not refs:
                 del self.by_node[g.node], self.models[g.node]
             if self.held.pop(g, None) is not None:

@@ -28,6 +28,15 @@ class GpuRef:
     node: str
     index: int
     model: str
+    # Hashed once: the allocator keys sets and maps by GPU some 50,000 times a tick at 8,000 GPUs, and the
+    # dataclass's own hash builds the tuple of the fields each time (a sixth of a tick's CPU).
+    _hash: int = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "_hash", hash((self.node, self.index, self.model)))
+
+    def __hash__(self) -> int:
+        return self._hash
 
 
 @dataclass(frozen=True)
