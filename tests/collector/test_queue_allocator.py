@@ -6,7 +6,10 @@ from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
-from control.queue import priority
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from control.queue import allocator, priority, records
 from control.queue.allocator import LEASE_ENDED, OFFER_EXPIRED, allocate
 from control.queue.records import GpuFact, GpuRef, Policy, Request, State
 from control.queue.store import waiting_for
@@ -128,3 +131,34 @@ def test_extension_waits_for_nobody() -> None:
     assert waiting_for([granted], granted) == 0
     assert waiting_for([granted, req(2, "bob")], granted) == 1
     assert waiting_for([granted, replace(req(2, "bob"), models=frozenset({"a100"}))], granted) == 0
+
+
+@settings(max_examples=150, deadline=None)
+@given(data=st.data())
+def test_several_models_find_the_node_the_walk_finds(data: st.DataObject) -> None:
+    """``_Pools._best_models`` (levels per model; nodes of several free models and held nodes counted one by
+    one) answers every request naming several models as walking every candidate node does, through takes and
+    holds, on nodes of one model and of several."""
+    models = ("a100", "h100", "l40s")
+    free: set[GpuRef] = set()
+    for n in range(data.draw(st.integers(1, 8), label="nodes")):
+        kinds = data.draw(st.lists(st.sampled_from(models), min_size=1, max_size=8), label=f"node {n}")
+        free |= {GpuRef(f"n{n}", i, m) for i, m in enumerate(kinds)}
+    pools = allocator._Pools(free)
+    for step in range(data.draw(st.integers(1, 12), label="steps")):
+        wanted = tuple(sorted(data.draw(st.sets(st.sampled_from(models), min_size=2, max_size=3))))
+        r = replace(req(step, "u", count=data.draw(st.integers(1, 4))), models=frozenset(wanted))
+        ends = T0 + r.duration
+        assert pools._best_models(r, wanted, ends) == pools._best_walk(r, wanted, ends)
+        left = sorted(g for refs in pools.by_node.values() for g in refs)
+        if not left:
+            break
+        some = data.draw(st.lists(st.sampled_from(left), max_size=3, unique=True))
+        if data.draw(st.booleans(), label="hold"):
+            completes = data.draw(st.sampled_from((None, T0 + timedelta(hours=2))))
+            hold = records.Hold(100 + step, tuple(some), completes)
+            for g in some:
+                pools.held[g] = hold
+                pools.held_on[g.node] += 1
+        else:
+            pools.take(some)
