@@ -1,5 +1,10 @@
 """cgroup v2 without systemd: our own group ``<root>/<parent>/user-UID`` with ``cpu.max``.
 
+The root may be the hierarchy's own root (a host without systemd) or a nested cgroup: a subtree systemd delegates
+(``Delegate=yes``) or a container's cgroup namespace. The kernel lets only the real root hold processes while it
+hands a controller to its children, so under a nested root the processes it holds move into a leaf of their own,
+``<root>/<parent>-rest``, before ``+cpu`` is turned on there, and a cleared quota group is drained into that leaf.
+
 Device control on v2 needs a BPF program, which the standard library cannot load: GPU blocks are
 declared unsupported here (systemd hosts use the systemd backend instead).
 """
@@ -9,11 +14,12 @@ import os
 
 from probe import abc, cgroupfs, cpuquota, processes
 from probe.errors import Unsupported
-from probe.plan import DrainAndRemove, MakeDir, Plan, WriteFile
+from probe.plan import Drain, DrainAndRemove, MakeDir, Plan, WriteFile
 
 QuotaObserved = collections.namedtuple(
     "QuotaObserved",
-    "quota_ppm raw outside root_subtree parent_subtree parent_exists exists quota_us period_us members user_pids",
+    "quota_ppm raw outside root_subtree parent_subtree parent_exists exists quota_us period_us members user_pids"
+    " nested rest_exists",
 )
 GpuObserved = collections.namedtuple("GpuObserved", "blocked majors outside denied_minors")
 SessionObserved = collections.namedtuple("SessionObserved", "quota_group")
@@ -31,6 +37,7 @@ class CgroupV2(abc.Backend):
     def __init__(self, cgroup_root, parent, proc_root, cpus):
         self.root = cgroup_root
         self.parent_dir = cgroup_root + "/" + parent
+        self.rest_dir = self.parent_dir + "-rest"
         self.proc_root = proc_root
         self.cpus = cpus
 
@@ -56,7 +63,14 @@ class CgroupV2(abc.Backend):
             period_us=period_us,
             members=members,
             user_pids=user_pids,
+            # Only a non-root cgroup has cgroup.type (cgroups(7)); the root of a cgroup namespace has one too.
+            nested=os.path.isfile(self.root + "/cgroup.type"),
+            rest_exists=os.path.isdir(self.rest_dir),
         )
+
+    def _to_rest(self, observed):
+        """Steps that give a nested root's processes (and later a cleared group's) a leaf to live in."""
+        return [] if observed.rest_exists else [MakeDir(self.rest_dir)]
 
     def plan_quota(self, uid, ppm, observed):
         group = self._group(uid)
@@ -64,9 +78,14 @@ class CgroupV2(abc.Backend):
             if not observed.exists:
                 return Plan([], "no quota group for uid %d" % uid)
             steps = [] if observed.quota_us is None else [WriteFile(group + "/cpu.max", "max %d" % cpuquota.PERIOD_US)]
-            return Plan(steps + [DrainAndRemove(group, self.root + "/cgroup.procs")], "")
+            target = self.root
+            if observed.nested:
+                steps, target = steps + self._to_rest(observed), self.rest_dir
+            return Plan(steps + [DrainAndRemove(group, target + "/cgroup.procs")], "")
         steps = []
         if "cpu" not in observed.root_subtree:
+            if observed.nested:
+                steps += self._to_rest(observed) + [Drain(self.root, self.rest_dir + "/cgroup.procs")]
             steps.append(WriteFile(self.root + "/cgroup.subtree_control", "+cpu"))
         if not observed.parent_exists:
             steps.append(MakeDir(self.parent_dir))

@@ -14,6 +14,8 @@ Rename = collections.namedtuple("Rename", "source target")
 WriteFile = collections.namedtuple("WriteFile", "path text tolerate")
 WriteFile.__new__.__defaults__ = ((),)
 DrainAndRemove = collections.namedtuple("DrainAndRemove", "group target_procs")
+Drain = collections.namedtuple("Drain", "group target_procs")
+Drain.__doc__ = "Move every process of ``group`` to ``target_procs`` until none is left; the group stays."
 Run = collections.namedtuple("Run", "argv")
 Record = collections.namedtuple("Record", "directory name text")
 Record.__doc__ = "Replace the root-owned file ``directory/name`` with ``text`` atomically, or remove it (None)."
@@ -40,6 +42,8 @@ def describe(step):
         return "write %r > %s" % (step.text, step.path)
     if isinstance(step, DrainAndRemove):
         return "move processes of %s to %s; rmdir %s" % (step.group, step.target_procs, step.group)
+    if isinstance(step, Drain):
+        return "move processes of %s to %s" % (step.group, step.target_procs)
     if isinstance(step, Record):
         what = "remove" if step.text is None else "record %r in" % step.text
         return "%s %s/%s" % (what, step.directory, step.name)
@@ -74,15 +78,30 @@ def _write(path, text, tolerate=()):
         os.close(fd)
 
 
+def _move_all(group, target_procs):
+    """Move the processes ``group`` holds now; how many there were, or None when the group is gone."""
+    try:
+        with open(group + "/cgroup.procs") as handle:
+            pids = handle.read().split()
+    except FileNotFoundError:
+        return None
+    for pid in pids:
+        _write(target_procs, pid, tolerate=("ESRCH",))
+    return len(pids)
+
+
+def _drain(group, target_procs):
+    # A process may fork between the read and the moves: read again until a read finds the group empty.
+    for _ in range(DRAIN_ATTEMPTS):
+        if not _move_all(group, target_procs):
+            return
+    raise OSError(errno.EBUSY, "processes keep appearing in the group", group)
+
+
 def _drain_and_remove(group, target_procs, ops):
     for _ in range(DRAIN_ATTEMPTS):
-        try:
-            with open(group + "/cgroup.procs") as handle:
-                pids = handle.read().split()
-        except FileNotFoundError:
+        if _move_all(group, target_procs) is None:
             return
-        for pid in pids:
-            _write(target_procs, pid, tolerate=("ESRCH",))
         try:
             ops.rmdir(group)
             return
@@ -104,6 +123,8 @@ def _apply(step, ops):
         _write(step.path, step.text, step.tolerate)
     elif isinstance(step, DrainAndRemove):
         _drain_and_remove(step.group, step.target_procs, ops)
+    elif isinstance(step, Drain):
+        _drain(step.group, step.target_procs)
     elif isinstance(step, Record):
         if step.text is None:
             atomicfile.remove(step.directory, step.name)

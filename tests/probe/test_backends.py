@@ -8,7 +8,7 @@ import pytest
 from probe import cpuquota, plan, systemd
 from probe.cgroup_v1 import CgroupV1
 from probe.cgroup_v2 import CgroupV2
-from probe.errors import Unsupported
+from probe.errors import Failed, Unsupported
 from tests.probe import proctree
 from tests.probe.support import is_root
 
@@ -25,11 +25,13 @@ def _fixture_v1(tmp_path):
     return root
 
 
-def _fixture_v2(tmp_path):
+def _fixture_v2(tmp_path, nested=False):
     root = tmp_path / "cgroup"
     proctree.write(str(root), "cgroup.controllers", "cpuset cpu io memory pids\n")
     proctree.write(str(root), "cgroup.subtree_control", "memory\n")
     proctree.write(str(root), "cgroup.procs", "")
+    if nested:  # a delegated subtree or a cgroup namespace's root: not the hierarchy's root
+        proctree.write(str(root), "cgroup.type", "domain\n")
     return root
 
 
@@ -62,7 +64,7 @@ def _fixture_rmdir(path):
 FIXTURE_OPS = plan.Ops(_fixture_mkdir, _fixture_rmdir)
 
 
-@pytest.fixture(params=["v1-fixture", "v2-fixture", "v1-real"])
+@pytest.fixture(params=["v1-fixture", "v2-fixture", "v2-nested-fixture", "v1-real"])
 def subject(request, tmp_path):
     """``(backend, ops)``: each implementation with the directory operations of its cgroup tree."""
     proc = str(tmp_path / "proc")
@@ -83,7 +85,8 @@ def subject(request, tmp_path):
     if request.param == "v1-fixture":
         yield CgroupV1(str(_fixture_v1(tmp_path)), "gpuledger", proc, CPUS, str(tmp_path / "masks")), FIXTURE_OPS
     else:
-        yield CgroupV2(str(_fixture_v2(tmp_path)), "gpuledger", proc, CPUS), FIXTURE_OPS
+        root = _fixture_v2(tmp_path, nested=request.param == "v2-nested-fixture")
+        yield CgroupV2(str(root), "gpuledger", proc, CPUS), FIXTURE_OPS
 
 
 def _converge(subject, ppm):
@@ -124,6 +127,45 @@ def test_gpu_block_unblock_and_idempotence(subject):
     observed = backend.observe_gpu(NO_PROCESSES_UID)
     assert observed.blocked is False
     assert backend.plan_gpu(NO_PROCESSES_UID, None, observed).steps == []
+
+
+def test_v2_under_a_nested_root_moves_the_roots_processes_into_a_leaf_first(tmp_path):
+    # The kernel refuses +cpu in a non-root cgroup that holds processes (EBUSY), and refuses a process back in it
+    # once it has; tests/vm/test_cgroup_v2_delegated.py runs the same plans on a real delegated subtree.
+    proc = str(tmp_path / "proc")
+    proctree.build(proc, [])
+    root = str(_fixture_v2(tmp_path, nested=True))
+    backend = CgroupV2(root, "gpuledger", proc, CPUS)
+    steps = backend.plan_quota(NO_PROCESSES_UID, 100000, backend.observe_quota(NO_PROCESSES_UID)).steps
+    rest = root + "/gpuledger-rest"
+    assert steps[:3] == [
+        plan.MakeDir(rest),
+        plan.Drain(root, rest + "/cgroup.procs"),
+        plan.WriteFile(root + "/cgroup.subtree_control", "+cpu"),
+    ]
+    plan.execute(backend.plan_quota(NO_PROCESSES_UID, 100000, backend.observe_quota(NO_PROCESSES_UID)), FIXTURE_OPS)
+    proctree.write(root, "cgroup.subtree_control", "memory cpu\n")  # what the kernel shows after the +cpu write
+    observed = backend.observe_quota(NO_PROCESSES_UID)
+    assert observed.quota_ppm == 100000 and observed.rest_exists
+    (*_, drain) = backend.plan_quota(NO_PROCESSES_UID, None, observed).steps
+    assert drain == plan.DrainAndRemove(f"{root}/gpuledger/user-{NO_PROCESSES_UID}", rest + "/cgroup.procs")
+    flat = CgroupV2(str(_fixture_v2(tmp_path / "flat")), "gpuledger", proc, CPUS)
+    steps = flat.plan_quota(NO_PROCESSES_UID, 100000, flat.observe_quota(NO_PROCESSES_UID)).steps
+    assert steps[0] == plan.WriteFile(str(tmp_path / "flat/cgroup/cgroup.subtree_control"), "+cpu")
+
+
+def test_drain_moves_until_a_read_finds_the_group_empty(tmp_path):
+    group, target = tmp_path / "group", tmp_path / "target.procs"
+    group.mkdir()
+    (group / "cgroup.procs").write_text("")
+    target.write_text("")
+    assert plan.execute(plan.Plan([plan.Drain(str(group), str(target))], "")) == [
+        f"move processes of {group} to {target}"
+    ]
+    (group / "cgroup.procs").write_text("4242\n")  # a plain file never empties: the drain gives up, EBUSY, as data
+    with pytest.raises(Failed, match="processes keep appearing"):
+        plan.execute(plan.Plan([plan.Drain(str(group), str(target))], ""))
+    assert target.read_text() == "4242"
 
 
 def test_v1_block_recovers_from_a_crash_between_mkdir_and_deny(tmp_path):

@@ -8,28 +8,20 @@ systemd nodes"). Each test states which of the two a path is, as seen on Debian 
 
 from __future__ import annotations
 
-import json
 import re
 import time
 from collections.abc import Iterator
-from typing import Any
 
 import pytest
 
 from tests.harness.vm import VmNode
-from tests.vm.install import node_command
+from tests.vm.workload import verb
 
 pytestmark = [pytest.mark.vm, pytest.mark.timeout(1800)]
 UID, USER = 1000, "gltest"
 SLICE = rf"/user\.slice/user-{UID}\.slice/"
 QUOTA_PPM = 100000
 CRON_WAIT_S = 150.0
-
-
-def verb(node: VmNode, words: str) -> dict[str, Any]:
-    document: dict[str, Any] = json.loads(node_command(node, words).stdout)
-    assert document["ok"] is True, document
-    return document
 
 
 def cgroup(text: str) -> str:

@@ -8,66 +8,15 @@ from __future__ import annotations
 
 import json
 import re
-import subprocess
-import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 
 import pytest
 
 from tests.harness.vm import VmNode
 from tests.vm.install import node_command
+from tests.vm.workload import CONTROL_UID, TEST_UID, USERS, busy_sessions, verb, window
 
 # Image build (first session on a machine, a few minutes) and boot happen in the first test's setup.
 pytestmark = [pytest.mark.vm, pytest.mark.timeout(1800)]
-TEST_UID, CONTROL_UID = 1000, 1001
-USERS = {TEST_UID: "gltest", CONTROL_UID: "glcontrol"}
-BUSY = "exec timeout {seconds} sh -c 'while :; do :; done'"
-
-
-def verb(node: VmNode, words: str) -> dict[str, object]:
-    result = node_command(node, words)
-    document: dict[str, object] = json.loads(result.stdout)
-    assert document["ok"] is True, document
-    return document
-
-
-def cpu_stat(node: VmNode, uid: int) -> dict[str, int]:
-    text = node.ssh("root", f"cat /sys/fs/cgroup/user.slice/user-{uid}.slice/cpu.stat").stdout
-    return {key: int(value) for key, value in (line.split() for line in text.splitlines())}
-
-
-@contextmanager
-def busy_sessions(node: VmNode, seconds: int) -> Iterator[None]:
-    """One NEW ssh session per test user, each running a busy loop until ``seconds`` pass or the block ends."""
-    loops = [
-        subprocess.Popen(node.ssh_argv(user, BUSY.format(seconds=seconds), fresh=True), stdout=subprocess.DEVNULL,
-                         stderr=subprocess.DEVNULL)
-        for user in USERS.values()
-    ]
-    try:
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline:
-            running = node.ssh("root", "pgrep -c -x sh -u gltest; pgrep -c -x sh -u glcontrol", check=False).stdout
-            if running.split() == ["1", "1"]:
-                break
-            time.sleep(1)
-        else:
-            pytest.fail("the busy loops did not start")
-        yield
-    finally:
-        for loop in loops:
-            loop.terminate()
-            loop.wait(timeout=30)
-        node.ssh("root", "pkill -u gltest -x timeout; pkill -u glcontrol -x timeout; true", check=False)
-
-
-def window(node: VmNode, seconds: float) -> dict[int, dict[str, int]]:
-    """Each user's cpu.stat growth over the same ``seconds``, read back to back."""
-    before = {uid: cpu_stat(node, uid) for uid in USERS}
-    time.sleep(seconds)
-    after = {uid: cpu_stat(node, uid) for uid in USERS}
-    return {uid: {key: after[uid][key] - before[uid].get(key, 0) for key in after[uid]} for uid in USERS}
 
 
 def test_the_guest_is_systemd_on_cgroup_v2_with_logind_sessions(vm_node: VmNode) -> None:
