@@ -7,11 +7,13 @@ the metering and enforcement tests use the node command this run installed.
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 
 from tests.rollout.lab import Recap
 from tests.vm.role import RoleRun
+from tests.vm.workload import TEST_UID, USERS, cron_job
 
 pytestmark = [pytest.mark.vm, pytest.mark.timeout(1800)]
 
@@ -40,3 +42,19 @@ def test_check_diff_is_clean(converged: Recap, role_run: RoleRun) -> None:
     check = role_run.playbook("--check", "--diff")
     assert check.rc == 0, check.explain()
     assert check.total("changed") == 0, check.explain()
+
+
+def test_after_the_role_a_limited_users_cron_job_runs_in_the_users_slice(converged: Recap, role_run: RoleRun) -> None:
+    """The role gives /etc/pam.d/cron a logind session (gpuledger_node_logind_pam_services): a blocked user's cron
+    job is held by the slice's CPUQuota and device policy like an ssh session, instead of running in cron.service."""
+    node, key = role_run.node, role_run.controller_key
+    assert node.ssh("root", "tail -n 1 /etc/pam.d/cron").stdout.strip() == "session optional pam_systemd.so"
+    limited = json.loads(node.ssh("gpuledger", f"quota-set {TEST_UID} 100000", key=key).stdout)
+    assert limited["ok"] is True, limited
+    try:
+        with cron_job(node, USERS[TEST_UID]) as placed:
+            quota = json.loads(node.ssh("gpuledger", f"quota-get {TEST_UID}", key=key).stdout)
+    finally:
+        node.ssh("gpuledger", f"quota-clear {TEST_UID}", key=key)
+    assert re.fullmatch(rf"/user\.slice/user-{TEST_UID}\.slice/session-c?\d+\.scope", placed), placed
+    assert quota["outside"] == 0, quota

@@ -65,3 +65,27 @@ def test_quota_set_throttles_a_new_session_through_the_slice_and_clear_lifts_it(
     assert free[TEST_UID].get("nr_throttled", 0) == 0
     # Lifted: the two loops share the CPU again (the scheduler splits it about evenly; half is a wide margin).
     assert free[TEST_UID]["usage_usec"] * 2 > free[CONTROL_UID]["usage_usec"], free
+
+
+OPEN_NVIDIA0 = (
+    "python3 -c \"import errno, os\ntry:\n    os.close(os.open('/dev/nvidia0', os.O_RDWR)); print('opened')\n"
+    "except OSError as e:\n    print(errno.errorcode[e.errno])\""
+)
+
+
+def test_gpu_block_closes_an_nvidia_device_to_the_users_new_session_and_unblock_opens_it(probe_node: VmNode) -> None:
+    # The guest has no NVIDIA driver: a 195:0 node opens with ENXIO where the device policy lets it through, EPERM
+    # where the slice's device program refuses it. The control user is never blocked.
+    probe_node.ssh("root", "mknod -m 0666 /dev/nvidia0 c 195 0")
+    try:
+        blocked = verb(probe_node, f"gpu-block {TEST_UID}")
+        try:
+            assert blocked["backend"] == "systemd" and blocked["after"]["blocked"] is True, blocked
+            held = {uid: probe_node.ssh(user, OPEN_NVIDIA0, fresh=True).stdout.strip() for uid, user in USERS.items()}
+        finally:
+            unblocked = verb(probe_node, f"gpu-unblock {TEST_UID}")
+        assert held == {TEST_UID: "EPERM", CONTROL_UID: "ENXIO"}, held
+        assert unblocked["after"]["blocked"] is False, unblocked
+        assert probe_node.ssh(USERS[TEST_UID], OPEN_NVIDIA0, fresh=True).stdout.strip() == "ENXIO"
+    finally:
+        probe_node.ssh("root", "rm -f /dev/nvidia0")

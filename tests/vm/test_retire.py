@@ -33,6 +33,7 @@ def test_remove_node_leaves_the_node_clean(converged: Recap, role_run: RoleRun) 
     assert present == [], present
     assert node.ssh("root", "getent passwd gpuledger", check=False).returncode == 2
     assert node.ssh("root", "grep -l gpuledger /etc/pam.d/* /etc/bash.bashrc; true").stdout == ""
+    assert node.ssh("root", "grep -c pam_systemd /etc/pam.d/cron; true").stdout.strip() == "0"  # Debian's own again
     slice_state = node.ssh("root", f"systemctl show -p CPUQuotaPerSecUSec -p DevicePolicy user-{UID}.slice").stdout
     assert slice_state.split() == ["CPUQuotaPerSecUSec=infinity", "DevicePolicy=auto"], slice_state
     # The controller forgot the node: no pinned key left in its known_hosts.

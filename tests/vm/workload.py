@@ -21,6 +21,9 @@ from tests.vm.install import node_command
 TEST_UID, CONTROL_UID = 1000, 1001
 USERS = {TEST_UID: "gltest", CONTROL_UID: "glcontrol"}
 BUSY = "exec timeout {seconds} sh -c 'while :; do :; done'"
+# cron starts jobs on the minute: a job put in now has run within two.
+CRON_WAIT_S = 150.0
+CRON_MARK = "/tmp/gl-cron-cgroup"
 
 
 def verb(node: VmNode, words: str) -> dict[str, Any]:
@@ -62,6 +65,24 @@ def busy_sessions(node: VmNode, seconds: int) -> Iterator[None]:
             loop.terminate()
             loop.wait(timeout=30)
         node.ssh("root", "pkill -u gltest -x timeout; pkill -u glcontrol -x timeout; true", check=False)
+
+
+@contextmanager
+def cron_job(node: VmNode, user: str) -> Iterator[str]:
+    """A crontab entry of ``user`` whose job records its cgroup and then sleeps; yields that cgroup (``/...``)
+    while the job's sleep still runs. The crontab and the sleep are gone afterwards."""
+    node.ssh("root", f"rm -f {CRON_MARK} && crontab -u {user} -",
+             stdin=f"* * * * * cat /proc/self/cgroup > {CRON_MARK}; exec sleep 300\n".encode())
+    try:
+        deadline = time.monotonic() + CRON_WAIT_S
+        while node.ssh("root", f"test -s {CRON_MARK}", check=False).returncode != 0:
+            assert time.monotonic() < deadline, "cron did not run the job"
+            time.sleep(5)
+        line = node.ssh("root", f"cat {CRON_MARK}").stdout.strip()
+        assert line.startswith("0::"), line
+        yield line[3:]
+    finally:
+        node.ssh("root", f"crontab -u {user} -r; pkill -u {user} -x sleep; rm -f {CRON_MARK}; true", check=False)
 
 
 def window(node: VmNode, seconds: float, groups: Mapping[int, str] | None = None) -> dict[int, dict[str, int]]:
