@@ -8,6 +8,11 @@ a ``DeviceAllow=`` for every device group of /proc/devices but NVIDIA's. A GPU m
 allows the shared NVIDIA devices (``nvidiactl``, ``nvidia-modeset``, the ``nvidia-uvm``/``nvidia-caps``
 groups) and ``/dev/nvidiaN`` for each GPU of this node not in the mask. Every change resets the list and sets
 it whole in one ``set-property`` call, so the slice never holds a half-written list.
+
+An unblock is ``DevicePolicy=auto`` with ``DeviceAllow=char-* rwm`` and ``block-* rwm`` (every device group),
+not the bare ``DevicePolicy=auto DeviceAllow=``: systemd 252 leaves the slice's last device program attached when
+the policy becomes "no restriction", so the kernel went on refusing the GPUs to an unblocked user (seen on the
+suite's Debian 12 node, tests/vm/test_node_systemd.py). A list makes systemd build and attach a new program.
 """
 
 import collections
@@ -27,6 +32,8 @@ _DEVICE_NAME = re.compile(r"[A-Za-z0-9_.:+-]+\Z")
 _GPU_NODE = re.compile(r"nvidia(0|[1-9][0-9]{0,2})\Z")
 # Shared by every GPU: a process needs them to use the GPUs it may open.
 SHARED_NVIDIA_NODES = ("nvidiactl", "nvidia-modeset")
+# systemd matches char-/block- names against /proc/devices with fnmatch: these allow every group it lists.
+UNBLOCKED_ALLOW = ("DeviceAllow=char-* rwm", "DeviceAllow=block-* rwm")
 
 QuotaObserved = collections.namedtuple("QuotaObserved", "quota_ppm raw outside usec_per_sec")
 GpuObserved = collections.namedtuple(
@@ -228,7 +235,7 @@ class Systemd(abc.Backend):
         if mask is None:
             if not observed.blocked:
                 return Plan([], "%s DevicePolicy is already %s" % (self._slice(uid), observed.policy))
-            return Plan([self._set(uid, "DevicePolicy=auto", "DeviceAllow=")], "")
+            return Plan([self._set(uid, "DevicePolicy=auto", "DeviceAllow=", *UNBLOCKED_ALLOW)], "")
         want = mask_allow_list(mask, observed)
         if observed.blocked and sorted("DeviceAllow=" + entry for entry in observed.allowed) == sorted(want):
             return Plan([], "%s is already closed with exactly %d DeviceAllow entries" % (self._slice(uid), len(want)))
