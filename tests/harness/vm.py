@@ -152,12 +152,16 @@ class VmNode:
         return f"[127.0.0.1]:{self.port} {self.host_public_key}"
 
     def ssh_options(self, key: Path | None = None) -> list[str]:
-        """Pinned host key, no agent, no prompts; ``key`` (default: the lab's client key) the only identity."""
+        """Pinned host key, no agent, no prompts; ``key`` (default: the lab's client key) the only identity.
+
+        No ServerAlive keepalives: every call is bounded by its own subprocess timeout, and a keepalive cut the
+        fresh login of a blocked user (its user@.service starts in the slice held to 10 % of one TCG vCPU: 28-36 s
+        measured, sshd silent meanwhile) with a bare exit 255."""
         return [
             "-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=yes",
             "-o", f"UserKnownHostsFile={self.known_hosts}", "-o", "GlobalKnownHostsFile=/dev/null",
             "-o", "IdentitiesOnly=yes", "-i", str(key or self.client_key), "-o", "ConnectTimeout=15",
-            "-o", "ServerAliveInterval=10", "-o", "ServerAliveCountMax=6", "-o", "LogLevel=ERROR",
+            "-o", "LogLevel=ERROR",
         ]
 
     def control_path(self, user: str) -> Path:
@@ -183,8 +187,11 @@ class VmNode:
         self, user: str, command: str, *, timeout: float = 120.0, check: bool = True, stdin: bytes | None = None,
         key: Path | None = None, fresh: bool = False,
     ) -> subprocess.CompletedProcess[str]:
+        # Never the inherited stdin: ssh makes its stdin non-blocking, and a client that is killed (a timeout, a
+        # terminated loop) leaves it so. On pytest's shared /dev/null that broke every later ansible-playbook
+        # ("Non-blocking file handles detected"). An empty input is a pipe of this call's own that ends at once.
         result = subprocess.run(
-            self.ssh_argv(user, command, key, fresh=fresh), input=stdin.decode() if stdin is not None else None,
+            self.ssh_argv(user, command, key, fresh=fresh), input=stdin.decode() if stdin is not None else "",
             capture_output=True, text=True, timeout=timeout,
         )
         if check and result.returncode != 0:

@@ -168,7 +168,7 @@ class Lab:
         result = subprocess.run(
             [str(VENV_BIN / "ansible-playbook"), "-i", str(INVENTORY), "-e", f"@{LAB_VARS}",
              str(REPO / "playbooks" / name), *args],
-            cwd=REPO, env=self.environment(), capture_output=True, text=True, timeout=600,
+            cwd=REPO, env=self.environment(), capture_output=True, text=True, timeout=600, stdin=subprocess.DEVNULL,
         )
         output = result.stdout + result.stderr
         return Recap(result.returncode, output, parse_recap(output))

@@ -135,7 +135,7 @@ def test_list_tasks_of_a_tag_holds_its_tasks_and_nothing_else(tmp_path: Path, ro
            "ANSIBLE_CONFIG": str(REPO / "ansible.cfg"), "GLA_ROOT": str(tmp_path)}
     result = subprocess.run([str(VENV_BIN / "ansible-playbook"), "-i", str(INVENTORY), "-e", f"@{LAB_VARS}",
                              str(REPO / "playbooks" / "site.yml"), "--list-tasks", "--tags", tag],
-                            cwd=REPO, env=env, capture_output=True, text=True, timeout=280)
+                            cwd=REPO, env=env, capture_output=True, text=True, timeout=280, stdin=subprocess.DEVNULL)
     recap = Recap(result.returncode, result.stdout + result.stderr, {})
     assert recap.rc == 0, recap.explain()
     _check_selection(_ran(recap), role, tag, entry["files"], True, recap)

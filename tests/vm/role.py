@@ -50,7 +50,7 @@ class RoleRun:
                    ANSIBLE_NOCOLOR="1", PATH=f"{VENV_BIN}:{os.environ.get('PATH', '')}")
         result = subprocess.run(
             [str(VENV_BIN / "ansible-playbook"), "-i", str(self.inventory), str(REPO / "playbooks" / playbook),
-             *args], cwd=REPO, env=env, capture_output=True, text=True, timeout=1200,
+             *args], cwd=REPO, env=env, capture_output=True, text=True, timeout=1200, stdin=subprocess.DEVNULL,
         )
         output = result.stdout + result.stderr
         return Recap(result.returncode, output, parse_recap(output))

@@ -99,7 +99,7 @@ def test_the_v2_backend_limits_and_lifts_a_user_on_a_delegated_subtree(delegated
         # A new login lands in its logind session, outside the group: counted, and the next quota-set moves it in
         # (the controller re-sends quota-set while ``outside`` is not 0).
         login = subprocess.Popen(node.ssh_argv(USERS[TEST_UID], "exec sleep 300", fresh=True),
-                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                                 stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         try:
             deadline = time.monotonic() + 60
             while node.ssh("root", f"pgrep -u {TEST_UID} -x sleep", check=False).returncode != 0:

@@ -126,8 +126,9 @@ def test_tiers_drive_the_slice_and_a_recharge_lifts_within_one_tick(vm_cluster: 
     vm_cluster.ledger.adjust(USER, -10 * MICRO, idem_key="blocked", actor="test", reason="test: blocked")
     ticked(vm_cluster)
     assert slice_property(vm_node, "CPUQuotaPerSecUSec")["CPUQuotaPerSecUSec"] == _per_second(10 * cpus)
-    # A new session of the blocked user is held to the quota: its cgroup is under the slice.
-    placed = vm_node.ssh(USER, "cat /proc/self/cgroup", fresh=True).stdout
+    # A new session of the blocked user is held to the quota: its cgroup is under the slice. Its login is slow
+    # under TCG (the user's manager starts inside the throttled slice), hence the longer bound.
+    placed = vm_node.ssh(USER, "cat /proc/self/cgroup", fresh=True, timeout=300).stdout
     assert f"/user.slice/user-{UID}.slice/" in placed, placed
     vm_cluster.ledger.recharge(USER, 500 * MICRO, idem_key="pay", actor="test")
     ticked(vm_cluster)

@@ -46,8 +46,8 @@ def cpu_stat(node: VmNode, group: str) -> dict[str, int]:
 def busy_sessions(node: VmNode, seconds: int) -> Iterator[None]:
     """One NEW ssh session per test user, each running a busy loop until ``seconds`` pass or the block ends."""
     loops = [
-        subprocess.Popen(node.ssh_argv(user, BUSY.format(seconds=seconds), fresh=True), stdout=subprocess.DEVNULL,
-                         stderr=subprocess.DEVNULL)
+        subprocess.Popen(node.ssh_argv(user, BUSY.format(seconds=seconds), fresh=True), stdin=subprocess.DEVNULL,
+                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         for user in USERS.values()
     ]
     try:
