@@ -5,9 +5,12 @@ from __future__ import annotations
 
 import ast
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
+
+import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 # Which of our packages each may import (docs/conventions.md, "Packages and dependency direction").
@@ -47,6 +50,16 @@ def _imported(path: Path) -> set[str]:
         elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
             names.add(node.module.split(".")[0])
     return names
+
+
+@pytest.mark.skipif(shutil.which("shellcheck") is None, reason="shellcheck is not installed")
+def test_the_project_scripts_are_shellcheck_clean() -> None:
+    """scripts/ and .ci/run (the hook has its own test beside it, the backup script too)."""
+    scripts = [path for path in [*sorted((ROOT / "scripts").iterdir()), ROOT / ".ci" / "run"]
+               if path.read_text(encoding="utf-8").startswith("#!/usr/bin/env bash\n")]
+    assert ROOT / "scripts" / "test" in scripts
+    result = subprocess.run(["shellcheck", *map(str, scripts)], capture_output=True, text=True, check=False)
+    assert result.returncode == 0, result.stdout + result.stderr
 
 
 def test_packages_import_only_what_the_conventions_allow() -> None:
