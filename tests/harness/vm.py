@@ -333,7 +333,9 @@ class VmLab:
         return self.nodes[len(self.nodes) - count:]
 
     def _accel(self, node: VmNode) -> str:
-        """KVM where it runs the guest, else TCG: the sandbox's /dev/kvm opens but may not run a Debian kernel."""
+        """KVM where it runs the guest, else TCG. The sandbox's /dev/kvm opens but is kvm_pvm (software
+        virtualization that runs only PVM-built guest kernels): qemu's ``-cpu host`` exits at once there ("failed to
+        set MSR 0x10a", 2026-12-04), so the probe costs well under a second before TCG takes over."""
         forced = os.environ.get("GPULEDGER_VM_ACCEL")
         if forced:
             return forced

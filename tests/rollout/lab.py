@@ -61,13 +61,21 @@ def _run(argv: list[str], **kwargs: object) -> subprocess.CompletedProcess[str]:
     return subprocess.run(argv, check=True, capture_output=True, text=True, **kwargs)  # type: ignore[call-overload]
 
 
-def build_wheelhouses(workdir: Path) -> tuple[Path, Path]:
-    """The node wheelhouse (psutil, nvidia-ml-py for Python 3.8 and 3.11) and the controller's (gpuledger + deps)."""
-    pip = [str(VENV_BIN / "python"), "-m", "pip", "--disable-pip-version-check", "-q"]
+_PIP = [str(VENV_BIN / "python"), "-m", "pip", "--disable-pip-version-check", "-q"]
+
+
+def build_node_wheelhouse(workdir: Path) -> Path:
+    """The node wheelhouse: psutil and nvidia-ml-py for Python 3.8 and 3.11."""
     node = workdir / "wheels-node"
     for python in ("3.8", "3.11"):
-        _run([*pip, "download", "-d", str(node), "--only-binary=:all:", "--python-version", python,
+        _run([*_PIP, "download", "-d", str(node), "--only-binary=:all:", "--python-version", python,
               "psutil>=5.9", "nvidia-ml-py>=12"])
+    return node
+
+
+def build_wheelhouses(workdir: Path) -> tuple[Path, Path]:
+    """The node wheelhouse and the controller's (gpuledger + deps)."""
+    node = build_node_wheelhouse(workdir)
     # The wheel is built from a copy, so the checkout gets no build/ or egg-info from this.
     project = tomllib.loads((REPO / "pyproject.toml").read_text())
     source = workdir / "source"
@@ -79,9 +87,9 @@ def build_wheelhouses(workdir: Path) -> tuple[Path, Path]:
         if (REPO / name).is_dir():
             shutil.copytree(REPO / name, source / name, ignore=shutil.ignore_patterns("__pycache__"))
     controller = workdir / "wheels-controller"
-    _run([*pip, "wheel", "--no-deps", "-w", str(controller), str(source)])
+    _run([*_PIP, "wheel", "--no-deps", "-w", str(controller), str(source)])
     # With the pins the role installs with (gpuledger_controller_constraints), as the runbook builds it.
-    _run([*pip, "download", "-d", str(controller), "--only-binary=:all:", "-c", str(REPO / "constraints.txt"),
+    _run([*_PIP, "download", "-d", str(controller), "--only-binary=:all:", "-c", str(REPO / "constraints.txt"),
           *project["project"]["dependencies"]])
     return node, controller
 

@@ -15,14 +15,14 @@ from pathlib import Path
 
 from tests.harness.sshd import generate_key
 from tests.harness.vm import VmNode
-from tests.rollout.lab import REPO, VENV_BIN, Recap, build_wheelhouses, parse_recap
+from tests.rollout.lab import REPO, VENV_BIN, Recap, build_node_wheelhouse, parse_recap
 
 
 class RoleRun:
     def __init__(self, node: VmNode, workdir: Path) -> None:
         self.node = node
         self.workdir = workdir
-        node_wheels, _ = build_wheelhouses(workdir)
+        node_wheels = build_node_wheelhouse(workdir)
         controller_dir = workdir / "controller"
         generate_key(controller_dir / "ssh" / "id_ed25519", comment="gpuledger-controller")
         self.controller_dir = controller_dir
